@@ -1,0 +1,26 @@
+//! Who is asking: the authenticated user a request carries as an extension.
+//!
+//! The server's authentication layer resolves the user once (client certificate, then bearer
+//! token) and attaches a [`RequestUser`]; handlers read it to authorize.
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// User name.
+    pub name: String,
+    /// Uid (may be empty).
+    pub uid: String,
+    /// Groups.
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    /// Members of `system:masters` bypass authorization.
+    pub fn is_master(&self) -> bool {
+        self.groups.iter().any(|g| g == "system:masters")
+    }
+}
+
+/// The request's user, `None` when anonymous.
+#[derive(Debug, Clone, Default)]
+pub struct RequestUser(pub Option<UserInfo>);

@@ -1,0 +1,137 @@
+//! Watch stream framing shared by the cache server and the virtual workspace.
+//!
+//! A watch response is `200 application/json`, one `{"type":...,"object":...}` JSON document per
+//! event, each followed by `\n` (Python splits on newlines, kube-rs uses a line codec). Frames are
+//! built from already-encoded object bytes: the object is copied, never re-encoded.
+
+use super::status::Status;
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use std::time::Duration;
+
+/// Watch event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// ADDED.
+    Added,
+    /// MODIFIED.
+    Modified,
+    /// DELETED.
+    Deleted,
+    /// BOOKMARK.
+    Bookmark,
+    /// ERROR.
+    Error,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+            EventType::Bookmark => "BOOKMARK",
+            EventType::Error => "ERROR",
+        }
+    }
+}
+
+/// One event frame from object bytes given in pieces (concatenated in order).
+pub fn frame(kind: EventType, object_parts: &[&[u8]]) -> Bytes {
+    let len: usize = object_parts.iter().map(|p| p.len()).sum();
+    let mut buf = BytesMut::with_capacity(len + 32);
+    buf.put_slice(b"{\"type\":\"");
+    buf.put_slice(kind.as_str().as_bytes());
+    buf.put_slice(b"\",\"object\":");
+    for p in object_parts {
+        buf.put_slice(p);
+    }
+    buf.put_slice(b"}\n");
+    buf.freeze()
+}
+
+/// An ERROR event carrying a Status.
+pub fn error_frame(status: &Status) -> Bytes {
+    frame(EventType::Error, &[&status.to_json()])
+}
+
+/// A bookmark object: `{"apiVersion","kind","metadata":{"resourceVersion"[,"annotations"]}}`.
+pub fn bookmark_frame(
+    api_version: &str,
+    kind: &str,
+    revision: u64,
+    initial_events_end: bool,
+) -> Bytes {
+    let annotations = if initial_events_end {
+        serde_json::json!({"k8s.io/initial-events-end": "true"})
+    } else {
+        serde_json::Value::Null
+    };
+    let mut metadata = serde_json::json!({"resourceVersion": revision.to_string()});
+    if !annotations.is_null() {
+        metadata["annotations"] = annotations;
+    }
+    let obj = serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": metadata});
+    // invariant: a json! value always serializes.
+    let bytes = serde_json::to_vec(&obj).expect("invariant: bookmark serializes");
+    frame(EventType::Bookmark, &[&bytes])
+}
+
+/// The streaming 200 response of a watch.
+pub fn response<S>(frames: S) -> Response
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    let mut resp = Response::new(Body::from_stream(frames));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    resp
+}
+
+/// How long a watch lasts: `timeoutSeconds`, else a random duration in [30 min, 60 min) as
+/// kube-apiserver picks with its default minimum request timeout.
+pub fn timeout(timeout_seconds: Option<u64>) -> Duration {
+    match timeout_seconds {
+        Some(s) => Duration::from_secs(s),
+        None => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
+    }
+}
+
+/// How often a watch that allows bookmarks receives one.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_one_json_document_per_line() {
+        let f = frame(EventType::Added, &[b"{\"a\":", b"1}"]);
+        assert_eq!(&f[..], b"{\"type\":\"ADDED\",\"object\":{\"a\":1}}\n");
+        let v: serde_json::Value = serde_json::from_slice(&f).unwrap();
+        assert_eq!(v["object"]["a"], 1);
+    }
+
+    #[test]
+    fn initial_events_end_bookmark_carries_the_annotation() {
+        let f = bookmark_frame("g/v1", "Thing", 7, true);
+        let v: serde_json::Value = serde_json::from_slice(&f).unwrap();
+        assert_eq!(v["type"], "BOOKMARK");
+        assert_eq!(v["object"]["metadata"]["resourceVersion"], "7");
+        assert_eq!(
+            v["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! Object semantics of the cache server, independent of HTTP: how a written body becomes a
+//! stored record and how a record is shown to readers (`kcp-reference.md` §8.4).
+//!
+//! Writes strip `resourceVersion` (the store's revision is the only one), generate `uid` and
+//! `creationTimestamp` unless the object is annotated `kcp.io/shard` (replicated objects keep the
+//! values they were sent with, `generation` included). Reads stamp `resourceVersion` and report
+//! `kcp.io/cluster` and `kcp.io/shard` from the key. The seed loader writes through these same
+//! functions, as a shard writes through the HTTP API.
+
+use super::resources::ServedResource;
+use crate::api::Status;
+use crate::model::{ANN_CLUSTER, ANN_SHARD};
+use crate::store::{Key, Record, Store, StoreError};
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+/// Errors of object handling, mapped to a Status at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// The body is not acceptable.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The object does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The object exists already.
+    #[error("already exists")]
+    AlreadyExists,
+    /// Stale resourceVersion.
+    #[error("conflict")]
+    Conflict,
+    /// Storage failure.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl ObjectError {
+    /// The Status for this error about `name` of `res`.
+    pub fn to_status(&self, res: &ServedResource, name: &str) -> Status {
+        match self {
+            ObjectError::BadRequest(m) => Status::bad_request(m.clone()),
+            ObjectError::NotFound => Status::not_found(res.group, res.resource, name),
+            ObjectError::AlreadyExists => Status::already_exists(res.group, res.resource, name),
+            ObjectError::Conflict => Status::conflict(res.group, res.resource, name),
+            ObjectError::Store(StoreError::Expired { requested, oldest }) => {
+                Status::expired(format!("too old resource version: {requested} ({oldest})"))
+            }
+            ObjectError::Store(e) => Status::internal(e),
+        }
+    }
+}
+
+impl From<StoreError> for ObjectError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ObjectError::NotFound,
+            StoreError::AlreadyExists => ObjectError::AlreadyExists,
+            StoreError::Conflict { .. } => ObjectError::Conflict,
+            other => ObjectError::Store(other),
+        }
+    }
+}
+
+/// Where a write goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Location<'a> {
+    /// The resource.
+    pub res: &'static ServedResource,
+    /// Requested version (becomes the stored apiVersion).
+    pub version: &'a str,
+    /// Shard.
+    pub shard: &'a str,
+    /// Logical cluster.
+    pub cluster: &'a str,
+    /// Namespace ("" for cluster-scoped).
+    pub namespace: &'a str,
+}
+
+impl Location<'_> {
+    /// The store key of `name` here.
+    pub fn key(&self, name: &str) -> Key {
+        Key {
+            group: self.res.group.to_string(),
+            resource: self.res.resource.to_string(),
+            shard: self.shard.to_string(),
+            cluster: self.cluster.to_string(),
+            namespace: self.namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    fn api_version(&self) -> String {
+        if self.res.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.res.group, self.version)
+        }
+    }
+}
+
+fn metadata_mut(obj: &mut Map<String, Value>) -> &mut Map<String, Value> {
+    let md = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !md.is_object() {
+        *md = Value::Object(Map::new());
+    }
+    match md {
+        Value::Object(m) => m,
+        // invariant: replaced by an object just above.
+        _ => unreachable!("invariant: metadata is an object"),
+    }
+}
+
+fn check_body(loc: &Location<'_>, body: &mut Value) -> Result<(), ObjectError> {
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| ObjectError::BadRequest("the body must be a JSON object".into()))?;
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+        && kind != loc.res.kind
+    {
+        return Err(ObjectError::BadRequest(format!(
+            "the kind \"{kind}\" does not match the resource {} (kind {})",
+            loc.res.resource, loc.res.kind
+        )));
+    }
+    obj.insert("kind".into(), Value::String(loc.res.kind.to_string()));
+    obj.insert("apiVersion".into(), Value::String(loc.api_version()));
+    let ns = loc.namespace;
+    let md = metadata_mut(obj);
+    match md.get("namespace").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() && n != ns => {
+            return Err(ObjectError::BadRequest(format!(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )));
+        }
+        _ => {}
+    }
+    if ns.is_empty() {
+        md.remove("namespace");
+    } else {
+        md.insert("namespace".into(), Value::String(ns.to_string()));
+    }
+    Ok(())
+}
+
+fn is_replicated(md: &Map<String, Value>) -> bool {
+    md.get("annotations")
+        .and_then(|a| a.get(ANN_SHARD))
+        .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+}
+
+fn encode(body: &Value) -> Result<Bytes, ObjectError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| ObjectError::BadRequest(e.to_string()))
+}
+
+/// Create an object (POST). Returns the stored record.
+pub async fn create(
+    store: &dyn Store,
+    loc: &Location<'_>,
+    mut body: Value,
+) -> Result<Record, ObjectError> {
+    check_body(loc, &mut body)?;
+    let Some(obj) = body.as_object_mut() else {
+        return Err(ObjectError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let md = metadata_mut(obj);
+    let mut name = md
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        let prefix = md.get("generateName").and_then(Value::as_str).unwrap_or("");
+        if prefix.is_empty() {
+            return Err(ObjectError::BadRequest(
+                "metadata.name: Required value: name or generateName is required".into(),
+            ));
+        }
+        name = format!("{prefix}{}", random_suffix());
+        md.insert("name".into(), Value::String(name.clone()));
+    }
+    md.remove("resourceVersion");
+    let replicated = is_replicated(md);
+    let keep = |md: &Map<String, Value>, k: &str| {
+        replicated && md.get(k).is_some_and(|v| !v.is_null() && v != "")
+    };
+    if !keep(md, "uid") {
+        md.insert(
+            "uid".into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
+    }
+    if !keep(md, "creationTimestamp") {
+        md.insert(
+            "creationTimestamp".into(),
+            Value::String(crate::api::now_rfc3339()),
+        );
+    }
+    if !keep(md, "generation") {
+        md.insert("generation".into(), Value::from(1));
+    }
+    Ok(store.create(loc.key(&name), encode(&body)?).await?)
+}
+
+/// Replace an object (PUT). A non-empty `metadata.resourceVersion` must equal the current one.
+pub async fn update(
+    store: &dyn Store,
+    loc: &Location<'_>,
+    name: &str,
+    mut body: Value,
+) -> Result<Record, ObjectError> {
+    check_body(loc, &mut body)?;
+    let key = loc.key(name);
+    let current = store.get(&key).await?.ok_or(ObjectError::NotFound)?;
+    let old: Value = serde_json::from_slice(&current.value).unwrap_or(Value::Null);
+    let Some(obj) = body.as_object_mut() else {
+        return Err(ObjectError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let md = metadata_mut(obj);
+    match md.get("name").and_then(Value::as_str) {
+        Some(n) if n == name => {}
+        None | Some("") => {
+            md.insert("name".into(), Value::String(name.to_string()));
+        }
+        Some(n) => {
+            return Err(ObjectError::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let expected = match md.remove("resourceVersion") {
+        Some(Value::String(s)) if !s.is_empty() => {
+            Some(s.parse::<u64>().map_err(|_| ObjectError::Conflict)?)
+        }
+        _ => None,
+    };
+    let replicated = is_replicated(md);
+    for field in ["uid", "creationTimestamp"] {
+        let sent = md.get(field).is_some_and(|v| !v.is_null() && v != "");
+        if !(replicated && sent)
+            && let Some(v) = old.pointer(&format!("/metadata/{field}"))
+        {
+            md.insert(field.into(), v.clone());
+        }
+    }
+    if !(replicated && md.contains_key("generation")) {
+        let old_gen = old
+            .pointer("/metadata/generation")
+            .cloned()
+            .unwrap_or(Value::from(1));
+        md.insert("generation".into(), old_gen);
+    }
+    Ok(store.update(key, encode(&body)?, expected).await?)
+}
+
+/// Delete an object, optionally only at a given revision.
+pub async fn delete(
+    store: &dyn Store,
+    key: &Key,
+    expected: Option<u64>,
+) -> Result<Record, ObjectError> {
+    Ok(store.delete(key, expected).await?)
+}
+
+/// How readers see a stored object: `resourceVersion` = `revision`, `kcp.io/cluster` and
+/// `kcp.io/shard` from the key, `apiVersion` = the requested one.
+pub fn present(
+    value: &[u8],
+    key: &Key,
+    revision: u64,
+    api_version: &str,
+) -> Result<Value, ObjectError> {
+    let mut v: Value = serde_json::from_slice(value).map_err(|e| {
+        ObjectError::Store(StoreError::Internal(format!(
+            "stored object {key} does not decode: {e}"
+        )))
+    })?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(ObjectError::Store(StoreError::Internal(format!(
+            "stored object {key} is not a JSON object"
+        ))));
+    };
+    obj.insert("apiVersion".into(), Value::String(api_version.to_string()));
+    let md = metadata_mut(obj);
+    md.insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
+    let ann = md
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !ann.is_object() {
+        *ann = Value::Object(Map::new());
+    }
+    if let Value::Object(a) = ann {
+        a.insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
+        a.insert(ANN_SHARD.into(), Value::String(key.shard.clone()));
+    }
+    Ok(v)
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| char::from(ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache_server::resources::find;
+    use crate::store::memory::MemoryStore;
+    use serde_json::json;
+
+    fn loc() -> Location<'static> {
+        Location {
+            res: find("cache.kcp.io", "v1alpha1", "cachedobjects").unwrap(),
+            version: "v1alpha1",
+            shard: "shard-1",
+            cluster: "c1",
+            namespace: "",
+        }
+    }
+
+    #[tokio::test]
+    async fn replicated_objects_keep_uid_creation_timestamp_and_generation() {
+        let store = MemoryStore::default();
+        let body = json!({"metadata": {"name": "x", "uid": "u-1", "creationTimestamp": "2020-01-01T00:00:00Z",
+            "generation": 7, "resourceVersion": "99", "annotations": {"kcp.io/shard": "shard-1"}}});
+        let rec = create(&store, &loc(), body).await.unwrap();
+        let v = present(&rec.value, &rec.key, rec.revision, "cache.kcp.io/v1alpha1").unwrap();
+        assert_eq!(v["metadata"]["uid"], "u-1");
+        assert_eq!(v["metadata"]["creationTimestamp"], "2020-01-01T00:00:00Z");
+        assert_eq!(v["metadata"]["generation"], 7);
+        assert_eq!(v["metadata"]["resourceVersion"], rec.revision.to_string());
+        assert_eq!(v["metadata"]["annotations"]["kcp.io/cluster"], "c1");
+        assert_eq!(v["kind"], "CachedObject");
+    }
+
+    #[tokio::test]
+    async fn ordinary_objects_get_fresh_system_fields() {
+        let store = MemoryStore::default();
+        let body = json!({"metadata": {"name": "x", "uid": "mine"}});
+        let rec = create(&store, &loc(), body).await.unwrap();
+        let v: Value = serde_json::from_slice(&rec.value).unwrap();
+        assert_ne!(v["metadata"]["uid"], "mine");
+        assert!(v["metadata"]["creationTimestamp"].is_string());
+    }
+
+    #[tokio::test]
+    async fn a_put_with_a_stale_resource_version_conflicts() {
+        let store = MemoryStore::default();
+        let rec = create(&store, &loc(), json!({"metadata": {"name": "x"}}))
+            .await
+            .unwrap();
+        let put = |rv: u64| json!({"metadata": {"name": "x", "resourceVersion": rv.to_string()}, "spec": {"a": rv}});
+        let updated = update(&store, &loc(), "x", put(rec.revision))
+            .await
+            .unwrap();
+        assert!(updated.revision > rec.revision);
+        let err = update(&store, &loc(), "x", put(rec.revision))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ObjectError::Conflict));
+    }
+
+    #[tokio::test]
+    async fn a_mismatched_kind_is_a_bad_request() {
+        let store = MemoryStore::default();
+        let err = create(
+            &store,
+            &loc(),
+            json!({"kind": "Secret", "metadata": {"name": "x"}}),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ObjectError::BadRequest(_)));
+    }
+}

@@ -1,0 +1,19 @@
+//! replication-vw: kcp's CachedResource read path in Rust.
+//!
+//! The **cache server** ([`cache_server`]) stores what kcp shards replicate, over a [`store`]
+//! with one global revision; the **Replication virtual workspace** ([`replication`]) serves the
+//! cached objects of each CachedResource read-only to bound consumer workspaces, validated
+//! against their APIResourceSchema ([`schema`]). [`seed`] applies manifests as a local shard
+//! would, and [`server`] wires TLS, authentication and the routes into one binary.
+//! Layering is one-way: api/model → store → schema → cache_server/replication → seed → server.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cache_server;
+pub mod model;
+pub mod replication;
+pub mod schema;
+pub mod seed;
+pub mod server;
+pub mod store;

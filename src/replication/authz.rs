@@ -1,0 +1,158 @@
+//! The Replication content authorizer (`kcp-reference.md` §6), with the SubjectAccessReview
+//! answered locally from the RBAC objects cached in the export's logical cluster.
+//!
+//! Only `get`, `list` and `watch` can ever be allowed. A concrete consumer needs a binding for
+//! the resource in its LogicalCluster; wildcard and non-resource requests consider every export
+//! that carries the CachedResource's virtual resource. Every matching export must grant
+//! `apis.kcp.io apiexports/content <export>` with the request's verb. `system:masters` never
+//! reaches this authorizer.
+
+use super::index::{ObjKey, State};
+use super::rbac::{self, ResourceAttributes, UserRef};
+use super::url::Target;
+use crate::api::user::UserInfo;
+use crate::model::types::ApiExport;
+use std::sync::Arc;
+
+/// An authorization decision with kcp's raw reasons.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed.
+    Allow(String),
+    /// Denied.
+    Deny(String),
+    /// No opinion; with an error this becomes a 500.
+    NoOpinion(String, Option<String>),
+}
+
+/// The request as the authorizer sees it.
+#[derive(Debug, Clone)]
+pub struct Attributes<'a> {
+    /// The user.
+    pub user: &'a UserInfo,
+    /// Kubernetes verb (`get` for non-resource requests).
+    pub verb: &'a str,
+    /// Whether this is a resource request (not discovery/OpenAPI).
+    pub resource_request: bool,
+    /// The CachedResource `(cluster, name)` of the URL.
+    pub key: &'a ObjKey,
+    /// The target consumer.
+    pub target: &'a Target,
+}
+
+/// Reads allowed through the virtual workspace.
+pub fn is_read_only(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
+/// Decide one request (§6.1).
+pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
+    if !is_read_only(a.verb) {
+        return Decision::Deny(
+            "write access to Replication virtual workspace is not allowed".into(),
+        );
+    }
+    let Some(cr) = state.cached_resource(a.key) else {
+        return Decision::NoOpinion(
+            String::new(),
+            Some(format!(
+                "cachedresources.cache.kcp.io \"{}\" not found",
+                a.key.1
+            )),
+        );
+    };
+    let (group, resource, hash) = (&cr.spec.group, &cr.spec.resource, &cr.status.identity_hash);
+    let candidates: Vec<(ObjKey, Arc<ApiExport>)> = match (a.target, a.resource_request) {
+        (Target::Cluster(cluster), true) => {
+            let Some(lc) = state.logical_clusters.get(cluster) else {
+                return Decision::NoOpinion(
+                    "logical cluster not found".into(),
+                    Some(format!(
+                        "logicalclusters.core.kcp.io \"cluster\" not found in {cluster}"
+                    )),
+                );
+            };
+            let bindings = match lc.resource_bindings() {
+                Ok(b) => b,
+                Err(e) => {
+                    return Decision::NoOpinion(
+                        "failed to retrieve bound resources".into(),
+                        Some(e.to_string()),
+                    );
+                }
+            };
+            let gr = crate::api::status::qualified(group, resource);
+            let binding = bindings
+                .get(&gr)
+                .filter(|lock| !lock.n.is_empty())
+                .and_then(|lock| state.bindings.get(&(cluster.clone(), lock.n.clone())));
+            let Some(binding) = binding else {
+                return Decision::Deny(
+                    "could not find suitable APIBinding in target logical cluster".into(),
+                );
+            };
+            match state.binding_export(cluster, binding) {
+                Some((k, e)) => vec![(k.clone(), e.clone())],
+                None => {
+                    let name = binding
+                        .spec
+                        .reference
+                        .export
+                        .as_ref()
+                        .map_or("", |r| r.name.as_str());
+                    return Decision::NoOpinion(
+                        "APIExport not found".into(),
+                        Some(format!("apiexports.apis.kcp.io \"{name}\" not found")),
+                    );
+                }
+            }
+        }
+        _ => state
+            .exports_for(hash, group, resource)
+            .into_iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect(),
+    };
+    let groups = a.user.groups.clone();
+    let user = UserRef {
+        name: &a.user.name,
+        groups: &groups,
+    };
+    let mut seen = false;
+    for ((export_cluster, export_name), export) in &candidates {
+        for (_, v) in export.virtual_resources(hash, group, resource) {
+            let r = &v.reference;
+            if r.api_group.as_deref() != Some("cache.kcp.io")
+                || r.kind != "CachedResourceEndpointSlice"
+                || r.name != a.key.1
+            {
+                continue;
+            }
+            let attrs = ResourceAttributes {
+                verb: a.verb,
+                group: "apis.kcp.io",
+                resource: "apiexports",
+                subresource: "content",
+                name: export_name,
+            };
+            let roles = |name: &str| state.roles.get(&(export_cluster.clone(), name.to_string()));
+            let bindings = state
+                .role_bindings
+                .range((export_cluster.clone(), String::new())..)
+                .take_while(|(k, _)| k.0 == *export_cluster)
+                .map(|(_, b)| b);
+            if rbac::allows(roles, bindings, &user, &attrs).is_none() {
+                return Decision::Deny(format!(
+                    "RBAC: user \"{}\" cannot {} apiexports/content \"{export_name}\" in workspace \"{export_cluster}\"",
+                    a.user.name, a.verb
+                ));
+            }
+            seen = true;
+        }
+    }
+    if seen {
+        Decision::Allow("found CachedResource reference".into())
+    } else {
+        Decision::Deny("failed to find suitable reason to allow access to CachedResource".into())
+    }
+}

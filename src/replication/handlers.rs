@@ -1,0 +1,789 @@
+//! The Replication virtual workspace HTTP surface (`kcp-reference.md` §5): URL digest,
+//! authentication and authorization, discovery, and get, list and watch served from the index.
+//! Every write verb is refused; every error is a `metav1.Status`.
+
+use super::authz::{self, Attributes, Decision};
+use super::index::{
+    Change, Index, ObjKey, ResolvedApi, ServedEvent, ServedObject, cluster_literal,
+};
+use super::url::{self, Digest, Target};
+use crate::api::Status;
+use crate::api::negotiate::{Format, Offer, negotiate};
+use crate::api::params::ListOptions;
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::status::qualified;
+use crate::api::user::{RequestUser, UserInfo};
+use crate::api::watch::{self, EventType};
+use crate::cache_server::verb_of;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::json;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// The virtual workspace's routes.
+pub fn router(index: Arc<Index>) -> Router {
+    Router::new()
+        .route("/services/replication/{*rest}", any(handle))
+        .with_state(index)
+}
+
+/// What a path under the virtual root addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KubePath {
+    Root,
+    Version,
+    Api,
+    ApiV1,
+    Apis,
+    Group(String),
+    GroupVersion(String, String),
+    Resource(ResourcePath),
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ResourcePath {
+    group: String,
+    version: String,
+    namespace: Option<String>,
+    resource: String,
+    name: Option<String>,
+    subresource: Option<String>,
+    watch_path: bool,
+}
+
+fn parse_kube_path(path: &str) -> KubePath {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [] => KubePath::Root,
+        ["version"] => KubePath::Version,
+        ["api"] => KubePath::Api,
+        ["api", "v1"] => KubePath::ApiV1,
+        ["apis"] => KubePath::Apis,
+        ["apis", g] => KubePath::Group(g.to_string()),
+        ["apis", g, v] => KubePath::GroupVersion(g.to_string(), v.to_string()),
+        ["apis", g, v, rest @ ..] => {
+            let (watch_path, rest) = match rest {
+                ["watch", r @ ..] => (true, r),
+                r => (false, r),
+            };
+            let (namespace, rest) = match rest {
+                ["namespaces", ns, r @ ..] if !r.is_empty() => (Some(ns.to_string()), r),
+                r => (None, r),
+            };
+            let (resource, name, subresource) = match rest {
+                [r] => (r, None, None),
+                [r, n] => (r, Some(n.to_string()), None),
+                [r, n, s] if !watch_path => (r, Some(n.to_string()), Some(s.to_string())),
+                _ => return KubePath::Other,
+            };
+            KubePath::Resource(ResourcePath {
+                group: g.to_string(),
+                version: v.to_string(),
+                namespace,
+                resource: resource.to_string(),
+                name,
+                subresource,
+                watch_path,
+            })
+        }
+        _ => KubePath::Other,
+    }
+}
+
+async fn handle(State(index): State<Arc<Index>>, req: Request) -> Response {
+    match serve(index, req).await {
+        Ok(r) => r,
+        Err(s) => s.into_response(),
+    }
+}
+
+const DENIED: &str = "virtual.replication.content.authorization.kcp.io: access denied";
+
+fn forbidden_resource(user: &UserInfo, verb: &str, rp: &ResourcePath) -> Status {
+    let what = match &rp.name {
+        Some(n) => format!("{} \"{n}\"", qualified(&rp.group, &rp.resource)),
+        None => qualified(&rp.group, &rp.resource),
+    };
+    let scope = match &rp.namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_string(),
+    };
+    Status::forbidden(format!(
+        "{what} is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\" {scope}: {DENIED}",
+        user.name, rp.resource, rp.group
+    ))
+    .with_details(rp.name.as_deref().unwrap_or(""), &rp.group, &rp.resource)
+}
+
+async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
+    let Some(digest) = url::digest(req.uri().path()) else {
+        return Err(Status::path_not_found());
+    };
+    let user = req
+        .extensions()
+        .get::<RequestUser>()
+        .cloned()
+        .unwrap_or_default();
+    let Some(user) = user.0 else {
+        return Err(Status::unauthorized());
+    };
+    let kube_path = parse_kube_path(&digest.kube_path);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let key: ObjKey = (digest.cr_cluster.clone(), digest.cr_name.clone());
+    match kube_path {
+        KubePath::Version => Ok(json_ok(version_document())),
+        KubePath::Root | KubePath::Other => Err(Status::path_not_found()),
+        KubePath::Resource(rp) => serve_resource(&index, &digest, &key, &user, rp, req).await,
+        discovery => {
+            if !user.is_master() {
+                let st = index.read();
+                let attrs = Attributes {
+                    user: &user,
+                    verb: "get",
+                    resource_request: false,
+                    key: &key,
+                    target: &digest.target,
+                };
+                match authz::authorize(&st, &attrs) {
+                    Decision::Allow(_) => {}
+                    Decision::NoOpinion(_, Some(err)) => {
+                        return Err(internal_authz(req.uri(), &err));
+                    }
+                    Decision::Deny(_) | Decision::NoOpinion(_, None) => {
+                        return Err(Status::forbidden(format!(
+                            "forbidden: User \"{}\" cannot get path \"{}\": {DENIED}",
+                            user.name, digest.kube_path
+                        )));
+                    }
+                }
+            }
+            let api = resolved(&index, &key)?;
+            serve_discovery(&api, &digest, discovery, accept.as_deref(), req.headers())
+        }
+    }
+}
+
+fn internal_authz(uri: &axum::http::Uri, err: &str) -> Status {
+    Status::internal(format!("\"{uri}\": {err}"))
+}
+
+fn resolved(index: &Index, key: &ObjKey) -> Result<Arc<ResolvedApi>, Status> {
+    let st = index.read();
+    let api = match st.served.get(key) {
+        Some(s) => s.api.clone(),
+        None => Err(format!(
+            "cachedresources.cache.kcp.io \"{}\" not found",
+            key.1
+        )),
+    };
+    api.map_err(|e| Status::internal(format!("unable to determine API definition set: {e}")))
+}
+
+async fn serve_resource(
+    index: &Arc<Index>,
+    digest: &Digest,
+    key: &ObjKey,
+    user: &UserInfo,
+    rp: ResourcePath,
+    req: Request,
+) -> Result<Response, Status> {
+    let verb = verb_of(
+        req.method(),
+        rp.name.is_some(),
+        req.uri().query(),
+        rp.watch_path,
+    );
+    if !user.is_master() {
+        if !authz::is_read_only(&verb) {
+            return Err(forbidden_resource(user, &verb, &rp));
+        }
+        let st = index.read();
+        let attrs = Attributes {
+            user,
+            verb: &verb,
+            resource_request: true,
+            key,
+            target: &digest.target,
+        };
+        match authz::authorize(&st, &attrs) {
+            Decision::Allow(_) => {}
+            Decision::NoOpinion(_, Some(err)) => return Err(internal_authz(req.uri(), &err)),
+            Decision::Deny(reason) | Decision::NoOpinion(reason, None) => {
+                tracing::debug!(user = %user.name, %verb, %reason, "Replication request denied.");
+                return Err(forbidden_resource(user, &verb, &rp));
+            }
+        }
+    }
+    let api = resolved(index, key)?;
+    if rp.group != api.group || rp.version != api.version || rp.resource != api.resource {
+        return Err(Status::path_not_found());
+    }
+    if let Some(sub) = &rp.subresource {
+        return Err(if sub == "status" && api.has_status {
+            Status::method_not_allowed(&verb, &api.group, &api.resource)
+        } else {
+            Status::path_not_found()
+        });
+    }
+    if !authz::is_read_only(&verb) {
+        return Err(Status::method_not_allowed(&verb, &api.group, &api.resource));
+    }
+    if api.namespaced {
+        if let (Target::Wildcard, Some(ns)) = (&digest.target, &rp.namespace) {
+            return Err(Status::new(
+                400,
+                "",
+                format!(
+                    "cross-cluster LIST and WATCH are required to be cross-namespace, not scoped to namespace {ns}"
+                ),
+            ));
+        }
+    } else if rp.namespace.is_some() {
+        return Err(Status::path_not_found());
+    }
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    negotiate(accept, Offer::Resource)?;
+    let opts = ListOptions::from_query(req.uri().query(), rp.watch_path)?;
+    check_fields(&api, &opts.field_selector)?;
+    match (verb.as_str(), &rp.name) {
+        ("get", Some(name)) => get(
+            index,
+            key,
+            &api,
+            &digest.target,
+            rp.namespace.as_deref(),
+            name,
+        ),
+        ("list", None) => list(
+            index,
+            key,
+            &api,
+            &digest.target,
+            rp.namespace.as_deref(),
+            &opts,
+        ),
+        ("watch", name) => {
+            let mut opts = opts;
+            if let Some(name) = name {
+                opts.field_selector = name_selector(&opts.field_selector, name)?;
+            }
+            watch(
+                index.clone(),
+                key.clone(),
+                api,
+                digest.target.clone(),
+                rp.namespace.clone(),
+                opts,
+            )
+        }
+        _ => Err(Status::method_not_allowed(&verb, &api.group, &api.resource)),
+    }
+}
+
+fn check_fields(api: &ResolvedApi, fs: &FieldSelector) -> Result<(), Status> {
+    for f in fs.fields() {
+        if !(f == "metadata.name" || (f == "metadata.namespace" && api.namespaced)) {
+            return Err(Status::bad_request(format!(
+                "field label not supported: {f}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn name_selector(fs: &FieldSelector, name: &str) -> Result<FieldSelector, Status> {
+    if let Some(n) = fs.exact_value("metadata.name")
+        && n != name
+    {
+        return Err(Status::bad_request(
+            "fieldSelector metadata.name doesn't match requested name",
+        ));
+    }
+    let escaped = name
+        .replace('\\', "\\\\")
+        .replace(',', "\\,")
+        .replace('=', "\\=");
+    let s = if fs.is_everything() {
+        format!("metadata.name={escaped}")
+    } else {
+        format!("metadata.name={escaped},{fs}")
+    };
+    FieldSelector::parse(&s).map_err(|e| Status::bad_request(e.to_string()))
+}
+
+/// The filters one list or watch applies to served objects.
+#[derive(Clone)]
+struct Filter {
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn matches(&self, o: &ServedObject) -> bool {
+        self.namespace.as_ref().is_none_or(|ns| *ns == o.namespace)
+            && (self.labels.is_everything() || self.labels.matches(&o.labels))
+            && (self.fields.is_everything()
+                || self.fields.matches_with(|f| match f {
+                    "metadata.name" => Some(o.name.as_str()),
+                    "metadata.namespace" => Some(o.namespace.as_str()),
+                    _ => None,
+                }))
+    }
+}
+
+/// The synthetic clusters of a request (§5.8).
+fn clusters_for(target: &Target, consumers: &BTreeSet<String>) -> Vec<Vec<u8>> {
+    match target {
+        Target::Wildcard => consumers.iter().map(|c| cluster_literal(c)).collect(),
+        Target::Cluster(c) if consumers.contains(c) => vec![cluster_literal(c)],
+        Target::Cluster(_) => Vec::new(),
+    }
+}
+
+fn get(
+    index: &Index,
+    key: &ObjKey,
+    api: &ResolvedApi,
+    target: &Target,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Response, Status> {
+    let Target::Cluster(cluster) = target else {
+        return Err(Status::bad_request("Wildcard request not supported"));
+    };
+    let st = index.read();
+    let served = st
+        .served
+        .get(key)
+        .ok_or_else(|| Status::not_found(&api.group, &api.resource, name))?;
+    if !served.consumers.contains(cluster) {
+        return Err(Status::not_found(&api.group, &api.resource, name));
+    }
+    let object = served
+        .objects
+        .get(&(ns.unwrap_or("").to_string(), name.to_string()))
+        .ok_or_else(|| Status::not_found(&api.group, &api.resource, name))?;
+    Ok(json_ok(object.json_for(cluster)))
+}
+
+fn list(
+    index: &Index,
+    key: &ObjKey,
+    api: &ResolvedApi,
+    target: &Target,
+    ns: Option<&str>,
+    opts: &ListOptions,
+) -> Result<Response, Status> {
+    let filter = Filter {
+        namespace: ns.map(str::to_string),
+        labels: opts.label_selector.clone(),
+        fields: opts.field_selector.clone(),
+    };
+    let (objects, clusters, revision) = {
+        let st = index.read();
+        let Some(served) = st.served.get(key) else {
+            return Err(Status::internal("unable to determine API definition set"));
+        };
+        let objects: Vec<Arc<ServedObject>> = served
+            .objects
+            .values()
+            .filter(|o| filter.matches(o))
+            .cloned()
+            .collect();
+        (
+            objects,
+            clusters_for(target, &served.consumers),
+            st.revision,
+        )
+    };
+    let head = json!({"apiVersion": api.api_version(), "kind": api.list_kind(), "metadata": {"resourceVersion": revision.to_string()}});
+    // invariant: a json! value serializes.
+    let head = serde_json::to_vec(&head).expect("invariant: list head serializes");
+    let per: usize = clusters.iter().map(Vec::len).max().unwrap_or(0);
+    let size: usize =
+        objects.iter().map(|o| o.len_for(per) + 1).sum::<usize>() * clusters.len().max(1);
+    let mut body = BytesMut::with_capacity(head.len() + size + 16);
+    body.put_slice(&head[..head.len() - 1]);
+    body.put_slice(b",\"items\":[");
+    let mut first = true;
+    for o in &objects {
+        for c in &clusters {
+            if !first {
+                body.put_u8(b',');
+            }
+            first = false;
+            for p in o.parts(c) {
+                body.put_slice(p);
+            }
+        }
+    }
+    body.put_slice(b"]}");
+    Ok(json_ok(body.freeze()))
+}
+
+/// The state of one VW watch stream.
+struct WatchState {
+    index: Arc<Index>,
+    key: ObjKey,
+    target: Target,
+    filter: Filter,
+    pending: VecDeque<Bytes>,
+    rx: broadcast::Receiver<Arc<ServedEvent>>,
+    last: u64,
+    deadline: tokio::time::Instant,
+    bookmarks: bool,
+    api_version: String,
+    kind: String,
+    done: bool,
+}
+
+impl WatchState {
+    fn push_event(&mut self, ev: &ServedEvent) {
+        if ev.revision <= self.last {
+            return;
+        }
+        self.last = ev.revision;
+        let new_match = self.filter.matches(&ev.object);
+        let kind = match ev.change {
+            Change::Added if new_match => EventType::Added,
+            // kcp: an object entering the selector arrives as MODIFIED.
+            Change::Modified if new_match => EventType::Modified,
+            // kube: an object leaving the selector arrives as DELETED.
+            Change::Modified if ev.prev.as_ref().is_some_and(|p| self.filter.matches(p)) => {
+                EventType::Deleted
+            }
+            Change::Deleted if new_match => EventType::Deleted,
+            _ => return,
+        };
+        for c in clusters_for(&self.target, &ev.consumers) {
+            self.pending
+                .push_back(watch::frame(kind, &ev.object.parts(&c)));
+        }
+    }
+}
+
+async fn next_frame(mut st: WatchState) -> Option<(Result<Bytes, std::io::Error>, WatchState)> {
+    loop {
+        if let Some(f) = st.pending.pop_front() {
+            return Some((Ok(f), st));
+        }
+        if st.done {
+            return None;
+        }
+        let tick = tokio::time::sleep(watch::BOOKMARK_INTERVAL);
+        tokio::select! {
+            _ = tokio::time::sleep_until(st.deadline) => return None,
+            _ = tick, if st.bookmarks => {
+                let f = watch::bookmark_frame(&st.api_version, &st.kind, st.last, false);
+                return Some((Ok(f), st));
+            }
+            r = st.rx.recv() => match r {
+                Ok(ev) => st.push_event(&ev),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let replay = {
+                        let s = st.index.read();
+                        match s.served.get(&st.key) {
+                            Some(served) => {
+                                st.rx = served.subscribe();
+                                served.events_after(st.last)
+                            }
+                            None => Ok(Vec::new()),
+                        }
+                    };
+                    match replay {
+                        Ok(events) => for ev in events { st.push_event(&ev) },
+                        Err(oldest) => {
+                            let status = Status::expired(format!("too old resource version: {} ({oldest})", st.last));
+                            st.pending.push_back(watch::error_frame(&status));
+                            st.done = true;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => st.done = true,
+            }
+        }
+    }
+}
+
+fn watch(
+    index: Arc<Index>,
+    key: ObjKey,
+    api: Arc<ResolvedApi>,
+    target: Target,
+    ns: Option<String>,
+    opts: ListOptions,
+) -> Result<Response, Status> {
+    let requested = opts.revision()?;
+    let filter = Filter {
+        namespace: ns,
+        labels: opts.label_selector.clone(),
+        fields: opts.field_selector.clone(),
+    };
+    let initial = opts.send_initial_events.unwrap_or(requested.is_none());
+    let mut pending = VecDeque::new();
+    let (rx, last) = {
+        let st = index.read();
+        let Some(served) = st.served.get(&key) else {
+            return Err(Status::internal("unable to determine API definition set"));
+        };
+        let rx = served.subscribe();
+        let clusters = clusters_for(&target, &served.consumers);
+        if initial {
+            for o in served.objects.values().filter(|o| filter.matches(o)) {
+                for c in &clusters {
+                    pending.push_back(watch::frame(EventType::Added, &o.parts(c)));
+                }
+            }
+            if opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks {
+                pending.push_back(watch::bookmark_frame(
+                    &api.api_version(),
+                    &api.names.kind,
+                    st.revision,
+                    true,
+                ));
+            }
+            (rx, st.revision)
+        } else {
+            let after = requested.unwrap_or(st.revision);
+            match served.events_after(after) {
+                Ok(events) => {
+                    let mut ws = WatchState {
+                        index: index.clone(),
+                        key: key.clone(),
+                        target: target.clone(),
+                        filter: filter.clone(),
+                        pending: VecDeque::new(),
+                        rx: served.subscribe(),
+                        last: after,
+                        deadline: tokio::time::Instant::now(),
+                        bookmarks: false,
+                        api_version: String::new(),
+                        kind: String::new(),
+                        done: false,
+                    };
+                    for ev in &events {
+                        ws.push_event(ev);
+                    }
+                    pending = ws.pending;
+                    (rx, ws.last.max(after))
+                }
+                Err(oldest) => {
+                    let status =
+                        Status::expired(format!("too old resource version: {after} ({oldest})"));
+                    let one = futures_util::stream::once(async move {
+                        Ok::<_, std::io::Error>(watch::error_frame(&status))
+                    });
+                    return Ok(watch::response(one));
+                }
+            }
+        }
+    };
+    let state = WatchState {
+        index,
+        key,
+        target,
+        filter,
+        pending,
+        rx,
+        last,
+        deadline: tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds),
+        bookmarks: opts.allow_watch_bookmarks,
+        api_version: api.api_version(),
+        kind: api.names.kind.clone(),
+        done: false,
+    };
+    Ok(watch::response(
+        futures_util::stream::unfold(state, next_frame).boxed(),
+    ))
+}
+
+fn json_ok(body: impl Into<axum::body::Body>) -> Response {
+    let mut r = Response::new(body.into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn to_bytes(v: &serde_json::Value) -> Bytes {
+    // invariant: json! values serialize.
+    Bytes::from(serde_json::to_vec(v).expect("invariant: document serializes"))
+}
+
+/// `/version`: a semver gitVersion so `kubectl version` is happy.
+pub fn version_document() -> Bytes {
+    to_bytes(&json!({
+        "major": "1", "minor": "34",
+        "gitVersion": format!("v1.34.0-replication-vw.{}", env!("CARGO_PKG_VERSION").replace('.', "-")),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    }))
+}
+
+fn storage_version_hash(key: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(key.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(&h[..8])
+}
+
+fn discovery_resources(api: &ResolvedApi, digest: &Digest) -> serde_json::Value {
+    let mut main = json!({
+        "name": api.resource, "singularName": api.names.singular, "namespaced": api.namespaced,
+        "kind": api.names.kind, "verbs": ["get", "list", "watch"],
+        "storageVersionHash": storage_version_hash(&format!("{}/{}/{}/{}", digest.cr_cluster, api.group, api.version, api.names.kind)),
+    });
+    if !api.names.short_names.is_empty() {
+        main["shortNames"] = json!(api.names.short_names);
+    }
+    if !api.names.categories.is_empty() {
+        main["categories"] = json!(api.names.categories);
+    }
+    let mut resources = vec![main];
+    if api.has_status {
+        resources.push(json!({"name": format!("{}/status", api.resource), "singularName": "", "namespaced": api.namespaced, "kind": api.names.kind, "verbs": []}));
+    }
+    json!(resources)
+}
+
+fn aggregated(api: Option<&ResolvedApi>) -> serde_json::Value {
+    let items = match api {
+        None => json!([]),
+        Some(api) => {
+            let kind = json!({"group": api.group, "version": api.version, "kind": api.names.kind});
+            let mut res = json!({
+                "resource": api.resource, "responseKind": kind,
+                "scope": if api.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": api.names.singular, "verbs": ["get", "list", "watch"],
+            });
+            if !api.names.short_names.is_empty() {
+                res["shortNames"] = json!(api.names.short_names);
+            }
+            if !api.names.categories.is_empty() {
+                res["categories"] = json!(api.names.categories);
+            }
+            if api.has_status {
+                res["subresources"] =
+                    json!([{"subresource": "status", "responseKind": kind, "verbs": []}]);
+            }
+            json!([{"metadata": {"name": api.group}, "versions": [{"version": api.version, "resources": [res], "freshness": "Current"}]}])
+        }
+    };
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
+const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+fn aggregated_response(doc: serde_json::Value, headers: &HeaderMap) -> Response {
+    let body = to_bytes(&doc);
+    let etag = {
+        use sha2::Digest as _;
+        format!("\"{}\"", hex::encode(&sha2::Sha256::digest(&body)[..16]))
+    };
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    let mut r = if not_modified {
+        let mut r = Response::new(axum::body::Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        Response::new(axum::body::Body::from(body))
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(AGGREGATED_CT),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    r
+}
+
+fn serve_discovery(
+    api: &ResolvedApi,
+    digest: &Digest,
+    path: KubePath,
+    accept: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, Status> {
+    let gv = json!({"groupVersion": api.api_version(), "version": api.version});
+    let group = json!({"name": api.group, "versions": [gv.clone()], "preferredVersion": gv});
+    match path {
+        KubePath::Api => match negotiate(accept, Offer::DiscoveryRoot)? {
+            Format::AggregatedDiscovery => Ok(aggregated_response(aggregated(None), headers)),
+            Format::Json => Ok(json_ok(to_bytes(
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
+            ))),
+        },
+        KubePath::ApiV1 => Ok(json_ok(to_bytes(
+            &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}),
+        ))),
+        KubePath::Apis => match negotiate(accept, Offer::DiscoveryRoot)? {
+            Format::AggregatedDiscovery => Ok(aggregated_response(aggregated(Some(api)), headers)),
+            Format::Json => Ok(json_ok(to_bytes(
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}),
+            ))),
+        },
+        KubePath::Group(g) if g == api.group => {
+            let mut doc = group;
+            doc["kind"] = json!("APIGroup");
+            doc["apiVersion"] = json!("v1");
+            Ok(json_ok(to_bytes(&doc)))
+        }
+        KubePath::GroupVersion(g, v) if g == api.group && v == api.version => {
+            Ok(json_ok(to_bytes(&json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api.api_version(),
+                "resources": discovery_resources(api, digest),
+            }))))
+        }
+        _ => Err(Status::path_not_found()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kube_paths_are_split_into_group_version_namespace_resource_and_name() {
+        assert_eq!(parse_kube_path("/apis"), KubePath::Apis);
+        assert_eq!(
+            parse_kube_path("/apis/g/v"),
+            KubePath::GroupVersion("g".into(), "v".into())
+        );
+        let KubePath::Resource(rp) = parse_kube_path("/apis/g/v/namespaces/ns/things/x/status")
+        else {
+            panic!()
+        };
+        assert_eq!(rp.namespace.as_deref(), Some("ns"));
+        assert_eq!(rp.name.as_deref(), Some("x"));
+        assert_eq!(rp.subresource.as_deref(), Some("status"));
+        let KubePath::Resource(rp) = parse_kube_path("/apis/g/v/watch/things") else {
+            panic!()
+        };
+        assert!(rp.watch_path);
+        assert_eq!(parse_kube_path("/openapi/v2"), KubePath::Other);
+    }
+}

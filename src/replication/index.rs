@@ -1,0 +1,928 @@
+//! The virtual workspace's in-memory index: an informer over the whole cache store that keeps
+//! the catalog (CachedResources, APIExports, APIResourceSchemas, APIBindings, LogicalClusters,
+//! RBAC) and, per CachedResource, the served objects as validated, unwrapped JSON bytes.
+//!
+//! Every CachedObject is decoded, unwrapped (`kcp-reference.md` §5.5) and validated against the
+//! APIResourceSchema version it is served with exactly once, when it enters the index. The
+//! served JSON is kept split around the value of its `kcp.io/cluster` annotation, so a copy for
+//! consumer X is `prefix + "X" + suffix` with no re-encoding. Each CachedResource keeps a
+//! bounded history of served events so watches resume from recent revisions; older ones are
+//! answered `410 Gone`. Objects that fail to unwrap or validate are not served, counted, and
+//! logged once with their key.
+
+use super::rbac::{ClusterRole, ClusterRoleBinding};
+use crate::model::types::*;
+use crate::schema::validate::Validator;
+use crate::store::{Event, EventKind, Key, Listing, Record, Scope, Store, StoreError};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use parking_lot::RwLock;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::broadcast;
+
+/// `(logical cluster, name)` of a cluster-scoped object.
+pub type ObjKey = (String, String);
+
+/// Served events kept per CachedResource for watch resume.
+const HISTORY_PER_RESOURCE: usize = 10_000;
+/// Broadcast buffer per CachedResource; a watcher further behind catches up from history.
+const BROADCAST_CAPACITY: usize = 1024;
+
+/// The API a CachedResource is served as (§5.4), resolved once per catalog change.
+#[derive(Debug)]
+pub struct ResolvedApi {
+    /// Group.
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Plural resource.
+    pub resource: String,
+    /// Schema names.
+    pub names: Names,
+    /// Namespaced (the VW follows the schema's scope).
+    pub namespaced: bool,
+    /// Whether the version declares a status subresource.
+    pub has_status: bool,
+    /// The printer columns of the served version.
+    pub printer_columns: Vec<PrinterColumn>,
+    /// The CachedResource's identity hash.
+    pub identity_hash: String,
+    /// The chosen export `(cluster, name)`.
+    pub export: ObjKey,
+    /// Compiled validator of the served version.
+    pub validator: Arc<Validator>,
+    /// Changes whenever the schema or the chosen export changes.
+    pub fingerprint: String,
+}
+
+impl ResolvedApi {
+    /// `<group>/<version>`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The list kind.
+    pub fn list_kind(&self) -> String {
+        if self.names.list_kind.is_empty() {
+            format!("{}List", self.names.kind)
+        } else {
+            self.names.list_kind.clone()
+        }
+    }
+}
+
+/// One served object: unwrapped, validated JSON split around its `kcp.io/cluster` value.
+#[derive(Debug)]
+pub struct ServedObject {
+    /// Namespace ("" when cluster-scoped).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Cache store revision (the served `resourceVersion`).
+    pub revision: u64,
+    /// Labels of the inner object.
+    pub labels: BTreeMap<String, String>,
+    prefix: Bytes,
+    suffix: Bytes,
+}
+
+impl ServedObject {
+    /// The three byte slices that make up the object for consumer `cluster_json` (a JSON
+    /// string literal, quotes included).
+    pub fn parts<'a>(&'a self, cluster_json: &'a [u8]) -> [&'a [u8]; 3] {
+        [&self.prefix, cluster_json, &self.suffix]
+    }
+
+    /// The object as served to `cluster`.
+    pub fn json_for(&self, cluster: &str) -> Bytes {
+        let c = cluster_literal(cluster);
+        let mut b = BytesMut::with_capacity(self.prefix.len() + c.len() + self.suffix.len());
+        for p in self.parts(&c) {
+            b.put_slice(p);
+        }
+        b.freeze()
+    }
+
+    /// Size of one copy in bytes.
+    pub fn len_for(&self, cluster_json_len: usize) -> usize {
+        self.prefix.len() + cluster_json_len + self.suffix.len()
+    }
+}
+
+/// A cluster name as a JSON string literal.
+pub fn cluster_literal(cluster: &str) -> Vec<u8> {
+    // invariant: serializing a &str cannot fail.
+    serde_json::to_vec(cluster).expect("invariant: a string serializes")
+}
+
+/// What happened to a served object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It appeared.
+    Added,
+    /// It changed.
+    Modified,
+    /// It is gone; `object` is its last state.
+    Deleted,
+}
+
+/// One served event.
+#[derive(Debug)]
+pub struct ServedEvent {
+    /// Revision.
+    pub revision: u64,
+    /// Change.
+    pub change: Change,
+    /// New (or last) state.
+    pub object: Arc<ServedObject>,
+    /// Previous state for modifications.
+    pub prev: Option<Arc<ServedObject>>,
+    /// Consumer clusters at the time of the event.
+    pub consumers: Arc<BTreeSet<String>>,
+}
+
+/// The served state of one CachedResource.
+pub struct Served {
+    /// The resolved API or the resolution error message (§5.4).
+    pub api: Result<Arc<ResolvedApi>, String>,
+    /// Served objects by (namespace, name).
+    pub objects: BTreeMap<(String, String), Arc<ServedObject>>,
+    /// Consumer clusters (§5.8).
+    pub consumers: Arc<BTreeSet<String>>,
+    /// CachedObject name -> (namespace, name) of the object it serves.
+    by_origin: HashMap<String, (String, String)>,
+    history: VecDeque<Arc<ServedEvent>>,
+    /// Events at or before this revision are no longer in `history`.
+    compacted: u64,
+    tx: broadcast::Sender<Arc<ServedEvent>>,
+}
+
+impl Served {
+    /// Events after `after`, or `Err(oldest)` when history no longer reaches back that far.
+    pub fn events_after(&self, after: u64) -> Result<Vec<Arc<ServedEvent>>, u64> {
+        if after < self.compacted {
+            return Err(self.compacted);
+        }
+        let start = self.history.partition_point(|e| e.revision <= after);
+        Ok(self.history.range(start..).cloned().collect())
+    }
+
+    /// A receiver of future events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ServedEvent>> {
+        self.tx.subscribe()
+    }
+
+    fn push(&mut self, event: ServedEvent) {
+        let event = Arc::new(event);
+        self.history.push_back(event.clone());
+        while self.history.len() > HISTORY_PER_RESOURCE {
+            if let Some(old) = self.history.pop_front() {
+                self.compacted = old.revision;
+            }
+        }
+        let _ = self.tx.send(event);
+    }
+}
+
+struct RawCached {
+    revision: u64,
+    value: Bytes,
+    group: String,
+    version: String,
+    resource: String,
+}
+
+/// The catalog and the served objects.
+#[derive(Default)]
+pub struct State {
+    /// Last store revision applied.
+    pub revision: u64,
+    /// CachedResources.
+    pub cached_resources: BTreeMap<ObjKey, (u64, Arc<CachedResource>)>,
+    /// APIExports.
+    pub exports: BTreeMap<ObjKey, (u64, Arc<ApiExport>)>,
+    /// APIResourceSchemas.
+    pub schemas: BTreeMap<ObjKey, (u64, Arc<ApiResourceSchema>)>,
+    /// APIBindings.
+    pub bindings: BTreeMap<ObjKey, Arc<ApiBinding>>,
+    /// LogicalClusters by cluster (objects named `cluster`).
+    pub logical_clusters: BTreeMap<String, Arc<LogicalCluster>>,
+    /// ClusterRoles.
+    pub roles: BTreeMap<ObjKey, ClusterRole>,
+    /// ClusterRoleBindings.
+    pub role_bindings: BTreeMap<ObjKey, ClusterRoleBinding>,
+    /// CachedResourceEndpointSlices.
+    pub slices: BTreeMap<ObjKey, Arc<EndpointSlice>>,
+    cached_objects: BTreeMap<ObjKey, RawCached>,
+    /// Served state per CachedResource.
+    pub served: BTreeMap<ObjKey, Served>,
+    invalid: HashMap<ObjKey, String>,
+    validators: HashMap<String, Arc<Validator>>,
+}
+
+/// Counters an operator can read.
+#[derive(Default)]
+pub struct Counters {
+    /// Objects refused at ingest (failed to unwrap or validate), in total.
+    pub invalid_total: AtomicU64,
+    /// Store events applied.
+    pub events_total: AtomicU64,
+}
+
+/// The index, shared by the ingest task and the request handlers.
+#[derive(Default)]
+pub struct Index {
+    state: RwLock<State>,
+    synced: AtomicBool,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// A placeholder for the `kcp.io/cluster` value while encoding; never seen by clients.
+const PLACEHOLDER: &str = "__replication_vw_consumer_cluster_placeholder__";
+
+fn decode<T: DeserializeOwned>(value: &[u8]) -> Option<T> {
+    serde_json::from_slice(value).ok()
+}
+
+/// Unwrap a CachedObject into the served object (§5.5) and validate it.
+fn derive(value: &[u8], revision: u64, api: &ResolvedApi) -> Result<ServedObject, String> {
+    let wrapper: Value =
+        serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
+    let mut inner = match wrapper.pointer("/spec/raw") {
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        Some(_) => {
+            return Err("failed to decode inner object: spec.raw is not a JSON object".into());
+        }
+        None => return Err("failed to decode inner object: spec.raw is missing".into()),
+    };
+    let Some(obj) = inner.as_object_mut() else {
+        return Err("failed to decode inner object".into());
+    };
+    let md = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(md) = md.as_object_mut() else {
+        return Err("failed to decode inner object: metadata is not an object".into());
+    };
+    let mut annotations = match md.remove("annotations") {
+        Some(Value::Object(a)) => a,
+        _ => Default::default(),
+    };
+    let uid = annotations
+        .remove(ANN_ORIGINAL_UID)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    annotations.remove(ANN_ORIGINAL_RV);
+    annotations.remove(ANN_SHARD);
+    annotations.insert(ANN_CLUSTER.into(), Value::String(PLACEHOLDER.into()));
+    md.insert("annotations".into(), Value::Object(annotations));
+    md.insert("uid".into(), Value::String(uid));
+    md.insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
+    let name = md
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let namespace = md
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        return Err("inner object has no metadata.name".into());
+    }
+    let labels = crate::api::labels_of(&inner);
+    if let Err(errors) = api.validator.validate(&inner) {
+        let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(format!("invalid against its schema: {}", msgs.join("; ")));
+    }
+    let bytes = serde_json::to_vec(&inner).map_err(|e| e.to_string())?;
+    let needle = format!("\"{ANN_CLUSTER}\":\"{PLACEHOLDER}\"");
+    let at = find(&bytes, needle.as_bytes()).ok_or("internal: cluster placeholder not found")?;
+    let split = at + needle.len() - PLACEHOLDER.len() - 2;
+    let bytes = Bytes::from(bytes);
+    Ok(ServedObject {
+        namespace,
+        name,
+        revision,
+        labels,
+        prefix: bytes.slice(..split),
+        suffix: bytes.slice(split + PLACEHOLDER.len() + 2..),
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn obj_key(key: &Key) -> ObjKey {
+    (key.cluster.clone(), key.name.clone())
+}
+
+impl State {
+    /// The CachedResource `(cluster, name)`.
+    pub fn cached_resource(&self, key: &ObjKey) -> Option<&Arc<CachedResource>> {
+        self.cached_resources.get(key).map(|(_, cr)| cr)
+    }
+
+    /// APIExports having a virtual resource with identity `hash` and group-resource (g, r).
+    pub fn exports_for(
+        &self,
+        hash: &str,
+        group: &str,
+        resource: &str,
+    ) -> Vec<(&ObjKey, &Arc<ApiExport>)> {
+        let mut v: Vec<_> = self
+            .exports
+            .iter()
+            .filter(|(_, (_, e))| e.virtual_resources(hash, group, resource).next().is_some())
+            .map(|(k, (_, e))| (k, e))
+            .collect();
+        v.sort_by(|a, b| (&a.0.1, &a.0.0).cmp(&(&b.0.1, &b.0.0)));
+        v
+    }
+
+    /// Find an export by path-or-cluster and name (§4.3).
+    pub fn export_by_path(&self, path: &str, name: &str) -> Option<(&ObjKey, &Arc<ApiExport>)> {
+        if let Some((k, (_, e))) = self
+            .exports
+            .get_key_value(&(path.to_string(), name.to_string()))
+        {
+            return Some((k, e));
+        }
+        self.exports
+            .iter()
+            .find(|((_, n), (_, e))| n == name && e.metadata.annotation(ANN_PATH) == path)
+            .map(|(k, (_, e))| (k, e))
+    }
+
+    /// The export a binding references, if it exists.
+    pub fn binding_export(
+        &self,
+        binding_cluster: &str,
+        binding: &ApiBinding,
+    ) -> Option<(&ObjKey, &Arc<ApiExport>)> {
+        let r = binding.spec.reference.export.as_ref()?;
+        let path = if r.path.is_empty() {
+            binding_cluster
+        } else {
+            &r.path
+        };
+        self.export_by_path(path, &r.name)
+    }
+
+    /// Consumer clusters of a CachedResource (§5.8): clusters whose LogicalCluster binds the
+    /// group-resource to an existing APIBinding that references an export with the virtual
+    /// resource.
+    pub fn consumers(&self, hash: &str, group: &str, resource: &str) -> BTreeSet<String> {
+        let exports: BTreeSet<&ObjKey> = self
+            .exports_for(hash, group, resource)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        if exports.is_empty() {
+            return BTreeSet::new();
+        }
+        let gr = crate::api::status::qualified(group, resource);
+        let mut out = BTreeSet::new();
+        for ((cluster, name), binding) in &self.bindings {
+            let Some((ek, _)) = self.binding_export(cluster, binding) else {
+                continue;
+            };
+            if !exports.contains(ek) {
+                continue;
+            }
+            let bound = self
+                .logical_clusters
+                .get(cluster)
+                .and_then(|lc| lc.resource_bindings().ok())
+                .and_then(|b| b.get(&gr).cloned())
+                .is_some_and(|lock| lock.n == *name);
+            if bound {
+                out.insert(cluster.clone());
+            }
+        }
+        out
+    }
+
+    /// Resolve the API definition of a CachedResource (§5.4).
+    fn resolve(&mut self, key: &ObjKey) -> Result<Arc<ResolvedApi>, String> {
+        let (cr_rev, cr) = self
+            .cached_resources
+            .get(key)
+            .cloned()
+            .ok_or_else(|| format!("cachedresources.cache.kcp.io \"{}\" not found", key.1))?;
+        let id = format!("{}|{}", key.0, key.1);
+        if !cr.condition_true("ResourceValid") {
+            return Err(format!("CachedResource {id} not ready"));
+        }
+        let (g, v, r) = (&cr.spec.group, &cr.spec.version, &cr.spec.resource);
+        let hash = &cr.status.identity_hash;
+        let exports = self.exports_for(hash, g, r);
+        let Some((ek, export)) = exports.first().map(|(k, e)| ((*k).clone(), (*e).clone())) else {
+            return Err(format!("CachedResource {id} doesn't have an APIExport"));
+        };
+        let export_rev = self.exports.get(&ek).map_or(0, |(rev, _)| *rev);
+        for (res, _) in export.virtual_resources(hash, g, r) {
+            let skey = (ek.0.clone(), res.schema.clone());
+            let Some((schema_rev, schema)) = self.schemas.get(&skey).cloned() else {
+                return Err(format!(
+                    "failed to get APIResourceSchema: apiresourceschemas.apis.kcp.io \"{}\" not found",
+                    res.schema
+                ));
+            };
+            if schema.spec.group != *g || schema.spec.names.plural != *r {
+                continue;
+            }
+            let Some(version) = schema
+                .spec
+                .versions
+                .iter()
+                .find(|sv| sv.name == *v && sv.served)
+            else {
+                continue;
+            };
+            let fingerprint = format!("{}/{}@{schema_rev}:{v}", skey.0, skey.1);
+            let validator = match self.validators.get(&fingerprint) {
+                Some(v) => v.clone(),
+                None => {
+                    let compiled = Validator::compile(&version.schema)
+                        .map_err(|e| format!("schema {} version {v}: {e}", res.schema))?;
+                    let compiled = Arc::new(compiled);
+                    self.validators
+                        .insert(fingerprint.clone(), compiled.clone());
+                    compiled
+                }
+            };
+            return Ok(Arc::new(ResolvedApi {
+                group: g.clone(),
+                version: v.clone(),
+                resource: r.clone(),
+                names: schema.spec.names.clone(),
+                namespaced: schema.spec.scope == "Namespaced",
+                has_status: schema
+                    .spec
+                    .versions
+                    .iter()
+                    .any(|sv| sv.subresources.status.is_some()),
+                printer_columns: version.additional_printer_columns.clone(),
+                identity_hash: hash.clone(),
+                export: ek.clone(),
+                validator,
+                fingerprint: format!(
+                    "{fingerprint}|cr@{cr_rev}|export {}/{}@{export_rev}",
+                    ek.0, ek.1
+                ),
+            }));
+        }
+        Err(format!(
+            "failed to get schema for wrapped object in CachedResource {id}: missing schema"
+        ))
+    }
+
+    /// Re-derive one CachedObject for a served resource; log a refusal once.
+    fn derive_logged(
+        invalid: &mut HashMap<ObjKey, String>,
+        counters: &Counters,
+        okey: &ObjKey,
+        raw: &RawCached,
+        api: &ResolvedApi,
+    ) -> Option<Arc<ServedObject>> {
+        match derive(&raw.value, raw.revision, api) {
+            Ok(o) => {
+                invalid.remove(okey);
+                Some(Arc::new(o))
+            }
+            Err(msg) => {
+                counters.invalid_total.fetch_add(1, Ordering::Relaxed);
+                if invalid.get(okey) != Some(&msg) {
+                    tracing::warn!(cluster = %okey.0, cachedobject = %okey.1, error = %msg, "Not serving a cached object.");
+                    invalid.insert(okey.clone(), msg);
+                }
+                None
+            }
+        }
+    }
+
+    fn matches_gvr(raw: &RawCached, cr: &CachedResource) -> bool {
+        let g = if cr.spec.group.is_empty() {
+            "core"
+        } else {
+            cr.spec.group.as_str()
+        };
+        raw.group == g && raw.version == cr.spec.version && raw.resource == cr.spec.resource
+    }
+
+    /// Bring every served resource in line with the catalog; `rebuild` re-derives all objects.
+    fn reconcile(&mut self, revision: u64, counters: &Counters, rebuild: bool) {
+        let keys: Vec<ObjKey> = self.cached_resources.keys().cloned().collect();
+        self.served.retain(|k, _| keys.contains(k));
+        for key in keys {
+            let api = self.resolve(&key);
+            let consumers = match (&api, self.cached_resource(&key)) {
+                (Ok(a), _) => Arc::new(self.consumers(&a.identity_hash, &a.group, &a.resource)),
+                _ => Arc::new(BTreeSet::new()),
+            };
+            let old_fp = self
+                .served
+                .get(&key)
+                .and_then(|s| s.api.as_ref().ok().map(|a| a.fingerprint.clone()));
+            let new_fp = api.as_ref().ok().map(|a| a.fingerprint.clone());
+            let served = self.served.entry(key.clone()).or_insert_with(|| Served {
+                api: Err(String::new()),
+                objects: BTreeMap::new(),
+                consumers: consumers.clone(),
+                by_origin: HashMap::new(),
+                history: VecDeque::new(),
+                compacted: revision,
+                tx: broadcast::channel(BROADCAST_CAPACITY).0,
+            });
+            served.consumers = consumers.clone();
+            let changed = rebuild || old_fp != new_fp;
+            served.api = api.clone();
+            if !changed {
+                continue;
+            }
+            // Re-derive every object of this resource and emit the differences.
+            let mut fresh: BTreeMap<(String, String), Arc<ServedObject>> = BTreeMap::new();
+            let mut by_origin = HashMap::new();
+            if let (Ok(a), Some((_, cr))) = (&api, self.cached_resources.get(&key)) {
+                for (okey, raw) in self.cached_objects.range((key.0.clone(), String::new())..) {
+                    if okey.0 != key.0 {
+                        break;
+                    }
+                    if !Self::matches_gvr(raw, cr) {
+                        continue;
+                    }
+                    if let Some(o) = Self::derive_logged(&mut self.invalid, counters, okey, raw, a)
+                    {
+                        by_origin.insert(okey.1.clone(), (o.namespace.clone(), o.name.clone()));
+                        fresh.insert((o.namespace.clone(), o.name.clone()), o);
+                    }
+                }
+            }
+            let Some(served) = self.served.get_mut(&key) else {
+                continue;
+            };
+            let old = std::mem::take(&mut served.objects);
+            for (k, o) in &old {
+                if !fresh.contains_key(k) {
+                    served.push(ServedEvent {
+                        revision,
+                        change: Change::Deleted,
+                        object: o.clone(),
+                        prev: None,
+                        consumers: consumers.clone(),
+                    });
+                }
+            }
+            for (k, o) in &fresh {
+                let prev = old.get(k).cloned();
+                let change = if prev.is_some() {
+                    Change::Modified
+                } else {
+                    Change::Added
+                };
+                if prev.as_ref().is_some_and(|p| {
+                    p.revision == o.revision && p.prefix == o.prefix && p.suffix == o.suffix
+                }) {
+                    continue;
+                }
+                served.push(ServedEvent {
+                    revision,
+                    change,
+                    object: o.clone(),
+                    prev,
+                    consumers: consumers.clone(),
+                });
+            }
+            served.objects = fresh;
+            served.by_origin = by_origin;
+        }
+    }
+
+    /// Apply a CachedObject change to the served resources it belongs to.
+    fn apply_cached_object(
+        &mut self,
+        event_kind: EventKind,
+        key: &Key,
+        revision: u64,
+        value: &Bytes,
+        counters: &Counters,
+    ) {
+        let okey = obj_key(key);
+        if event_kind == EventKind::Deleted {
+            self.cached_objects.remove(&okey);
+            self.invalid.remove(&okey);
+        } else {
+            let labels: BTreeMap<String, String> = decode::<Value>(value)
+                .map(|v| crate::api::labels_of(&v))
+                .unwrap_or_default();
+            let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            self.cached_objects.insert(
+                okey.clone(),
+                RawCached {
+                    revision,
+                    value: value.clone(),
+                    group: get(LABEL_OBJECT_GROUP),
+                    version: get(LABEL_OBJECT_VERSION),
+                    resource: get(LABEL_OBJECT_RESOURCE),
+                },
+            );
+        }
+        let crs: Vec<ObjKey> = self
+            .cached_resources
+            .range((key.cluster.clone(), String::new())..)
+            .take_while(|(k, _)| k.0 == key.cluster)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for crk in crs {
+            let Some((_, cr)) = self.cached_resources.get(&crk).cloned() else {
+                continue;
+            };
+            let Some(served) = self.served.get(&crk) else {
+                continue;
+            };
+            let Ok(api) = served.api.clone() else {
+                continue;
+            };
+            let consumers = served.consumers.clone();
+            let new = match (event_kind, self.cached_objects.get(&okey)) {
+                (EventKind::Deleted, _) | (_, None) => None,
+                (_, Some(raw)) if Self::matches_gvr(raw, &cr) => {
+                    Self::derive_logged(&mut self.invalid, counters, &okey, raw, &api)
+                }
+                _ => None,
+            };
+            let Some(served) = self.served.get_mut(&crk) else {
+                continue;
+            };
+            // Find the previously served object that came from this CachedObject.
+            let prev = served
+                .by_origin
+                .remove(&key.name)
+                .and_then(|k| served.objects.remove(&k));
+            match (prev, new) {
+                (None, None) => {}
+                (Some(p), None) => served.push(ServedEvent {
+                    revision,
+                    change: Change::Deleted,
+                    object: p,
+                    prev: None,
+                    consumers,
+                }),
+                (prev, Some(n)) => {
+                    served
+                        .by_origin
+                        .insert(key.name.clone(), (n.namespace.clone(), n.name.clone()));
+                    served
+                        .objects
+                        .insert((n.namespace.clone(), n.name.clone()), n.clone());
+                    let change = if prev.is_some() {
+                        Change::Modified
+                    } else {
+                        Change::Added
+                    };
+                    served.push(ServedEvent {
+                        revision,
+                        change,
+                        object: n,
+                        prev,
+                        consumers,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Apply one record (from a list) or event to the catalog. Returns whether the catalog
+    /// (anything but CachedObjects) changed.
+    fn apply_record(
+        &mut self,
+        kind: EventKind,
+        key: &Key,
+        revision: u64,
+        value: &Bytes,
+        counters: &Counters,
+    ) -> bool {
+        let k = obj_key(key);
+        let deleted = kind == EventKind::Deleted;
+        fn put<T: DeserializeOwned>(
+            map: &mut BTreeMap<ObjKey, (u64, Arc<T>)>,
+            k: ObjKey,
+            rev: u64,
+            value: &Bytes,
+            deleted: bool,
+        ) {
+            if deleted {
+                map.remove(&k);
+            } else if let Some(v) = decode::<T>(value) {
+                map.insert(k, (rev, Arc::new(v)));
+            } else {
+                tracing::warn!(cluster = %k.0, name = %k.1, "Ignoring a cached API object that does not decode.");
+            }
+        }
+        fn put_plain<T: DeserializeOwned>(
+            map: &mut BTreeMap<ObjKey, T>,
+            k: ObjKey,
+            value: &Bytes,
+            deleted: bool,
+        ) {
+            if deleted {
+                map.remove(&k);
+            } else if let Some(v) = decode::<T>(value) {
+                map.insert(k, v);
+            }
+        }
+        match (key.group.as_str(), key.resource.as_str()) {
+            ("cache.kcp.io", "cachedobjects") => {
+                self.apply_cached_object(kind, key, revision, value, counters);
+                return false;
+            }
+            ("cache.kcp.io", "cachedresources") => {
+                put(&mut self.cached_resources, k, revision, value, deleted)
+            }
+            ("apis.kcp.io", "apiexports") => put(&mut self.exports, k, revision, value, deleted),
+            ("apis.kcp.io", "apiresourceschemas") => {
+                put(&mut self.schemas, k, revision, value, deleted)
+            }
+            ("apis.kcp.io", "apibindings") => {
+                if deleted {
+                    self.bindings.remove(&k);
+                } else if let Some(b) = decode::<ApiBinding>(value) {
+                    self.bindings.insert(k, Arc::new(b));
+                }
+            }
+            ("core.kcp.io", "logicalclusters") => {
+                if key.name != "cluster" {
+                    return false;
+                }
+                if deleted {
+                    self.logical_clusters.remove(&key.cluster);
+                } else if let Some(lc) = decode::<LogicalCluster>(value) {
+                    self.logical_clusters
+                        .insert(key.cluster.clone(), Arc::new(lc));
+                }
+            }
+            ("rbac.authorization.k8s.io", "clusterroles") => {
+                put_plain(&mut self.roles, k, value, deleted)
+            }
+            ("rbac.authorization.k8s.io", "clusterrolebindings") => {
+                put_plain(&mut self.role_bindings, k, value, deleted)
+            }
+            ("cache.kcp.io", "cachedresourceendpointslices") => {
+                if deleted {
+                    self.slices.remove(&k);
+                } else if let Some(s) = decode::<EndpointSlice>(value) {
+                    self.slices.insert(k, Arc::new(s));
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl Index {
+    /// A new, unsynced index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the initial list has been applied.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Read access to the state (never held across an await).
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, State> {
+        self.state.read()
+    }
+
+    /// Replace the whole state with a fresh listing, emitting the differences to watchers.
+    pub fn reset(&self, listing: &Listing) {
+        let mut st = self.state.write();
+        st.cached_resources.clear();
+        st.exports.clear();
+        st.schemas.clear();
+        st.bindings.clear();
+        st.logical_clusters.clear();
+        st.roles.clear();
+        st.role_bindings.clear();
+        st.slices.clear();
+        st.cached_objects.clear();
+        // Catalog first, then CachedObjects (raw only), then one rebuild of every resource.
+        for Record {
+            key,
+            revision,
+            value,
+        } in &listing.records
+        {
+            if (key.group.as_str(), key.resource.as_str()) == ("cache.kcp.io", "cachedobjects") {
+                continue;
+            }
+            st.apply_record(EventKind::Created, key, *revision, value, &self.counters);
+        }
+        for Record {
+            key,
+            revision,
+            value,
+        } in &listing.records
+        {
+            if (key.group.as_str(), key.resource.as_str()) != ("cache.kcp.io", "cachedobjects") {
+                continue;
+            }
+            let labels: BTreeMap<String, String> = decode::<Value>(value)
+                .map(|v| crate::api::labels_of(&v))
+                .unwrap_or_default();
+            let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+            st.cached_objects.insert(
+                obj_key(key),
+                RawCached {
+                    revision: *revision,
+                    value: value.clone(),
+                    group: get(LABEL_OBJECT_GROUP),
+                    version: get(LABEL_OBJECT_VERSION),
+                    resource: get(LABEL_OBJECT_RESOURCE),
+                },
+            );
+        }
+        st.revision = listing.revision;
+        st.reconcile(listing.revision, &self.counters, true);
+    }
+
+    /// Apply one store event.
+    pub fn apply(&self, event: &Event) {
+        self.counters.events_total.fetch_add(1, Ordering::Relaxed);
+        let mut st = self.state.write();
+        st.revision = event.revision;
+        if st.apply_record(
+            event.kind,
+            &event.key,
+            event.revision,
+            &event.value,
+            &self.counters,
+        ) {
+            st.reconcile(event.revision, &self.counters, false);
+        }
+    }
+
+    /// Keep the index in sync with `store` forever: list, then watch; relist when the watch
+    /// expires or fails.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            let listing = match store.list(&Scope::all()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Listing the cache failed; retrying.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    continue;
+                }
+            };
+            let count = listing.records.len();
+            self.reset(&listing);
+            if !self.synced.swap(true, Ordering::AcqRel) {
+                tracing::info!(
+                    objects = count,
+                    revision = listing.revision,
+                    "Virtual workspace index synced."
+                );
+            }
+            let mut stream = match store.watch(Scope::all(), listing.revision).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Watching the cache failed; relisting.");
+                    continue;
+                }
+            };
+            backoff = std::time::Duration::from_millis(100);
+            while let Some(next) = stream.next().await {
+                match next {
+                    Ok(event) => self.apply(&event),
+                    Err(StoreError::Expired { .. }) => {
+                        tracing::info!("The cache watch expired; relisting.");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "The cache watch failed; relisting.");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

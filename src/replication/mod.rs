@@ -1,0 +1,15 @@
+//! The Replication virtual workspace: a read-only Kubernetes API over the cache, one
+//! CachedResource per URL (`kcp-reference.md` §5, §6).
+//!
+//! [`url`] digests the URL, [`index`] keeps the catalog and the served objects in memory,
+//! [`authz`] (with [`rbac`]) decides who may read, and [`handlers`] serves discovery, get, list
+//! and watch.
+
+pub mod authz;
+pub mod handlers;
+pub mod index;
+pub mod rbac;
+pub mod url;
+
+pub use handlers::router;
+pub use index::Index;

@@ -1,0 +1,3 @@
+//! APIResourceSchema handling: compiling a version's structural schema into a validator.
+
+pub mod validate;

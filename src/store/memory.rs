@@ -1,0 +1,438 @@
+//! The in-memory store: an ordered map of records, a bounded ring of recent events, and one
+//! broadcast channel that wakes every watcher.
+//!
+//! Writers take a short write lock, stamp the next revision, append to the history ring and
+//! broadcast the event (never waiting for readers). A watcher that falls behind the broadcast
+//! buffer catches up from the history ring; if the ring no longer reaches back far enough, its
+//! stream ends with [`StoreError::Expired`] and the client relists — memory stays bounded.
+
+use super::{Event, EventKind, Key, Listing, Record, Scope, Store, StoreError, WatchStream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::RwLock;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// Default number of events kept for watch resume.
+pub const DEFAULT_HISTORY: usize = 100_000;
+const BROADCAST_CAPACITY: usize = 4096;
+
+struct Inner {
+    objects: BTreeMap<Key, Record>,
+    history: VecDeque<Arc<Event>>,
+    revision: u64,
+    /// Events with a revision up to and including this one are gone from `history`.
+    compacted: u64,
+}
+
+/// An in-memory [`Store`]. Cheap to clone: clones share the same data.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: RwLock<Inner>,
+    tx: broadcast::Sender<Arc<Event>>,
+    history_limit: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(DEFAULT_HISTORY)
+    }
+}
+
+impl MemoryStore {
+    /// A store that keeps the last `history_limit` events for watch resume.
+    pub fn new(history_limit: usize) -> Self {
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        MemoryStore {
+            shared: Arc::new(Shared {
+                inner: RwLock::new(Inner {
+                    objects: BTreeMap::new(),
+                    history: VecDeque::new(),
+                    // Revision 1 is the empty store, so no list ever reports "0".
+                    revision: 1,
+                    compacted: 1,
+                }),
+                tx,
+                history_limit: history_limit.max(1),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        kind: EventKind,
+        key: Key,
+        value: Bytes,
+        prev: Option<Bytes>,
+    ) -> u64 {
+        inner.revision += 1;
+        let revision = inner.revision;
+        let event = Arc::new(Event {
+            revision,
+            kind,
+            key,
+            value,
+            prev,
+        });
+        inner.history.push_back(event.clone());
+        while inner.history.len() > self.history_limit {
+            if let Some(old) = inner.history.pop_front() {
+                inner.compacted = old.revision;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.tx.send(event);
+        revision
+    }
+
+    /// Events in `scope` after `after`, from the history ring, or Expired.
+    fn replay(inner: &Inner, scope: &Scope, after: u64) -> Result<Vec<Arc<Event>>, StoreError> {
+        if after < inner.compacted {
+            return Err(StoreError::Expired {
+                requested: after,
+                oldest: inner.compacted,
+            });
+        }
+        let start = inner.history.partition_point(|e| e.revision <= after);
+        Ok(inner
+            .history
+            .range(start..)
+            .filter(|e| scope.contains(&e.key))
+            .cloned()
+            .collect())
+    }
+}
+
+struct WatchState {
+    store: Arc<Shared>,
+    scope: Scope,
+    backlog: VecDeque<Arc<Event>>,
+    rx: broadcast::Receiver<Arc<Event>>,
+    last: u64,
+    done: bool,
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &Key) -> Result<Option<Record>, StoreError> {
+        Ok(self.shared.inner.read().objects.get(key).cloned())
+    }
+
+    async fn list(&self, scope: &Scope) -> Result<Listing, StoreError> {
+        let inner = self.shared.inner.read();
+        let records = match &scope.resource {
+            Some(gr) => {
+                let lo = Key {
+                    group: gr.group.clone(),
+                    resource: gr.resource.clone(),
+                    shard: scope.shard.clone().unwrap_or_default(),
+                    cluster: String::new(),
+                    namespace: String::new(),
+                    name: String::new(),
+                };
+                inner
+                    .objects
+                    .range(lo..)
+                    .take_while(|(k, _)| {
+                        k.group == gr.group
+                            && k.resource == gr.resource
+                            && scope.shard.as_ref().is_none_or(|s| *s == k.shard)
+                    })
+                    .filter(|(k, _)| scope.contains(k))
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            }
+            None => inner
+                .objects
+                .iter()
+                .filter(|(k, _)| scope.contains(k))
+                .map(|(_, r)| r.clone())
+                .collect(),
+        };
+        Ok(Listing {
+            records,
+            revision: inner.revision,
+        })
+    }
+
+    async fn create(&self, key: Key, value: Bytes) -> Result<Record, StoreError> {
+        let mut inner = self.shared.inner.write();
+        if inner.objects.contains_key(&key) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let revision = self.shared.commit(
+            &mut inner,
+            EventKind::Created,
+            key.clone(),
+            value.clone(),
+            None,
+        );
+        let record = Record {
+            key: key.clone(),
+            revision,
+            value,
+        };
+        inner.objects.insert(key, record.clone());
+        Ok(record)
+    }
+
+    async fn update(
+        &self,
+        key: Key,
+        value: Bytes,
+        expected: Option<u64>,
+    ) -> Result<Record, StoreError> {
+        let mut inner = self.shared.inner.write();
+        let prev = match inner.objects.get(&key) {
+            None => return Err(StoreError::NotFound),
+            Some(r) => {
+                if let Some(want) = expected
+                    && want != r.revision
+                {
+                    return Err(StoreError::Conflict {
+                        current: r.revision,
+                    });
+                }
+                r.value.clone()
+            }
+        };
+        let revision = self.shared.commit(
+            &mut inner,
+            EventKind::Updated,
+            key.clone(),
+            value.clone(),
+            Some(prev),
+        );
+        let record = Record {
+            key: key.clone(),
+            revision,
+            value,
+        };
+        inner.objects.insert(key, record.clone());
+        Ok(record)
+    }
+
+    async fn delete(&self, key: &Key, expected: Option<u64>) -> Result<Record, StoreError> {
+        let mut inner = self.shared.inner.write();
+        let prev = match inner.objects.get(key) {
+            None => return Err(StoreError::NotFound),
+            Some(r) => {
+                if let Some(want) = expected
+                    && want != r.revision
+                {
+                    return Err(StoreError::Conflict {
+                        current: r.revision,
+                    });
+                }
+                r.value.clone()
+            }
+        };
+        inner.objects.remove(key);
+        let revision = self.shared.commit(
+            &mut inner,
+            EventKind::Deleted,
+            key.clone(),
+            prev.clone(),
+            Some(prev.clone()),
+        );
+        Ok(Record {
+            key: key.clone(),
+            revision,
+            value: prev,
+        })
+    }
+
+    async fn watch(&self, scope: Scope, after: u64) -> Result<WatchStream, StoreError> {
+        let (backlog, rx) = {
+            let inner = self.shared.inner.read();
+            // Subscribing under the lock means no event falls between backlog and live stream.
+            let rx = self.shared.tx.subscribe();
+            (Shared::replay(&inner, &scope, after)?, rx)
+        };
+        let last = backlog.last().map_or(after, |e| e.revision).max(after);
+        let state = WatchState {
+            store: self.shared.clone(),
+            scope,
+            backlog: backlog.into(),
+            rx,
+            last,
+            done: false,
+        };
+        Ok(Box::pin(futures_util::stream::unfold(state, next_event)))
+    }
+
+    async fn revision(&self) -> Result<u64, StoreError> {
+        Ok(self.shared.inner.read().revision)
+    }
+}
+
+async fn next_event(mut st: WatchState) -> Option<(Result<Arc<Event>, StoreError>, WatchState)> {
+    if st.done {
+        return None;
+    }
+    loop {
+        if let Some(e) = st.backlog.pop_front() {
+            if e.revision > st.last || st.backlog.is_empty() {
+                st.last = st.last.max(e.revision);
+            }
+            return Some((Ok(e), st));
+        }
+        match st.rx.recv().await {
+            Ok(e) => {
+                if e.revision <= st.last || !st.scope.contains(&e.key) {
+                    continue;
+                }
+                st.last = e.revision;
+                return Some((Ok(e), st));
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                // Fell behind the broadcast buffer: catch up from the history ring.
+                let replay = {
+                    let inner = st.store.inner.read();
+                    st.rx = st.store.tx.subscribe();
+                    Shared::replay(&inner, &st.scope, st.last)
+                };
+                match replay {
+                    Ok(events) => st.backlog = events.into(),
+                    Err(e) => {
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn key(name: &str) -> Key {
+        Key {
+            group: "cache.kcp.io".into(),
+            resource: "cachedobjects".into(),
+            shard: "root".into(),
+            cluster: "c1".into(),
+            namespace: String::new(),
+            name: name.into(),
+        }
+    }
+
+    fn store(history: usize) -> MemoryStore {
+        MemoryStore::new(history)
+    }
+
+    #[tokio::test]
+    async fn every_write_gets_the_next_global_revision() {
+        let s = store(10);
+        let a = s.create(key("a"), Bytes::from_static(b"{}")).await.unwrap();
+        let b = s.create(key("b"), Bytes::from_static(b"{}")).await.unwrap();
+        let a2 = s
+            .update(key("a"), Bytes::from_static(b"{\"x\":1}"), Some(a.revision))
+            .await
+            .unwrap();
+        assert!(a.revision < b.revision && b.revision < a2.revision);
+        assert_eq!(s.revision().await.unwrap(), a2.revision);
+    }
+
+    #[tokio::test]
+    async fn a_stale_revision_precondition_is_a_conflict() {
+        let s = store(10);
+        let a = s.create(key("a"), Bytes::from_static(b"{}")).await.unwrap();
+        s.update(key("a"), Bytes::from_static(b"{}"), Some(a.revision))
+            .await
+            .unwrap();
+        let err = s
+            .update(key("a"), Bytes::from_static(b"{}"), Some(a.revision))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }));
+        assert_eq!(
+            s.create(key("a"), Bytes::new()).await.unwrap_err(),
+            StoreError::AlreadyExists
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watch_resumes_after_the_given_revision() {
+        let s = store(10);
+        let a = s.create(key("a"), Bytes::from_static(b"1")).await.unwrap();
+        s.create(key("b"), Bytes::from_static(b"2")).await.unwrap();
+        let mut w = s.watch(Scope::all(), a.revision).await.unwrap();
+        let first = w.next().await.unwrap().unwrap();
+        assert_eq!(first.key.name, "b");
+        s.delete(&key("a"), None).await.unwrap();
+        let second = w.next().await.unwrap().unwrap();
+        assert_eq!(second.kind, EventKind::Deleted);
+        assert_eq!(second.value, Bytes::from_static(b"1"));
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_a_compacted_revision_is_expired() {
+        let s = store(2);
+        let first = s.create(key("a"), Bytes::new()).await.unwrap();
+        for n in ["b", "c", "d"] {
+            s.create(key(n), Bytes::new()).await.unwrap();
+        }
+        match s.watch(Scope::all(), first.revision).await {
+            Err(StoreError::Expired { .. }) => {}
+            Err(other) => panic!("expected Expired, got {other:?}"),
+            Ok(_) => panic!("expected Expired, got a stream"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_catches_up_from_history() {
+        let s = store(100_000);
+        let mut w = s
+            .watch(Scope::all(), s.revision().await.unwrap())
+            .await
+            .unwrap();
+        let n = BROADCAST_CAPACITY + 10;
+        for i in 0..n {
+            s.create(key(&format!("k{i:05}")), Bytes::new())
+                .await
+                .unwrap();
+        }
+        let mut seen = 0;
+        let mut last = 0;
+        while seen < n {
+            let e = w.next().await.unwrap().unwrap();
+            assert!(e.revision > last, "revisions strictly increase");
+            last = e.revision;
+            seen += 1;
+        }
+    }
+
+    #[tokio::test]
+    async fn lists_filter_by_shard_and_cluster() {
+        let s = store(10);
+        s.create(key("a"), Bytes::new()).await.unwrap();
+        let mut other = key("b");
+        other.cluster = "c2".into();
+        s.create(other, Bytes::new()).await.unwrap();
+        let scope = Scope {
+            resource: Some(super::super::GroupResource::new(
+                "cache.kcp.io",
+                "cachedobjects",
+            )),
+            shard: None,
+            cluster: Some("c2".into()),
+            namespace: None,
+        };
+        let l = s.list(&scope).await.unwrap();
+        assert_eq!(l.records.len(), 1);
+        assert_eq!(l.records[0].key.name, "b");
+    }
+}
