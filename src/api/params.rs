@@ -59,6 +59,14 @@ fn decode(s: &str) -> String {
         .into_owned()
 }
 
+/// A request path with percent-escapes decoded, as Go's HTTP server hands it to handlers
+/// (clients send `clusters/%2A` for `clusters/*`).
+pub fn decoded_path(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// Kubernetes boolean query semantics: true unless the value is `0` or `false`.
 pub fn truthy(v: &str) -> bool {
     !(v == "0" || v.eq_ignore_ascii_case("false"))

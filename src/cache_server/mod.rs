@@ -192,7 +192,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let Some(user) = user.0 else {
         return Err(Status::unauthorized());
     };
-    let path = parse_path(req.uri().path())?;
+    let path = parse_path(&crate::api::params::decoded_path(req.uri().path()))?;
     let verb = verb_of(
         req.method(),
         path.name.is_some(),

@@ -124,7 +124,7 @@ fn forbidden_resource(user: &UserInfo, verb: &str, rp: &ResourcePath) -> Status 
 }
 
 async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
-    let Some(digest) = url::digest(req.uri().path()) else {
+    let Some(digest) = url::digest(&crate::api::params::decoded_path(req.uri().path())) else {
         return Err(Status::path_not_found());
     };
     let user = req
