@@ -1,0 +1,281 @@
+//! End-to-end harness: starts the real `replication-vw` binary on a free loopback port with a
+//! fresh data directory, waits for `/readyz`, and drives it with the real kubectl (v1.34) and an
+//! admin HTTPS client for the cache server API.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Team A, bound to the `compute` export.
+pub const TEAM_A: &str = "3h9tqa6m2cxe1kbn";
+/// Team B, not bound.
+pub const TEAM_B: &str = "5k8rw2n7j4tz6cqa";
+/// The Cloud Co provider.
+pub const PROVIDER: &str = "1p5f2x8rkq0vd7wz";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of a kubectl v1.34: `$KUBECTL`, else installed with the shared script.
+pub fn kubectl_path() -> PathBuf {
+    if let Ok(k) = std::env::var("KUBECTL") {
+        return PathBuf::from(k);
+    }
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl-bin");
+    let script = repo().join("../shared/tools/install-kubectl.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&dest)
+        .output()
+        .expect("install-kubectl.sh runs (set KUBECTL to skip it)");
+    assert!(
+        out.status.success(),
+        "install-kubectl.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dest.join("kubectl")
+}
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// Its data directory.
+    pub data_dir: tempfile::TempDir,
+    /// Its log lines so far (stderr), collected by a reader thread.
+    logs: mpsc::Receiver<String>,
+    kubectl: PathBuf,
+    cache_dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Start with the Cloud Co example and its token file.
+    pub fn cloud_co() -> Server {
+        let repo = repo();
+        Server::start(&[
+            "--seed",
+            repo.join("examples/cloud-co").to_str().unwrap(),
+            "--token-auth-file",
+            repo.join("examples/cloud-co/tokens.csv").to_str().unwrap(),
+        ])
+    }
+
+    /// Start the binary with extra arguments.
+    pub fn start(extra: &[&str]) -> Server {
+        let kubectl = kubectl_path();
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_replication-vw"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, logs) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let kubeconfig = data_dir.path().join("admin.kubeconfig");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            if let Ok(text) = std::fs::read_to_string(&kubeconfig)
+                && let Some(line) = text.lines().find(|l| l.trim_start().starts_with("server:"))
+            {
+                let u = line
+                    .trim_start()
+                    .trim_start_matches("server:")
+                    .trim()
+                    .trim_matches('"')
+                    .to_string();
+                if !u.is_empty() {
+                    break u;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server never wrote its kubeconfig"
+            );
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the server exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let server = Server {
+            child,
+            url,
+            data_dir,
+            logs,
+            kubectl,
+            cache_dir: tempfile::tempdir().unwrap(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+                .arg(self.ca())
+                .arg(format!("{}/readyz", self.url))
+                .output()
+                .unwrap();
+            if out.stdout == b"200" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The CA certificate file.
+    pub fn ca(&self) -> PathBuf {
+        self.data_dir.path().join("ca.crt")
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.path().join("admin.kubeconfig")
+    }
+
+    /// The Replication VW URL for a CachedResource and a consumer.
+    pub fn vw(&self, cr: &str, consumer: &str) -> String {
+        format!(
+            "{}/services/replication/{PROVIDER}/{cr}/clusters/{consumer}",
+            self.url
+        )
+    }
+
+    /// A kubectl command as admin against `server`.
+    pub fn kubectl_admin(&self, server: &str) -> Command {
+        let mut c = self.kubectl_base();
+        c.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--server")
+            .arg(server);
+        c
+    }
+
+    /// A kubectl command with a bearer token (or anonymous with `None`) against `server`.
+    pub fn kubectl_token(&self, server: &str, token: Option<&str>) -> Command {
+        let mut c = self.kubectl_base();
+        c.arg("--kubeconfig")
+            .arg("/dev/null")
+            .arg("--server")
+            .arg(server);
+        c.arg(format!("--certificate-authority={}", self.ca().display()));
+        if let Some(t) = token {
+            c.arg(format!("--token={t}"));
+        }
+        c
+    }
+
+    fn kubectl_base(&self) -> Command {
+        let mut c = Command::new(&self.kubectl);
+        c.env("KUBECACHEDIR", self.cache_dir.path())
+            .env("HOME", self.cache_dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Wait (up to 20 s) for a log line containing `needle`; returns all lines read so far.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    lines.push(line);
+                    if hit {
+                        return lines.join("\n");
+                    }
+                }
+                Err(_) if Instant::now() >= deadline => return lines.join("\n"),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// An HTTPS client with the admin client certificate.
+    pub fn admin_client(&self) -> reqwest::Client {
+        replication_vw::server::tls::install_crypto_provider();
+        let dir = self.data_dir.path();
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap();
+        let mut pem = std::fs::read(dir.join("admin.crt")).unwrap();
+        pem.extend(std::fs::read(dir.join("admin.key")).unwrap());
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(reqwest::Identity::from_pem(&pem).unwrap())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    }
+
+    /// An HTTPS client that presents a bearer token (or nothing).
+    pub fn token_client(&self) -> reqwest::Client {
+        replication_vw::server::tls::install_crypto_provider();
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.ca()).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap()
+    }
+
+    /// The cache server URL of a collection in the provider cluster on shard `root`.
+    pub fn cache(&self, cluster: &str, group_version_resource: &str) -> String {
+        format!(
+            "{}/services/cache/shards/root/clusters/{cluster}/apis/{group_version_resource}",
+            self.url
+        )
+    }
+}
+
+/// Run a command, returning its output.
+pub fn run(mut c: Command) -> Output {
+    c.output().expect("command runs")
+}
+
+/// stdout as a string.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr as a string.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Read a file next to the examples.
+pub fn example(path: &str) -> PathBuf {
+    repo().join("examples").join(path)
+}
+
+/// Whether a path exists (helper for readability in tests).
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
