@@ -1,0 +1,1154 @@
+//! In-process tests of the composed router (`server::app`): the Replication virtual workspace
+//! and the cache server API over the `examples/cloud-co` seed, driven request by request with
+//! `tower::ServiceExt::oneshot`. The index is synced by hand (`Index::reset`, then
+//! `Index::apply` of the store's events) instead of by its background task, so every test
+//! decides exactly when cache writes become visible to the virtual workspace.
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, Response, StatusCode, header};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use replication_vw::api::user::UserInfo;
+use replication_vw::model::naming::cached_object_name;
+use replication_vw::model::{
+    ANN_CLUSTER, ANN_ORIGINAL_RV, ANN_ORIGINAL_UID, ANN_SHARD, LABEL_OBJECT_GROUP,
+    LABEL_OBJECT_NAME, LABEL_OBJECT_NAMESPACE, LABEL_OBJECT_RESOURCE, LABEL_OBJECT_SCHEMA,
+    LABEL_OBJECT_VERSION,
+};
+use replication_vw::replication::Index;
+use replication_vw::seed;
+use replication_vw::server::authn::{Authenticator, TokenFile};
+use replication_vw::server::tls::PeerIdentity;
+use replication_vw::server::{AppState, app};
+use replication_vw::store::memory::MemoryStore;
+use replication_vw::store::{Scope, Store};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use tower::ServiceExt;
+
+/// root:cloudco, the provider holding the flavors, the CachedResources and the APIExport.
+const PROVIDER: &str = "1p5f2x8rkq0vd7wz";
+/// root:team-a, which binds the `compute` export.
+const TEAM_A: &str = "3h9tqa6m2cxe1kbn";
+/// root:team-b, which binds nothing.
+const TEAM_B: &str = "5k8rw2n7j4tz6cqa";
+/// The virtual workspace URL the seed publishes in its endpoint slices.
+const EXTERNAL_URL: &str = "https://127.0.0.1:6443";
+/// The Accept header kubectl sends for `/api` and `/apis`.
+const AGGREGATED_ACCEPT: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+/// The Content-Type of an aggregated discovery document.
+const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+/// Upper bound for anything a test waits on; nothing here should take more than a moment.
+const WAIT: Duration = Duration::from_secs(10);
+/// The cache server's CachedObject collection, before `?` or `/<name>`.
+const CACHED_OBJECTS: &str = "apis/cache.kcp.io/v1alpha1/cachedobjects";
+
+/// Who sends a request.
+#[derive(Debug, Clone, Copy)]
+enum Caller {
+    /// A client certificate in `system:masters`.
+    Admin,
+    /// `Authorization: Bearer <token>`.
+    Token(&'static str),
+    /// No credentials at all.
+    Anonymous,
+}
+
+const ALICE: Caller = Caller::Token("alice-token");
+const BOB: Caller = Caller::Token("bob-token");
+
+/// The cloud-co seed in a memory store, an index synced to it, and the router over both.
+struct Fixture {
+    store: Arc<MemoryStore>,
+    index: Arc<Index>,
+    router: Router,
+}
+
+fn example_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/cloud-co")
+}
+
+impl Fixture {
+    async fn new() -> Result<Self> {
+        let store = Arc::new(MemoryStore::default());
+        let manifests = seed::read_dirs(&[example_dir()])?;
+        seed::apply(store.as_ref(), manifests, EXTERNAL_URL).await?;
+        let index = Arc::new(Index::new());
+        index.reset(&store.list(&Scope::all()).await?);
+        let tokens = std::fs::read_to_string(example_dir().join("tokens.csv"))?;
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let state = AppState {
+            store: dyn_store,
+            index: index.clone(),
+            authenticator: Arc::new(Authenticator::new(Some(TokenFile::parse(&tokens)?))),
+            seed_loaded: Arc::new(AtomicBool::new(true)),
+        };
+        Ok(Fixture {
+            store,
+            index,
+            router: app(state),
+        })
+    }
+
+    /// Apply every store event the index has not seen yet, as its background task would.
+    async fn catch_up(&self) -> Result<()> {
+        let target = self.store.revision().await?;
+        let after = self.index.read().revision;
+        let mut events = self.store.watch(Scope::all(), after).await?;
+        loop {
+            let seen = self.index.read().revision;
+            if seen >= target {
+                return Ok(());
+            }
+            let event = tokio::time::timeout(WAIT, events.next())
+                .await
+                .context("waiting for a store event")?
+                .context("the store watch ended")??;
+            self.index.apply(&event);
+        }
+    }
+
+    /// Send one request.
+    async fn send(
+        &self,
+        caller: Caller,
+        method: Method,
+        uri: &str,
+        accept: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Response<Body>> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(a) = accept {
+            builder = builder.header(header::ACCEPT, a);
+        }
+        match caller {
+            Caller::Admin => {
+                builder = builder.extension(PeerIdentity(Some(UserInfo {
+                    name: "admin".into(),
+                    uid: String::new(),
+                    groups: vec!["system:masters".into()],
+                })));
+            }
+            Caller::Token(t) => {
+                builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            Caller::Anonymous => {}
+        }
+        let body = match body {
+            Some(v) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(v)?)
+            }
+            None => Body::empty(),
+        };
+        let response = self.router.clone().oneshot(builder.body(body)?).await?;
+        Ok(response)
+    }
+
+    /// Send one request and decode its whole body as JSON.
+    async fn json(
+        &self,
+        caller: Caller,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let response = self.send(caller, method, uri, None, body).await?;
+        read_json(response).await
+    }
+
+    /// GET as JSON.
+    async fn get(&self, caller: Caller, uri: &str) -> Result<(StatusCode, Value)> {
+        self.json(caller, Method::GET, uri, None).await
+    }
+
+    /// The CachedObject wrapping source object `name` of the provider, as the cache API shows it.
+    async fn cached_object(&self, name: &str) -> Result<Value> {
+        let uri = cache_uri(
+            "*",
+            PROVIDER,
+            &format!("?labelSelector=cache.kcp.io%2Fobject-original-name%3D{name}"),
+        );
+        let (code, list) = self.get(Caller::Admin, &uri).await?;
+        assert_eq!(code, StatusCode::OK, "{list}");
+        match list["items"].as_array().map(Vec::as_slice) {
+            Some([one]) => Ok(one.clone()),
+            _ => bail!("expected exactly one CachedObject for {name}, got {list}"),
+        }
+    }
+}
+
+async fn read_json(response: Response<Body>) -> Result<(StatusCode, Value)> {
+    let code = response.status();
+    let bytes = tokio::time::timeout(WAIT, response.into_body().collect())
+        .await
+        .context("reading a response body")??
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("a {code} body is not JSON: {bytes:?}"))?;
+    Ok((code, value))
+}
+
+/// A URL of the `cpuflavors-v1` CachedResource's virtual workspace for `target`.
+fn vw(target: &str, kube_path: &str) -> String {
+    vw_of("cpuflavors-v1", target, kube_path)
+}
+
+fn vw_of(cached_resource: &str, target: &str, kube_path: &str) -> String {
+    format!("/services/replication/{PROVIDER}/{cached_resource}/clusters/{target}{kube_path}")
+}
+
+/// The served CPU flavors collection for `target`, followed by `rest` (`/<name>` or `?query`).
+fn cpuflavors(target: &str, rest: &str) -> String {
+    vw(
+        target,
+        &format!("/apis/cloud.example.com/v1/cpuflavors{rest}"),
+    )
+}
+
+/// A cache server CachedObject URL; `rest` is `/<name>` or `?query` or empty.
+fn cache_uri(shard: &str, cluster: &str, rest: &str) -> String {
+    format!("/services/cache/shards/{shard}/clusters/{cluster}/{CACHED_OBJECTS}{rest}")
+}
+
+fn names(list: &Value) -> Vec<String> {
+    let mut v: Vec<String> = list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Assert that `v` is a failure Status with this code and reason.
+fn assert_status(v: &Value, code: u16, reason: &str) {
+    assert_eq!(v["kind"], "Status", "{v}");
+    assert_eq!(v["apiVersion"], "v1", "{v}");
+    assert_eq!(v["status"], "Failure", "{v}");
+    assert_eq!(v["code"], code, "{v}");
+    assert_eq!(v["reason"], reason, "{v}");
+}
+
+/// A CachedObject as a shard would write it for a CPU flavor of the provider.
+fn cpu_flavor_cached_object(name: &str, uid: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "cache.kcp.io/v1alpha1",
+        "kind": "CachedObject",
+        "metadata": {
+            "name": cached_object_name("cloud.example.com", "v1", "cpuflavors", "", name),
+            "labels": {
+                LABEL_OBJECT_SCHEMA: "v1.cpuflavors.cloud.example.com",
+                LABEL_OBJECT_GROUP: "cloud.example.com",
+                LABEL_OBJECT_VERSION: "v1",
+                LABEL_OBJECT_RESOURCE: "cpuflavors",
+                LABEL_OBJECT_NAME: name,
+                LABEL_OBJECT_NAMESPACE: "",
+                "cloud.example.com/visibility": "Public",
+            },
+            "annotations": {ANN_SHARD: "root"},
+        },
+        "spec": {"raw": {
+            "apiVersion": "cloud.example.com/v1",
+            "kind": "CPUFlavor",
+            "metadata": {
+                "name": name,
+                "uid": uid,
+                "labels": {"cloud.example.com/visibility": "Public"},
+                "annotations": {
+                    ANN_CLUSTER: PROVIDER,
+                    ANN_SHARD: "root",
+                    ANN_ORIGINAL_UID: uid,
+                    ANN_ORIGINAL_RV: "42",
+                },
+            },
+            "spec": spec,
+        }},
+    })
+}
+
+/// Reads a watch response body event by event (one JSON document per `\n`-terminated line).
+struct WatchReader {
+    body: Body,
+    buf: Vec<u8>,
+}
+
+impl WatchReader {
+    fn new(response: Response<Body>) -> Self {
+        WatchReader {
+            body: response.into_body(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next event, or `None` once the stream has ended.
+    async fn next(&mut self) -> Result<Option<Value>> {
+        loop {
+            if let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=at).collect();
+                let event = serde_json::from_slice(&line[..at])
+                    .with_context(|| format!("a watch line is not JSON: {line:?}"))?;
+                return Ok(Some(event));
+            }
+            let frame = tokio::time::timeout(WAIT, self.body.frame())
+                .await
+                .context("waiting for a watch event")?;
+            match frame {
+                None if self.buf.is_empty() => return Ok(None),
+                None => bail!(
+                    "the watch ended inside an unterminated line: {:?}",
+                    self.buf
+                ),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event, which must exist.
+    async fn event(&mut self) -> Result<Value> {
+        self.next().await?.context("the watch ended early")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The virtual workspace: reads
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn team_a_lists_the_three_public_cpu_flavors_as_a_cpu_flavor_list() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, list) = fx.get(ALICE, &cpuflavors(TEAM_A, "")).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["kind"], "CPUFlavorList");
+    assert_eq!(list["apiVersion"], "cloud.example.com/v1");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .context("the list resourceVersion is not a string")?;
+    assert!(rv.parse::<u64>().is_ok_and(|n| n > 0), "{rv}");
+    assert_eq!(names(&list), ["cpu-large", "cpu-medium", "cpu-small"]);
+    for item in list["items"].as_array().into_iter().flatten() {
+        assert_eq!(item["apiVersion"], "cloud.example.com/v1", "{item}");
+        assert_eq!(item["kind"], "CPUFlavor", "{item}");
+        assert_eq!(item["metadata"]["annotations"][ANN_CLUSTER], TEAM_A);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn cpu_small_carries_only_the_consumer_cluster_annotation_and_the_original_uid() -> Result<()>
+{
+    let fx = Fixture::new().await?;
+    let wrapper = fx.cached_object("cpu-small").await?;
+    let original_uid = wrapper["spec"]["raw"]["metadata"]["annotations"][ANN_ORIGINAL_UID]
+        .as_str()
+        .context("the CachedObject has no original-resource-UID")?
+        .to_string();
+    assert!(!original_uid.is_empty());
+
+    let (code, flavor) = fx.get(ALICE, &cpuflavors(TEAM_A, "/cpu-small")).await?;
+    assert_eq!(code, StatusCode::OK, "{flavor}");
+    assert_eq!(
+        flavor["metadata"]["annotations"],
+        json!({ANN_CLUSTER: TEAM_A})
+    );
+    assert_eq!(flavor["metadata"]["uid"], original_uid.as_str());
+    assert!(
+        flavor["metadata"]["resourceVersion"].is_string(),
+        "{flavor}"
+    );
+    assert_eq!(flavor["kind"], "CPUFlavor");
+    assert_eq!(flavor["spec"]["cores"], 2);
+    assert_eq!(
+        flavor["metadata"]["labels"]["cloud.example.com/tier"],
+        "small"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_internal_cpu_flavor_is_not_found() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, status) = fx.get(ALICE, &cpuflavors(TEAM_A, "/cpu-internal")).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_status(&status, 404, "NotFound");
+    assert_eq!(
+        status["message"],
+        "cpuflavors.cloud.example.com \"cpu-internal\" not found"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn getting_one_flavor_across_all_clusters_is_a_bad_request() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for caller in [Caller::Admin, ALICE] {
+        let (code, status) = fx.get(caller, &cpuflavors("*", "/cpu-small")).await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+        assert_status(&status, 400, "BadRequest");
+        assert_eq!(status["message"], "Wildcard request not supported");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wildcard_list_returns_one_copy_per_bound_consumer() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, list) = fx.get(ALICE, &cpuflavors("*", "")).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    // Only team-a binds the export, so every flavor appears once, as team-a's.
+    assert_eq!(names(&list), ["cpu-large", "cpu-medium", "cpu-small"]);
+    for item in list["items"].as_array().into_iter().flatten() {
+        assert_eq!(item["metadata"]["annotations"][ANN_CLUSTER], TEAM_A);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn alice_is_forbidden_to_read_team_b_which_binds_nothing() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for (uri, verb) in [
+        (cpuflavors(TEAM_B, ""), "list"),
+        (cpuflavors(TEAM_B, "/cpu-small"), "get"),
+    ] {
+        let (code, status) = fx.get(ALICE, &uri).await?;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{status}");
+        assert_status(&status, 403, "Forbidden");
+        let message = status["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "User \"alice\" cannot {verb} resource \"cpuflavors\""
+            )),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("virtual.replication.content.authorization.kcp.io: access denied"),
+            "{message}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_admin_sees_an_empty_list_and_not_found_for_an_unbound_consumer() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, list) = fx.get(Caller::Admin, &cpuflavors(TEAM_B, "")).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["kind"], "CPUFlavorList");
+    assert_eq!(list["items"], json!([]));
+    let (code, status) = fx
+        .get(Caller::Admin, &cpuflavors(TEAM_B, "/cpu-small"))
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{status}");
+    assert_status(&status, 404, "NotFound");
+    Ok(())
+}
+
+#[tokio::test]
+async fn bob_without_a_grant_is_forbidden_everywhere() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for uri in [
+        cpuflavors(TEAM_A, ""),
+        cpuflavors(TEAM_A, "/cpu-small"),
+        cpuflavors("*", ""),
+        vw(TEAM_A, "/apis"),
+    ] {
+        let (code, status) = fx.get(BOB, &uri).await?;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{uri}: {status}");
+        assert_status(&status, 403, "Forbidden");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_label_selector_set_narrows_the_list_to_small_and_large() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let uri = cpuflavors(
+        TEAM_A,
+        "?labelSelector=cloud.example.com%2Ftier%20in%20%28small%2Clarge%29",
+    );
+    let (code, list) = fx.get(ALICE, &uri).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(names(&list), ["cpu-large", "cpu-small"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_field_selector_on_the_name_returns_one_flavor() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let uri = cpuflavors(TEAM_A, "?fieldSelector=metadata.name%3Dcpu-small");
+    let (code, list) = fx.get(ALICE, &uri).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(names(&list), ["cpu-small"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_field_selector_on_an_unsupported_field_is_a_bad_request() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let uri = cpuflavors(TEAM_A, "?fieldSelector=spec.cores%3D2");
+    let (code, status) = fx.get(ALICE, &uri).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+    assert_status(&status, 400, "BadRequest");
+    assert_eq!(status["message"], "field label not supported: spec.cores");
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubectls_table_accept_still_gets_the_json_list() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let response = fx
+        .send(
+            ALICE,
+            Method::GET,
+            &cpuflavors(TEAM_A, ""),
+            Some(accept),
+            None,
+        )
+        .await?;
+    let (code, list) = read_json(response).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["kind"], "CPUFlavorList");
+    assert_eq!(names(&list).len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_bearer_token_is_unauthorized() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, status) = fx
+        .get(Caller::Token("mallory-token"), &cpuflavors(TEAM_A, ""))
+        .await?;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{status}");
+    assert_status(&status, 401, "Unauthorized");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The virtual workspace: writes
+// ---------------------------------------------------------------------------------------------
+
+/// Every write an API client could attempt: (method, URI, verb, body).
+fn write_attempts() -> Vec<(Method, String, &'static str, Option<Value>)> {
+    let small = cpuflavors(TEAM_A, "/cpu-small");
+    let object = json!({"apiVersion": "cloud.example.com/v1", "kind": "CPUFlavor",
+        "metadata": {"name": "cpu-small"}, "spec": {"cores": 64}});
+    vec![
+        (Method::DELETE, small.clone(), "delete", None),
+        (
+            Method::POST,
+            cpuflavors(TEAM_A, ""),
+            "create",
+            Some(object.clone()),
+        ),
+        (Method::PUT, small.clone(), "update", Some(object)),
+        (
+            Method::PATCH,
+            small,
+            "patch",
+            Some(json!({"spec": {"cores": 64}})),
+        ),
+        (
+            Method::DELETE,
+            cpuflavors(TEAM_A, ""),
+            "deletecollection",
+            None,
+        ),
+    ]
+}
+
+async fn assert_cpu_small_unchanged(fx: &Fixture) -> Result<()> {
+    let (code, flavor) = fx.get(ALICE, &cpuflavors(TEAM_A, "/cpu-small")).await?;
+    assert_eq!(code, StatusCode::OK, "{flavor}");
+    assert_eq!(flavor["spec"]["cores"], 2);
+    let (_, list) = fx.get(ALICE, &cpuflavors(TEAM_A, "")).await?;
+    assert_eq!(names(&list).len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn writes_by_an_admin_are_method_not_allowed_and_change_nothing() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for (method, uri, verb, body) in write_attempts() {
+        let (code, status) = fx.json(Caller::Admin, method, &uri, body.as_ref()).await?;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{verb}: {status}");
+        assert_status(&status, 405, "MethodNotAllowed");
+        assert_eq!(
+            status["message"],
+            format!(
+                "{verb} is not supported on resources of kind \"cpuflavors.cloud.example.com\""
+            )
+        );
+    }
+    fx.catch_up().await?;
+    assert_cpu_small_unchanged(&fx).await
+}
+
+#[tokio::test]
+async fn writes_by_alice_are_forbidden_and_change_nothing() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for (method, uri, verb, body) in write_attempts() {
+        let (code, status) = fx.json(ALICE, method, &uri, body.as_ref()).await?;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{verb}: {status}");
+        assert_status(&status, 403, "Forbidden");
+        let message = status["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!(
+                "User \"alice\" cannot {verb} resource \"cpuflavors\" in API group \"cloud.example.com\""
+            )),
+            "{message}"
+        );
+    }
+    fx.catch_up().await?;
+    assert_cpu_small_unchanged(&fx).await
+}
+
+#[tokio::test]
+async fn anonymous_callers_are_unauthorized_and_change_nothing() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let mut attempts = write_attempts();
+    attempts.push((Method::GET, cpuflavors(TEAM_A, ""), "list", None));
+    attempts.push((Method::GET, vw(TEAM_A, "/apis"), "get", None));
+    for (method, uri, verb, body) in attempts {
+        let (code, status) = fx
+            .json(Caller::Anonymous, method, &uri, body.as_ref())
+            .await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{verb}: {status}");
+        assert_status(&status, 401, "Unauthorized");
+    }
+    fx.catch_up().await?;
+    assert_cpu_small_unchanged(&fx).await
+}
+
+#[tokio::test]
+async fn the_status_subresource_is_method_not_allowed_because_nothing_stores_it() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, status) = fx
+        .get(Caller::Admin, &cpuflavors(TEAM_A, "/cpu-small/status"))
+        .await?;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED, "{status}");
+    assert_status(&status, 405, "MethodNotAllowed");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The virtual workspace: discovery
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn aggregated_discovery_of_apis_names_the_resource_with_its_response_kind() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let response = fx
+        .send(
+            ALICE,
+            Method::GET,
+            &vw(TEAM_A, "/apis"),
+            Some(AGGREGATED_ACCEPT),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some(AGGREGATED_CT)
+    );
+    let (code, doc) = read_json(response).await?;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    assert_eq!(doc["kind"], "APIGroupDiscoveryList");
+    assert_eq!(doc["apiVersion"], "apidiscovery.k8s.io/v2");
+    let group = &doc["items"][0];
+    assert_eq!(group["metadata"]["name"], "cloud.example.com");
+    let version = &group["versions"][0];
+    assert_eq!(version["version"], "v1");
+    let resource = &version["resources"][0];
+    assert_eq!(resource["resource"], "cpuflavors");
+    assert_eq!(
+        resource["responseKind"],
+        json!({"group": "cloud.example.com", "version": "v1", "kind": "CPUFlavor"})
+    );
+    assert_eq!(resource["scope"], "Cluster");
+    assert_eq!(resource["verbs"], json!(["get", "list", "watch"]));
+    assert_eq!(resource["shortNames"], json!(["cpuf"]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_discovery_of_apis_is_an_api_group_list() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, doc) = fx.get(ALICE, &vw(TEAM_A, "/apis")).await?;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    assert_eq!(doc["kind"], "APIGroupList");
+    let gv = json!({"groupVersion": "cloud.example.com/v1", "version": "v1"});
+    assert_eq!(
+        doc["groups"],
+        json!([{"name": "cloud.example.com", "versions": [gv.clone()], "preferredVersion": gv}])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_group_version_lists_only_read_verbs_and_the_short_name() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, doc) = fx
+        .get(ALICE, &vw(TEAM_A, "/apis/cloud.example.com/v1"))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    assert_eq!(doc["kind"], "APIResourceList");
+    assert_eq!(doc["groupVersion"], "cloud.example.com/v1");
+    let main = &doc["resources"][0];
+    assert_eq!(main["name"], "cpuflavors");
+    assert_eq!(main["singularName"], "cpuflavor");
+    assert_eq!(main["kind"], "CPUFlavor");
+    assert_eq!(main["namespaced"], false);
+    assert_eq!(main["verbs"], json!(["get", "list", "watch"]));
+    assert_eq!(main["shortNames"], json!(["cpuf"]));
+    assert_eq!(doc["resources"][1]["name"], "cpuflavors/status");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_core_group_version_is_an_empty_resource_list() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, doc) = fx.get(ALICE, &vw(TEAM_A, "/api/v1")).await?;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    assert_eq!(doc["kind"], "APIResourceList");
+    assert_eq!(doc["groupVersion"], "v1");
+    assert_eq!(doc["resources"], json!([]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn other_groups_under_the_virtual_root_are_not_found() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for path in ["/apis/apps/v1", "/apis/cloud.example.com/v2", "/openapi/v2"] {
+        let (code, status) = fx.get(Caller::Admin, &vw(TEAM_A, path)).await?;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{path}: {status}");
+        assert_status(&status, 404, "NotFound");
+    }
+    Ok(())
+}
+
+/// Whether `v` is `v<major>.<minor>.<patch>[-<pre-release>][+<build>]` as semver defines it.
+fn is_semver_git_version(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
+    let (rest, build) = rest
+        .split_once('+')
+        .map_or((rest, None), |(a, b)| (a, Some(b)));
+    let (core, pre) = rest
+        .split_once('-')
+        .map_or((rest, None), |(a, b)| (a, Some(b)));
+    let numbers: Vec<&str> = core.split('.').collect();
+    let numeric = |s: &&str| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s.len() == 1 || !s.starts_with('0'))
+    };
+    let identifiers = |s: &str| {
+        s.split('.')
+            .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    };
+    numbers.len() == 3
+        && numbers.iter().all(numeric)
+        && pre.is_none_or(identifiers)
+        && build.is_none_or(identifiers)
+}
+
+#[tokio::test]
+async fn version_reports_a_semver_git_version() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, doc) = fx.get(ALICE, &vw(TEAM_A, "/version")).await?;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    let git_version = doc["gitVersion"].as_str().unwrap_or_default();
+    assert!(is_semver_git_version(git_version), "{git_version}");
+    assert!(
+        doc["major"].is_string() && doc["minor"].is_string(),
+        "{doc}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache server API
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_cache_api_refuses_users_outside_system_masters() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for caller in [ALICE, BOB] {
+        let (code, status) = fx.get(caller, &cache_uri("*", "*", "")).await?;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{status}");
+        assert_status(&status, 403, "Forbidden");
+    }
+    let (code, status) = fx.get(Caller::Anonymous, &cache_uri("*", "*", "")).await?;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_cache_resource_is_not_found() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let uri = format!(
+        "/services/cache/shards/*/clusters/{PROVIDER}/apis/cloud.example.com/v1/cpuflavors"
+    );
+    let (code, status) = fx.get(Caller::Admin, &uri).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{status}");
+    assert_status(&status, 404, "NotFound");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_put_with_a_stale_resource_version_conflicts() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let wrapper = fx.cached_object("cpu-small").await?;
+    let name = wrapper["metadata"]["name"].as_str().unwrap_or_default();
+    let uri = cache_uri("root", PROVIDER, &format!("/{name}"));
+    let mut first = wrapper.clone();
+    first["spec"]["raw"]["spec"]["cores"] = json!(3);
+    let (code, updated) = fx
+        .json(Caller::Admin, Method::PUT, &uri, Some(&first))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    assert_ne!(
+        updated["metadata"]["resourceVersion"],
+        wrapper["metadata"]["resourceVersion"]
+    );
+    let mut stale = wrapper.clone();
+    stale["spec"]["raw"]["spec"]["cores"] = json!(5);
+    let (code, status) = fx
+        .json(Caller::Admin, Method::PUT, &uri, Some(&stale))
+        .await?;
+    assert_eq!(code, StatusCode::CONFLICT, "{status}");
+    assert_status(&status, 409, "Conflict");
+    let (_, now) = fx.get(Caller::Admin, &uri).await?;
+    assert_eq!(now["spec"]["raw"]["spec"]["cores"], 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_path_shaped_cluster_is_rejected_with_kcps_message() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, status) = fx
+        .get(Caller::Admin, &cache_uri("root", "root:org", ""))
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+    assert_status(&status, 400, "BadRequest");
+    assert_eq!(
+        status["message"],
+        "invalid cluster: \"root:org\" is not a logical cluster name"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn deletecollection_with_a_label_selector_removes_only_matching_objects() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let uri = cache_uri(
+        "root",
+        PROVIDER,
+        "?labelSelector=cache.kcp.io%2Fobject-resource%3Dmemflavors",
+    );
+    let (code, deleted) = fx.json(Caller::Admin, Method::DELETE, &uri, None).await?;
+    assert_eq!(code, StatusCode::OK, "{deleted}");
+    let resources = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                i["metadata"]["labels"][LABEL_OBJECT_RESOURCE]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(resources(&deleted), ["memflavors"; 3]);
+
+    let (code, left) = fx.get(Caller::Admin, &cache_uri("*", "*", "")).await?;
+    assert_eq!(code, StatusCode::OK, "{left}");
+    assert_eq!(resources(&left), ["cpuflavors"; 3]);
+
+    // The virtual workspace follows once it has seen the deletions.
+    fx.catch_up().await?;
+    let memflavors = vw_of(
+        "memflavors-v1",
+        TEAM_A,
+        "/apis/cloud.example.com/v1/memflavors",
+    );
+    let (code, list) = fx.get(ALICE, &memflavors).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["items"], json!([]));
+    let (_, list) = fx.get(ALICE, &cpuflavors(TEAM_A, "")).await?;
+    assert_eq!(names(&list).len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn cache_objects_report_the_cluster_and_shard_of_their_key() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, list) = fx.get(Caller::Admin, &cache_uri("*", "*", "")).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    for item in list["items"].as_array().into_iter().flatten() {
+        assert_eq!(item["metadata"]["annotations"][ANN_CLUSTER], PROVIDER);
+        assert_eq!(item["metadata"]["annotations"][ANN_SHARD], "root");
+    }
+
+    // Whatever a writer claims in the body, readers see the key's cluster and shard.
+    let roles = "apis/rbac.authorization.k8s.io/v1/clusterroles";
+    let body = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "claims-elsewhere",
+            "annotations": {ANN_CLUSTER: "somewhere-else", ANN_SHARD: "other-shard"}},
+        "rules": []});
+    let create = format!("/services/cache/shards/shard-2/clusters/{TEAM_B}/{roles}");
+    let (code, created) = fx
+        .json(Caller::Admin, Method::POST, &create, Some(&body))
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let (code, list) = fx
+        .get(
+            Caller::Admin,
+            &format!("/services/cache/shards/*/clusters/*/{roles}?fieldSelector=metadata.name%3Dclaims-elsewhere"),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    let annotations = &list["items"][0]["metadata"]["annotations"];
+    assert_eq!(annotations[ANN_CLUSTER], TEAM_B, "{list}");
+    assert_eq!(annotations[ANN_SHARD], "shard-2", "{list}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cache writes reaching the virtual workspace
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_cached_object_failing_its_schema_is_not_served_while_the_others_are() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let create = cache_uri("root", PROVIDER, "");
+    let broken = cpu_flavor_cached_object("cpu-broken", "uid-broken", json!({"cores": "many"}));
+    let good = cpu_flavor_cached_object("cpu-xlarge", "uid-xlarge", json!({"cores": 16}));
+    for body in [&broken, &good] {
+        let (code, created) = fx
+            .json(Caller::Admin, Method::POST, &create, Some(body))
+            .await?;
+        assert_eq!(code, StatusCode::CREATED, "{created}");
+    }
+    fx.catch_up().await?;
+
+    let (code, list) = fx.get(ALICE, &cpuflavors(TEAM_A, "")).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(
+        names(&list),
+        ["cpu-large", "cpu-medium", "cpu-small", "cpu-xlarge"]
+    );
+    let (code, status) = fx.get(ALICE, &cpuflavors(TEAM_A, "/cpu-broken")).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{status}");
+    let (code, xlarge) = fx.get(ALICE, &cpuflavors(TEAM_A, "/cpu-xlarge")).await?;
+    assert_eq!(code, StatusCode::OK, "{xlarge}");
+    assert_eq!(xlarge["metadata"]["uid"], "uid-xlarge");
+
+    let response = fx
+        .send(Caller::Admin, Method::GET, "/metrics", None, None)
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.lines()
+            .any(|l| l == "replication_vw_invalid_objects_total 1"),
+        "{text}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watches
+// ---------------------------------------------------------------------------------------------
+
+/// The list resourceVersion team-a sees right now.
+async fn list_revision(fx: &Fixture) -> Result<String> {
+    let (code, list) = fx.get(Caller::Admin, &cpuflavors(TEAM_A, "")).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    Ok(list["metadata"]["resourceVersion"]
+        .as_str()
+        .context("no list resourceVersion")?
+        .to_string())
+}
+
+/// Set `spec.cores` of a CPU flavor through the cache API, as its shard would.
+async fn set_cores(fx: &Fixture, flavor: &str, cores: u32) -> Result<()> {
+    let mut wrapper = fx.cached_object(flavor).await?;
+    let name = wrapper["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    wrapper["spec"]["raw"]["spec"]["cores"] = json!(cores);
+    let uri = cache_uri("root", PROVIDER, &format!("/{name}"));
+    let (code, updated) = fx
+        .json(Caller::Admin, Method::PUT, &uri, Some(&wrapper))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_watch_from_the_list_revision_receives_cpu_small_modified() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let rv = list_revision(&fx).await?;
+    let response = fx
+        .send(
+            Caller::Admin,
+            Method::GET,
+            &cpuflavors(TEAM_A, &format!("?watch=true&resourceVersion={rv}")),
+            None,
+            None,
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut watch = WatchReader::new(response);
+
+    set_cores(&fx, "cpu-small", 3).await?;
+    fx.catch_up().await?;
+
+    let event = watch.event().await?;
+    assert_eq!(event["type"], "MODIFIED", "{event}");
+    let object = &event["object"];
+    assert_eq!(object["metadata"]["name"], "cpu-small");
+    assert_eq!(object["spec"]["cores"], 3);
+    assert_eq!(
+        object["metadata"]["annotations"],
+        json!({ANN_CLUSTER: TEAM_A})
+    );
+    let new_rv: u64 = object["metadata"]["resourceVersion"]
+        .as_str()
+        .context("no event resourceVersion")?
+        .parse()?;
+    assert!(new_rv > rv.parse::<u64>()?, "{new_rv} after {rv}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_watch_list_sends_three_added_then_the_initial_events_end_bookmark() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let query = "?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
+    let response = fx
+        .send(ALICE, Method::GET, &cpuflavors(TEAM_A, query), None, None)
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut watch = WatchReader::new(response);
+    let mut added = Vec::new();
+    for _ in 0..3 {
+        let event = watch.event().await?;
+        assert_eq!(event["type"], "ADDED", "{event}");
+        added.push(
+            event["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    added.sort();
+    assert_eq!(added, ["cpu-large", "cpu-medium", "cpu-small"]);
+    let bookmark = watch.event().await?;
+    assert_eq!(bookmark["type"], "BOOKMARK", "{bookmark}");
+    let object = &bookmark["object"];
+    assert_eq!(object["kind"], "CPUFlavor");
+    assert_eq!(object["apiVersion"], "cloud.example.com/v1");
+    assert_eq!(
+        object["metadata"]["annotations"],
+        json!({"k8s.io/initial-events-end": "true"})
+    );
+    assert_eq!(
+        object["metadata"]["resourceVersion"],
+        list_revision(&fx).await?.as_str()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn send_initial_events_without_not_older_than_is_invalid() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let uri = cpuflavors(TEAM_A, "?watch=true&sendInitialEvents=true");
+    let (code, status) = fx.get(ALICE, &uri).await?;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert_status(&status, 422, "Invalid");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_watch_from_before_the_retained_history_gets_an_expired_error_event() -> Result<()> {
+    let fx = Fixture::new().await?;
+    // The index's history starts at the revision it was synced at; revision 1 predates it.
+    let response = fx
+        .send(
+            Caller::Admin,
+            Method::GET,
+            &cpuflavors(TEAM_A, "?watch=true&resourceVersion=1"),
+            None,
+            None,
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut watch = WatchReader::new(response);
+    let event = watch.event().await?;
+    assert_eq!(event["type"], "ERROR", "{event}");
+    assert_status(&event["object"], 410, "Expired");
+    assert!(
+        watch.next().await?.is_none(),
+        "the watch must end after 410"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_live_watch_sees_every_change_applied_at_one_revision() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let rv = list_revision(&fx).await?;
+    let response = fx
+        .send(
+            Caller::Admin,
+            Method::GET,
+            &cpuflavors(TEAM_A, &format!("?watch=true&resourceVersion={rv}")),
+            None,
+            None,
+        )
+        .await?;
+    let mut watch = WatchReader::new(response);
+    set_cores(&fx, "cpu-small", 3).await?;
+    set_cores(&fx, "cpu-large", 9).await?;
+    // A relist (what the index task does after its store watch expires) applies both changes
+    // at the listing's revision.
+    fx.index.reset(&fx.store.list(&Scope::all()).await?);
+    let mut modified = Vec::new();
+    for _ in 0..2 {
+        let event = watch.event().await?;
+        assert_eq!(event["type"], "MODIFIED", "{event}");
+        modified.push(
+            event["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    modified.sort();
+    assert_eq!(modified, ["cpu-large", "cpu-small"]);
+    Ok(())
+}
