@@ -291,9 +291,9 @@ fn the_server_logs_a_ready_to_paste_kubectl_command_per_endpoint_and_consumer() 
     let s = Server::cloud_co();
     let logs = s.wait_for_log("get cpuflavors");
     let want = format!(
-        "kubectl --kubeconfig {} --server {}/clusters/{TEAM_A} get cpuflavors",
+        "kubectl --kubeconfig {} --server {}/services/replication/{PROVIDER}/cpuflavors-v1/clusters/{TEAM_A} get cpuflavors",
         s.kubeconfig().display(),
-        format!("{}/services/replication/{PROVIDER}/cpuflavors-v1", s.url)
+        s.url
     );
     assert!(logs.contains(&want), "missing {want:?} in\n{logs}");
 }

@@ -46,7 +46,7 @@ pub struct Status {
     /// `message`.
     pub message: String,
     /// `details`, omitted when empty.
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
 }
 
 #[derive(Serialize)]
@@ -80,12 +80,12 @@ impl Status {
 
     /// Attach details naming the object.
     pub fn with_details(mut self, name: &str, group: &str, resource: &str) -> Self {
-        self.details = Some(StatusDetails {
+        self.details = Some(Box::new(StatusDetails {
             name: name.to_string(),
             group: group.to_string(),
             kind: resource.to_string(),
             causes: Vec::new(),
-        });
+        }));
         self
     }
 
@@ -193,7 +193,7 @@ impl Status {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code,
         };
         // invariant: a struct of strings and integers always serializes.

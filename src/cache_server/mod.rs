@@ -211,7 +211,8 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let Some(res) = resources::find(&path.group, &path.version, &path.resource) else {
         return Err(Status::path_not_found());
     };
-    if res.namespaced != !path.namespace.is_empty() && !(res.namespaced && path.name.is_none()) {
+    let ns_given = !path.namespace.is_empty();
+    if (ns_given && !res.namespaced) || (!ns_given && res.namespaced && path.name.is_some()) {
         return Err(Status::path_not_found());
     }
     let api_version = format!("{}/{}", res.group, path.version);
@@ -673,7 +674,7 @@ mod tests {
         );
         assert_eq!(
             parse_path("/shards/abc").unwrap_err().message,
-            "a shard name is required"
+            "unable to parse shard: no `/` found in path abc"
         );
         let e = parse_path("/shards/Bad_Shard/clusters/c/apis/g/v/r").unwrap_err();
         assert_eq!(

@@ -130,9 +130,9 @@ fn check_body(loc: &Location<'_>, body: &mut Value) -> Result<(), ObjectError> {
     let md = metadata_mut(obj);
     match md.get("namespace").and_then(Value::as_str) {
         Some(n) if !n.is_empty() && n != ns => {
-            return Err(ObjectError::BadRequest(format!(
-                "the namespace of the provided object does not match the namespace sent on the request"
-            )));
+            return Err(ObjectError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request".to_string(),
+            ));
         }
         _ => {}
     }

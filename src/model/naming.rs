@@ -38,9 +38,8 @@ fn base36_lower(bytes: &[u8]) -> String {
         digits.push(ALPHABET[rem as usize]);
         num = next;
     }
-    for _ in bytes.iter().take_while(|b| **b == 0) {
-        digits.push(b'0');
-    }
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    digits.extend(std::iter::repeat_n(b'0', zeros));
     digits.reverse();
     digits.into_iter().map(char::from).collect()
 }
