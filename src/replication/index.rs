@@ -111,6 +111,36 @@ impl ServedObject {
         b.freeze()
     }
 
+    /// The same object stamped with another revision (a deletion's), by replacing its
+    /// `metadata.resourceVersion` in the bytes; unchanged if the field cannot be found.
+    pub fn with_revision(&self, revision: u64) -> ServedObject {
+        let old = format!("\"resourceVersion\":\"{}\"", self.revision);
+        let new = format!("\"resourceVersion\":\"{revision}\"");
+        let replace = |b: &Bytes| -> Option<Bytes> {
+            let at = find(b, old.as_bytes())?;
+            let mut out = BytesMut::with_capacity(b.len() + new.len());
+            out.put_slice(&b[..at]);
+            out.put_slice(new.as_bytes());
+            out.put_slice(&b[at + old.len()..]);
+            Some(out.freeze())
+        };
+        let (prefix, suffix) = match replace(&self.suffix) {
+            Some(s) => (self.prefix.clone(), s),
+            None => match replace(&self.prefix) {
+                Some(p) => (p, self.suffix.clone()),
+                None => (self.prefix.clone(), self.suffix.clone()),
+            },
+        };
+        ServedObject {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            revision,
+            labels: self.labels.clone(),
+            prefix,
+            suffix,
+        }
+    }
+
     /// Size of one copy in bytes.
     pub fn len_for(&self, cluster_json_len: usize) -> usize {
         self.prefix.len() + cluster_json_len + self.suffix.len()
@@ -582,7 +612,7 @@ impl State {
                     served.push(ServedEvent {
                         revision,
                         change: Change::Deleted,
-                        object: o.clone(),
+                        object: Arc::new(o.with_revision(revision)),
                         prev: None,
                         consumers: consumers.clone(),
                     });
@@ -679,7 +709,7 @@ impl State {
                 (Some(p), None) => served.push(ServedEvent {
                     revision,
                     change: Change::Deleted,
-                    object: p,
+                    object: Arc::new(p.with_revision(revision)),
                     prev: None,
                     consumers,
                 }),
@@ -924,5 +954,247 @@ impl Index {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Record;
+    use serde_json::json;
+
+    fn api() -> ResolvedApi {
+        ResolvedApi {
+            group: "g.io".into(),
+            version: "v1".into(),
+            resource: "things".into(),
+            names: Names { plural: "things".into(), kind: "Thing".into(), ..Default::default() },
+            namespaced: false,
+            has_status: false,
+            printer_columns: Vec::new(),
+            identity_hash: "h".into(),
+            export: ("p".into(), "e".into()),
+            validator: Arc::new(
+                Validator::compile(&json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}))
+                    .unwrap(),
+            ),
+            fingerprint: "f".into(),
+        }
+    }
+
+    fn wrapped(name: &str, size: Value) -> Bytes {
+        let inner = json!({"apiVersion": "g.io/v1", "kind": "Thing",
+            "metadata": {"name": name, "resourceVersion": "77", "uid": "wrong",
+                "annotations": {"kcp.io/cluster": "p", "kcp.io/shard": "s1", "keep": "me",
+                    ANN_ORIGINAL_UID: "uid-1", ANN_ORIGINAL_RV: "77"}},
+            "spec": {"size": size}});
+        Bytes::from(
+            serde_json::to_vec(&json!({"metadata": {"name": "x"}, "spec": {"raw": inner}}))
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn unwrapping_keeps_the_original_uid_and_rewrites_the_cluster_per_consumer() {
+        let o = derive(&wrapped("a", json!(1)), 42, &api()).unwrap();
+        let v: Value = serde_json::from_slice(&o.json_for("consumer-1")).unwrap();
+        assert_eq!(v["metadata"]["uid"], "uid-1");
+        assert_eq!(v["metadata"]["resourceVersion"], "42");
+        assert_eq!(
+            v["metadata"]["annotations"],
+            json!({"kcp.io/cluster": "consumer-1", "keep": "me"})
+        );
+        let other: Value = serde_json::from_slice(&o.json_for("consumer-2")).unwrap();
+        assert_eq!(
+            other["metadata"]["annotations"]["kcp.io/cluster"],
+            "consumer-2"
+        );
+    }
+
+    #[test]
+    fn objects_failing_their_schema_or_without_an_inner_object_are_refused() {
+        assert!(
+            derive(&wrapped("a", json!("big")), 1, &api())
+                .unwrap_err()
+                .contains("invalid against its schema")
+        );
+        let no_raw = serde_json::to_vec(&json!({"spec": {"raw": "text"}})).unwrap();
+        assert!(
+            derive(&no_raw, 1, &api())
+                .unwrap_err()
+                .contains("failed to decode inner object")
+        );
+        assert!(derive(b"not json", 1, &api()).is_err());
+    }
+
+    #[test]
+    fn a_deleted_object_is_stamped_with_the_deletion_revision() {
+        let o = derive(&wrapped("a", json!(1)), 42, &api()).unwrap();
+        let d = o.with_revision(50);
+        let v: Value = serde_json::from_slice(&d.json_for("c")).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "50");
+        assert_eq!(d.revision, 50);
+    }
+
+    fn record(
+        group: &str,
+        resource: &str,
+        cluster: &str,
+        name: &str,
+        revision: u64,
+        value: Value,
+    ) -> Record {
+        Record {
+            key: Key {
+                group: group.into(),
+                resource: resource.into(),
+                shard: "root".into(),
+                cluster: cluster.into(),
+                namespace: String::new(),
+                name: name.into(),
+            },
+            revision,
+            value: Bytes::from(serde_json::to_vec(&value).unwrap()),
+        }
+    }
+
+    fn catalog() -> Vec<Record> {
+        let hash = "h";
+        vec![
+            record(
+                "cache.kcp.io",
+                "cachedresources",
+                "p",
+                "things-v1",
+                2,
+                json!({"metadata": {"name": "things-v1"},
+                "spec": {"group": "g.io", "version": "v1", "resource": "things"},
+                "status": {"identityHash": hash, "conditions": [{"type": "ResourceValid", "status": "True"}]}}),
+            ),
+            record(
+                "apis.kcp.io",
+                "apiresourceschemas",
+                "p",
+                "v1.things.g.io",
+                3,
+                json!({"metadata": {"name": "v1.things.g.io"},
+                "spec": {"group": "g.io", "scope": "Cluster", "names": {"plural": "things", "kind": "Thing"},
+                    "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"type": "object"}}]}}),
+            ),
+            record(
+                "apis.kcp.io",
+                "apiexports",
+                "p",
+                "e",
+                4,
+                json!({"metadata": {"name": "e"},
+                "spec": {"resources": [{"group": "g.io", "name": "things", "schema": "v1.things.g.io",
+                    "storage": {"virtual": {"reference": {"apiGroup": "cache.kcp.io", "kind": "CachedResourceEndpointSlice", "name": "things-v1"}, "identityHash": hash}}}]}}),
+            ),
+            record(
+                "apis.kcp.io",
+                "apibindings",
+                "c1",
+                "b",
+                5,
+                json!({"metadata": {"name": "b"}, "spec": {"reference": {"export": {"path": "p", "name": "e"}}}}),
+            ),
+            record(
+                "core.kcp.io",
+                "logicalclusters",
+                "c1",
+                "cluster",
+                6,
+                json!({"metadata": {"name": "cluster",
+                "annotations": {ANN_RESOURCE_BINDINGS: "{\"things.g.io\":{\"n\":\"b\"}}"}}}),
+            ),
+            record(
+                "apis.kcp.io",
+                "apibindings",
+                "c2",
+                "b",
+                7,
+                json!({"metadata": {"name": "b"}, "spec": {"reference": {"export": {"path": "p", "name": "e"}}}}),
+            ),
+        ]
+    }
+
+    fn thing(name: &str, revision: u64) -> Record {
+        let wrapper: Value = serde_json::from_slice(&wrapped(name, json!(1))).unwrap();
+        let mut w = wrapper;
+        w["metadata"]["labels"] = json!({LABEL_OBJECT_GROUP: "g.io", LABEL_OBJECT_VERSION: "v1", LABEL_OBJECT_RESOURCE: "things"});
+        record(
+            "cache.kcp.io",
+            "cachedobjects",
+            "p",
+            &format!("co-{name}"),
+            revision,
+            w,
+        )
+    }
+
+    #[test]
+    fn consumers_need_both_a_binding_and_the_logical_cluster_annotation() {
+        let index = Index::new();
+        let mut records = catalog();
+        records.push(thing("a", 8));
+        index.reset(&Listing {
+            records,
+            revision: 8,
+        });
+        let st = index.read();
+        let served = &st.served[&("p".to_string(), "things-v1".to_string())];
+        assert!(served.api.is_ok(), "{:?}", served.api.as_ref().err());
+        assert_eq!(served.consumers.iter().cloned().collect::<Vec<_>>(), ["c1"]);
+        assert_eq!(served.objects.len(), 1);
+    }
+
+    #[test]
+    fn a_cached_resource_without_an_export_reports_the_resolution_error() {
+        let index = Index::new();
+        let records: Vec<Record> = catalog()
+            .into_iter()
+            .filter(|r| r.key.resource != "apiexports")
+            .collect();
+        index.reset(&Listing {
+            records,
+            revision: 8,
+        });
+        let st = index.read();
+        let err = st.served[&("p".to_string(), "things-v1".to_string())]
+            .api
+            .clone()
+            .unwrap_err();
+        assert_eq!(err, "CachedResource p|things-v1 doesn't have an APIExport");
+    }
+
+    #[test]
+    fn deleting_a_cached_object_emits_a_deleted_event_at_the_deletion_revision() {
+        let index = Index::new();
+        let mut records = catalog();
+        records.push(thing("a", 8));
+        index.reset(&Listing {
+            records,
+            revision: 8,
+        });
+        let co = thing("a", 8);
+        index.apply(&Event {
+            revision: 9,
+            kind: EventKind::Deleted,
+            key: co.key.clone(),
+            value: co.value.clone(),
+            prev: Some(co.value),
+        });
+        let st = index.read();
+        let served = &st.served[&("p".to_string(), "things-v1".to_string())];
+        assert!(served.objects.is_empty());
+        let events = served.events_after(8).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].change, Change::Deleted);
+        assert_eq!(events[0].object.revision, 9);
+        assert!(
+            served.events_after(7).is_err(),
+            "history starts at the sync revision"
+        );
     }
 }
