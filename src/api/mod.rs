@@ -10,6 +10,17 @@ pub mod watch;
 
 pub use status::Status;
 
+/// A JSON response with the given status code.
+pub fn json_response(code: u16, body: impl Into<axum::body::Body>) -> axum::response::Response {
+    let mut r = axum::response::Response::new(body.into());
+    *r.status_mut() = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 /// Current time as an RFC 3339 UTC timestamp with second precision (`2026-03-02T10:00:05Z`).
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();

@@ -210,6 +210,41 @@ impl ListOptions {
     }
 }
 
+/// Field selectors a resource supports: `metadata.name`, and `metadata.namespace` when
+/// namespaced; anything else is kube's 400 `field label not supported`.
+pub fn check_fields(fs: &FieldSelector, namespaced: bool) -> Result<(), Status> {
+    for f in fs.fields() {
+        if !(f == "metadata.name" || (f == "metadata.namespace" && namespaced)) {
+            return Err(Status::bad_request(format!(
+                "field label not supported: {f}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A named watch (`/<resource>/<name>?watch`) as kube treats it: the name becomes a
+/// `metadata.name` field requirement, and a conflicting one is a 400.
+pub fn name_selector(fs: &FieldSelector, name: &str) -> Result<FieldSelector, Status> {
+    if let Some(n) = fs.exact_value("metadata.name")
+        && n != name
+    {
+        return Err(Status::bad_request(
+            "fieldSelector metadata.name doesn't match requested name",
+        ));
+    }
+    let escaped = name
+        .replace('\\', "\\\\")
+        .replace(',', "\\,")
+        .replace('=', "\\=");
+    let s = if fs.is_everything() {
+        format!("metadata.name={escaped}")
+    } else {
+        format!("metadata.name={escaped},{fs}")
+    };
+    FieldSelector::parse(&s).map_err(|e| Status::bad_request(e.to_string()))
+}
+
 /// Parse a resourceVersion string into a revision (`None` for unset, empty or `0`).
 pub fn parse_revision(rv: Option<&str>) -> Result<Option<u64>, Status> {
     match rv {
@@ -287,6 +322,26 @@ mod tests {
     fn a_bad_label_selector_is_a_bad_request() {
         let e = ListOptions::from_query(Some("labelSelector=a+b"), false).unwrap_err();
         assert_eq!(e.code, 400);
+    }
+
+    #[test]
+    fn a_named_watch_adds_a_name_requirement_and_rejects_a_conflicting_one() {
+        let fs = name_selector(&FieldSelector::everything(), "a,b").unwrap();
+        assert_eq!(fs.exact_value("metadata.name"), Some("a,b"));
+        let other = FieldSelector::parse("metadata.name=c").unwrap();
+        assert_eq!(name_selector(&other, "a").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn unsupported_field_selectors_are_refused_like_kube() {
+        let fs = FieldSelector::parse("spec.cores=2").unwrap();
+        assert_eq!(
+            check_fields(&fs, false).unwrap_err().message,
+            "field label not supported: spec.cores"
+        );
+        let ns = FieldSelector::parse("metadata.namespace=x").unwrap();
+        assert!(check_fields(&ns, false).is_err());
+        assert!(check_fields(&ns, true).is_ok());
     }
 
     #[test]

@@ -8,17 +8,16 @@
 pub mod objects;
 pub mod resources;
 
-use crate::api::params::{ListOptions, parse_revision};
+use crate::api::params::{ListOptions, check_fields, name_selector, parse_revision};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::user::RequestUser;
 use crate::api::watch::{self, EventType};
-use crate::api::{Status, labels_of};
+use crate::api::{Status, json_response, labels_of};
 use crate::model::is_cluster_name;
 use crate::store::{EventKind, GroupResource, Scope, Store, StoreError};
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
@@ -164,19 +163,6 @@ async fn handle(State(cs): State<CacheServer>, req: Request) -> Response {
         Ok(r) => r,
         Err(s) => s.into_response(),
     }
-}
-
-fn json_response(code: u16, body: Vec<u8>) -> Response {
-    let mut r = (
-        axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK),
-        body,
-    )
-        .into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
 }
 
 fn to_vec(v: &Value) -> Result<Vec<u8>, Status> {
@@ -423,25 +409,6 @@ fn precondition(body: &Bytes) -> Result<Option<u64>, Status> {
     )
 }
 
-fn name_selector(fs: &FieldSelector, name: &str) -> Result<FieldSelector, Status> {
-    match fs.exact_value("metadata.name") {
-        Some(n) if n != name => Err(Status::bad_request(
-            "fieldSelector metadata.name doesn't match requested name",
-        )),
-        _ => {
-            let escaped = name
-                .replace('\\', "\\\\")
-                .replace(',', "\\,")
-                .replace('=', "\\=");
-            let mut s = format!("metadata.name={escaped}");
-            if !fs.is_everything() {
-                s = format!("{s},{fs}");
-            }
-            FieldSelector::parse(&s).map_err(|e| Status::bad_request(e.to_string()))
-        }
-    }
-}
-
 /// Whether a presented object passes the label and field selectors.
 fn selected(v: &Value, ls: &LabelSelector, fs: &FieldSelector) -> bool {
     if !ls.is_everything() && !ls.matches(&labels_of(v)) {
@@ -455,18 +422,6 @@ fn selected(v: &Value, ls: &LabelSelector, fs: &FieldSelector) -> bool {
         })
 }
 
-fn check_fields(res: &ServedResource, fs: &FieldSelector) -> Result<(), Status> {
-    for f in fs.fields() {
-        let ok = f == "metadata.name" || (f == "metadata.namespace" && res.namespaced);
-        if !ok {
-            return Err(Status::bad_request(format!(
-                "field label not supported: {f}"
-            )));
-        }
-    }
-    Ok(())
-}
-
 async fn list_objects(
     store: &dyn Store,
     res: &ServedResource,
@@ -474,7 +429,7 @@ async fn list_objects(
     opts: &ListOptions,
     api_version: &str,
 ) -> Result<Response, Status> {
-    check_fields(res, &opts.field_selector)?;
+    check_fields(&opts.field_selector, res.namespaced)?;
     let listing = store
         .list(scope)
         .await
@@ -518,7 +473,7 @@ async fn watch_objects(
     opts: ListOptions,
     api_version: String,
 ) -> Result<Response, Status> {
-    check_fields(res, &opts.field_selector)?;
+    check_fields(&opts.field_selector, res.namespaced)?;
     let requested = opts.revision()?;
     let initial = opts.send_initial_events.unwrap_or(requested.is_none());
     let mut frames: Vec<Bytes> = Vec::new();
@@ -634,12 +589,6 @@ fn event_frame(
     };
     let bytes = serde_json::to_vec(&new).ok()?;
     Some(watch::frame(kind, &[&bytes]))
-}
-
-/// Unused-body guard so `Body` stays imported for doc links.
-#[allow(dead_code)]
-fn _empty() -> Body {
-    Body::empty()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::index::{
 use super::url::{self, Digest, Target};
 use crate::api::Status;
 use crate::api::negotiate::{Format, Offer, negotiate};
-use crate::api::params::ListOptions;
+use crate::api::params::{ListOptions, check_fields, name_selector};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::status::qualified;
 use crate::api::user::{RequestUser, UserInfo};
@@ -259,7 +259,7 @@ async fn serve_resource(
         .and_then(|v| v.to_str().ok());
     negotiate(accept, Offer::Resource)?;
     let opts = ListOptions::from_query(req.uri().query(), rp.watch_path)?;
-    check_fields(&api, &opts.field_selector)?;
+    check_fields(&opts.field_selector, api.namespaced)?;
     match (verb.as_str(), &rp.name) {
         ("get", Some(name)) => get(
             index,
@@ -293,37 +293,6 @@ async fn serve_resource(
         }
         _ => Err(Status::method_not_allowed(&verb, &api.group, &api.resource)),
     }
-}
-
-fn check_fields(api: &ResolvedApi, fs: &FieldSelector) -> Result<(), Status> {
-    for f in fs.fields() {
-        if !(f == "metadata.name" || (f == "metadata.namespace" && api.namespaced)) {
-            return Err(Status::bad_request(format!(
-                "field label not supported: {f}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn name_selector(fs: &FieldSelector, name: &str) -> Result<FieldSelector, Status> {
-    if let Some(n) = fs.exact_value("metadata.name")
-        && n != name
-    {
-        return Err(Status::bad_request(
-            "fieldSelector metadata.name doesn't match requested name",
-        ));
-    }
-    let escaped = name
-        .replace('\\', "\\\\")
-        .replace(',', "\\,")
-        .replace('=', "\\=");
-    let s = if fs.is_everything() {
-        format!("metadata.name={escaped}")
-    } else {
-        format!("metadata.name={escaped},{fs}")
-    };
-    FieldSelector::parse(&s).map_err(|e| Status::bad_request(e.to_string()))
 }
 
 /// The filters one list or watch applies to served objects.
@@ -614,12 +583,7 @@ fn watch(
 }
 
 fn json_ok(body: impl Into<axum::body::Body>) -> Response {
-    let mut r = Response::new(body.into());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+    crate::api::json_response(200, body)
 }
 
 fn to_bytes(v: &serde_json::Value) -> Bytes {
