@@ -1119,6 +1119,155 @@ async fn a_watch_from_before_the_retained_history_gets_an_expired_error_event() 
 }
 
 #[tokio::test]
+async fn deleting_a_cached_object_sends_deleted_to_watchers_and_hides_the_flavor() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let rv = list_revision(&fx).await?;
+    let watch_uri = cpuflavors(TEAM_A, &format!("?watch=true&resourceVersion={rv}"));
+    let response = fx
+        .send(Caller::Admin, Method::GET, &watch_uri, None, None)
+        .await?;
+    let mut watch = WatchReader::new(response);
+    let wrapper = fx.cached_object("cpu-medium").await?;
+    let name = wrapper["metadata"]["name"].as_str().unwrap_or_default();
+    let uri = cache_uri("root", PROVIDER, &format!("/{name}"));
+    let (code, deleted) = fx.json(Caller::Admin, Method::DELETE, &uri, None).await?;
+    assert_eq!(code, StatusCode::OK, "{deleted}");
+    fx.catch_up().await?;
+
+    let event = watch.event().await?;
+    assert_eq!(event["type"], "DELETED", "{event}");
+    assert_eq!(event["object"]["metadata"]["name"], "cpu-medium");
+    // The event carries the deletion's revision, so a watch resumed from it does not replay it.
+    let deleted_rv: u64 = event["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .context("no event resourceVersion")?
+        .parse()?;
+    assert!(deleted_rv > rv.parse::<u64>()?, "{deleted_rv} after {rv}");
+    let resumed = cpuflavors(TEAM_A, &format!("?watch=true&resourceVersion={deleted_rv}"));
+    let response = fx
+        .send(Caller::Admin, Method::GET, &resumed, None, None)
+        .await?;
+    let mut resumed = WatchReader::new(response);
+    set_cores(&fx, "cpu-small", 3).await?;
+    fx.catch_up().await?;
+    let next = resumed.event().await?;
+    assert_eq!(next["type"], "MODIFIED", "{next}");
+    assert_eq!(next["object"]["metadata"]["name"], "cpu-small");
+    let (code, _) = fx.get(ALICE, &cpuflavors(TEAM_A, "/cpu-medium")).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flavor_leaving_the_label_selector_of_a_watch_arrives_as_deleted() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let rv = list_revision(&fx).await?;
+    let query =
+        format!("?watch=true&resourceVersion={rv}&labelSelector=cloud.example.com%2Ftier%3Dsmall");
+    let response = fx
+        .send(ALICE, Method::GET, &cpuflavors(TEAM_A, &query), None, None)
+        .await?;
+    let mut watch = WatchReader::new(response);
+    let mut wrapper = fx.cached_object("cpu-small").await?;
+    let name = wrapper["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    wrapper["spec"]["raw"]["metadata"]["labels"]["cloud.example.com/tier"] = json!("tiny");
+    let uri = cache_uri("root", PROVIDER, &format!("/{name}"));
+    let (code, updated) = fx
+        .json(Caller::Admin, Method::PUT, &uri, Some(&wrapper))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    fx.catch_up().await?;
+
+    let event = watch.event().await?;
+    assert_eq!(event["type"], "DELETED", "{event}");
+    assert_eq!(event["object"]["metadata"]["name"], "cpu-small");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cache_path_without_a_shard_is_a_bad_request() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for (uri, message) in [
+        ("/services/cache/version", "a shard name is required"),
+        (
+            "/services/cache/shards/abc",
+            "unable to parse shard: no `/` found in path abc",
+        ),
+    ] {
+        let (code, status) = fx.get(Caller::Admin, uri).await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {status}");
+        assert_status(&status, 400, "BadRequest");
+        assert_eq!(status["message"], message, "{uri}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+
+async fn a_schema_rollout_that_invalidates_two_flavors_sends_two_deleted_events() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let rv = list_revision(&fx).await?;
+    let watch_uri = cpuflavors(TEAM_A, &format!("?watch=true&resourceVersion={rv}"));
+    let response = fx
+        .send(Caller::Admin, Method::GET, &watch_uri, None, None)
+        .await?;
+    let mut watch = WatchReader::new(response);
+
+    // The provider rolls out a stricter schema (2 < cores <= 4) and points the export at it.
+    let base = format!("/services/cache/shards/root/clusters/{PROVIDER}/apis/apis.kcp.io");
+    let schemas = format!("{base}/v1alpha1/apiresourceschemas");
+    let (code, mut schema) = fx
+        .get(
+            Caller::Admin,
+            &format!("{schemas}/v250801.cpuflavors.cloud.example.com"),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{schema}");
+    schema["metadata"]["name"] = json!("v250901.cpuflavors.cloud.example.com");
+    for field in ["resourceVersion", "uid"] {
+        if let Some(md) = schema["metadata"].as_object_mut() {
+            md.remove(field);
+        }
+    }
+    schema["spec"]["versions"][0]["schema"]["properties"]["spec"]["properties"]["cores"] =
+        json!({"type": "integer", "minimum": 3, "maximum": 4});
+    let (code, created) = fx
+        .json(Caller::Admin, Method::POST, &schemas, Some(&schema))
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let export_uri = format!("{base}/v1alpha2/apiexports/compute");
+    let (code, mut export) = fx.get(Caller::Admin, &export_uri).await?;
+    assert_eq!(code, StatusCode::OK, "{export}");
+    export["spec"]["resources"][0]["schema"] = json!("v250901.cpuflavors.cloud.example.com");
+    let (code, updated) = fx
+        .json(Caller::Admin, Method::PUT, &export_uri, Some(&export))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    fx.catch_up().await?;
+
+    let (_, list) = fx.get(ALICE, &cpuflavors(TEAM_A, "")).await?;
+    assert_eq!(names(&list), ["cpu-medium"]);
+    let mut deleted = Vec::new();
+    for _ in 0..2 {
+        let event = watch.event().await?;
+        assert_eq!(event["type"], "DELETED", "{event}");
+        deleted.push(
+            event["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    deleted.sort();
+    assert_eq!(deleted, ["cpu-large", "cpu-small"]);
+    Ok(())
+}
+
+#[tokio::test]
+
 async fn a_live_watch_sees_every_change_applied_at_one_revision() -> Result<()> {
     let fx = Fixture::new().await?;
     let rv = list_revision(&fx).await?;

@@ -3,6 +3,7 @@
 //! Every write verb is refused; every error is a `metav1.Status`.
 
 use super::authz::{self, Attributes, Decision};
+use super::body::ListBody;
 use super::index::{
     Change, Index, ObjKey, ResolvedApi, ServedEvent, ServedObject, cluster_literal,
 };
@@ -20,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::{BTreeSet, VecDeque};
@@ -382,28 +383,11 @@ fn list(
         )
     };
     let head = json!({"apiVersion": api.api_version(), "kind": api.list_kind(), "metadata": {"resourceVersion": revision.to_string()}});
-    // invariant: a json! value serializes.
-    let head = serde_json::to_vec(&head).expect("invariant: list head serializes");
-    let per: usize = clusters.iter().map(Vec::len).max().unwrap_or(0);
-    let size: usize =
-        objects.iter().map(|o| o.len_for(per) + 1).sum::<usize>() * clusters.len().max(1);
-    let mut body = BytesMut::with_capacity(head.len() + size + 16);
-    body.put_slice(&head[..head.len() - 1]);
-    body.put_slice(b",\"items\":[");
-    let mut first = true;
-    for o in &objects {
-        for c in &clusters {
-            if !first {
-                body.put_u8(b',');
-            }
-            first = false;
-            for p in o.parts(c) {
-                body.put_slice(p);
-            }
-        }
-    }
-    body.put_slice(b"]}");
-    Ok(json_ok(body.freeze()))
+    let mut head = to_bytes(&head).to_vec();
+    head.pop(); // the closing brace; items follow
+    Ok(json_ok(
+        ListBody::new(Bytes::from(head), objects, clusters).into_body(),
+    ))
 }
 
 /// The state of one VW watch stream.
@@ -415,6 +399,7 @@ struct WatchState {
     pending: VecDeque<Bytes>,
     rx: broadcast::Receiver<Arc<ServedEvent>>,
     last: u64,
+    last_seq: u64,
     deadline: tokio::time::Instant,
     bookmarks: bool,
     api_version: String,
@@ -424,10 +409,11 @@ struct WatchState {
 
 impl WatchState {
     fn push_event(&mut self, ev: &ServedEvent) {
-        if ev.revision <= self.last {
+        if ev.seq <= self.last_seq {
             return;
         }
-        self.last = ev.revision;
+        self.last_seq = ev.seq;
+        self.last = self.last.max(ev.revision);
         let new_match = self.filter.matches(&ev.object);
         let kind = match ev.change {
             Change::Added if new_match => EventType::Added,
@@ -470,7 +456,7 @@ async fn next_frame(mut st: WatchState) -> Option<(Result<Bytes, std::io::Error>
                         match s.served.get(&st.key) {
                             Some(served) => {
                                 st.rx = served.subscribe();
-                                served.events_after(st.last)
+                                served.events_after_seq(st.last_seq)
                             }
                             None => Ok(Vec::new()),
                         }
@@ -499,86 +485,72 @@ fn watch(
     opts: ListOptions,
 ) -> Result<Response, Status> {
     let requested = opts.revision()?;
-    let filter = Filter {
-        namespace: ns,
-        labels: opts.label_selector.clone(),
-        fields: opts.field_selector.clone(),
-    };
     let initial = opts.send_initial_events.unwrap_or(requested.is_none());
-    let mut pending = VecDeque::new();
-    let (rx, last) = {
-        let st = index.read();
-        let Some(served) = st.served.get(&key) else {
-            return Err(Status::internal("unable to determine API definition set"));
-        };
-        let rx = served.subscribe();
-        let clusters = clusters_for(&target, &served.consumers);
-        if initial {
-            for o in served.objects.values().filter(|o| filter.matches(o)) {
-                for c in &clusters {
-                    pending.push_back(watch::frame(EventType::Added, &o.parts(c)));
-                }
-            }
-            if opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks {
-                pending.push_back(watch::bookmark_frame(
-                    &api.api_version(),
-                    &api.names.kind,
-                    st.revision,
-                    true,
-                ));
-            }
-            (rx, st.revision)
-        } else {
-            let after = requested.unwrap_or(st.revision);
-            match served.events_after(after) {
-                Ok(events) => {
-                    let mut ws = WatchState {
-                        index: index.clone(),
-                        key: key.clone(),
-                        target: target.clone(),
-                        filter: filter.clone(),
-                        pending: VecDeque::new(),
-                        rx: served.subscribe(),
-                        last: after,
-                        deadline: tokio::time::Instant::now(),
-                        bookmarks: false,
-                        api_version: String::new(),
-                        kind: String::new(),
-                        done: false,
-                    };
-                    for ev in &events {
-                        ws.push_event(ev);
-                    }
-                    pending = ws.pending;
-                    (rx, ws.last.max(after))
-                }
-                Err(oldest) => {
-                    let status =
-                        Status::expired(format!("too old resource version: {after} ({oldest})"));
-                    let one = futures_util::stream::once(async move {
-                        Ok::<_, std::io::Error>(watch::error_frame(&status))
-                    });
-                    return Ok(watch::response(one));
-                }
-            }
-        }
+    let st = index.read();
+    let Some(served) = st.served.get(&key) else {
+        return Err(Status::internal("unable to determine API definition set"));
     };
-    let state = WatchState {
-        index,
-        key,
+    // Subscribing under the read lock means no event falls between the snapshot or replay
+    // below and the live stream.
+    let mut ws = WatchState {
+        index: index.clone(),
+        key: key.clone(),
         target,
-        filter,
-        pending,
-        rx,
-        last,
+        filter: Filter {
+            namespace: ns,
+            labels: opts.label_selector.clone(),
+            fields: opts.field_selector.clone(),
+        },
+        pending: VecDeque::new(),
+        rx: served.subscribe(),
+        last: st.revision,
+        last_seq: 0,
         deadline: tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds),
         bookmarks: opts.allow_watch_bookmarks,
         api_version: api.api_version(),
         kind: api.names.kind.clone(),
         done: false,
     };
+    if initial {
+        let clusters = clusters_for(&ws.target, &served.consumers);
+        for o in served.objects.values().filter(|o| ws.filter.matches(o)) {
+            for c in &clusters {
+                ws.pending
+                    .push_back(watch::frame(EventType::Added, &o.parts(c)));
+            }
+        }
+        if opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks {
+            ws.pending.push_back(watch::bookmark_frame(
+                &ws.api_version,
+                &ws.kind,
+                st.revision,
+                true,
+            ));
+        }
+    } else {
+        let after = requested.unwrap_or(st.revision);
+        match served.events_after(after) {
+            Ok(events) => {
+                ws.last = after;
+                for ev in &events {
+                    ws.push_event(ev);
+                }
+                ws.last = ws.last.max(st.revision);
+            }
+            Err(oldest) => {
+                let status =
+                    Status::expired(format!("too old resource version: {after} ({oldest})"));
+                let one = futures_util::stream::once(async move {
+                    Ok::<_, std::io::Error>(watch::error_frame(&status))
+                });
+                return Ok(watch::response(one));
+            }
+        }
+    }
+    ws.last_seq = served.last_seq();
+    drop(st);
     Ok(watch::response(
-        futures_util::stream::unfold(state, next_frame).boxed(),
+        futures_util::stream::unfold(ws, next_frame).boxed(),
     ))
 }
 

@@ -167,6 +167,9 @@ pub enum Change {
 /// One served event.
 #[derive(Debug)]
 pub struct ServedEvent {
+    /// Position in this resource's event sequence (several events may share a revision, e.g.
+    /// after a relist or a schema change; watchers order and deduplicate by this).
+    pub seq: u64,
     /// Revision.
     pub revision: u64,
     /// Change.
@@ -192,6 +195,9 @@ pub struct Served {
     history: VecDeque<Arc<ServedEvent>>,
     /// Events at or before this revision are no longer in `history`.
     compacted: u64,
+    /// Events with a sequence number up to this one are no longer in `history`.
+    compacted_seq: u64,
+    next_seq: u64,
     tx: broadcast::Sender<Arc<ServedEvent>>,
 }
 
@@ -205,17 +211,34 @@ impl Served {
         Ok(self.history.range(start..).cloned().collect())
     }
 
+    /// Events after sequence number `seq`, or `Err(oldest revision)` when compacted away.
+    pub fn events_after_seq(&self, seq: u64) -> Result<Vec<Arc<ServedEvent>>, u64> {
+        if seq < self.compacted_seq {
+            return Err(self.compacted);
+        }
+        let start = self.history.partition_point(|e| e.seq <= seq);
+        Ok(self.history.range(start..).cloned().collect())
+    }
+
+    /// The sequence number of the latest event (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
     /// A receiver of future events.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ServedEvent>> {
         self.tx.subscribe()
     }
 
-    fn push(&mut self, event: ServedEvent) {
+    fn push(&mut self, mut event: ServedEvent) {
+        event.seq = self.next_seq;
+        self.next_seq += 1;
         let event = Arc::new(event);
         self.history.push_back(event.clone());
         while self.history.len() > HISTORY_PER_RESOURCE {
             if let Some(old) = self.history.pop_front() {
                 self.compacted = old.revision;
+                self.compacted_seq = old.seq;
             }
         }
         let _ = self.tx.send(event);
@@ -577,6 +600,8 @@ impl State {
                 by_origin: HashMap::new(),
                 history: VecDeque::new(),
                 compacted: revision,
+                compacted_seq: 0,
+                next_seq: 1,
                 tx: broadcast::channel(BROADCAST_CAPACITY).0,
             });
             served.consumers = consumers.clone();
@@ -610,6 +635,7 @@ impl State {
             for (k, o) in &old {
                 if !fresh.contains_key(k) {
                     served.push(ServedEvent {
+                        seq: 0,
                         revision,
                         change: Change::Deleted,
                         object: Arc::new(o.with_revision(revision)),
@@ -631,6 +657,7 @@ impl State {
                     continue;
                 }
                 served.push(ServedEvent {
+                    seq: 0,
                     revision,
                     change,
                     object: o.clone(),
@@ -707,6 +734,7 @@ impl State {
             match (prev, new) {
                 (None, None) => {}
                 (Some(p), None) => served.push(ServedEvent {
+                    seq: 0,
                     revision,
                     change: Change::Deleted,
                     object: Arc::new(p.with_revision(revision)),
@@ -726,6 +754,7 @@ impl State {
                         Change::Added
                     };
                     served.push(ServedEvent {
+                        seq: 0,
                         revision,
                         change,
                         object: n,

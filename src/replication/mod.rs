@@ -6,6 +6,7 @@
 //! and watch.
 
 pub mod authz;
+pub mod body;
 pub mod handlers;
 pub mod index;
 pub mod rbac;

@@ -1,0 +1,96 @@
+//! LIST bodies built from served bytes and streamed in bounded chunks.
+//!
+//! A list is the `{"apiVersion","kind","metadata"` head, then every selected object once per
+//! synthetic cluster (object-major, cluster-minor), then `]}`. Items are copied from each
+//! object's shared prefix/suffix bytes with the consumer's cluster in between — no JSON tree,
+//! no re-encoding — and nothing sized by objects × consumers is ever held in memory: the body is
+//! produced lazily, [`CHUNK`] bytes at a time.
+
+use super::index::ServedObject;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
+
+/// Target size of one body chunk (a few TLS records).
+pub const CHUNK: usize = 128 * 1024;
+
+/// A lazily produced LIST body.
+pub struct ListBody {
+    head: Option<Bytes>,
+    objects: Vec<Arc<ServedObject>>,
+    clusters: Vec<Vec<u8>>,
+    object: usize,
+    cluster: usize,
+    first: bool,
+    done: bool,
+}
+
+impl ListBody {
+    /// A body for `objects` copied once per cluster literal in `clusters` (JSON strings);
+    /// `head` is the list object without items and without its closing brace.
+    pub fn new(head: Bytes, objects: Vec<Arc<ServedObject>>, clusters: Vec<Vec<u8>>) -> Self {
+        ListBody {
+            head: Some(head),
+            objects,
+            clusters,
+            object: 0,
+            cluster: 0,
+            first: true,
+            done: false,
+        }
+    }
+
+    /// The next chunk, or `None` once the body is complete.
+    pub fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        let mut buf = BytesMut::with_capacity(CHUNK + 4096);
+        if let Some(head) = self.head.take() {
+            buf.put_slice(&head);
+            buf.put_slice(b",\"items\":[");
+        }
+        while buf.len() < CHUNK && self.object < self.objects.len() && !self.clusters.is_empty() {
+            let o = &self.objects[self.object];
+            let c = &self.clusters[self.cluster];
+            if !self.first {
+                buf.put_u8(b',');
+            }
+            self.first = false;
+            for part in o.parts(c) {
+                buf.put_slice(part);
+            }
+            self.cluster += 1;
+            if self.cluster == self.clusters.len() {
+                self.cluster = 0;
+                self.object += 1;
+            }
+        }
+        if self.object >= self.objects.len() || self.clusters.is_empty() {
+            buf.put_slice(b"]}");
+            self.done = true;
+        }
+        Some(buf.freeze())
+    }
+
+    /// The whole body in one buffer (tests and benches).
+    pub fn collect(mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        while let Some(c) = self.next_chunk() {
+            out.put_slice(&c);
+        }
+        out.freeze()
+    }
+
+    /// The HTTP body: a single buffer when it fits one chunk, else a stream of chunks.
+    pub fn into_body(mut self) -> axum::body::Body {
+        let first = self.next_chunk().unwrap_or_default();
+        if self.done {
+            return axum::body::Body::from(first);
+        }
+        let rest = futures_util::stream::unfold(self, |mut b| async move {
+            b.next_chunk().map(|c| (Ok::<_, std::io::Error>(c), b))
+        });
+        let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first) });
+        axum::body::Body::from_stream(futures_util::StreamExt::chain(first, rest))
+    }
+}
