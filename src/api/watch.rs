@@ -13,7 +13,7 @@ use futures_util::Stream;
 use std::time::Duration;
 
 /// Watch event types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     /// ADDED.
     Added,
@@ -40,8 +40,12 @@ impl EventType {
     }
 }
 
+/// Frames built since start (a measure of per-event encoding work; see `benches/`).
+pub static FRAMES_BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One event frame from object bytes given in pieces (concatenated in order).
 pub fn frame(kind: EventType, object_parts: &[&[u8]]) -> Bytes {
+    FRAMES_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let len: usize = object_parts.iter().map(|p| p.len()).sum();
     let mut buf = BytesMut::with_capacity(len + 32);
     buf.put_slice(b"{\"type\":\"");

@@ -11,6 +11,7 @@
 //! logged once with their key.
 
 use super::rbac::{ClusterRole, ClusterRoleBinding};
+use crate::api::watch::EventType;
 use crate::model::types::*;
 use crate::schema::validate::Validator;
 use crate::store::{Event, EventKind, Key, Listing, Record, Scope, Store, StoreError};
@@ -180,6 +181,22 @@ pub struct ServedEvent {
     pub prev: Option<Arc<ServedObject>>,
     /// Consumer clusters at the time of the event.
     pub consumers: Arc<BTreeSet<String>>,
+    /// Encoded frames by (event type, consumer literal): each is built once for all watchers.
+    frames: parking_lot::Mutex<HashMap<(EventType, Vec<u8>), Bytes>>,
+}
+
+impl ServedEvent {
+    /// The watch frame of this event for one consumer (a JSON string literal), encoded once
+    /// and shared by every watcher that sends it.
+    pub fn frame(&self, kind: EventType, cluster: &[u8]) -> Bytes {
+        let mut memo = self.frames.lock();
+        if let Some(b) = memo.get(&(kind, cluster.to_vec())) {
+            return b.clone();
+        }
+        let b = crate::api::watch::frame(kind, &self.object.parts(cluster));
+        memo.insert((kind, cluster.to_vec()), b.clone());
+        b
+    }
 }
 
 /// The served state of one CachedResource.
@@ -306,8 +323,13 @@ fn decode<T: DeserializeOwned>(value: &[u8]) -> Option<T> {
     serde_json::from_slice(value).ok()
 }
 
-/// Unwrap a CachedObject into the served object (§5.5) and validate it.
-fn derive(value: &[u8], revision: u64, api: &ResolvedApi) -> Result<ServedObject, String> {
+/// Unwrap a CachedObject into the served object (§5.5) and validate it against the served
+/// version's schema; the error says why it is not served.
+pub fn unwrap_object(
+    value: &[u8],
+    revision: u64,
+    api: &ResolvedApi,
+) -> Result<ServedObject, String> {
     let wrapper: Value =
         serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
     let mut inner = match wrapper.pointer("/spec/raw") {
@@ -553,7 +575,7 @@ impl State {
         raw: &RawCached,
         api: &ResolvedApi,
     ) -> Option<Arc<ServedObject>> {
-        match derive(&raw.value, raw.revision, api) {
+        match unwrap_object(&raw.value, raw.revision, api) {
             Ok(o) => {
                 invalid.remove(okey);
                 Some(Arc::new(o))
@@ -641,6 +663,7 @@ impl State {
                         object: Arc::new(o.with_revision(revision)),
                         prev: None,
                         consumers: consumers.clone(),
+                        frames: Default::default(),
                     });
                 }
             }
@@ -663,6 +686,7 @@ impl State {
                     object: o.clone(),
                     prev,
                     consumers: consumers.clone(),
+                    frames: Default::default(),
                 });
             }
             served.objects = fresh;
@@ -740,6 +764,7 @@ impl State {
                     object: Arc::new(p.with_revision(revision)),
                     prev: None,
                     consumers,
+                    frames: Default::default(),
                 }),
                 (prev, Some(n)) => {
                     served
@@ -760,6 +785,7 @@ impl State {
                         object: n,
                         prev,
                         consumers,
+                        frames: Default::default(),
                     });
                 }
             }
@@ -1025,7 +1051,7 @@ mod tests {
 
     #[test]
     fn unwrapping_keeps_the_original_uid_and_rewrites_the_cluster_per_consumer() {
-        let o = derive(&wrapped("a", json!(1)), 42, &api()).unwrap();
+        let o = unwrap_object(&wrapped("a", json!(1)), 42, &api()).unwrap();
         let v: Value = serde_json::from_slice(&o.json_for("consumer-1")).unwrap();
         assert_eq!(v["metadata"]["uid"], "uid-1");
         assert_eq!(v["metadata"]["resourceVersion"], "42");
@@ -1043,22 +1069,22 @@ mod tests {
     #[test]
     fn objects_failing_their_schema_or_without_an_inner_object_are_refused() {
         assert!(
-            derive(&wrapped("a", json!("big")), 1, &api())
+            unwrap_object(&wrapped("a", json!("big")), 1, &api())
                 .unwrap_err()
                 .contains("invalid against its schema")
         );
         let no_raw = serde_json::to_vec(&json!({"spec": {"raw": "text"}})).unwrap();
         assert!(
-            derive(&no_raw, 1, &api())
+            unwrap_object(&no_raw, 1, &api())
                 .unwrap_err()
                 .contains("failed to decode inner object")
         );
-        assert!(derive(b"not json", 1, &api()).is_err());
+        assert!(unwrap_object(b"not json", 1, &api()).is_err());
     }
 
     #[test]
     fn a_deleted_object_is_stamped_with_the_deletion_revision() {
-        let o = derive(&wrapped("a", json!(1)), 42, &api()).unwrap();
+        let o = unwrap_object(&wrapped("a", json!(1)), 42, &api()).unwrap();
         let d = o.with_revision(50);
         let v: Value = serde_json::from_slice(&d.json_for("c")).unwrap();
         assert_eq!(v["metadata"]["resourceVersion"], "50");
