@@ -1,0 +1,2 @@
+//! Placeholder until the load harness lands.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder until the micro benches land.
+fn main() {}
