@@ -175,7 +175,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let listen_url = format!("https://{addr}");
+    // A wildcard listen address is reached through loopback by local clients.
+    let reachable = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let listen_url = format!("https://{reachable}");
     let external_url = opts
         .external_url
         .clone()
