@@ -508,7 +508,7 @@ async fn a_field_selector_on_an_unsupported_field_is_a_bad_request() -> Result<(
 }
 
 #[tokio::test]
-async fn kubectls_table_accept_still_gets_the_json_list() -> Result<()> {
+async fn kubectls_table_accept_gets_printer_columns_and_metadata_rows() -> Result<()> {
     let fx = Fixture::new().await?;
     let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
     let response = fx
@@ -520,10 +520,63 @@ async fn kubectls_table_accept_still_gets_the_json_list() -> Result<()> {
             None,
         )
         .await?;
+    let (code, table) = read_json(response).await?;
+    assert_eq!(code, StatusCode::OK, "{table}");
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["apiVersion"], "meta.k8s.io/v1");
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns[0], "Name");
+    assert!(columns.contains(&"Cores"), "{columns:?}");
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let small = rows.iter().find(|r| r["cells"][0] == "cpu-small").unwrap();
+    let cores_at = columns.iter().position(|c| *c == "Cores").unwrap();
+    assert_eq!(small["cells"][cores_at], 2);
+    assert_eq!(small["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(
+        small["object"]["metadata"]["annotations"]["kcp.io/cluster"],
+        TEAM_A
+    );
+    assert!(small["object"].get("spec").is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_metadata_client_gets_a_partial_object_metadata_list() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let accept =
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+    let response = fx
+        .send(
+            ALICE,
+            Method::GET,
+            &cpuflavors(TEAM_A, ""),
+            Some(accept),
+            None,
+        )
+        .await?;
     let (code, list) = read_json(response).await?;
     assert_eq!(code, StatusCode::OK, "{list}");
-    assert_eq!(list["kind"], "CPUFlavorList");
+    assert_eq!(list["kind"], "PartialObjectMetadataList");
     assert_eq!(names(&list).len(), 3);
+    assert!(list["items"][0].get("spec").is_none());
+    let single = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let response = fx
+        .send(
+            ALICE,
+            Method::GET,
+            &cpuflavors(TEAM_A, ""),
+            Some(single),
+            None,
+        )
+        .await?;
+    let (code, status) = read_json(response).await?;
+    assert_eq!(code, StatusCode::NOT_ACCEPTABLE, "{status}");
     Ok(())
 }
 

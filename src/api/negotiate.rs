@@ -13,6 +13,12 @@ pub enum Format {
     Json,
     /// `application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList`.
     AggregatedDiscovery,
+    /// `as=Table;g=meta.k8s.io;v=v1|v1beta1`: the Table's apiVersion.
+    Table(&'static str),
+    /// `as=PartialObjectMetadata;g=meta.k8s.io;v=v1`.
+    PartialObjectMetadata,
+    /// `as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`.
+    PartialObjectMetadataList,
 }
 
 /// What the endpoint being served can produce.
@@ -61,8 +67,20 @@ pub fn negotiate(accept: Option<&str>, offer: Offer) -> Result<Format, Status> {
             {
                 return Ok(Format::AggregatedDiscovery);
             }
-            // Table and PartialObjectMetadata conversions are not produced yet: skip the entry
-            // so the client's plain-JSON fallback is used.
+            Some(conversion) if offer == Offer::Resource && g.as_deref() == Some("meta.k8s.io") => {
+                let version = match v.as_deref() {
+                    Some("v1") => "meta.k8s.io/v1",
+                    Some("v1beta1") => "meta.k8s.io/v1beta1",
+                    _ => continue,
+                };
+                match conversion {
+                    "Table" => return Ok(Format::Table(version)),
+                    "PartialObjectMetadata" => return Ok(Format::PartialObjectMetadata),
+                    "PartialObjectMetadataList" => return Ok(Format::PartialObjectMetadataList),
+                    _ => continue,
+                }
+            }
+            // Conversions we do not produce: skip the entry so the client's fallback is used.
             Some(_) => continue,
         }
     }
@@ -79,10 +97,23 @@ mod tests {
     const KUBECTL_DISCOVERY: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
 
     #[test]
-    fn kubectl_table_accept_falls_back_to_json_instead_of_406() {
+    fn kubectl_table_accept_gets_a_v1_table() {
         assert_eq!(
             negotiate(Some(KUBECTL_TABLE), Offer::Resource).unwrap(),
+            Format::Table("meta.k8s.io/v1")
+        );
+        assert_eq!(
+            negotiate(Some(KUBECTL_TABLE), Offer::Document).unwrap(),
             Format::Json
+        );
+    }
+
+    #[test]
+    fn metadata_client_accept_gets_partial_object_metadata() {
+        let accept = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+        assert_eq!(
+            negotiate(Some(accept), Offer::Resource).unwrap(),
+            Format::PartialObjectMetadataList
         );
     }
 

@@ -7,8 +7,66 @@
 //! produced lazily, [`CHUNK`] bytes at a time.
 
 use super::index::ServedObject;
+use super::table::IncludeObject;
+use crate::model::types::PrinterColumn;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
+
+/// How each item of a list is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemView {
+    /// The object itself (`items`).
+    Object,
+    /// Its PartialObjectMetadata (`items` of a PartialObjectMetadataList).
+    Metadata,
+    /// A Table row (`rows`) carrying the object as asked.
+    Row(IncludeObject),
+}
+
+impl ItemView {
+    /// The JSON key of the list's items.
+    pub fn items_key(self) -> &'static str {
+        match self {
+            ItemView::Row(_) => "rows",
+            _ => "items",
+        }
+    }
+}
+
+/// Write one item of `view` for `o` and consumer literal `c`.
+pub fn write_item(
+    buf: &mut BytesMut,
+    view: ItemView,
+    columns: &[PrinterColumn],
+    o: &ServedObject,
+    c: &[u8],
+) {
+    match view {
+        ItemView::Object => o.parts(c).iter().for_each(|p| buf.put_slice(p)),
+        ItemView::Metadata => o
+            .metadata_parts(columns, c)
+            .iter()
+            .for_each(|p| buf.put_slice(p)),
+        ItemView::Row(include) => {
+            buf.put_slice(b"{\"cells\":");
+            super::table::write_cells(buf, &o.table_parts(columns).cells, super::table::now_unix());
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => {
+                    buf.put_slice(b",\"object\":");
+                    o.metadata_parts(columns, c)
+                        .iter()
+                        .for_each(|p| buf.put_slice(p));
+                }
+                IncludeObject::Object => {
+                    buf.put_slice(b",\"object\":");
+                    o.parts(c).iter().for_each(|p| buf.put_slice(p));
+                }
+            }
+            buf.put_u8(b'}');
+        }
+    }
+}
 
 /// Target size of one body chunk (a few TLS records).
 pub const CHUNK: usize = 128 * 1024;
@@ -18,6 +76,8 @@ pub struct ListBody {
     head: Option<Bytes>,
     objects: Vec<Arc<ServedObject>>,
     clusters: Vec<Vec<u8>>,
+    view: ItemView,
+    columns: Arc<[PrinterColumn]>,
     object: usize,
     cluster: usize,
     first: bool,
@@ -28,10 +88,29 @@ impl ListBody {
     /// A body for `objects` copied once per cluster literal in `clusters` (JSON strings);
     /// `head` is the list object without items and without its closing brace.
     pub fn new(head: Bytes, objects: Vec<Arc<ServedObject>>, clusters: Vec<Vec<u8>>) -> Self {
+        Self::with_view(
+            head,
+            objects,
+            clusters,
+            ItemView::Object,
+            Arc::from(Vec::new()),
+        )
+    }
+
+    /// A body whose items are shown as `view` (Table rows use `columns`).
+    pub fn with_view(
+        head: Bytes,
+        objects: Vec<Arc<ServedObject>>,
+        clusters: Vec<Vec<u8>>,
+        view: ItemView,
+        columns: Arc<[PrinterColumn]>,
+    ) -> Self {
         ListBody {
             head: Some(head),
             objects,
             clusters,
+            view,
+            columns,
             object: 0,
             cluster: 0,
             first: true,
@@ -47,7 +126,9 @@ impl ListBody {
         let mut buf = BytesMut::with_capacity(CHUNK + 4096);
         if let Some(head) = self.head.take() {
             buf.put_slice(&head);
-            buf.put_slice(b",\"items\":[");
+            buf.put_slice(b",\"");
+            buf.put_slice(self.view.items_key().as_bytes());
+            buf.put_slice(b"\":[");
         }
         while buf.len() < CHUNK && self.object < self.objects.len() && !self.clusters.is_empty() {
             let o = &self.objects[self.object];
@@ -56,9 +137,7 @@ impl ListBody {
                 buf.put_u8(b',');
             }
             self.first = false;
-            for part in o.parts(c) {
-                buf.put_slice(part);
-            }
+            write_item(&mut buf, self.view, &self.columns, o, c);
             self.cluster += 1;
             if self.cluster == self.clusters.len() {
                 self.cluster = 0;

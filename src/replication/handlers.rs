@@ -3,10 +3,11 @@
 //! Every write verb is refused; every error is a `metav1.Status`.
 
 use super::authz::{self, Attributes, Decision};
-use super::body::ListBody;
+use super::body::{ItemView, ListBody, write_item};
 use super::index::{
     Change, Index, ObjKey, ResolvedApi, ServedEvent, ServedObject, cluster_literal,
 };
+use super::table::{self, IncludeObject};
 use super::url::{self, Digest, Target};
 use crate::api::Status;
 use crate::api::negotiate::{Format, Offer, negotiate};
@@ -16,6 +17,7 @@ use crate::api::status::qualified;
 use crate::api::user::{RequestUser, UserInfo};
 use crate::api::watch::{self, EventType};
 use crate::cache_server::verb_of;
+use crate::model::types::PrinterColumn;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -258,42 +260,107 @@ async fn serve_resource(
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    negotiate(accept, Offer::Resource)?;
+    let format = negotiate(accept, Offer::Resource)?;
+    let include = IncludeObject::parse(
+        crate::api::params::parse_query(req.uri().query())
+            .iter()
+            .find(|(k, _)| k == "includeObject")
+            .map(|(_, v)| v.as_str()),
+    )
+    .map_err(Status::bad_request)?;
     let opts = ListOptions::from_query(req.uri().query(), rp.watch_path)?;
     check_fields(&opts.field_selector, api.namespaced)?;
+    let ns = rp.namespace.as_deref();
     match (verb.as_str(), &rp.name) {
-        ("get", Some(name)) => get(
-            index,
-            key,
-            &api,
-            &digest.target,
-            rp.namespace.as_deref(),
-            name,
-        ),
-        ("list", None) => list(
-            index,
-            key,
-            &api,
-            &digest.target,
-            rp.namespace.as_deref(),
-            &opts,
-        ),
+        ("get", Some(name)) => get(index, key, &api, &digest.target, ns, name, format, include),
+        ("list", None) => list(index, key, &api, &digest.target, ns, &opts, format, include),
         ("watch", name) => {
             let mut opts = opts;
             if let Some(name) = name {
                 opts.field_selector = name_selector(&opts.field_selector, name)?;
             }
+            let view = match format {
+                Format::Table(v) => View::Table(v, include),
+                Format::PartialObjectMetadata | Format::PartialObjectMetadataList => View::Metadata,
+                _ => View::Object,
+            };
+            let target = digest.target.clone();
             watch(
                 index.clone(),
                 key.clone(),
                 api,
-                digest.target.clone(),
+                target,
                 rp.namespace.clone(),
                 opts,
+                view,
             )
         }
         _ => Err(Status::method_not_allowed(&verb, &api.group, &api.resource)),
     }
+}
+
+/// How objects are shown in a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Object,
+    Metadata,
+    /// A Table with this apiVersion, rows carrying the object as asked.
+    Table(&'static str, IncludeObject),
+}
+
+impl View {
+    /// A small number identifying the view (and whether column definitions are included) for
+    /// the per-event frame memo.
+    fn memo_key(self, with_defs: bool) -> u8 {
+        match self {
+            View::Object => 0,
+            View::Metadata => 1,
+            View::Table(v, include) => {
+                let inc = match include {
+                    IncludeObject::None => 0,
+                    IncludeObject::Metadata => 1,
+                    IncludeObject::Object => 2,
+                };
+                2 + inc * 4 + u8::from(v.ends_with("v1beta1")) * 2 + u8::from(with_defs)
+            }
+        }
+    }
+}
+
+fn table_head(api_version: &str, revision: u64, defs: Option<&[u8]>) -> Vec<u8> {
+    let mut head = format!(
+        "{{\"kind\":\"Table\",\"apiVersion\":\"{api_version}\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}},\"columnDefinitions\":"
+    )
+    .into_bytes();
+    head.extend_from_slice(defs.unwrap_or(b"null"));
+    head
+}
+
+/// One object rendered in `view` for one consumer literal (a single object or a one-row Table).
+fn render(
+    view: View,
+    api: &ResolvedApi,
+    o: &ServedObject,
+    c: &[u8],
+    revision: u64,
+    defs: Option<&[u8]>,
+) -> Bytes {
+    let mut buf = bytes::BytesMut::new();
+    match view {
+        View::Object => write_item(&mut buf, ItemView::Object, &api.printer_columns, o, c),
+        View::Metadata => write_item(&mut buf, ItemView::Metadata, &api.printer_columns, o, c),
+        View::Table(v, include) => {
+            buf.extend_from_slice(&table_head(v, revision, defs));
+            buf.extend_from_slice(b",\"rows\":[");
+            write_item(&mut buf, ItemView::Row(include), &api.printer_columns, o, c);
+            buf.extend_from_slice(b"]}");
+        }
+    }
+    buf.freeze()
+}
+
+fn column_defs(api: &ResolvedApi) -> Bytes {
+    to_bytes(&table::column_definitions(&api.printer_columns))
 }
 
 /// The filters one list or watch applies to served objects.
@@ -326,6 +393,7 @@ fn clusters_for(target: &Target, consumers: &BTreeSet<String>) -> Vec<Vec<u8>> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn get(
     index: &Index,
     key: &ObjKey,
@@ -333,25 +401,51 @@ fn get(
     target: &Target,
     ns: Option<&str>,
     name: &str,
+    format: Format,
+    include: IncludeObject,
 ) -> Result<Response, Status> {
     let Target::Cluster(cluster) = target else {
         return Err(Status::bad_request("Wildcard request not supported"));
     };
-    let st = index.read();
-    let served = st
-        .served
-        .get(key)
-        .ok_or_else(|| Status::not_found(&api.group, &api.resource, name))?;
-    if !served.consumers.contains(cluster) {
-        return Err(Status::not_found(&api.group, &api.resource, name));
-    }
-    let object = served
-        .objects
-        .get(&(ns.unwrap_or("").to_string(), name.to_string()))
-        .ok_or_else(|| Status::not_found(&api.group, &api.resource, name))?;
-    Ok(json_ok(object.json_for(cluster)))
+    let view = match format {
+        Format::Table(v) => View::Table(v, include),
+        Format::PartialObjectMetadata => View::Metadata,
+        Format::PartialObjectMetadataList => {
+            return Err(Status::not_acceptable(format!(
+                "you requested PartialObjectMetadataList, but the requested object is not a list ({}/{}, Kind={})",
+                api.group, api.version, api.names.kind
+            )));
+        }
+        _ => View::Object,
+    };
+    let object = {
+        let st = index.read();
+        let served = st
+            .served
+            .get(key)
+            .ok_or_else(|| Status::not_found(&api.group, &api.resource, name))?;
+        if !served.consumers.contains(cluster) {
+            return Err(Status::not_found(&api.group, &api.resource, name));
+        }
+        served
+            .objects
+            .get(&(ns.unwrap_or("").to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| Status::not_found(&api.group, &api.resource, name))?
+    };
+    let c = cluster_literal(cluster);
+    let defs = column_defs(api);
+    Ok(json_ok(render(
+        view,
+        api,
+        &object,
+        &c,
+        object.revision,
+        Some(&defs),
+    )))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn list(
     index: &Index,
     key: &ObjKey,
@@ -359,6 +453,8 @@ fn list(
     target: &Target,
     ns: Option<&str>,
     opts: &ListOptions,
+    format: Format,
+    include: IncludeObject,
 ) -> Result<Response, Status> {
     let filter = Filter {
         namespace: ns.map(str::to_string),
@@ -382,11 +478,33 @@ fn list(
             st.revision,
         )
     };
-    let head = json!({"apiVersion": api.api_version(), "kind": api.list_kind(), "metadata": {"resourceVersion": revision.to_string()}});
-    let mut head = to_bytes(&head).to_vec();
-    head.pop(); // the closing brace; items follow
+    let rv = revision.to_string();
+    let (mut head, view) = match format {
+        Format::Table(v) => {
+            let defs = column_defs(api);
+            (table_head(v, revision, Some(&defs)), ItemView::Row(include))
+        }
+        Format::PartialObjectMetadataList => (
+            to_bytes(&json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv}})).to_vec(),
+            ItemView::Metadata,
+        ),
+        Format::PartialObjectMetadata => {
+            return Err(Status::not_acceptable(format!(
+                "you requested PartialObjectMetadata, but the requested object is a list ({}/{}, Kind={})",
+                api.group, api.version, api.list_kind()
+            )));
+        }
+        _ => (
+            to_bytes(&json!({"apiVersion": api.api_version(), "kind": api.list_kind(), "metadata": {"resourceVersion": rv}})).to_vec(),
+            ItemView::Object,
+        ),
+    };
+    if !matches!(format, Format::Table(_)) {
+        head.pop(); // the closing brace; items follow
+    }
+    let columns: Arc<[PrinterColumn]> = Arc::from(api.printer_columns.clone());
     Ok(json_ok(
-        ListBody::new(Bytes::from(head), objects, clusters).into_body(),
+        ListBody::with_view(Bytes::from(head), objects, clusters, view, columns).into_body(),
     ))
 }
 
@@ -402,8 +520,10 @@ struct WatchState {
     last_seq: u64,
     deadline: tokio::time::Instant,
     bookmarks: bool,
-    api_version: String,
-    kind: String,
+    api: Arc<ResolvedApi>,
+    view: View,
+    /// Column definitions, sent with the first Table event only.
+    defs: Option<Bytes>,
     done: bool,
 }
 
@@ -427,9 +547,43 @@ impl WatchState {
             _ => return,
         };
         for c in clusters_for(&self.target, &ev.consumers) {
-            self.pending
-                .push_back(watch::frame(kind, &ev.object.parts(&c)));
+            let frame = match self.view {
+                View::Object => ev.frame(kind, &c),
+                view => {
+                    let defs = self.defs.take();
+                    let key = view.memo_key(defs.is_some());
+                    ev.memo(kind, &c, key, || {
+                        watch::frame(
+                            kind,
+                            &[&render(
+                                view,
+                                &self.api,
+                                &ev.object,
+                                &c,
+                                ev.revision,
+                                defs.as_deref(),
+                            )],
+                        )
+                    })
+                }
+            };
+            self.pending.push_back(frame);
         }
+    }
+
+    /// An initial ADDED event for an object of the snapshot.
+    fn push_initial(&mut self, o: &ServedObject, c: &[u8]) {
+        let frame = match self.view {
+            View::Object => watch::frame(EventType::Added, &o.parts(c)),
+            view => {
+                let defs = self.defs.take();
+                watch::frame(
+                    EventType::Added,
+                    &[&render(view, &self.api, o, c, o.revision, defs.as_deref())],
+                )
+            }
+        };
+        self.pending.push_back(frame);
     }
 }
 
@@ -445,7 +599,7 @@ async fn next_frame(mut st: WatchState) -> Option<(Result<Bytes, std::io::Error>
         tokio::select! {
             _ = tokio::time::sleep_until(st.deadline) => return None,
             _ = tick, if st.bookmarks => {
-                let f = watch::bookmark_frame(&st.api_version, &st.kind, st.last, false);
+                let f = watch::bookmark_frame(&st.api.api_version(), &st.api.names.kind, st.last, false);
                 return Some((Ok(f), st));
             }
             r = st.rx.recv() => match r {
@@ -483,9 +637,11 @@ fn watch(
     target: Target,
     ns: Option<String>,
     opts: ListOptions,
+    view: View,
 ) -> Result<Response, Status> {
     let requested = opts.revision()?;
     let initial = opts.send_initial_events.unwrap_or(requested.is_none());
+    let defs = matches!(view, View::Table(..)).then(|| column_defs(&api));
     let st = index.read();
     let Some(served) = st.served.get(&key) else {
         return Err(Status::internal("unable to determine API definition set"));
@@ -507,22 +663,24 @@ fn watch(
         last_seq: 0,
         deadline: tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds),
         bookmarks: opts.allow_watch_bookmarks,
-        api_version: api.api_version(),
-        kind: api.names.kind.clone(),
+        api: api.clone(),
+        view,
+        defs,
         done: false,
     };
     if initial {
         let clusters = clusters_for(&ws.target, &served.consumers);
-        for o in served.objects.values().filter(|o| ws.filter.matches(o)) {
-            for c in &clusters {
-                ws.pending
-                    .push_back(watch::frame(EventType::Added, &o.parts(c)));
+        for o in served.objects.values() {
+            if ws.filter.matches(o) {
+                for c in &clusters {
+                    ws.push_initial(o, c);
+                }
             }
         }
         if opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks {
             ws.pending.push_back(watch::bookmark_frame(
-                &ws.api_version,
-                &ws.kind,
+                &api.api_version(),
+                &api.names.kind,
                 st.revision,
                 true,
             ));
@@ -669,6 +827,11 @@ fn serve_discovery(
     match path {
         KubePath::Api => match negotiate(accept, Offer::DiscoveryRoot)? {
             Format::AggregatedDiscovery => Ok(aggregated_response(aggregated(None), headers)),
+            Format::Table(_)
+            | Format::PartialObjectMetadata
+            | Format::PartialObjectMetadataList => Err(Status::not_acceptable(
+                "only the following media types are accepted: application/json",
+            )),
             Format::Json => Ok(json_ok(to_bytes(
                 &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
             ))),
@@ -678,6 +841,11 @@ fn serve_discovery(
         ))),
         KubePath::Apis => match negotiate(accept, Offer::DiscoveryRoot)? {
             Format::AggregatedDiscovery => Ok(aggregated_response(aggregated(Some(api)), headers)),
+            Format::Table(_)
+            | Format::PartialObjectMetadata
+            | Format::PartialObjectMetadataList => Err(Status::not_acceptable(
+                "only the following media types are accepted: application/json",
+            )),
             Format::Json => Ok(json_ok(to_bytes(
                 &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}),
             ))),

@@ -11,6 +11,7 @@
 //! logged once with their key.
 
 use super::rbac::{ClusterRole, ClusterRoleBinding};
+use super::table::{self, TableParts};
 use crate::api::watch::EventType;
 use crate::model::types::*;
 use crate::schema::validate::Validator;
@@ -93,6 +94,8 @@ pub struct ServedObject {
     pub labels: BTreeMap<String, String>,
     prefix: Bytes,
     suffix: Bytes,
+    /// Table cells and metadata view, computed on first use.
+    table: std::sync::OnceLock<TableParts>,
 }
 
 impl ServedObject {
@@ -139,7 +142,27 @@ impl ServedObject {
             labels: self.labels.clone(),
             prefix,
             suffix,
+            table: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The object's Table cells (for `columns`) and PartialObjectMetadata view, computed once.
+    pub fn table_parts(&self, columns: &[PrinterColumn]) -> &TableParts {
+        self.table.get_or_init(|| {
+            let whole = self.json_for(PLACEHOLDER);
+            let obj: Value = serde_json::from_slice(&whole).unwrap_or(Value::Null);
+            table::parts_for(&obj, columns, PLACEHOLDER)
+        })
+    }
+
+    /// The PartialObjectMetadata of the object for one consumer literal, in pieces.
+    pub fn metadata_parts<'a>(
+        &'a self,
+        columns: &[PrinterColumn],
+        cluster_json: &'a [u8],
+    ) -> [&'a [u8]; 3] {
+        let t = self.table_parts(columns);
+        [&t.meta_prefix, cluster_json, &t.meta_suffix]
     }
 
     /// Size of one copy in bytes.
@@ -182,19 +205,33 @@ pub struct ServedEvent {
     /// Consumer clusters at the time of the event.
     pub consumers: Arc<BTreeSet<String>>,
     /// Encoded frames by (event type, consumer literal): each is built once for all watchers.
-    frames: parking_lot::Mutex<HashMap<(EventType, Vec<u8>), Bytes>>,
+    frames: parking_lot::Mutex<HashMap<(EventType, Vec<u8>, u8), Bytes>>,
 }
 
 impl ServedEvent {
     /// The watch frame of this event for one consumer (a JSON string literal), encoded once
     /// and shared by every watcher that sends it.
     pub fn frame(&self, kind: EventType, cluster: &[u8]) -> Bytes {
-        let mut memo = self.frames.lock();
-        if let Some(b) = memo.get(&(kind, cluster.to_vec())) {
+        self.memo(kind, cluster, 0, || {
+            crate::api::watch::frame(kind, &self.object.parts(cluster))
+        })
+    }
+
+    /// A frame of this event in some view (`view` distinguishes representations), built once
+    /// by `build` and shared by every watcher asking for the same one.
+    pub fn memo(
+        &self,
+        kind: EventType,
+        cluster: &[u8],
+        view: u8,
+        build: impl FnOnce() -> Bytes,
+    ) -> Bytes {
+        let key = (kind, cluster.to_vec(), view);
+        if let Some(b) = self.frames.lock().get(&key) {
             return b.clone();
         }
-        let b = crate::api::watch::frame(kind, &self.object.parts(cluster));
-        memo.insert((kind, cluster.to_vec()), b.clone());
+        let b = build();
+        self.frames.lock().insert(key, b.clone());
         b
     }
 }
@@ -389,6 +426,7 @@ pub fn unwrap_object(
     let split = at + needle.len() - PLACEHOLDER.len() - 2;
     let bytes = Bytes::from(bytes);
     Ok(ServedObject {
+        table: std::sync::OnceLock::new(),
         namespace,
         name,
         revision,

@@ -10,6 +10,7 @@ pub mod body;
 pub mod handlers;
 pub mod index;
 pub mod rbac;
+pub mod table;
 pub mod url;
 
 pub use handlers::router;
