@@ -205,8 +205,11 @@ pub struct ServedEvent {
     /// Consumer clusters at the time of the event.
     pub consumers: Arc<BTreeSet<String>>,
     /// Encoded frames by (event type, consumer literal): each is built once for all watchers.
-    frames: parking_lot::Mutex<HashMap<(EventType, Vec<u8>, u8), Bytes>>,
+    frames: parking_lot::Mutex<HashMap<FrameKey, Bytes>>,
 }
+
+/// (event type, consumer literal, view) of a memoized frame.
+type FrameKey = (EventType, Vec<u8>, u8);
 
 impl ServedEvent {
     /// The watch frame of this event for one consumer (a JSON string literal), encoded once
