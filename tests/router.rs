@@ -1354,3 +1354,34 @@ async fn a_live_watch_sees_every_change_applied_at_one_revision() -> Result<()> 
     assert_eq!(modified, ["cpu-large", "cpu-small"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn openapi_v3_indexes_the_group_version_and_describes_the_kind_for_kubectl_explain()
+-> Result<()> {
+    let fx = Fixture::new().await?;
+    let base = format!("/services/replication/{PROVIDER}/cpuflavors-v1/clusters/{TEAM_A}");
+    let (code, index) = fx.get(ALICE, &format!("{base}/openapi/v3")).await?;
+    assert_eq!(code, StatusCode::OK, "{index}");
+    let url = index["paths"]["apis/cloud.example.com/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        url.starts_with("/openapi/v3/apis/cloud.example.com/v1?hash="),
+        "{url}"
+    );
+    let (code, doc) = fx.get(ALICE, &format!("{base}{url}")).await?;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    let get = &doc["paths"]["/apis/cloud.example.com/v1/cpuflavors/{name}"]["get"];
+    assert_eq!(get["x-kubernetes-group-version-kind"]["kind"], "CPUFlavor");
+    let kind = &doc["components"]["schemas"]["com.example.cloud.v1.CPUFlavor"];
+    assert_eq!(
+        kind["x-kubernetes-group-version-kind"][0]["kind"],
+        "CPUFlavor"
+    );
+    assert_eq!(
+        kind["properties"]["spec"]["properties"]["cores"]["type"],
+        "integer"
+    );
+    Ok(())
+}

@@ -47,6 +47,8 @@ enum KubePath {
     Apis,
     Group(String),
     GroupVersion(String, String),
+    OpenApiIndex,
+    OpenApiGroupVersion(String, String),
     Resource(ResourcePath),
     Other,
 }
@@ -67,6 +69,10 @@ fn parse_kube_path(path: &str) -> KubePath {
     match segs.as_slice() {
         [] => KubePath::Root,
         ["version"] => KubePath::Version,
+        ["openapi", "v3"] => KubePath::OpenApiIndex,
+        ["openapi", "v3", "apis", g, v] => {
+            KubePath::OpenApiGroupVersion(g.to_string(), v.to_string())
+        }
         ["api"] => KubePath::Api,
         ["api", "v1"] => KubePath::ApiV1,
         ["apis"] => KubePath::Apis,
@@ -173,6 +179,12 @@ async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
                 }
             }
             let api = resolved(&index, &key)?;
+            if matches!(
+                discovery,
+                KubePath::OpenApiIndex | KubePath::OpenApiGroupVersion(..)
+            ) {
+                return serve_openapi(&index, &api, discovery, req.uri().query());
+            }
             serve_discovery(&api, &digest, discovery, accept.as_deref(), req.headers())
         }
     }
@@ -813,6 +825,42 @@ fn aggregated_response(doc: serde_json::Value, headers: &HeaderMap) -> Response 
         h.insert(header::ETAG, v);
     }
     r
+}
+
+fn serve_openapi(
+    index: &Index,
+    api: &ResolvedApi,
+    path: KubePath,
+    query: Option<&str>,
+) -> Result<Response, Status> {
+    let (doc, hash) = index.openapi(api);
+    match path {
+        KubePath::OpenApiIndex => Ok(json_ok(to_bytes(&super::openapi::index(api, &hash)))),
+        KubePath::OpenApiGroupVersion(g, v) if g == api.group && v == api.version => {
+            let mut r = json_ok(doc);
+            let h = r.headers_mut();
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+                h.insert(header::ETAG, etag);
+            }
+            let asked = crate::api::params::parse_query(query)
+                .into_iter()
+                .find(|(k, _)| k == "hash")
+                .map(|(_, v)| v);
+            if asked.as_deref() == Some(hash.as_str()) {
+                h.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, immutable"),
+                );
+            } else {
+                h.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-cache, private"),
+                );
+            }
+            Ok(r)
+        }
+        _ => Err(Status::path_not_found()),
+    }
 }
 
 fn serve_discovery(

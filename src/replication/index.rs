@@ -59,6 +59,8 @@ pub struct ResolvedApi {
     pub validator: Arc<Validator>,
     /// Changes whenever the schema or the chosen export changes.
     pub fingerprint: String,
+    /// The served version's OpenAPI v3 schema (as in the APIResourceSchema).
+    pub schema: Arc<Value>,
 }
 
 impl ResolvedApi {
@@ -354,6 +356,8 @@ pub struct Index {
     synced: AtomicBool,
     /// Counters.
     pub counters: Counters,
+    /// Rendered OpenAPI documents and their hashes, by API fingerprint.
+    openapi: parking_lot::Mutex<HashMap<String, (Bytes, String)>>,
 }
 
 /// A placeholder for the `kcp.io/cluster` value while encoding; never seen by clients.
@@ -597,6 +601,7 @@ impl State {
                 identity_hash: hash.clone(),
                 export: ek.clone(),
                 validator,
+                schema: Arc::new(version.schema.clone()),
                 fingerprint: format!(
                     "{fingerprint}|cr@{cr_rev}|export {}/{}@{export_rev}",
                     ek.0, ek.1
@@ -927,6 +932,17 @@ impl Index {
         Self::default()
     }
 
+    /// The OpenAPI v3 document of a resolved API and its hash, rendered once per fingerprint.
+    pub fn openapi(&self, api: &ResolvedApi) -> (Bytes, String) {
+        let mut cache = self.openapi.lock();
+        if let Some(doc) = cache.get(&api.fingerprint) {
+            return doc.clone();
+        }
+        let doc = super::openapi::render(api);
+        cache.insert(api.fingerprint.clone(), doc.clone());
+        doc
+    }
+
     /// Whether the initial list has been applied.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
@@ -1075,6 +1091,7 @@ mod tests {
                     .unwrap(),
             ),
             fingerprint: "f".into(),
+            schema: Arc::new(json!({"type": "object"})),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod body;
 pub mod handlers;
 pub mod index;
+pub mod openapi;
 pub mod rbac;
 pub mod table;
 pub mod url;
