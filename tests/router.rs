@@ -168,6 +168,23 @@ impl Fixture {
         self.json(caller, Method::GET, uri, None).await
     }
 
+    /// Set cpu-small's cores through the cache server API, as the shard would, and let the
+    /// index apply it.
+    async fn update_cpu_small_cores(&mut self, cores: i64) -> Result<()> {
+        let mut wrapper = self.cached_object("cpu-small").await?;
+        let name = wrapper["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        wrapper["spec"]["raw"]["spec"]["cores"] = json!(cores);
+        let uri = cache_uri("root", PROVIDER, &format!("/{name}"));
+        let (code, body) = self
+            .json(Caller::Admin, Method::PUT, &uri, Some(&wrapper))
+            .await?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        self.catch_up().await
+    }
+
     /// The CachedObject wrapping source object `name` of the provider, as the cache API shows it.
     async fn cached_object(&self, name: &str) -> Result<Value> {
         let uri = cache_uri(
@@ -1383,5 +1400,54 @@ async fn openapi_v3_indexes_the_group_version_and_describes_the_kind_for_kubectl
         kind["properties"]["spec"]["properties"]["cores"]["type"],
         "integer"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn pages_of_a_limited_list_continue_from_the_first_pages_revision() -> Result<()> {
+    let mut fx = Fixture::new().await?;
+    let (code, first) = fx.get(ALICE, &cpuflavors(TEAM_A, "?limit=2")).await?;
+    assert_eq!(code, StatusCode::OK, "{first}");
+    assert_eq!(names(&first), ["cpu-large", "cpu-medium"]);
+    assert_eq!(first["metadata"]["remainingItemCount"], 1);
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    let rv = first["metadata"]["resourceVersion"].clone();
+    // A change after the first page is not seen by the continuation.
+    fx.update_cpu_small_cores(16).await?;
+    let (code, second) = fx
+        .get(
+            ALICE,
+            &cpuflavors(TEAM_A, &format!("?limit=2&continue={token}")),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{second}");
+    assert_eq!(names(&second), ["cpu-small"]);
+    assert_eq!(second["items"][0]["spec"]["cores"], 2);
+    assert_eq!(second["metadata"]["resourceVersion"], rv);
+    assert!(second["metadata"].get("continue").is_none());
+    let (_, now) = fx.get(ALICE, &cpuflavors(TEAM_A, "/cpu-small")).await?;
+    assert_eq!(now["spec"]["cores"], 16);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_malformed_continue_token_is_a_bad_request_and_an_old_one_is_expired() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, status) = fx
+        .get(ALICE, &cpuflavors(TEAM_A, "?limit=2&continue=not-a-token"))
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+    use base64::Engine;
+    let old = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+        br#"{"v":"meta.k8s.io/v1","rv":1,"start":"\u0000cpu-large\u00003h9tqa6m2cxe1kbn"}"#,
+    );
+    let (code, status) = fx
+        .get(
+            ALICE,
+            &cpuflavors(TEAM_A, &format!("?limit=2&continue={old}")),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::GONE, "{status}");
+    assert_eq!(status["reason"], "Expired");
     Ok(())
 }

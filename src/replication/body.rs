@@ -78,6 +78,9 @@ pub struct ListBody {
     clusters: Vec<Vec<u8>>,
     view: ItemView,
     columns: Arc<[PrinterColumn]>,
+    /// Explicit (object, cluster) pairs (a page); `None` = every object × every cluster.
+    pairs: Option<Vec<(usize, usize)>>,
+    pair: usize,
     object: usize,
     cluster: usize,
     first: bool,
@@ -111,11 +114,19 @@ impl ListBody {
             clusters,
             view,
             columns,
+            pairs: None,
+            pair: 0,
             object: 0,
             cluster: 0,
             first: true,
             done: false,
         }
+    }
+
+    /// Serve only these (object index, cluster index) pairs, in order (one page of a list).
+    pub fn with_pairs(mut self, pairs: Vec<(usize, usize)>) -> Self {
+        self.pairs = Some(pairs);
+        self
     }
 
     /// The next chunk, or `None` once the body is complete.
@@ -129,6 +140,28 @@ impl ListBody {
             buf.put_slice(b",\"");
             buf.put_slice(self.view.items_key().as_bytes());
             buf.put_slice(b"\":[");
+        }
+        if let Some(pairs) = &self.pairs {
+            while buf.len() < CHUNK && self.pair < pairs.len() {
+                let (oi, ci) = pairs[self.pair];
+                if !self.first {
+                    buf.put_u8(b',');
+                }
+                self.first = false;
+                write_item(
+                    &mut buf,
+                    self.view,
+                    &self.columns,
+                    &self.objects[oi],
+                    &self.clusters[ci],
+                );
+                self.pair += 1;
+            }
+            if self.pair >= pairs.len() {
+                buf.put_slice(b"]}");
+                self.done = true;
+            }
+            return Some(buf.freeze());
         }
         while buf.len() < CHUNK && self.object < self.objects.len() && !self.clusters.is_empty() {
             let o = &self.objects[self.object];

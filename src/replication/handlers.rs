@@ -285,7 +285,7 @@ async fn serve_resource(
     let ns = rp.namespace.as_deref();
     match (verb.as_str(), &rp.name) {
         ("get", Some(name)) => get(index, key, &api, &digest.target, ns, name, format, include),
-        ("list", None) => list(index, key, &api, &digest.target, ns, &opts, format, include),
+        ("list", None) => list(index, key, &api, &digest.target, ns, &opts, format, include).await,
         ("watch", name) => {
             let mut opts = opts;
             if let Some(name) = name {
@@ -339,9 +339,9 @@ impl View {
     }
 }
 
-fn table_head(api_version: &str, revision: u64, defs: Option<&[u8]>) -> Vec<u8> {
+fn table_head(api_version: &str, metadata: &serde_json::Value, defs: Option<&[u8]>) -> Vec<u8> {
     let mut head = format!(
-        "{{\"kind\":\"Table\",\"apiVersion\":\"{api_version}\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}},\"columnDefinitions\":"
+        "{{\"kind\":\"Table\",\"apiVersion\":\"{api_version}\",\"metadata\":{metadata},\"columnDefinitions\":"
     )
     .into_bytes();
     head.extend_from_slice(defs.unwrap_or(b"null"));
@@ -362,7 +362,11 @@ fn render(
         View::Object => write_item(&mut buf, ItemView::Object, &api.printer_columns, o, c),
         View::Metadata => write_item(&mut buf, ItemView::Metadata, &api.printer_columns, o, c),
         View::Table(v, include) => {
-            buf.extend_from_slice(&table_head(v, revision, defs));
+            buf.extend_from_slice(&table_head(
+                v,
+                &json!({"resourceVersion": revision.to_string()}),
+                defs,
+            ));
             buf.extend_from_slice(b",\"rows\":[");
             write_item(&mut buf, ItemView::Row(include), &api.printer_columns, o, c);
             buf.extend_from_slice(b"]}");
@@ -457,8 +461,69 @@ fn get(
     )))
 }
 
+/// A `continue` token: the snapshot revision and the last key returned.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: u64,
+    start: String,
+}
+
+impl ContinueToken {
+    fn encode(rv: u64, ns: &str, name: &str, cluster: &str) -> String {
+        use base64::Engine;
+        let t = ContinueToken {
+            v: "meta.k8s.io/v1".into(),
+            rv,
+            start: format!("{ns}\u{0}{name}\u{0}{cluster}"),
+        };
+        // invariant: a struct of strings and integers serializes.
+        let json = serde_json::to_vec(&t).expect("invariant: token serializes");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn decode(s: &str) -> Result<(u64, (String, String, String)), Status> {
+        use base64::Engine;
+        let bad = |e: &dyn std::fmt::Display| {
+            Status::bad_request(format!("continue key is not valid: {e}"))
+        };
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|e| bad(&e))?;
+        let t: ContinueToken = serde_json::from_slice(&raw).map_err(|e| bad(&e))?;
+        let mut parts = t.start.splitn(3, '\u{0}');
+        let (ns, name, cluster) = (parts.next(), parts.next(), parts.next());
+        match (ns, name, cluster) {
+            (Some(ns), Some(name), Some(cluster)) => {
+                Ok((t.rv, (ns.into(), name.into(), cluster.into())))
+            }
+            _ => Err(bad(&"malformed start key")),
+        }
+    }
+}
+
+/// How long a read waits for the index to reach a requested resourceVersion.
+const RV_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn too_large(requested: u64, current: u64) -> Status {
+    let mut s = Status::new(
+        504,
+        "Timeout",
+        format!("Too large resource version: {requested}, current: {current}"),
+    );
+    s.details = Some(Box::new(crate::api::status::StatusDetails {
+        causes: vec![crate::api::status::StatusCause {
+            reason: "ResourceVersionTooLarge".into(),
+            message: "Too large resource version".into(),
+            field: String::new(),
+        }],
+        ..Default::default()
+    }));
+    s
+}
+
 #[allow(clippy::too_many_arguments)]
-fn list(
+async fn list(
     index: &Index,
     key: &ObjKey,
     api: &ResolvedApi,
@@ -468,36 +533,126 @@ fn list(
     format: Format,
     include: IncludeObject,
 ) -> Result<Response, Status> {
+    use crate::api::params::RvMatch;
     let filter = Filter {
         namespace: ns.map(str::to_string),
         labels: opts.label_selector.clone(),
         fields: opts.field_selector.clone(),
     };
-    let (objects, clusters, revision) = {
+    let requested = opts.revision()?;
+    let resume = match opts.continue_token.as_deref() {
+        Some(t) => {
+            if requested.is_some() {
+                return Err(Status::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            Some(ContinueToken::decode(t)?)
+        }
+        None => None,
+    };
+    // `resourceVersionMatch=Exact`, or the legacy resourceVersion + limit, read one revision.
+    let exact = match (opts.resource_version_match, requested, opts.limit) {
+        (Some(RvMatch::Exact), Some(n), _) | (None, Some(n), Some(_)) => Some(n),
+        _ => None,
+    };
+    if let Some(n) = requested {
+        index
+            .wait_for_revision(n, RV_WAIT)
+            .await
+            .map_err(|cur| too_large(n, cur))?;
+    }
+    let objects: Vec<Arc<ServedObject>>;
+    let clusters;
+    let revision;
+    {
         let st = index.read();
         let Some(served) = st.served.get(key) else {
             return Err(Status::internal("unable to determine API definition set"));
         };
-        let objects: Vec<Arc<ServedObject>> = served
-            .objects
-            .values()
-            .filter(|o| filter.matches(o))
-            .cloned()
-            .collect();
-        (
-            objects,
-            clusters_for(target, &served.consumers),
-            st.revision,
-        )
-    };
-    let rv = revision.to_string();
+        clusters = clusters_for(target, &served.consumers);
+        let at = resume.as_ref().map(|(rv, _)| *rv).or(exact);
+        match at {
+            Some(rv) if rv < st.revision => {
+                let snapshot = served.snapshot_at(rv).map_err(|_| match resume {
+                    Some(_) => Status::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
+                    None => Status::expired("The resourceVersion for the provided list is too old."),
+                })?;
+                objects = snapshot
+                    .into_values()
+                    .filter(|o| filter.matches(o))
+                    .collect();
+                revision = rv;
+            }
+            _ => {
+                objects = served
+                    .objects
+                    .values()
+                    .filter(|o| filter.matches(o))
+                    .cloned()
+                    .collect();
+                revision = st.revision;
+            }
+        }
+    }
+    let cluster_names: Vec<String> = clusters
+        .iter()
+        .map(|c| serde_json::from_slice::<String>(c).unwrap_or_default())
+        .collect();
+    // Pagination walks (object, cluster) pairs in order.
+    let mut pairs: Option<Vec<(usize, usize)>> = None;
+    let mut next_token = None;
+    let mut remaining = None;
+    if resume.is_some() || opts.limit.is_some() {
+        let after = resume.map(|(_, k)| k);
+        let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
+        let mut page = Vec::new();
+        let mut left = 0u64;
+        for (oi, o) in objects.iter().enumerate() {
+            for (ci, cname) in cluster_names.iter().enumerate() {
+                if let Some((a_ns, a_name, a_cluster)) = &after
+                    && (o.namespace.as_str(), o.name.as_str(), cname.as_str())
+                        <= (a_ns.as_str(), a_name.as_str(), a_cluster.as_str())
+                {
+                    continue;
+                }
+                if page.len() < limit {
+                    page.push((oi, ci));
+                } else {
+                    left += 1;
+                }
+            }
+        }
+        if left > 0
+            && let Some(&(oi, ci)) = page.last()
+        {
+            let o = &objects[oi];
+            next_token = Some(ContinueToken::encode(
+                revision,
+                &o.namespace,
+                &o.name,
+                &cluster_names[ci],
+            ));
+            if opts.label_selector.is_everything() && opts.field_selector.is_everything() {
+                remaining = Some(left);
+            }
+        }
+        pairs = Some(page);
+    }
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if let Some(t) = &next_token {
+        metadata["continue"] = json!(t);
+    }
+    if let Some(r) = remaining {
+        metadata["remainingItemCount"] = json!(r);
+    }
     let (mut head, view) = match format {
         Format::Table(v) => {
             let defs = column_defs(api);
-            (table_head(v, revision, Some(&defs)), ItemView::Row(include))
+            (table_head(v, &metadata, Some(&defs)), ItemView::Row(include))
         }
         Format::PartialObjectMetadataList => (
-            to_bytes(&json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv}})).to_vec(),
+            to_bytes(&json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": metadata})).to_vec(),
             ItemView::Metadata,
         ),
         Format::PartialObjectMetadata => {
@@ -507,7 +662,7 @@ fn list(
             )));
         }
         _ => (
-            to_bytes(&json!({"apiVersion": api.api_version(), "kind": api.list_kind(), "metadata": {"resourceVersion": rv}})).to_vec(),
+            to_bytes(&json!({"apiVersion": api.api_version(), "kind": api.list_kind(), "metadata": metadata})).to_vec(),
             ItemView::Object,
         ),
     };
@@ -515,9 +670,11 @@ fn list(
         head.pop(); // the closing brace; items follow
     }
     let columns: Arc<[PrinterColumn]> = Arc::from(api.printer_columns.clone());
-    Ok(json_ok(
-        ListBody::with_view(Bytes::from(head), objects, clusters, view, columns).into_body(),
-    ))
+    let mut body = ListBody::with_view(Bytes::from(head), objects, clusters, view, columns);
+    if let Some(p) = pairs {
+        body = body.with_pairs(p);
+    }
+    Ok(json_ok(body.into_body()))
 }
 
 /// The state of one VW watch stream.

@@ -202,7 +202,7 @@ pub struct ServedEvent {
     pub change: Change,
     /// New (or last) state.
     pub object: Arc<ServedObject>,
-    /// Previous state for modifications.
+    /// Previous state for modifications and deletions.
     pub prev: Option<Arc<ServedObject>>,
     /// Consumer clusters at the time of the event.
     pub consumers: Arc<BTreeSet<String>>,
@@ -261,6 +261,38 @@ pub struct Served {
 }
 
 impl Served {
+    /// The served objects as they were at `revision`, rebuilt by undoing later events, or
+    /// `Err(oldest)` when history no longer reaches back that far.
+    pub fn snapshot_at(
+        &self,
+        revision: u64,
+    ) -> Result<BTreeMap<(String, String), Arc<ServedObject>>, u64> {
+        if revision < self.compacted {
+            return Err(self.compacted);
+        }
+        let mut objects = self.objects.clone();
+        for ev in self
+            .history
+            .iter()
+            .rev()
+            .take_while(|e| e.revision > revision)
+        {
+            let key = (ev.object.namespace.clone(), ev.object.name.clone());
+            match (ev.change, &ev.prev) {
+                (Change::Added, _) => {
+                    objects.remove(&key);
+                }
+                (Change::Modified | Change::Deleted, Some(prev)) => {
+                    objects.insert(key, prev.clone());
+                }
+                (Change::Modified | Change::Deleted, None) => {
+                    objects.remove(&key);
+                }
+            }
+        }
+        Ok(objects)
+    }
+
     /// Events after `after`, or `Err(oldest)` when history no longer reaches back that far.
     pub fn events_after(&self, after: u64) -> Result<Vec<Arc<ServedEvent>>, u64> {
         if after < self.compacted {
@@ -350,7 +382,6 @@ pub struct Counters {
 }
 
 /// The index, shared by the ingest task and the request handlers.
-#[derive(Default)]
 pub struct Index {
     state: RwLock<State>,
     synced: AtomicBool,
@@ -358,6 +389,20 @@ pub struct Index {
     pub counters: Counters,
     /// Rendered OpenAPI documents and their hashes, by API fingerprint.
     openapi: parking_lot::Mutex<HashMap<String, (Bytes, String)>>,
+    /// The last applied store revision, for readers that wait for a resourceVersion.
+    revision_tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            state: RwLock::default(),
+            synced: AtomicBool::new(false),
+            counters: Counters::default(),
+            openapi: parking_lot::Mutex::default(),
+            revision_tx: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 /// A placeholder for the `kcp.io/cluster` value while encoding; never seen by clients.
@@ -707,7 +752,7 @@ impl State {
                         revision,
                         change: Change::Deleted,
                         object: Arc::new(o.with_revision(revision)),
-                        prev: None,
+                        prev: Some(o.clone()),
                         consumers: consumers.clone(),
                         frames: Default::default(),
                     });
@@ -808,7 +853,7 @@ impl State {
                     revision,
                     change: Change::Deleted,
                     object: Arc::new(p.with_revision(revision)),
-                    prev: None,
+                    prev: Some(p),
                     consumers,
                     frames: Default::default(),
                 }),
@@ -1003,6 +1048,23 @@ impl Index {
         }
         st.revision = listing.revision;
         st.reconcile(listing.revision, &self.counters, true);
+        drop(st);
+        self.revision_tx.send_replace(listing.revision);
+    }
+
+    /// Wait until the index has applied `revision` (at most `limit`); `Err(current)` when it
+    /// did not get there in time.
+    pub async fn wait_for_revision(
+        &self,
+        revision: u64,
+        limit: std::time::Duration,
+    ) -> Result<(), u64> {
+        let mut rx = self.revision_tx.subscribe();
+        let reached = tokio::time::timeout(limit, rx.wait_for(|r| *r >= revision)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(*self.revision_tx.borrow()),
+        }
     }
 
     /// Apply one store event.
@@ -1019,6 +1081,8 @@ impl Index {
         ) {
             st.reconcile(event.revision, &self.counters, false);
         }
+        drop(st);
+        self.revision_tx.send_replace(event.revision);
     }
 
     /// Keep the index in sync with `store` forever: list, then watch; relist when the watch
