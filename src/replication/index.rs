@@ -419,10 +419,59 @@ pub fn unwrap_object(
     revision: u64,
     api: &ResolvedApi,
 ) -> Result<ServedObject, String> {
-    let wrapper: Value =
+    let wrapper: WrapperView =
         serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
-    let mut inner = match wrapper.pointer("/spec/raw") {
-        Some(Value::Object(m)) => Value::Object(m.clone()),
+    unwrap_inner(wrapper.spec.raw, revision, api)
+}
+
+/// The parts of a CachedObject the index reads; everything else is skipped while parsing.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct WrapperView {
+    metadata: WrapperMeta,
+    spec: WrapperSpec,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct WrapperMeta {
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct WrapperSpec {
+    raw: Option<Value>,
+}
+
+/// Only the wrapper's labels (the inner object is skipped without building values).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct WrapperLabels {
+    metadata: WrapperMeta,
+}
+
+impl RawCached {
+    fn new(revision: u64, value: &Bytes, labels: &BTreeMap<String, String>) -> Self {
+        let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+        RawCached {
+            revision,
+            value: value.clone(),
+            group: get(LABEL_OBJECT_GROUP),
+            version: get(LABEL_OBJECT_VERSION),
+            resource: get(LABEL_OBJECT_RESOURCE),
+        }
+    }
+}
+
+/// Unwrap an already parsed `spec.raw` (§5.5) and validate it.
+fn unwrap_inner(
+    raw: Option<Value>,
+    revision: u64,
+    api: &ResolvedApi,
+) -> Result<ServedObject, String> {
+    let mut inner = match raw {
+        Some(v @ Value::Object(_)) => v,
         Some(_) => {
             return Err("failed to decode inner object: spec.raw is not a JSON object".into());
         }
@@ -489,7 +538,7 @@ pub fn unwrap_object(
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 fn obj_key(key: &Key) -> ObjKey {
@@ -663,10 +712,9 @@ impl State {
         invalid: &mut HashMap<ObjKey, String>,
         counters: &Counters,
         okey: &ObjKey,
-        raw: &RawCached,
-        api: &ResolvedApi,
+        result: Result<ServedObject, String>,
     ) -> Option<Arc<ServedObject>> {
-        match unwrap_object(&raw.value, raw.revision, api) {
+        match result {
             Ok(o) => {
                 invalid.remove(okey);
                 Some(Arc::new(o))
@@ -734,8 +782,12 @@ impl State {
                     if !Self::matches_gvr(raw, cr) {
                         continue;
                     }
-                    if let Some(o) = Self::derive_logged(&mut self.invalid, counters, okey, raw, a)
-                    {
+                    if let Some(o) = Self::derive_logged(
+                        &mut self.invalid,
+                        counters,
+                        okey,
+                        unwrap_object(&raw.value, raw.revision, a),
+                    ) {
                         by_origin.insert(okey.1.clone(), (o.namespace.clone(), o.name.clone()));
                         fresh.insert((o.namespace.clone(), o.name.clone()), o);
                     }
@@ -795,24 +847,22 @@ impl State {
         counters: &Counters,
     ) {
         let okey = obj_key(key);
+        // The parsed inner object, unwrapped by each matching resource.
+        let mut parsed: Option<Result<Option<Value>, String>> = None;
         if event_kind == EventKind::Deleted {
             self.cached_objects.remove(&okey);
             self.invalid.remove(&okey);
         } else {
-            let labels: BTreeMap<String, String> = decode::<Value>(value)
-                .map(|v| crate::api::labels_of(&v))
-                .unwrap_or_default();
-            let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-            self.cached_objects.insert(
-                okey.clone(),
-                RawCached {
-                    revision,
-                    value: value.clone(),
-                    group: get(LABEL_OBJECT_GROUP),
-                    version: get(LABEL_OBJECT_VERSION),
-                    resource: get(LABEL_OBJECT_RESOURCE),
-                },
-            );
+            let (labels, raw_inner) = match serde_json::from_slice::<WrapperView>(value) {
+                Ok(w) => (w.metadata.labels, Ok(w.spec.raw)),
+                Err(e) => (
+                    BTreeMap::new(),
+                    Err(format!("failed to decode CachedObject: {e}")),
+                ),
+            };
+            parsed = Some(raw_inner);
+            self.cached_objects
+                .insert(okey.clone(), RawCached::new(revision, value, &labels));
         }
         let crs: Vec<ObjKey> = self
             .cached_resources
@@ -834,7 +884,12 @@ impl State {
             let new = match (event_kind, self.cached_objects.get(&okey)) {
                 (EventKind::Deleted, _) | (_, None) => None,
                 (_, Some(raw)) if Self::matches_gvr(raw, &cr) => {
-                    Self::derive_logged(&mut self.invalid, counters, &okey, raw, &api)
+                    let result = match &parsed {
+                        Some(Ok(inner)) => unwrap_inner(inner.clone(), revision, &api),
+                        Some(Err(e)) => Err(e.clone()),
+                        None => unwrap_object(&raw.value, raw.revision, &api),
+                    };
+                    Self::derive_logged(&mut self.invalid, counters, &okey, result)
                 }
                 _ => None,
             };
@@ -1031,20 +1086,12 @@ impl Index {
             if (key.group.as_str(), key.resource.as_str()) != ("cache.kcp.io", "cachedobjects") {
                 continue;
             }
-            let labels: BTreeMap<String, String> = decode::<Value>(value)
-                .map(|v| crate::api::labels_of(&v))
-                .unwrap_or_default();
-            let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-            st.cached_objects.insert(
-                obj_key(key),
-                RawCached {
-                    revision: *revision,
-                    value: value.clone(),
-                    group: get(LABEL_OBJECT_GROUP),
-                    version: get(LABEL_OBJECT_VERSION),
-                    resource: get(LABEL_OBJECT_RESOURCE),
-                },
-            );
+            let labels = decode::<WrapperLabels>(value)
+                .unwrap_or_default()
+                .metadata
+                .labels;
+            st.cached_objects
+                .insert(obj_key(key), RawCached::new(*revision, value, &labels));
         }
         st.revision = listing.revision;
         st.reconcile(listing.revision, &self.counters, true);
