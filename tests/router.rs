@@ -1451,3 +1451,63 @@ async fn a_malformed_continue_token_is_a_bad_request_and_an_old_one_is_expired()
     assert_eq!(status["reason"], "Expired");
     Ok(())
 }
+
+#[tokio::test]
+async fn objects_are_pruned_and_defaulted_at_ingest_as_their_schema_says() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let src = json!({"apiVersion": "cloud.example.com/v1", "kind": "CPUFlavor",
+        "metadata": {"name": "cpu-plain", "uid": "u-plain", "resourceVersion": "7000",
+            "labels": {"cloud.example.com/visibility": "Public"}, "annotations": {"kcp.io/cluster": PROVIDER}},
+        "spec": {"cores": 1, "turbo": true}});
+    let wrapped = replication_vw::seed::controllers::wrap(
+        &src,
+        "cloud.example.com",
+        "v1",
+        "cpuflavors",
+        "root",
+    );
+    let (code, body) = fx
+        .json(
+            Caller::Admin,
+            Method::POST,
+            &cache_uri("root", PROVIDER, ""),
+            Some(&wrapped),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    fx.catch_up().await?;
+    let (code, flavor) = fx.get(ALICE, &cpuflavors(TEAM_A, "/cpu-plain")).await?;
+    assert_eq!(code, StatusCode::OK, "{flavor}");
+    assert_eq!(flavor["spec"], json!({"cores": 1, "architecture": "amd64"}));
+    Ok(())
+}
+
+#[tokio::test]
+async fn yaml_is_served_on_request_but_not_for_watches() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let response = fx
+        .send(
+            ALICE,
+            Method::GET,
+            &cpuflavors(TEAM_A, "/cpu-small"),
+            Some("application/yaml"),
+            None,
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/yaml");
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8(bytes.to_vec())?;
+    assert!(text.contains("name: cpu-small"), "{text}");
+    let response = fx
+        .send(
+            ALICE,
+            Method::GET,
+            &cpuflavors(TEAM_A, "?watch=true"),
+            Some("application/yaml"),
+            None,
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    Ok(())
+}

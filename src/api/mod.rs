@@ -1,6 +1,7 @@
 //! Kubernetes API machinery shared by every server surface: Status errors, selectors, list and
 //! watch options, content negotiation, watch framing and small JSON helpers.
 
+pub mod encoding;
 pub mod negotiate;
 pub mod params;
 pub mod selector;

@@ -19,6 +19,8 @@ pub enum Format {
     PartialObjectMetadata,
     /// `as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`.
     PartialObjectMetadataList,
+    /// `application/yaml` (objects and lists, not watches).
+    Yaml,
 }
 
 /// What the endpoint being served can produce.
@@ -55,6 +57,9 @@ pub fn negotiate(accept: Option<&str>, offer: Offer) -> Result<Format, Status> {
             }
         }
         let json_like = matches!(media.as_str(), "application/json" | "application/*" | "*/*");
+        if media == "application/yaml" && offer == Offer::Resource && as_.is_none() {
+            return Ok(Format::Yaml);
+        }
         if !json_like {
             continue;
         }

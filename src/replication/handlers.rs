@@ -283,9 +283,45 @@ async fn serve_resource(
     let opts = ListOptions::from_query(req.uri().query(), rp.watch_path)?;
     check_fields(&opts.field_selector, api.namespaced)?;
     let ns = rp.namespace.as_deref();
+    let gzip = crate::api::encoding::accepts_gzip(req.headers());
+    let yaml = format == Format::Yaml;
+    let doc_format = if yaml { Format::Json } else { format };
+    let document = match (verb.as_str(), &rp.name) {
+        ("get", Some(name)) => Some(get(
+            index,
+            key,
+            &api,
+            &digest.target,
+            ns,
+            name,
+            doc_format,
+            include,
+        )),
+        ("list", None) => Some(
+            list(
+                index,
+                key,
+                &api,
+                &digest.target,
+                ns,
+                &opts,
+                doc_format,
+                include,
+            )
+            .await,
+        ),
+        _ => None,
+    };
+    if let Some(resp) = document {
+        let resp = if yaml { to_yaml(resp?).await? } else { resp? };
+        return Ok(crate::api::encoding::maybe_gzip(resp, gzip));
+    }
+    if yaml {
+        return Err(Status::not_acceptable(
+            "only the following media types are accepted: application/json",
+        ));
+    }
     match (verb.as_str(), &rp.name) {
-        ("get", Some(name)) => get(index, key, &api, &digest.target, ns, name, format, include),
-        ("list", None) => list(index, key, &api, &digest.target, ns, &opts, format, include).await,
         ("watch", name) => {
             let mut opts = opts;
             if let Some(name) = name {
@@ -881,6 +917,25 @@ fn watch(
     ))
 }
 
+/// Re-encode a JSON response as YAML (the slow path: only for clients that ask for YAML).
+async fn to_yaml(resp: Response) -> Result<Response, Status> {
+    use http_body_util::BodyExt;
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(Status::internal)?
+        .to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(Status::internal)?;
+    let text = serde_saphyr::to_string(&value).map_err(Status::internal)?;
+    let mut r = Response::new(axum::body::Body::from(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/yaml"),
+    );
+    Ok(r)
+}
+
 fn json_ok(body: impl Into<axum::body::Body>) -> Response {
     crate::api::json_response(200, body)
 }
@@ -1032,12 +1087,8 @@ fn serve_discovery(
     match path {
         KubePath::Api => match negotiate(accept, Offer::DiscoveryRoot)? {
             Format::AggregatedDiscovery => Ok(aggregated_response(aggregated(None), headers)),
-            Format::Table(_)
-            | Format::PartialObjectMetadata
-            | Format::PartialObjectMetadataList => Err(Status::not_acceptable(
-                "only the following media types are accepted: application/json",
-            )),
-            Format::Json => Ok(json_ok(to_bytes(
+            // Only JSON or aggregated discovery are negotiated for discovery roots.
+            _ => Ok(json_ok(to_bytes(
                 &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
             ))),
         },
@@ -1046,12 +1097,8 @@ fn serve_discovery(
         ))),
         KubePath::Apis => match negotiate(accept, Offer::DiscoveryRoot)? {
             Format::AggregatedDiscovery => Ok(aggregated_response(aggregated(Some(api)), headers)),
-            Format::Table(_)
-            | Format::PartialObjectMetadata
-            | Format::PartialObjectMetadataList => Err(Status::not_acceptable(
-                "only the following media types are accepted: application/json",
-            )),
-            Format::Json => Ok(json_ok(to_bytes(
+            // Only JSON or aggregated discovery are negotiated for discovery roots.
+            _ => Ok(json_ok(to_bytes(
                 &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}),
             ))),
         },

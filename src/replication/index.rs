@@ -14,7 +14,7 @@ use super::rbac::{ClusterRole, ClusterRoleBinding};
 use super::table::{self, TableParts};
 use crate::api::watch::EventType;
 use crate::model::types::*;
-use crate::schema::validate::Validator;
+use crate::schema::structural::Structural as Validator;
 use crate::store::{Event, EventKind, Key, Listing, Record, Scope, Store, StoreError};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -55,7 +55,7 @@ pub struct ResolvedApi {
     pub identity_hash: String,
     /// The chosen export `(cluster, name)`.
     pub export: ObjKey,
-    /// Compiled validator of the served version.
+    /// Compiled schema of the served version: prunes, defaults and validates at ingest.
     pub validator: Arc<Validator>,
     /// Changes whenever the schema or the chosen export changes.
     pub fingerprint: String,
@@ -517,7 +517,7 @@ fn unwrap_inner(
         return Err("inner object has no metadata.name".into());
     }
     let labels = crate::api::labels_of(&inner);
-    if let Err(errors) = api.validator.validate(&inner) {
+    if let Err(errors) = api.validator.prepare(&mut inner) {
         let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(format!("invalid against its schema: {}", msgs.join("; ")));
     }

@@ -12,7 +12,7 @@
 //!   Kubernetes accepts a whole float for `integer`; to match Kubernetes, whole floats up to 2^53
 //!   in the object are read as integers before validation (a copy is made only when one occurs).
 //! - `nullable: true` lets `null` through every keyword of that schema; without it `null` is a
-//!   type error (pruning/defaulting of nulls is not done here).
+//!   type error (pruning and defaulting, which may replace such a `null`, are `structural`'s).
 //! - `x-kubernetes-int-or-string: true` means integer or string, nothing else.
 //! - Every `x-*` key of a schema node (preserve-unknown-fields, embedded-resource, list/map types,
 //!   CEL validations, ...) is dropped: they carry no validation meaning here. Unknown fields are
@@ -66,14 +66,15 @@ pub struct FieldError {
 impl FieldError {
     /// The Kubernetes `StatusCause` type matching this error (`FieldValueInvalid`,
     /// `FieldValueRequired`, `FieldValueNotSupported`, `FieldValueTooLong`, `FieldValueTooMany`,
-    /// `FieldValueForbidden`), derived from the message.
+    /// `FieldValueForbidden`, `FieldValueDuplicate`), derived from the message.
     pub fn reason(&self) -> &'static str {
-        const PREFIXES: [(&str, &str); 5] = [
+        const PREFIXES: [(&str, &str); 6] = [
             ("Required value", "FieldValueRequired"),
             ("Unsupported value", "FieldValueNotSupported"),
             ("Too long", "FieldValueTooLong"),
             ("Too many", "FieldValueTooMany"),
             ("Forbidden", "FieldValueForbidden"),
+            ("Duplicate value", "FieldValueDuplicate"),
         ];
         PREFIXES
             .iter()
@@ -1637,6 +1638,10 @@ mod tests {
         assert_eq!(
             error("Too many: 3: must have at most 2 items").reason(),
             "FieldValueTooMany"
+        );
+        assert_eq!(
+            error(r#"Duplicate value: "a""#).reason(),
+            "FieldValueDuplicate"
         );
     }
 }
