@@ -223,6 +223,7 @@ fn flavor_api() -> ResolvedApi {
         namespaced: false,
         has_status: true,
         printer_columns: Vec::new(),
+        selectable_fields: Vec::new(),
         identity_hash: "fc9f48c915adefcd3fe029bb4fc92a435f373eb8ef32ae64ad1d37d4bca736c8".into(),
         export: (PROVIDER.into(), "cloud.example.com".into()),
         validator: Arc::new(validator),

@@ -1511,3 +1511,25 @@ async fn yaml_is_served_on_request_but_not_for_watches() -> Result<()> {
     assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_schemas_selectable_field_works_in_field_selectors() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, list) = fx
+        .get(
+            ALICE,
+            &cpuflavors(TEAM_A, "?fieldSelector=spec.architecture%3Darm64"),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(names(&list), ["cpu-large"]);
+    let (code, list) = fx
+        .get(
+            ALICE,
+            &cpuflavors(TEAM_A, "?fieldSelector=spec.architecture!%3Darm64"),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(names(&list), ["cpu-medium", "cpu-small"]);
+    Ok(())
+}

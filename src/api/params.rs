@@ -213,8 +213,20 @@ impl ListOptions {
 /// Field selectors a resource supports: `metadata.name`, and `metadata.namespace` when
 /// namespaced; anything else is kube's 400 `field label not supported`.
 pub fn check_fields(fs: &FieldSelector, namespaced: bool) -> Result<(), Status> {
+    check_fields_with(fs, namespaced, &[])
+}
+
+/// [`check_fields`] that also accepts a schema's selectable fields.
+pub fn check_fields_with(
+    fs: &FieldSelector,
+    namespaced: bool,
+    selectable: &[String],
+) -> Result<(), Status> {
     for f in fs.fields() {
-        if !(f == "metadata.name" || (f == "metadata.namespace" && namespaced)) {
+        if !(f == "metadata.name"
+            || (f == "metadata.namespace" && namespaced)
+            || selectable.iter().any(|s| s == f))
+        {
             return Err(Status::bad_request(format!(
                 "field label not supported: {f}"
             )));

@@ -361,6 +361,17 @@ pub struct SchemaVersion {
     /// Printer columns.
     #[serde(default)]
     pub additional_printer_columns: Vec<PrinterColumn>,
+    /// Fields usable in field selectors besides `metadata.name`/`metadata.namespace`.
+    #[serde(default)]
+    pub selectable_fields: Vec<SelectableField>,
+}
+
+/// A `selectableFields` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SelectableField {
+    /// JSONPath of the field, e.g. `.spec.color`.
+    pub json_path: String,
 }
 
 fn yes() -> bool {

@@ -11,7 +11,7 @@ use super::table::{self, IncludeObject};
 use super::url::{self, Digest, Target};
 use crate::api::Status;
 use crate::api::negotiate::{Format, Offer, negotiate};
-use crate::api::params::{ListOptions, check_fields, name_selector};
+use crate::api::params::{ListOptions, check_fields_with, name_selector};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::status::qualified;
 use crate::api::user::{RequestUser, UserInfo};
@@ -281,7 +281,7 @@ async fn serve_resource(
     )
     .map_err(Status::bad_request)?;
     let opts = ListOptions::from_query(req.uri().query(), rp.watch_path)?;
-    check_fields(&opts.field_selector, api.namespaced)?;
+    check_fields_with(&opts.field_selector, api.namespaced, &api.selectable_fields)?;
     let ns = rp.namespace.as_deref();
     let gzip = crate::api::encoding::accepts_gzip(req.headers());
     let yaml = format == Format::Yaml;
@@ -431,7 +431,11 @@ impl Filter {
                 || self.fields.matches_with(|f| match f {
                     "metadata.name" => Some(o.name.as_str()),
                     "metadata.namespace" => Some(o.namespace.as_str()),
-                    _ => None,
+                    other => o
+                        .fields
+                        .iter()
+                        .find(|(k, _)| k == other)
+                        .map(|(_, v)| v.as_str()),
                 }))
     }
 }

@@ -51,6 +51,8 @@ pub struct ResolvedApi {
     pub has_status: bool,
     /// The printer columns of the served version.
     pub printer_columns: Vec<PrinterColumn>,
+    /// Selectable fields (`spec.color` for `.spec.color`).
+    pub selectable_fields: Vec<String>,
     /// The CachedResource's identity hash.
     pub identity_hash: String,
     /// The chosen export `(cluster, name)`.
@@ -94,6 +96,8 @@ pub struct ServedObject {
     pub revision: u64,
     /// Labels of the inner object.
     pub labels: BTreeMap<String, String>,
+    /// Values of the schema's selectable fields, as field selectors compare them.
+    pub fields: Vec<(String, String)>,
     prefix: Bytes,
     suffix: Bytes,
     /// Table cells and metadata view, computed on first use.
@@ -142,6 +146,7 @@ impl ServedObject {
             name: self.name.clone(),
             revision,
             labels: self.labels.clone(),
+            fields: self.fields.clone(),
             prefix,
             suffix,
             table: std::sync::OnceLock::new(),
@@ -517,6 +522,19 @@ fn unwrap_inner(
         return Err("inner object has no metadata.name".into());
     }
     let labels = crate::api::labels_of(&inner);
+    let fields = api
+        .selectable_fields
+        .iter()
+        .map(|f| {
+            let v = table::evaluate(&inner, &format!(".{f}"))
+                .first()
+                .map_or(String::new(), |v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+            (f.clone(), v)
+        })
+        .collect();
     if let Err(errors) = api.validator.prepare(&mut inner) {
         let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(format!("invalid against its schema: {}", msgs.join("; ")));
@@ -532,6 +550,7 @@ fn unwrap_inner(
         name,
         revision,
         labels,
+        fields,
         prefix: bytes.slice(..split),
         suffix: bytes.slice(split + PLACEHOLDER.len() + 2..),
     })
@@ -692,6 +711,11 @@ impl State {
                     .iter()
                     .any(|sv| sv.subresources.status.is_some()),
                 printer_columns: version.additional_printer_columns.clone(),
+                selectable_fields: version
+                    .selectable_fields
+                    .iter()
+                    .map(|f| f.json_path.trim_start_matches('.').to_string())
+                    .collect(),
                 identity_hash: hash.clone(),
                 export: ek.clone(),
                 validator,
@@ -1195,6 +1219,7 @@ mod tests {
             namespaced: false,
             has_status: false,
             printer_columns: Vec::new(),
+            selectable_fields: Vec::new(),
             identity_hash: "h".into(),
             export: ("p".into(), "e".into()),
             validator: Arc::new(
