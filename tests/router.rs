@@ -1533,3 +1533,62 @@ async fn a_schemas_selectable_field_works_in_field_selectors() -> Result<()> {
     assert_eq!(names(&list), ["cpu-medium", "cpu-small"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_cache_api_pages_lists_from_one_revision_and_serves_discovery() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, first) = fx
+        .get(Caller::Admin, &cache_uri("*", PROVIDER, "?limit=2"))
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{first}");
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2));
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .context("a continue token")?
+        .to_string();
+    let mut seen: Vec<String> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut token = Some(token);
+    while let Some(t) = token {
+        let (code, page) = fx
+            .get(
+                Caller::Admin,
+                &cache_uri("*", PROVIDER, &format!("?limit=2&continue={t}")),
+            )
+            .await?;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        assert_eq!(
+            page["metadata"]["resourceVersion"],
+            first["metadata"]["resourceVersion"]
+        );
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        token = page["metadata"]["continue"].as_str().map(str::to_string);
+    }
+    let (_, all) = fx.get(Caller::Admin, &cache_uri("*", PROVIDER, "")).await?;
+    assert_eq!(seen.len(), all["items"].as_array().unwrap().len());
+    let (code, apis) = fx
+        .get(
+            Caller::Admin,
+            &format!("/services/cache/shards/*/clusters/{PROVIDER}/apis/cache.kcp.io/v1alpha1"),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{apis}");
+    let names: Vec<&str> = apis["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"cachedobjects"), "{names:?}");
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! members of `system:masters` may use it. Object semantics live in [`objects`]; the served
 //! resources in [`resources`].
 
+pub mod discovery;
 pub mod objects;
 pub mod resources;
 
@@ -178,7 +179,28 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let Some(user) = user.0 else {
         return Err(Status::unauthorized());
     };
-    let path = parse_path(&crate::api::params::decoded_path(req.uri().path()))?;
+    let decoded = crate::api::params::decoded_path(req.uri().path());
+    let path = match parse_path(&decoded) {
+        Ok(p) => p,
+        Err(e) if e.code == 404 => {
+            if let Some(tail) = discovery_tail(&decoded) {
+                if !user.is_master() {
+                    return Err(Status::forbidden(format!(
+                        "forbidden: User \"{}\" cannot get path \"{}\"",
+                        user.name,
+                        req.uri().path()
+                    )));
+                }
+                let accept = req
+                    .headers()
+                    .get(axum::http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                return discovery::serve(&tail, accept);
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let verb = verb_of(
         req.method(),
         path.name.is_some(),
@@ -334,6 +356,26 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     }
 }
 
+/// The segments after `/shards/<s>/clusters/<c>` when they address discovery.
+fn discovery_tail(path: &str) -> Option<Vec<String>> {
+    let path = path.strip_prefix("/services/cache").unwrap_or(path);
+    let rest = path.strip_prefix("/shards/")?;
+    let (_, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix("clusters/")?;
+    let (_, rest) = rest.split_once('/')?;
+    let segs: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let shape: Vec<&str> = segs.iter().map(String::as_str).collect();
+    matches!(
+        shape.as_slice(),
+        ["api"] | ["api", "v1"] | ["apis"] | ["apis", _] | ["apis", _, _]
+    )
+    .then_some(segs)
+}
+
 /// The Kubernetes verb of a request.
 pub fn verb_of(method: &Method, named: bool, query: Option<&str>, watch_path: bool) -> String {
     let watch = watch_path
@@ -422,6 +464,25 @@ fn selected(v: &Value, ls: &LabelSelector, fs: &FieldSelector) -> bool {
         })
 }
 
+/// A cache server `continue` token: the snapshot revision and the last key returned.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: u64,
+    start: [String; 6],
+}
+
+fn key_parts(k: &crate::store::Key) -> [String; 6] {
+    [
+        k.group.clone(),
+        k.resource.clone(),
+        k.shard.clone(),
+        k.cluster.clone(),
+        k.namespace.clone(),
+        k.name.clone(),
+    ]
+}
+
 async fn list_objects(
     store: &dyn Store,
     res: &ServedResource,
@@ -429,23 +490,45 @@ async fn list_objects(
     opts: &ListOptions,
     api_version: &str,
 ) -> Result<Response, Status> {
+    use crate::api::params::RvMatch;
+    use base64::Engine;
     check_fields(&opts.field_selector, res.namespaced)?;
-    let listing = store
-        .list(scope)
-        .await
-        .map_err(|e| ObjectError::from(e).to_status(res, ""))?;
-    let mut body = Vec::with_capacity(256 + listing.records.len() * 1024);
-    body.extend_from_slice(b"{\"apiVersion\":");
-    body.extend_from_slice(&to_vec(&Value::String(api_version.to_string()))?);
-    body.extend_from_slice(
-        format!(
-            ",\"kind\":\"{}List\",\"metadata\":{{\"resourceVersion\":\"{}\"}},\"items\":[",
-            res.kind, listing.revision
-        )
-        .as_bytes(),
-    );
-    let mut first = true;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let requested = opts.revision()?;
+    let resume: Option<ContinueToken> = match &opts.continue_token {
+        Some(t) => Some(
+            b64.decode(t.trim_end_matches('='))
+                .ok()
+                .and_then(|raw| serde_json::from_slice(&raw).ok())
+                .ok_or_else(|| Status::bad_request("continue key is not valid"))?,
+        ),
+        None => None,
+    };
+    let exact = match (opts.resource_version_match, requested, opts.limit) {
+        (Some(RvMatch::Exact), Some(n), _) | (None, Some(n), Some(_)) => Some(n),
+        _ => None,
+    };
+    let listing = match (resume.as_ref().map(|t| t.rv), exact) {
+        (Some(rv), _) => store.list_at(scope, rv).await.map_err(|e| match e {
+            StoreError::Expired { .. } => Status::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
+            other => Status::internal(other),
+        })?,
+        (None, Some(rv)) => store.list_at(scope, rv).await.map_err(|e| match e {
+            StoreError::Expired { .. } => Status::expired("The resourceVersion for the provided list is too old."),
+            other => Status::internal(other),
+        })?,
+        (None, None) => store.list(scope).await.map_err(|e| ObjectError::from(e).to_status(res, ""))?,
+    };
+    let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    let mut last_key = None;
+    let mut more = 0u64;
     for record in &listing.records {
+        if let Some(t) = &resume
+            && key_parts(&record.key) <= t.start
+        {
+            continue;
+        }
         let v = match objects::present(&record.value, &record.key, record.revision, api_version) {
             Ok(v) => v,
             Err(e) => {
@@ -456,11 +539,41 @@ async fn list_objects(
         if !selected(&v, &opts.label_selector, &opts.field_selector) {
             continue;
         }
-        if !first {
+        if items.len() >= limit {
+            more += 1;
+            continue;
+        }
+        items.push(to_vec(&v)?);
+        last_key = Some(key_parts(&record.key));
+    }
+    let mut metadata = serde_json::json!({"resourceVersion": listing.revision.to_string()});
+    if more > 0
+        && let Some(start) = last_key
+    {
+        let token = ContinueToken {
+            v: "meta.k8s.io/v1".into(),
+            rv: listing.revision,
+            start,
+        };
+        metadata["continue"] = Value::String(b64.encode(to_vec(
+            &serde_json::to_value(&token).map_err(Status::internal)?,
+        )?));
+        if opts.label_selector.is_everything() && opts.field_selector.is_everything() {
+            metadata["remainingItemCount"] = Value::from(more);
+        }
+    }
+    let size: usize = items.iter().map(|i| i.len() + 1).sum();
+    let mut body = Vec::with_capacity(256 + size);
+    body.extend_from_slice(b"{\"apiVersion\":");
+    body.extend_from_slice(&to_vec(&Value::String(api_version.to_string()))?);
+    body.extend_from_slice(format!(",\"kind\":\"{}List\",\"metadata\":", res.kind).as_bytes());
+    body.extend_from_slice(&to_vec(&metadata)?);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
             body.push(b',');
         }
-        first = false;
-        body.extend_from_slice(&to_vec(&v)?);
+        body.extend_from_slice(item);
     }
     body.extend_from_slice(b"]}");
     Ok(json_response(200, body))

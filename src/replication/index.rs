@@ -1433,6 +1433,7 @@ mod tests {
             key: co.key.clone(),
             value: co.value.clone(),
             prev: Some(co.value),
+            prev_revision: 8,
         });
         let st = index.read();
         let served = &st.served[&("p".to_string(), "things-v1".to_string())];

@@ -71,7 +71,7 @@ impl Shared {
         kind: EventKind,
         key: Key,
         value: Bytes,
-        prev: Option<Bytes>,
+        prev: Option<Record>,
     ) -> u64 {
         inner.revision += 1;
         let revision = inner.revision;
@@ -80,7 +80,8 @@ impl Shared {
             kind,
             key,
             value,
-            prev,
+            prev_revision: prev.as_ref().map_or(0, |r| r.revision),
+            prev: prev.map(|r| r.value),
         });
         inner.history.push_back(event.clone());
         while inner.history.len() > self.history_limit {
@@ -91,6 +92,17 @@ impl Shared {
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(event);
         revision
+    }
+
+    /// The record at `key`, checked against an expected revision.
+    fn current(inner: &Inner, key: &Key, expected: Option<u64>) -> Result<Record, StoreError> {
+        let r = inner.objects.get(key).ok_or(StoreError::NotFound)?;
+        match expected {
+            Some(want) if want != r.revision => Err(StoreError::Conflict {
+                current: r.revision,
+            }),
+            _ => Ok(r.clone()),
+        }
     }
 
     /// Events in `scope` after `after`, from the history ring, or Expired.
@@ -191,19 +203,7 @@ impl Store for MemoryStore {
         expected: Option<u64>,
     ) -> Result<Record, StoreError> {
         let mut inner = self.shared.inner.write();
-        let prev = match inner.objects.get(&key) {
-            None => return Err(StoreError::NotFound),
-            Some(r) => {
-                if let Some(want) = expected
-                    && want != r.revision
-                {
-                    return Err(StoreError::Conflict {
-                        current: r.revision,
-                    });
-                }
-                r.value.clone()
-            }
-        };
+        let prev = Shared::current(&inner, &key, expected)?;
         let revision = self.shared.commit(
             &mut inner,
             EventKind::Updated,
@@ -222,31 +222,70 @@ impl Store for MemoryStore {
 
     async fn delete(&self, key: &Key, expected: Option<u64>) -> Result<Record, StoreError> {
         let mut inner = self.shared.inner.write();
-        let prev = match inner.objects.get(key) {
-            None => return Err(StoreError::NotFound),
-            Some(r) => {
-                if let Some(want) = expected
-                    && want != r.revision
-                {
-                    return Err(StoreError::Conflict {
-                        current: r.revision,
-                    });
-                }
-                r.value.clone()
-            }
+        let prev = Shared::current(&inner, key, expected)?.value;
+        let Some(removed) = inner.objects.remove(key) else {
+            return Err(StoreError::NotFound);
         };
-        inner.objects.remove(key);
         let revision = self.shared.commit(
             &mut inner,
             EventKind::Deleted,
             key.clone(),
             prev.clone(),
-            Some(prev.clone()),
+            Some(removed),
         );
         Ok(Record {
             key: key.clone(),
             revision,
             value: prev,
+        })
+    }
+
+    async fn list_at(&self, scope: &Scope, revision: u64) -> Result<Listing, StoreError> {
+        let current = self.list(scope).await?;
+        if revision >= current.revision {
+            return Ok(current);
+        }
+        let inner = self.shared.inner.read();
+        if revision < inner.compacted {
+            return Err(StoreError::Expired {
+                requested: revision,
+                oldest: inner.compacted,
+            });
+        }
+        // Undo, newest first, every change after `revision`.
+        let mut objects: BTreeMap<Key, Record> = current
+            .records
+            .into_iter()
+            .map(|r| (r.key.clone(), r))
+            .collect();
+        for e in inner
+            .history
+            .iter()
+            .rev()
+            .take_while(|e| e.revision > revision)
+        {
+            if !scope.contains(&e.key) {
+                continue;
+            }
+            match (&e.kind, &e.prev) {
+                (EventKind::Created, _) | (_, None) => {
+                    objects.remove(&e.key);
+                }
+                (EventKind::Updated | EventKind::Deleted, Some(prev)) => {
+                    objects.insert(
+                        e.key.clone(),
+                        Record {
+                            key: e.key.clone(),
+                            revision: e.prev_revision,
+                            value: prev.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(Listing {
+            records: objects.into_values().collect(),
+            revision,
         })
     }
 
@@ -376,6 +415,24 @@ mod tests {
         let second = w.next().await.unwrap().unwrap();
         assert_eq!(second.kind, EventKind::Deleted);
         assert_eq!(second.value, Bytes::from_static(b"1"));
+    }
+
+    #[tokio::test]
+    async fn a_list_at_an_older_revision_undoes_later_changes() {
+        let s = store(100);
+        let a = s.create(key("a"), Bytes::from_static(b"1")).await.unwrap();
+        let at = s.revision().await.unwrap();
+        s.update(key("a"), Bytes::from_static(b"2"), None)
+            .await
+            .unwrap();
+        s.create(key("b"), Bytes::new()).await.unwrap();
+        let old = s.list_at(&Scope::all(), at).await.unwrap();
+        assert_eq!(old.records.len(), 1);
+        assert_eq!(old.records[0].value, Bytes::from_static(b"1"));
+        assert_eq!(old.records[0].revision, a.revision);
+        s.delete(&key("a"), None).await.unwrap();
+        let old = s.list_at(&Scope::all(), at).await.unwrap();
+        assert_eq!(old.records[0].value, Bytes::from_static(b"1"));
     }
 
     #[tokio::test]

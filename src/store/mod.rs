@@ -135,6 +135,8 @@ pub struct Event {
     pub value: Bytes,
     /// Previous value for updates and deletes.
     pub prev: Option<Bytes>,
+    /// Revision of the previous value (0 when there is none).
+    pub prev_revision: u64,
 }
 
 /// The result of a list: the records and the revision they were read at.
@@ -195,6 +197,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Record, StoreError>;
     /// Delete a key; returns its last state stamped with the deletion's revision.
     async fn delete(&self, key: &Key, expected: Option<u64>) -> Result<Record, StoreError>;
+    /// Read every key in `scope` as it was at `revision`; [`StoreError::Expired`] when that
+    /// revision is older than the retained history.
+    async fn list_at(&self, scope: &Scope, revision: u64) -> Result<Listing, StoreError>;
     /// Changes in `scope` with a revision greater than `after`.
     async fn watch(&self, scope: Scope, after: u64) -> Result<WatchStream, StoreError>;
     /// The current revision.
