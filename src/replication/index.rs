@@ -556,6 +556,43 @@ fn unwrap_inner(
     })
 }
 
+/// Unwrap many CachedObjects, spread over the machine's cores when there are enough of them
+/// (a full rebuild after a relist or a schema change).
+fn unwrap_all(
+    items: &[(&ObjKey, &RawCached)],
+    api: &ResolvedApi,
+) -> Vec<Result<ServedObject, String>> {
+    let one = |(_, raw): &(&ObjKey, &RawCached)| unwrap_object(&raw.value, raw.revision, api);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads == 1 || items.len() < 2048 {
+        return items.iter().map(one).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| {
+                (
+                    c.len(),
+                    s.spawn(move || c.iter().map(one).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(len, h)| {
+                h.join().unwrap_or_else(|_| {
+                    (0..len)
+                        .map(|_| Err("internal: unwrapping panicked".to_string()))
+                        .collect()
+                })
+            })
+            .collect()
+    })
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
@@ -799,19 +836,16 @@ impl State {
             let mut fresh: BTreeMap<(String, String), Arc<ServedObject>> = BTreeMap::new();
             let mut by_origin = HashMap::new();
             if let (Ok(a), Some((_, cr))) = (&api, self.cached_resources.get(&key)) {
-                for (okey, raw) in self.cached_objects.range((key.0.clone(), String::new())..) {
-                    if okey.0 != key.0 {
-                        break;
-                    }
-                    if !Self::matches_gvr(raw, cr) {
-                        continue;
-                    }
-                    if let Some(o) = Self::derive_logged(
-                        &mut self.invalid,
-                        counters,
-                        okey,
-                        unwrap_object(&raw.value, raw.revision, a),
-                    ) {
+                let candidates: Vec<(&ObjKey, &RawCached)> = self
+                    .cached_objects
+                    .range((key.0.clone(), String::new())..)
+                    .take_while(|(okey, _)| okey.0 == key.0)
+                    .filter(|(_, raw)| Self::matches_gvr(raw, cr))
+                    .collect();
+                let results = unwrap_all(&candidates, a);
+                for ((okey, _), result) in candidates.into_iter().zip(results) {
+                    if let Some(o) = Self::derive_logged(&mut self.invalid, counters, okey, result)
+                    {
                         by_origin.insert(okey.1.clone(), (o.namespace.clone(), o.name.clone()));
                         fresh.insert((o.namespace.clone(), o.name.clone()), o);
                     }
@@ -1171,7 +1205,20 @@ impl Index {
                 }
             };
             let count = listing.records.len();
-            self.reset(&listing);
+            // A full rebuild is CPU work for seconds on a large cache: keep it off the async workers.
+            let me = self.clone();
+            let listing = match tokio::task::spawn_blocking(move || {
+                me.reset(&listing);
+                listing
+            })
+            .await
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "Rebuilding the index failed; relisting.");
+                    continue;
+                }
+            };
             if !self.synced.swap(true, Ordering::AcqRel) {
                 tracing::info!(
                     objects = count,
