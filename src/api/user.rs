@@ -24,3 +24,13 @@ impl UserInfo {
 /// The request's user, `None` when anonymous.
 #[derive(Debug, Clone, Default)]
 pub struct RequestUser(pub Option<UserInfo>);
+
+impl RequestUser {
+    /// The authenticated user of a request, or `401 Unauthorized` for anonymous callers.
+    pub fn require(extensions: &axum::http::Extensions) -> Result<UserInfo, super::Status> {
+        extensions
+            .get::<RequestUser>()
+            .and_then(|u| u.0.clone())
+            .ok_or_else(super::Status::unauthorized)
+    }
+}

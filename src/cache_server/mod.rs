@@ -171,14 +171,7 @@ fn to_vec(v: &Value) -> Result<Vec<u8>, Status> {
 }
 
 async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
-    let user = req
-        .extensions()
-        .get::<RequestUser>()
-        .cloned()
-        .unwrap_or_default();
-    let Some(user) = user.0 else {
-        return Err(Status::unauthorized());
-    };
+    let user = RequestUser::require(req.extensions())?;
     let decoded = crate::api::params::decoded_path(req.uri().path());
     let path = match parse_path(&decoded) {
         Ok(p) => p,

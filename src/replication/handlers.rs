@@ -136,14 +136,7 @@ async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
     let Some(digest) = url::digest(&crate::api::params::decoded_path(req.uri().path())) else {
         return Err(Status::path_not_found());
     };
-    let user = req
-        .extensions()
-        .get::<RequestUser>()
-        .cloned()
-        .unwrap_or_default();
-    let Some(user) = user.0 else {
-        return Err(Status::unauthorized());
-    };
+    let user = RequestUser::require(req.extensions())?;
     let kube_path = parse_kube_path(&digest.kube_path);
     let accept = req
         .headers()
