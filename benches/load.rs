@@ -1,2 +1,1699 @@
-//! Placeholder until the load harness lands.
-fn main() {}
+//! Load harness for the Replication virtual workspace and the cache server: it starts the real
+//! server in-process on `127.0.0.1:0` (the same TLS stack as `replication-vw serve`), fills the
+//! cache with the Cloud Co example plus generated CPU flavors, and drives it with reqwest
+//! clients holding the admin certificate. Each scenario (GET, LIST, WATCH fan-out, ingest, GET
+//! under churn) prints markdown table rows with throughput, latency percentiles, peak RSS and
+//! the ratio to a baseline measured in the same run over the same transport. Goals that are
+//! missed are marked `MISSED`; the harness still exits 0 (only a broken setup fails it).
+//! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
+//! [--quick] [--watchers N] [--ingest-objects N] [--shared-runtime]`; see `benches/README.md`.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse as _;
+use axum::routing::get;
+use bytes::Bytes;
+use replication_vw::api::watch::FRAMES_BUILT;
+use replication_vw::replication::Index;
+use replication_vw::seed::controllers::wrap;
+use replication_vw::server::authn::Authenticator;
+use replication_vw::server::{AppState, app, tls};
+use replication_vw::store::memory::MemoryStore;
+use replication_vw::store::{Event, EventKind, Key, Scope, Store};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// Logical cluster of Cloud Co (`root:cloudco`), which holds CachedResource `cpuflavors-v1`.
+const PROVIDER: &str = "1p5f2x8rkq0vd7wz";
+/// A consumer bound to the export (`root:team-a`).
+const CONSUMER: &str = "3h9tqa6m2cxe1kbn";
+/// The shard the generated CachedObjects come from.
+const SHARD: &str = "root";
+/// Concurrent HTTP/1.1 connections of the GET scenarios.
+const GET_CONNECTIONS: usize = 50;
+/// Concurrent HTTP/1.1 connections of the LIST scenario.
+const LIST_CONNECTIONS: usize = 4;
+/// Watch streams per HTTP/2 connection (hyper's server allows 200 concurrent streams).
+const STREAMS_PER_CONNECTION: usize = 100;
+/// Writers of the churn scenario (each on its own connection).
+const CHURN_WRITERS: usize = 10;
+/// Target write rate of the churn scenario.
+const CHURN_WRITES_PER_SECOND: f64 = 1000.0;
+/// Name of the server runtime's threads.
+const SERVER_THREADS: &str = "load-server";
+/// How long one watch event may take to reach every watcher before the harness moves on.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+/// The scenarios, in the order `all` runs them (ingest first, on a clean heap).
+const SCENARIOS: [&str; 5] = ["ingest", "get", "list", "watch", "churn"];
+
+#[derive(Debug, Clone)]
+struct Args {
+    scenarios: Vec<&'static str>,
+    objects: usize,
+    ingest_objects: usize,
+    duration: Duration,
+    warmup: Duration,
+    watchers: usize,
+    watch_events: usize,
+    quick: bool,
+    shared_runtime: bool,
+    /// Run as the ingest child of a bigger run: rows and notes only.
+    child: bool,
+}
+
+const USAGE: &str = "usage: cargo bench --bench load -- [--scenario ingest|get|list|watch|churn|all] \
+[--objects N] [--duration SECS] [--quick] [--watchers N] [--ingest-objects N] [--shared-runtime]";
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut scenario = "all".to_string();
+    let mut objects = None;
+    let mut ingest_objects = None;
+    let mut duration = None;
+    let mut watchers = None;
+    let mut quick = false;
+    let mut shared_runtime = false;
+    let mut child = false;
+    let mut it = std::env::args().skip(1);
+    let number = |flag: &str, v: Option<String>| -> anyhow::Result<u64> {
+        v.ok_or_else(|| anyhow!("{flag} needs a value\n{USAGE}"))?
+            .replace('_', "")
+            .parse::<u64>()
+            .with_context(|| format!("{flag} takes a whole number"))
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            // cargo bench passes --bench to every harness = false target.
+            "--bench" => {}
+            "--quick" => quick = true,
+            "--shared-runtime" => shared_runtime = true,
+            "--child" => child = true,
+            "--scenario" => {
+                scenario = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--scenario needs a value\n{USAGE}"))?
+            }
+            "--objects" => objects = Some(number("--objects", it.next())? as usize),
+            "--ingest-objects" => {
+                ingest_objects = Some(number("--ingest-objects", it.next())? as usize)
+            }
+            "--duration" => duration = Some(number("--duration", it.next())?),
+            "--watchers" => watchers = Some(number("--watchers", it.next())? as usize),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let scenarios: Vec<&'static str> = if scenario == "all" {
+        SCENARIOS.to_vec()
+    } else {
+        let mut out = Vec::new();
+        for s in scenario.split(',') {
+            let s = s.trim().to_ascii_lowercase();
+            let found = SCENARIOS
+                .iter()
+                .find(|k| **k == s)
+                .ok_or_else(|| anyhow!("unknown scenario {s:?}\n{USAGE}"))?;
+            out.push(*found);
+        }
+        out
+    };
+    // `--objects` alone with `--scenario ingest` sizes the ingest.
+    let ingest_only = scenarios == ["ingest"];
+    let ingest_objects = ingest_objects
+        .or(if ingest_only { objects } else { None })
+        .unwrap_or(if quick { 10_000 } else { 100_000 });
+    Ok(Args {
+        scenarios,
+        objects: objects.unwrap_or(if quick { 1_000 } else { 10_000 }).max(1),
+        ingest_objects: ingest_objects.max(1),
+        duration: Duration::from_secs(duration.unwrap_or(if quick { 2 } else { 10 }).max(1)),
+        warmup: if quick {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(1)
+        },
+        watchers: watchers
+            .unwrap_or(if quick { 1_000 } else { 10_000 })
+            .max(1),
+        watch_events: if quick { 3 } else { 5 },
+        quick,
+        shared_runtime,
+        child,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process and machine facts
+
+/// A `kB` field of `/proc/self/status`, in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Reset the peak RSS (VmHWM) to the current RSS.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
+fn rss() -> Option<u64> {
+    status_bytes("VmRSS:")
+}
+
+/// CPU time in clock ticks: the machine's busy and total time, and this process's own.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    machine_busy: u64,
+    machine_total: u64,
+    own: u64,
+}
+
+fn cpu_sample() -> Option<CpuSample> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is included in user).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    let own_stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_comm = own_stat.rsplit_once(')')?.1;
+    let own_fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // `after_comm` starts at field 3 of proc(5).
+    // Fields 14 to 17: utime, stime, and the same of waited-for children (the ingest child).
+    let own = own_fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    Some(CpuSample {
+        machine_busy: total.saturating_sub(idle),
+        machine_total: total,
+        own,
+    })
+}
+
+/// CPU seconds used so far by this process's server-runtime threads and by all its other threads
+/// (client runtime, harness), from `/proc/self/task/*/stat` (clock ticks at USER_HZ = 100).
+#[derive(Debug, Clone, Copy, Default)]
+struct ThreadCpu {
+    server: f64,
+    rest: f64,
+}
+
+fn thread_cpu() -> ThreadCpu {
+    let mut out = ThreadCpu::default();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let ticks: u64 = tail
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        let secs = ticks as f64 / 100.0;
+        if comm.starts_with(SERVER_THREADS) {
+            out.server += secs;
+        } else {
+            out.rest += secs;
+        }
+    }
+    out
+}
+
+impl ThreadCpu {
+    fn since(self, before: ThreadCpu) -> ThreadCpu {
+        ThreadCpu {
+            server: (self.server - before.server).max(0.0),
+            rest: (self.rest - before.rest).max(0.0),
+        }
+    }
+}
+
+/// Share of the machine's CPU time other processes used between two samples.
+fn others_share(before: Option<CpuSample>, after: Option<CpuSample>) -> Option<f64> {
+    let (a, b) = (before?, after?);
+    let total = b.machine_total.checked_sub(a.machine_total)?;
+    if total == 0 {
+        return None;
+    }
+    let busy = b.machine_busy.saturating_sub(a.machine_busy);
+    let own = b.own.saturating_sub(a.own);
+    Some(busy.saturating_sub(own) as f64 / total as f64)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn opt_mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "n/a".into(), mib)
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+/// One line of the results table.
+struct Row {
+    scenario: &'static str,
+    what: String,
+    result: String,
+    p50: String,
+    p99: String,
+    rss: String,
+    ratio: String,
+    goal: String,
+}
+
+impl Row {
+    fn print(&self) {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            self.scenario,
+            self.what,
+            self.result,
+            self.p50,
+            self.p99,
+            self.rss,
+            self.ratio,
+            self.goal
+        );
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("[load] {msg}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers and clients
+
+/// A `tls::serve` task on a loopback port; dropping it stops accepting.
+struct Listening {
+    port: u16,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Serve `router` with the shared TLS configuration on the server runtime.
+fn listen(transport: &Transport, router: Router) -> anyhow::Result<Listening> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let tls_config = transport.server.clone();
+    transport.runtime.spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        // Registered with the runtime that serves it.
+        let result = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => tls::serve(l, tls_config, router, shutdown).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            progress(&format!("server on port {port} failed: {e}"));
+        }
+    });
+    Ok(Listening { port, _stop: stop })
+}
+
+/// Key material, the rustls server configuration every server of the run shares, and the
+/// runtime the servers (and the index) run on.
+struct Transport {
+    _dir: tempfile::TempDir,
+    pki: tls::Pki,
+    server: Arc<rustls::ServerConfig>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Transport {
+    fn new(runtime: tokio::runtime::Handle) -> anyhow::Result<Self> {
+        tls::install_crypto_provider();
+        let dir = tempfile::tempdir()?;
+        let pki = tls::ensure_pki(dir.path(), &[])?;
+        let server = tls::server_config(&pki)?;
+        Ok(Transport {
+            _dir: dir,
+            pki,
+            server,
+            runtime,
+        })
+    }
+
+    /// A reqwest client with the admin certificate; HTTP/1.1 only, or HTTP/2 via ALPN.
+    fn client(&self, http1: bool) -> anyhow::Result<reqwest::Client> {
+        let ca = reqwest::Certificate::from_pem(self.pki.ca_cert_pem.as_bytes())?;
+        let identity = reqwest::Identity::from_pem(
+            format!("{}{}", self.pki.admin_cert_pem, self.pki.admin_key_pem).as_bytes(),
+        )?;
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(identity)
+            .no_proxy()
+            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(None);
+        if http1 {
+            b = b.http1_only();
+        }
+        Ok(b.build()?)
+    }
+
+    fn clients(&self, n: usize, http1: bool) -> anyhow::Result<Vec<reqwest::Client>> {
+        (0..n).map(|_| self.client(http1)).collect()
+    }
+}
+
+/// The real server: store, index, router, listening.
+struct Vw {
+    store: Arc<dyn Store>,
+    index: Arc<Index>,
+    listening: Listening,
+    /// CachedObject names of the generated flavors, in generation order.
+    cached_names: Vec<String>,
+    /// Average encoded size of a generated flavor and of its CachedObject.
+    sizes: (usize, usize),
+}
+
+impl Vw {
+    fn base(&self) -> String {
+        format!("https://127.0.0.1:{}", self.listening.port)
+    }
+
+    fn collection_url(&self) -> String {
+        format!(
+            "{}/services/replication/{PROVIDER}/cpuflavors-v1/clusters/{CONSUMER}/apis/cloud.example.com/v1/cpuflavors",
+            self.base()
+        )
+    }
+
+    fn cache_url(&self, cached_name: &str) -> String {
+        format!(
+            "{}/services/cache/shards/{SHARD}/clusters/{PROVIDER}/apis/cache.kcp.io/v1alpha1/cachedobjects/{cached_name}",
+            self.base()
+        )
+    }
+
+    async fn start(transport: &Transport, objects: usize) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let index = Arc::new(Index::new());
+        let state = AppState {
+            store: store.clone(),
+            index: index.clone(),
+            authenticator: Arc::new(Authenticator::new(None)),
+            seed_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let listening = listen(transport, app(state.clone()))?;
+        let url = format!("https://127.0.0.1:{}", listening.port);
+        seed_catalog(store.as_ref(), &url).await?;
+        state.seed_loaded.store(true, Ordering::Release);
+        let started = Instant::now();
+        let mut cached_names = Vec::with_capacity(objects);
+        let (mut source_bytes, mut cached_bytes) = (0, 0);
+        for i in 0..objects {
+            let (key, value) = generated(i)?;
+            source_bytes += serde_json::to_vec(&flavor(i))?.len();
+            cached_bytes += value.len();
+            cached_names.push(key.name.clone());
+            store.create(key, stored(value)).await?;
+        }
+        transport.runtime.spawn(index.clone().run(store.clone()));
+        wait_synced(&index, store.as_ref()).await?;
+        progress(&format!(
+            "server on port {} filled with {objects} flavors and synced in {:.2} s",
+            listening.port,
+            started.elapsed().as_secs_f64()
+        ));
+        let vw = Vw {
+            store,
+            index,
+            listening,
+            cached_names,
+            sizes: (source_bytes / objects.max(1), cached_bytes / objects.max(1)),
+        };
+        vw.check(transport, objects).await?;
+        Ok(vw)
+    }
+
+    /// Fail early when the virtual workspace does not serve what was filled in.
+    async fn check(&self, transport: &Transport, objects: usize) -> anyhow::Result<()> {
+        let client = transport.client(true)?;
+        let resp = client.get(self.collection_url()).send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "LIST {} answered {status}: {}",
+                self.collection_url(),
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let list: Value = serde_json::from_slice(&body)?;
+        let items = list["items"].as_array().map_or(0, Vec::len);
+        // The seed adds three Public CPU flavors.
+        if items != objects + 3 {
+            bail!(
+                "the virtual workspace serves {items} flavors, expected {} ({} cached objects refused)",
+                objects + 3,
+                self.index.counters.invalid_total.load(Ordering::Relaxed)
+            );
+        }
+        let resp = client.get(self.object_url(objects / 2)).send().await?;
+        if !resp.status().is_success() {
+            bail!("GET of a generated flavor answered {}", resp.status());
+        }
+        Ok(())
+    }
+
+    fn object_url(&self, i: usize) -> String {
+        format!("{}/{}", self.collection_url(), flavor_name(i))
+    }
+}
+
+/// Apply `examples/cloud-co` (catalog, bindings, RBAC, three Public CPU flavors).
+async fn seed_catalog(store: &dyn Store, url: &str) -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/cloud-co");
+    let manifests = replication_vw::seed::read_dirs(&[dir])?;
+    replication_vw::seed::apply(store, manifests, url).await?;
+    Ok(())
+}
+
+/// Wait until the index has listed the store and taken in every event up to its revision.
+async fn wait_synced(index: &Index, store: &dyn Store) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !index.is_synced() {
+        if Instant::now() > deadline {
+            bail!("the index did not sync");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let target = store.revision().await?;
+    while index.read().revision < target {
+        if Instant::now() > deadline {
+            bail!("the index did not catch up with the store");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated objects
+
+fn flavor_name(i: usize) -> String {
+    format!("bench-cpu-{i:07}")
+}
+
+const DESCRIPTION_WORDS: [&str; 16] = [
+    "general",
+    "purpose",
+    "compute",
+    "flavor",
+    "with",
+    "dedicated",
+    "cores",
+    "suited",
+    "for",
+    "web",
+    "services",
+    "batch",
+    "jobs",
+    "and",
+    "build",
+    "pipelines",
+];
+
+/// About 600 characters of text that differs per object.
+fn description(i: usize) -> String {
+    let mut s = format!("Flavor {i}: ");
+    let mut k = i;
+    while s.len() < 600 {
+        s.push_str(DESCRIPTION_WORDS[k % DESCRIPTION_WORDS.len()]);
+        s.push(' ');
+        k = k.wrapping_mul(31).wrapping_add(7);
+    }
+    s.truncate(600);
+    s
+}
+
+/// A CPU flavor as the provider's shard stores it (valid against `cpuflavors` v1).
+fn flavor(i: usize) -> Value {
+    let tiers = ["small", "medium", "large", "xlarge"];
+    let tier = tiers[i % tiers.len()];
+    json!({
+        "apiVersion": "cloud.example.com/v1",
+        "kind": "CPUFlavor",
+        "metadata": {
+            "name": flavor_name(i),
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "resourceVersion": (1000 + i).to_string(),
+            "generation": 1,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": {
+                "kcp.io/cluster": PROVIDER,
+                "cloud.example.com/owner": "compute-platform",
+                "cloud.example.com/change-ticket": format!("CHG-{:06}", i * 7 % 1_000_000),
+            },
+            "labels": {
+                "cloud.example.com/visibility": "Public",
+                "cloud.example.com/tier": tier,
+                "cloud.example.com/family": format!("family-{}", i % 12),
+            },
+        },
+        "spec": {
+            "cores": 1 + i % 64,
+            "architecture": if i.is_multiple_of(2) { "amd64" } else { "arm64" },
+            "description": description(i),
+            "topology": {"sockets": 1 + i % 2, "threadsPerCore": 2, "numaNodes": 1 + i % 4},
+            "pricing": {"currency": "EUR", "hourly": format!("0.{:04}", 100 + i % 9000), "committedDiscountPercent": 20},
+            "features": ["aes", "avx2", "sse4_2", "rdrand"],
+        },
+        "status": {
+            "observedGeneration": 1,
+            "capacity": {"total": 1000, "available": i % 1000},
+            "conditions": [{
+                "type": "Available",
+                "status": "True",
+                "reason": "CapacityAvailable",
+                "message": "The flavor can be scheduled in every region.",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }],
+        },
+    })
+}
+
+/// The `i`-th generated flavor wrapped into a CachedObject, with its store key. The encoding is
+/// the cache server's own (`serde_json::to_vec`, kept as `Bytes` with the `Vec`'s capacity).
+fn generated(i: usize) -> anyhow::Result<(Key, Vec<u8>)> {
+    let mut wrapper = wrap(&flavor(i), "cloud.example.com", "v1", "cpuflavors", SHARD);
+    let name = wrapper
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("wrapped object has no name"))?
+        .to_string();
+    // What the cache server's create fills in.
+    if let Some(md) = wrapper.get_mut("metadata").and_then(Value::as_object_mut) {
+        md.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        md.insert("generation".into(), json!(1));
+    }
+    let key = Key {
+        group: "cache.kcp.io".into(),
+        resource: "cachedobjects".into(),
+        shard: SHARD.into(),
+        cluster: PROVIDER.into(),
+        namespace: String::new(),
+        name,
+    };
+    Ok((key, serde_json::to_vec(&wrapper)?))
+}
+
+fn cached_key(name: &str) -> Key {
+    Key {
+        group: "cache.kcp.io".into(),
+        resource: "cachedobjects".into(),
+        shard: SHARD.into(),
+        cluster: PROVIDER.into(),
+        namespace: String::new(),
+        name: name.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Closed-loop load
+
+/// What one timed run measured.
+#[derive(Default)]
+struct Load {
+    requests: u64,
+    bytes: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    peak_rss: Option<u64>,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn bytes_per_second(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn p(&self, q: f64) -> Duration {
+        percentile(&self.latencies, q)
+    }
+
+    /// Add another run of the same workload (latencies stay unsorted).
+    fn merge(&mut self, other: Load, peak: Option<u64>) {
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.peak_rss = self.peak_rss.max(peak);
+    }
+}
+
+/// Fetch `url` once and return the body length.
+async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
+    let mut resp = client.get(url).send().await?;
+    if !resp.status().is_success() {
+        bail!("GET {url}: {}", resp.status());
+    }
+    let mut n = 0;
+    while let Some(chunk) = resp.chunk().await? {
+        n += chunk.len() as u64;
+    }
+    Ok(n)
+}
+
+/// Timed runs of several URLs by the same clients, interleaved in rounds so that drift in the
+/// machine's load (other processes on a shared machine) hits every URL alike. Each URL is warmed
+/// up once; its [`Load`] sums its rounds and keeps the highest peak RSS of them.
+async fn compare(
+    clients: &[reqwest::Client],
+    urls: &[String],
+    warmup: Duration,
+    duration: Duration,
+) -> Vec<Load> {
+    let rounds = rounds(duration);
+    let mut out: Vec<Load> = urls.iter().map(|_| Load::default()).collect();
+    for round in 0..rounds {
+        for (url, total) in urls.iter().zip(out.iter_mut()) {
+            if round == 0 {
+                run_workers(clients, url, warmup, false).await;
+            }
+            reset_peak_rss();
+            let load = run_workers(clients, url, duration / rounds, true).await;
+            total.merge(load, peak_rss());
+        }
+    }
+    for l in &mut out {
+        l.latencies.sort_unstable();
+    }
+    out
+}
+
+/// Rounds of about two seconds, at most five.
+fn rounds(duration: Duration) -> u32 {
+    (duration.as_secs() / 2).clamp(1, 5) as u32
+}
+
+async fn run_workers(
+    clients: &[reqwest::Client],
+    url: &str,
+    duration: Duration,
+    record: bool,
+) -> Load {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(clients.len());
+    for c in clients {
+        let c = c.clone();
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let (mut requests, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match fetch(&c, &url).await {
+                    Ok(n) => {
+                        requests += 1;
+                        bytes += n;
+                        if record {
+                            lat.push(t.elapsed());
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            (requests, bytes, errors, lat)
+        }));
+    }
+    let mut load = Load::default();
+    for t in tasks {
+        if let Ok((r, b, e, l)) = t.await {
+            load.requests += r;
+            load.bytes += b;
+            load.errors += e;
+            load.latencies.extend(l);
+        }
+    }
+    load.elapsed = start.elapsed();
+    load
+}
+
+fn errors_note(load: &Load) -> String {
+    if load.errors == 0 {
+        String::new()
+    } else {
+        format!(", {} errors", load.errors)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+struct Ctx {
+    args: Args,
+    transport: Transport,
+    vw: Option<Vw>,
+    notes: Vec<String>,
+}
+
+impl Ctx {
+    async fn vw(&mut self) -> anyhow::Result<&Vw> {
+        if self.vw.is_none() {
+            progress(&format!(
+                "starting the server and filling {} flavors",
+                self.args.objects
+            ));
+            let vw = Vw::start(&self.transport, self.args.objects).await?;
+            self.notes.push(format!(
+                "Generated flavors: {} B as the provider stores them, {} B as CachedObjects (average \
+                 encoded JSON); the served copy is smaller: the index prunes fields the schema does not \
+                 declare (see the GET row).",
+                vw.sizes.0, vw.sizes.1
+            ));
+            self.vw = Some(vw);
+        }
+        self.vw
+            .as_ref()
+            .ok_or_else(|| anyhow!("the server did not start"))
+    }
+}
+
+/// GET of one object over 50 HTTP/1.1 connections against a hello-world handler.
+async fn scenario_get(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let (warmup, duration) = (ctx.args.warmup, ctx.args.duration);
+    let objects = ctx.args.objects;
+    let url = ctx.vw().await?.object_url(objects / 2);
+    let hello = Router::new().route("/hello", get(|| async { "Hello, World!" }));
+    let base = listen(&ctx.transport, hello)?;
+    let clients = ctx.transport.clients(GET_CONNECTIONS, true)?;
+    progress("GET: hello world and the virtual workspace, interleaved");
+    let hello = format!("https://127.0.0.1:{}/hello", base.port);
+    let mut loads = compare(&clients, &[hello, url], warmup, duration).await;
+    let (Some(v), Some(b)) = (loads.pop(), loads.pop()) else {
+        bail!("missing measurements");
+    };
+    let ratio = v.rps() / b.rps();
+    let p99 = v.p(0.99);
+    Row {
+        scenario: "GET",
+        what: format!(
+            "baseline: axum hello world, {GET_CONNECTIONS} HTTP/1.1 conns{}",
+            errors_note(&b)
+        ),
+        result: format!("{} req/s", thousands(b.rps())),
+        p50: ms(b.p(0.5)),
+        p99: ms(b.p(0.99)),
+        rss: opt_mib(b.peak_rss),
+        ratio: "1×".into(),
+        goal: String::new(),
+    }
+    .print();
+    Row {
+        scenario: "GET",
+        what: format!(
+            "VW: one object ({} B), {GET_CONNECTIONS} HTTP/1.1 conns{}",
+            v.bytes / v.requests.max(1),
+            errors_note(&v)
+        ),
+        result: format!("{} req/s", thousands(v.rps())),
+        p50: ms(v.p(0.5)),
+        p99: ms(p99),
+        rss: opt_mib(v.peak_rss),
+        ratio: format!("{ratio:.2}×"),
+        goal: format!(
+            "≥ 0.5× {}; p99 ≤ 2 ms {}",
+            verdict(ratio >= 0.5),
+            verdict(p99 <= Duration::from_millis(2))
+        ),
+    }
+    .print();
+    Ok(())
+}
+
+/// LIST of every object against a pre-encoded body and a per-request `serde_json` encoding.
+async fn scenario_list(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let (warmup, duration) = (ctx.args.warmup, ctx.args.duration);
+    let url = ctx.vw().await?.collection_url();
+    let client = ctx.transport.client(true)?;
+    let body = client.get(&url).send().await?.bytes().await?;
+    let value: Arc<Value> = Arc::new(serde_json::from_slice(&body)?);
+    let items = value["items"].as_array().map_or(0, Vec::len);
+    let pre = body.clone();
+    let naive = value.clone();
+    let router = Router::new()
+        .route(
+            "/pre",
+            get(move || {
+                let b = pre.clone();
+                async move { ([(CONTENT_TYPE, "application/json")], b) }
+            }),
+        )
+        .route(
+            "/naive",
+            get(move || {
+                let v = naive.clone();
+                async move {
+                    match serde_json::to_vec(&*v) {
+                        Ok(b) => ([(CONTENT_TYPE, "application/json")], b).into_response(),
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        );
+    let base = listen(&ctx.transport, router)?;
+    let clients = ctx.transport.clients(LIST_CONNECTIONS, true)?;
+    progress("LIST: pre-encoded, naive and the virtual workspace, interleaved");
+    let targets = [
+        format!("https://127.0.0.1:{}/pre", base.port),
+        format!("https://127.0.0.1:{}/naive", base.port),
+        url,
+    ];
+    let mut loads = compare(&clients, &targets, warmup, duration).await;
+    let (Some(v), Some(naive), Some(pre)) = (loads.pop(), loads.pop(), loads.pop()) else {
+        bail!("missing measurements");
+    };
+    let mbps = |l: &Load| {
+        format!(
+            "{:.0} MB/s ({:.1} lists/s)",
+            l.bytes_per_second() / 1e6,
+            l.rps()
+        )
+    };
+    let ratio = v.bytes_per_second() / pre.bytes_per_second();
+    let naive_ratio = v.bytes_per_second() / naive.bytes_per_second();
+    let size = format!("{items} items, {:.1} MB", body.len() as f64 / 1e6);
+    for (what, l, r, goal) in [
+        (
+            format!("baseline: pre-encoded `Bytes`, {size}"),
+            &pre,
+            "1×".to_string(),
+            String::new(),
+        ),
+        (
+            "baseline (naive): `serde_json::Value` re-encoded per request".to_string(),
+            &naive,
+            format!("VW is {naive_ratio:.2}× this"),
+            "report".to_string(),
+        ),
+        (
+            format!("VW: LIST, limit unset, {LIST_CONNECTIONS} HTTP/1.1 conns"),
+            &v,
+            format!("{ratio:.2}× pre-encoded, {naive_ratio:.2}× naive"),
+            format!("≥ 0.5× {}", verdict(ratio >= 0.5)),
+        ),
+    ] {
+        Row {
+            scenario: "LIST",
+            what: format!("{what}{}", errors_note(l)),
+            result: mbps(l),
+            p50: ms(l.p(0.5)),
+            p99: ms(l.p(0.99)),
+            rss: opt_mib(l.peak_rss),
+            ratio: r,
+            goal,
+        }
+        .print();
+    }
+    Ok(())
+}
+
+/// One watch stream: headers, then MODIFIED lines until `events` arrived; returns their times.
+async fn watcher(
+    client: reqwest::Client,
+    url: String,
+    ready: Arc<AtomicUsize>,
+    h2: Arc<AtomicUsize>,
+    received: Arc<Vec<AtomicUsize>>,
+) -> anyhow::Result<Vec<Instant>> {
+    let mut resp = client.get(&url).send().await?;
+    if !resp.status().is_success() {
+        bail!("watch answered {}", resp.status());
+    }
+    if resp.version() == reqwest::Version::HTTP_2 {
+        h2.fetch_add(1, Ordering::Relaxed);
+    }
+    ready.fetch_add(1, Ordering::AcqRel);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut got = Vec::with_capacity(received.len());
+    while got.len() < received.len() {
+        let Some(chunk) = resp.chunk().await? else {
+            break;
+        };
+        let now = Instant::now();
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            if line.starts_with(b"{\"type\":\"MODIFIED\"") {
+                if let Some(c) = received.get(got.len()) {
+                    c.fetch_add(1, Ordering::AcqRel);
+                }
+                got.push(now);
+            } else if line.starts_with(b"{\"type\":\"ERROR\"") {
+                bail!("watch error: {}", String::from_utf8_lossy(&line));
+            }
+        }
+    }
+    Ok(got)
+}
+
+/// Many watchers on one resource; one object changes in the store, several times.
+async fn scenario_watch(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let watchers = ctx.args.watchers;
+    let events = ctx.args.watch_events;
+    let vw = ctx.vw().await?;
+    let url = vw.collection_url();
+    let store = vw.store.clone();
+    let target = vw
+        .cached_names
+        .get(vw.cached_names.len() / 2)
+        .cloned()
+        .ok_or_else(|| anyhow!("no generated objects"))?;
+    let healthz = format!("{}/healthz", vw.base());
+    let index = vw.index.clone();
+    let connections = watchers.div_ceil(STREAMS_PER_CONNECTION);
+    let clients = ctx.transport.clients(connections, false)?;
+    // One request per client first, so each opens exactly one HTTP/2 connection.
+    for c in &clients {
+        fetch(c, &healthz).await?;
+    }
+    // The list revision, from a list that matches nothing.
+    let empty: Value = clients[0]
+        .get(format!("{url}?labelSelector=bench.example.com%2Fnone%3Dx"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let rv = empty
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("list has no resourceVersion"))?
+        .to_string();
+    let watch_url = format!("{url}?watch=true&resourceVersion={rv}");
+    progress(&format!(
+        "WATCH: opening {watchers} watches over {connections} HTTP/2 connections"
+    ));
+    reset_peak_rss();
+    let ready = Arc::new(AtomicUsize::new(0));
+    let h2 = Arc::new(AtomicUsize::new(0));
+    let received: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..events).map(|_| AtomicUsize::new(0)).collect());
+    let opening = Instant::now();
+    let mut tasks = Vec::with_capacity(watchers);
+    for i in 0..watchers {
+        tasks.push(tokio::spawn(watcher(
+            clients[i % connections].clone(),
+            watch_url.clone(),
+            ready.clone(),
+            h2.clone(),
+            received.clone(),
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ready.load(Ordering::Acquire) < watchers {
+        if Instant::now() > deadline || tasks.iter().all(|t| t.is_finished()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let open = ready.load(Ordering::Acquire);
+    let open_time = opening.elapsed();
+    progress(&format!(
+        "WATCH: {open} watches open in {:.2} s; sending {events} changes",
+        open_time.as_secs_f64()
+    ));
+    let key = cached_key(&target);
+    // When the index broadcasts each served event (what the watch handlers wait on).
+    let served_rx = {
+        let st = index.read();
+        st.served
+            .get(&(PROVIDER.to_string(), "cpuflavors-v1".to_string()))
+            .map(|s| s.subscribe())
+    };
+    let broadcasts = tokio::spawn(async move {
+        let mut at = Vec::new();
+        if let Some(mut rx) = served_rx {
+            while at.len() < events {
+                match tokio::time::timeout(EVENT_TIMEOUT * 2, rx.recv()).await {
+                    Ok(Ok(_)) => at.push(Instant::now()),
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    _ => break,
+                }
+            }
+        }
+        at
+    });
+    let frames_before = FRAMES_BUILT.load(Ordering::Relaxed);
+    let threads_before = thread_cpu();
+    let mut sent = Vec::with_capacity(events);
+    for k in 0..events {
+        let record = store
+            .get(&key)
+            .await?
+            .ok_or_else(|| anyhow!("{target} is gone"))?;
+        let mut v: Value = serde_json::from_slice(&record.value)?;
+        let cores = v
+            .pointer("/spec/raw/spec/cores")
+            .and_then(Value::as_u64)
+            .unwrap_or(1);
+        if let Some(c) = v.pointer_mut("/spec/raw/spec/cores") {
+            *c = json!(cores % 64 + 1);
+        }
+        let value = Bytes::from(serde_json::to_vec(&v)?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = Instant::now();
+        store.update(key.clone(), value, None).await?;
+        sent.push(t0);
+        let wait_until = t0 + EVENT_TIMEOUT;
+        while received[k].load(Ordering::Acquire) < open && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let frames = FRAMES_BUILT.load(Ordering::Relaxed) - frames_before;
+    let delivery_cpu = thread_cpu().since(threads_before);
+    let peak = peak_rss();
+    let mut index_delays: Vec<Duration> = broadcasts
+        .await
+        .unwrap_or_default()
+        .iter()
+        .zip(&sent)
+        .map(|(at, t0)| at.saturating_duration_since(*t0))
+        .collect();
+    index_delays.sort_unstable();
+    let mut delays = Vec::with_capacity(open * events);
+    let mut failed = 0usize;
+    let mut first_error = None;
+    for t in tasks {
+        if !t.is_finished() {
+            t.abort();
+            failed += 1;
+            continue;
+        }
+        match t.await {
+            Ok(Ok(times)) => {
+                for (k, at) in times.iter().enumerate() {
+                    if let Some(t0) = sent.get(k) {
+                        delays.push(at.saturating_duration_since(*t0));
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    delays.sort_unstable();
+    let expected = watchers * events;
+    let p99 = percentile(&delays, 0.99);
+    let complete = delays.len() == expected;
+    let per_event = frames as f64 / events as f64;
+    Row {
+        scenario: "WATCH fan-out",
+        what: format!(
+            "{watchers} watchers ({} on HTTP/2) over {connections} conns, {events} changes of one object{}",
+            h2.load(Ordering::Relaxed),
+            if failed > 0 {
+                format!(", {failed} watchers failed")
+            } else {
+                String::new()
+            }
+        ),
+        result: format!(
+            "{} / {expected} lines delivered; first {}, last {}",
+            delays.len(),
+            ms(delays.first().copied().unwrap_or_default()),
+            ms(delays.last().copied().unwrap_or_default())
+        ),
+        p50: ms(percentile(&delays, 0.5)),
+        p99: ms(p99),
+        rss: opt_mib(peak),
+        ratio: format!("{per_event:.0} frames built per event"),
+        goal: format!(
+            "p99 ≤ 50 ms {}; 1 frame per event {}",
+            verdict(complete && p99 <= Duration::from_millis(50)),
+            verdict(frames as usize <= events)
+        ),
+    }
+    .print();
+    ctx.notes.push(format!(
+        "WATCH: {open} of {watchers} watches open in {:.2} s (peak RSS includes the client side of every stream); \
+         store write → index broadcast of the served event: max {} over {} events; CPU while the \
+         {events} changes were delivered (incl. 100 ms pauses): server runtime {:.2} s, clients {:.2} s.{}",
+        open_time.as_secs_f64(),
+        ms(index_delays.last().copied().unwrap_or_default()),
+        index_delays.len(),
+        delivery_cpu.server,
+        delivery_cpu.rest,
+        first_error
+            .map(|e| format!(" First watcher error: {e}"))
+            .unwrap_or_default()
+    ));
+    Ok(())
+}
+
+/// N CachedObjects written straight into a fresh store; then the index lists and syncs them.
+async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let n = ctx.args.ingest_objects;
+    progress(&format!("ingest: {n} objects"));
+    let store = MemoryStore::default();
+    seed_catalog(&store, "https://127.0.0.1:6443").await?;
+    let rss0 = rss();
+    reset_peak_rss();
+    let (mut raw, mut capacity) = (0u64, 0u64);
+    let started = Instant::now();
+    for i in 0..n {
+        let (key, value) = generated(i)?;
+        raw += value.len() as u64;
+        capacity += value.capacity() as u64;
+        store.create(key, stored(value)).await?;
+    }
+    let load_time = started.elapsed();
+    let rss1 = rss();
+    let index = Index::new();
+    let started = Instant::now();
+    let listing = store.list(&Scope::all()).await?;
+    let list_time = started.elapsed();
+    index.reset(&listing);
+    let sync_time = started.elapsed();
+    drop(listing);
+    let rss2 = rss();
+    let peak = peak_rss();
+    let served = {
+        let st = index.read();
+        st.served.values().map(|s| s.objects.len()).sum::<usize>()
+    };
+    let growth = |after: Option<u64>| match (after, rss0) {
+        (Some(a), Some(b)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
+    let store_growth = growth(rss1);
+    let total_growth = growth(rss2);
+    let ratio = |g: Option<u64>| g.map(|g| g as f64 / raw as f64);
+    let total_ratio = ratio(total_growth);
+    let store_ratio = ratio(store_growth);
+    let fmt_ratio = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}×"));
+    Row {
+        scenario: "ingest",
+        what: format!(
+            "{n} CachedObjects (avg {} B, raw {}) into the store, then list + `Index::reset` ({served} served)",
+            raw / n as u64,
+            mib(raw)
+        ),
+        result: format!(
+            "load {} obj/s; sync {:.2} s (list {:.2} s)",
+            thousands(n as f64 / load_time.as_secs_f64()),
+            sync_time.as_secs_f64(),
+            list_time.as_secs_f64()
+        ),
+        p50: "—".into(),
+        p99: "—".into(),
+        rss: opt_mib(peak),
+        ratio: format!(
+            "RSS growth {} raw (store {}, store + index {})",
+            fmt_ratio(total_ratio),
+            opt_mib(store_growth),
+            opt_mib(total_growth)
+        ),
+        goal: format!(
+            "growth ≤ 2× {}; sync ≤ 10 s {}",
+            verdict(total_ratio.is_some_and(|r| r <= 2.0)),
+            verdict(sync_time <= Duration::from_secs(10))
+        ),
+    }
+    .print();
+    ctx.notes.push(format!(
+        "ingest: the store alone grew {} ({} raw); the encoded values' allocations hold {} for {} of JSON \
+         (`Bytes::from(serde_json::to_vec(..))` keeps the spare capacity); the index adds the unwrapped, \
+         validated copies.",
+        opt_mib(store_growth),
+        fmt_ratio(store_ratio),
+        mib(capacity),
+        mib(raw)
+    ));
+    drop(index);
+    drop(store);
+    Ok(())
+}
+
+/// Run the ingest scenario in a child process of this harness and take over its rows and notes.
+async fn ingest_in_child(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["--child", "--scenario", "ingest", "--ingest-objects"])
+        .arg(ctx.args.ingest_objects.to_string())
+        .stderr(std::process::Stdio::inherit());
+    if ctx.args.quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd.output().await.context("starting the ingest child")?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("| ") {
+            println!("{line}");
+        } else if let Some(note) = line.strip_prefix("- ") {
+            ctx.notes.push(note.to_string());
+        }
+    }
+    let _ = std::io::stdout().flush();
+    if !out.status.success() {
+        bail!("the ingest child failed ({})", out.status);
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct WriteCounts {
+    ok: AtomicU64,
+    conflicts: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// GET a CachedObject from the cache server, bump `spec.raw.spec.cores`, PUT it back.
+async fn write_once(client: &reqwest::Client, url: &str) -> anyhow::Result<bool> {
+    let resp = client.get(url).send().await?;
+    if !resp.status().is_success() {
+        bail!("GET {url}: {}", resp.status());
+    }
+    let mut v: Value = resp.json().await?;
+    let cores = v
+        .pointer("/spec/raw/spec/cores")
+        .and_then(Value::as_u64)
+        .unwrap_or(1);
+    if let Some(c) = v.pointer_mut("/spec/raw/spec/cores") {
+        *c = json!(cores % 64 + 1);
+    }
+    let resp = client.put(url).json(&v).send().await?;
+    match resp.status() {
+        s if s.is_success() => Ok(true),
+        StatusCode::CONFLICT => Ok(false),
+        s => bail!("PUT {url}: {s}"),
+    }
+}
+
+/// One churn writer: every `writers`-th object, paced to its share of the target rate.
+async fn writer(
+    client: reqwest::Client,
+    urls: Arc<Vec<String>>,
+    first: usize,
+    writers: usize,
+    stop: Arc<AtomicBool>,
+    counts: Arc<WriteCounts>,
+) {
+    let interval = Duration::from_secs_f64(writers as f64 / CHURN_WRITES_PER_SECOND);
+    let mut next = Instant::now();
+    let mut i = first;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep_until(next).await;
+        next += interval;
+        let Some(url) = urls.get(i % urls.len().max(1)) else {
+            return;
+        };
+        i += writers;
+        match write_once(&client, url).await {
+            Ok(true) => counts.ok.fetch_add(1, Ordering::Relaxed),
+            Ok(false) => counts.conflicts.fetch_add(1, Ordering::Relaxed),
+            Err(_) => counts.errors.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// How long `Index::apply` takes for updates of generated CachedObjects, on a private index
+/// reset from the store's current listing (the live index is not touched).
+async fn time_index_apply(store: &dyn Store, names: &[String]) -> anyhow::Result<Vec<Duration>> {
+    let listing = store.list(&Scope::all()).await?;
+    let index = Index::new();
+    index.reset(&listing);
+    let mut revision = listing.revision;
+    let mut out = Vec::new();
+    for name in names.iter().take(1000) {
+        let key = cached_key(name);
+        let Some(record) = store.get(&key).await? else {
+            continue;
+        };
+        let mut v: Value = serde_json::from_slice(&record.value)?;
+        if let Some(c) = v.pointer_mut("/spec/raw/spec/cores") {
+            *c = json!(64);
+        }
+        revision += 1;
+        let event = Event {
+            revision,
+            kind: EventKind::Updated,
+            key: key.into(),
+            value: Bytes::from(serde_json::to_vec(&v)?),
+            prev: Some(record.value),
+            prev_revision: record.revision,
+        };
+        let t = Instant::now();
+        index.apply(&event);
+        out.push(t.elapsed());
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// GET load with and without 1,000 writes/s through the cache server API.
+async fn scenario_churn(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let (warmup, duration) = (ctx.args.warmup, ctx.args.duration);
+    let objects = ctx.args.objects;
+    let vw = ctx.vw().await?;
+    let url = vw.object_url(objects / 2);
+    let urls: Arc<Vec<String>> =
+        Arc::new(vw.cached_names.iter().map(|n| vw.cache_url(n)).collect());
+    let index = vw.index.clone();
+    let store = vw.store.clone();
+    let cached_names = vw.cached_names.clone();
+    let clients = ctx.transport.clients(GET_CONNECTIONS, true)?;
+    let writer_clients = ctx.transport.clients(CHURN_WRITERS, true)?;
+    progress("churn: GET without and with 1,000 writes/s through the cache server, interleaved");
+    let rounds = rounds(duration);
+    let slice = duration / rounds;
+    let counts = Arc::new(WriteCounts::default());
+    let (mut quiet, mut busy) = (Load::default(), Load::default());
+    let (mut writes, mut applied) = (0u64, 0u64);
+    run_workers(&clients, &url, warmup, false).await;
+    for _ in 0..rounds {
+        reset_peak_rss();
+        let load = run_workers(&clients, &url, slice, true).await;
+        quiet.merge(load, peak_rss());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = writer_clients
+            .iter()
+            .enumerate()
+            .map(|(w, c)| {
+                tokio::spawn(writer(
+                    c.clone(),
+                    urls.clone(),
+                    w,
+                    CHURN_WRITERS,
+                    stop.clone(),
+                    counts.clone(),
+                ))
+            })
+            .collect();
+        // Let the writers reach their pace before measuring.
+        run_workers(&clients, &url, Duration::from_millis(250), false).await;
+        let events_before = index.counters.events_total.load(Ordering::Relaxed);
+        let ok_before = counts.ok.load(Ordering::Relaxed);
+        reset_peak_rss();
+        let load = run_workers(&clients, &url, slice, true).await;
+        busy.merge(load, peak_rss());
+        writes += counts.ok.load(Ordering::Relaxed) - ok_before;
+        applied += index.counters.events_total.load(Ordering::Relaxed) - events_before;
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            let _ = w.await;
+        }
+    }
+    quiet.latencies.sort_unstable();
+    busy.latencies.sort_unstable();
+    let apply = time_index_apply(store.as_ref(), &cached_names).await?;
+    ctx.notes.push(format!(
+        "churn: one CachedObject update costs `Index::apply` p50 {} / p99 {} (timed on a copy of the \
+         index); the live index holds its write lock for that long per write.",
+        ms(percentile(&apply, 0.5)),
+        ms(percentile(&apply, 0.99)),
+    ));
+    let write_rate = writes as f64 / busy.elapsed.as_secs_f64();
+    let ratio = busy.rps() / quiet.rps();
+    Row {
+        scenario: "GET under churn",
+        what: format!("baseline: same GET, no writes{}", errors_note(&quiet)),
+        result: format!("{} req/s", thousands(quiet.rps())),
+        p50: ms(quiet.p(0.5)),
+        p99: ms(quiet.p(0.99)),
+        rss: opt_mib(quiet.peak_rss),
+        ratio: "1×".into(),
+        goal: String::new(),
+    }
+    .print();
+    Row {
+        scenario: "GET under churn",
+        what: format!(
+            "GET while {CHURN_WRITERS} writers GET+PUT CachedObjects (target 1,000/s): {} writes/s done, {} index events/s, {} conflicts, {} write errors{}",
+            thousands(write_rate),
+            thousands(applied as f64 / busy.elapsed.as_secs_f64()),
+            counts.conflicts.load(Ordering::Relaxed),
+            counts.errors.load(Ordering::Relaxed),
+            errors_note(&busy)
+        ),
+        result: format!("{} req/s", thousands(busy.rps())),
+        p50: ms(busy.p(0.5)),
+        p99: ms(busy.p(0.99)),
+        rss: opt_mib(busy.peak_rss),
+        ratio: format!("{ratio:.2}×"),
+        goal: format!(
+            "≥ 0.8× {}{}",
+            verdict(ratio >= 0.8),
+            if write_rate < 0.95 * CHURN_WRITES_PER_SECOND {
+                " (write rate below target)"
+            } else {
+                ""
+            }
+        ),
+    }
+    .print();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+fn print_header(args: &Args) {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "unknown".into());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    println!("# replication-vw load harness");
+    println!();
+    println!("- date: {now}");
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into());
+    println!(
+        "- nproc: {cpus}; CPU: {}; load average at start: {loadavg}",
+        cpu_model()
+    );
+    println!(
+        "- mode: {}; objects: {}; watchers: {}; ingest: {}; timed runs: {} s (+{} ms warm-up)",
+        if args.quick { "quick" } else { "default" },
+        args.objects,
+        args.watchers,
+        args.ingest_objects,
+        args.duration.as_secs(),
+        args.warmup.as_millis()
+    );
+    println!(
+        "- transport: server and clients in one process, {}; TLS 1.3 (rustls, ring) with the server's own \
+         `tls::serve` + `tls::server_config` for the VW and every baseline; reqwest clients with the admin client certificate",
+        if args.shared_runtime {
+            format!("sharing one tokio runtime ({cpus} workers)")
+        } else {
+            format!("each on its own tokio runtime ({cpus} workers each)")
+        }
+    );
+    println!();
+    println!(
+        "| scenario | server / workload | result | p50 | p99 | peak RSS | vs baseline | goal |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+}
+
+async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Result<()> {
+    if !args.child {
+        print_header(&args);
+    }
+    let _ = std::io::stdout().flush();
+    let mut ctx = Ctx {
+        transport: Transport::new(server_runtime)?,
+        args: args.clone(),
+        vw: None,
+        notes: Vec::new(),
+    };
+    let mut failures = BTreeMap::new();
+    for s in &args.scenarios {
+        let started = Instant::now();
+        let cpu_before = cpu_sample();
+        let threads_before = thread_cpu();
+        let result = match *s {
+            // Beside other scenarios, ingest runs in a child process: a clean heap for its RSS
+            // figures, and its memory is gone before the next scenario.
+            "ingest" if args.scenarios.len() > 1 => ingest_in_child(&mut ctx).await,
+            "ingest" => scenario_ingest(&mut ctx).await,
+            "get" => scenario_get(&mut ctx).await,
+            "list" => scenario_list(&mut ctx).await,
+            "watch" => scenario_watch(&mut ctx).await,
+            "churn" => scenario_churn(&mut ctx).await,
+            other => Err(anyhow!("unknown scenario {other}")),
+        };
+        let elapsed = started.elapsed();
+        progress(&format!("{s} done in {:.1} s", elapsed.as_secs_f64()));
+        if let Some(share) = others_share(cpu_before, cpu_sample()).filter(|_| !args.child) {
+            let used = thread_cpu().since(threads_before);
+            let split = if *s == "ingest" && args.scenarios.len() > 1 {
+                "run in a child process (counted as this run's CPU below)".to_string()
+            } else {
+                format!(
+                    "CPU used by the server runtime {:.1} s, by clients and harness {:.1} s",
+                    used.server, used.rest
+                )
+            };
+            ctx.notes.push(format!(
+                "{s}: {:.1} s; {split}; other processes used {:.0}% of the machine's CPU meanwhile{}",
+                elapsed.as_secs_f64(),
+                share * 100.0,
+                if share > 0.05 {
+                    " (results disturbed by other load)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Err(e) = result {
+            // A scenario that cannot run is a broken harness, not a missed goal.
+            failures.insert(*s, format!("{e:#}"));
+        }
+    }
+    println!();
+    for n in &ctx.notes {
+        println!("- {n}");
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        let msgs: Vec<String> = failures.iter().map(|(s, e)| format!("{s}: {e}")).collect();
+        Err(anyhow!("scenarios failed: {}", msgs.join("; ")))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let build = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name(name)
+            .enable_all()
+            .build()
+    };
+    let (clients, servers) = match (build("load-client"), build(SERVER_THREADS)) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server_handle = if args.shared_runtime {
+        clients.handle().clone()
+    } else {
+        servers.handle().clone()
+    };
+    match clients.block_on(run(args, server_handle)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load harness failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A value as the cache server stores it: the encoded JSON without spare capacity.
+fn stored(mut value: Vec<u8>) -> Bytes {
+    value.shrink_to_fit();
+    Bytes::from(value)
+}

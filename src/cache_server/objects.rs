@@ -152,7 +152,11 @@ fn is_replicated(md: &Map<String, Value>) -> bool {
 
 fn encode(body: &Value) -> Result<Bytes, ObjectError> {
     serde_json::to_vec(body)
-        .map(Bytes::from)
+        .map(|mut v| {
+            // Stored values live long: do not keep the encoder's spare capacity.
+            v.shrink_to_fit();
+            Bytes::from(v)
+        })
         .map_err(|e| ObjectError::BadRequest(e.to_string()))
 }
 

@@ -539,7 +539,8 @@ fn unwrap_inner(
         let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(format!("invalid against its schema: {}", msgs.join("; ")));
     }
-    let bytes = serde_json::to_vec(&inner).map_err(|e| e.to_string())?;
+    let mut bytes = serde_json::to_vec(&inner).map_err(|e| e.to_string())?;
+    bytes.shrink_to_fit();
     let needle = format!("\"{ANN_CLUSTER}\":\"{PLACEHOLDER}\"");
     let at = find(&bytes, needle.as_bytes()).ok_or("internal: cluster placeholder not found")?;
     let split = at + needle.len() - PLACEHOLDER.len() - 2;
@@ -1341,14 +1342,14 @@ mod tests {
         value: Value,
     ) -> Record {
         Record {
-            key: Key {
+            key: Arc::new(Key {
                 group: group.into(),
                 resource: resource.into(),
                 shard: "root".into(),
                 cluster: cluster.into(),
                 namespace: String::new(),
                 name: name.into(),
-            },
+            }),
             revision,
             value: Bytes::from(serde_json::to_vec(&value).unwrap()),
         }

@@ -19,7 +19,7 @@ pub const DEFAULT_HISTORY: usize = 100_000;
 const BROADCAST_CAPACITY: usize = 4096;
 
 struct Inner {
-    objects: BTreeMap<Key, Record>,
+    objects: BTreeMap<Arc<Key>, Record>,
     history: VecDeque<Arc<Event>>,
     revision: u64,
     /// Events with a revision up to and including this one are gone from `history`.
@@ -65,11 +65,30 @@ impl MemoryStore {
 }
 
 impl Shared {
+    /// Commit a create or update and store the record under its shared key.
+    fn put(
+        &self,
+        inner: &mut Inner,
+        kind: EventKind,
+        key: Arc<Key>,
+        value: Bytes,
+        prev: Option<Record>,
+    ) -> Record {
+        let revision = self.commit(inner, kind, key.clone(), value.clone(), prev);
+        let record = Record {
+            key: key.clone(),
+            revision,
+            value,
+        };
+        inner.objects.insert(key, record.clone());
+        record
+    }
+
     fn commit(
         &self,
         inner: &mut Inner,
         kind: EventKind,
-        key: Key,
+        key: Arc<Key>,
         value: Bytes,
         prev: Option<Record>,
     ) -> u64 {
@@ -180,20 +199,9 @@ impl Store for MemoryStore {
         if inner.objects.contains_key(&key) {
             return Err(StoreError::AlreadyExists);
         }
-        let revision = self.shared.commit(
-            &mut inner,
-            EventKind::Created,
-            key.clone(),
-            value.clone(),
-            None,
-        );
-        let record = Record {
-            key: key.clone(),
-            revision,
-            value,
-        };
-        inner.objects.insert(key, record.clone());
-        Ok(record)
+        Ok(self
+            .shared
+            .put(&mut inner, EventKind::Created, Arc::new(key), value, None))
     }
 
     async fn update(
@@ -204,39 +212,32 @@ impl Store for MemoryStore {
     ) -> Result<Record, StoreError> {
         let mut inner = self.shared.inner.write();
         let prev = Shared::current(&inner, &key, expected)?;
-        let revision = self.shared.commit(
-            &mut inner,
-            EventKind::Updated,
-            key.clone(),
-            value.clone(),
-            Some(prev),
-        );
-        let record = Record {
-            key: key.clone(),
-            revision,
-            value,
-        };
-        inner.objects.insert(key, record.clone());
-        Ok(record)
+        // Reuse the map's shared key.
+        let key = prev.key.clone();
+        Ok(self
+            .shared
+            .put(&mut inner, EventKind::Updated, key, value, Some(prev)))
     }
 
     async fn delete(&self, key: &Key, expected: Option<u64>) -> Result<Record, StoreError> {
         let mut inner = self.shared.inner.write();
-        let prev = Shared::current(&inner, key, expected)?.value;
+        Shared::current(&inner, key, expected)?;
         let Some(removed) = inner.objects.remove(key) else {
             return Err(StoreError::NotFound);
         };
+        let value = removed.value.clone();
+        let key = removed.key.clone();
         let revision = self.shared.commit(
             &mut inner,
             EventKind::Deleted,
             key.clone(),
-            prev.clone(),
+            value.clone(),
             Some(removed),
         );
         Ok(Record {
-            key: key.clone(),
+            key,
             revision,
-            value: prev,
+            value,
         })
     }
 
@@ -253,7 +254,7 @@ impl Store for MemoryStore {
             });
         }
         // Undo, newest first, every change after `revision`.
-        let mut objects: BTreeMap<Key, Record> = current
+        let mut objects: BTreeMap<Arc<Key>, Record> = current
             .records
             .into_iter()
             .map(|r| (r.key.clone(), r))

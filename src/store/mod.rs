@@ -103,8 +103,8 @@ impl Scope {
 /// One stored object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    /// Its key.
-    pub key: Key,
+    /// Its key (shared with the store's map and its history).
+    pub key: Arc<Key>,
     /// Revision of its last modification.
     pub revision: u64,
     /// The encoded object (JSON), without resourceVersion.
@@ -130,7 +130,7 @@ pub struct Event {
     /// Kind.
     pub kind: EventKind,
     /// Key.
-    pub key: Key,
+    pub key: Arc<Key>,
     /// New value (or the last value for deletes).
     pub value: Bytes,
     /// Previous value for updates and deletes.
