@@ -1592,3 +1592,23 @@ async fn the_cache_api_pages_lists_from_one_revision_and_serves_discovery() -> R
     assert!(names.contains(&"cachedobjects"), "{names:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_cache_api_serves_openapi_for_its_kcp_types() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let base = format!("/services/cache/shards/*/clusters/{PROVIDER}");
+    let (code, index) = fx.get(Caller::Admin, &format!("{base}/openapi/v3")).await?;
+    assert_eq!(code, StatusCode::OK, "{index}");
+    let url = index["paths"]["apis/cache.kcp.io/v1alpha1"]["serverRelativeURL"]
+        .as_str()
+        .context("cache.kcp.io is indexed")?
+        .to_string();
+    let (code, doc) = fx.get(Caller::Admin, &format!("{base}{url}")).await?;
+    assert_eq!(code, StatusCode::OK, "{doc}");
+    let kind = &doc["components"]["schemas"]["io.kcp.cache.v1alpha1.CachedObject"];
+    assert_eq!(
+        kind["x-kubernetes-group-version-kind"][0]["kind"],
+        "CachedObject"
+    );
+    Ok(())
+}

@@ -7,6 +7,7 @@
 
 pub mod discovery;
 pub mod objects;
+pub mod openapi;
 pub mod resources;
 
 use crate::api::params::{ListOptions, check_fields, name_selector, parse_revision};
@@ -188,6 +189,9 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
                     .headers()
                     .get(axum::http::header::ACCEPT)
                     .and_then(|v| v.to_str().ok());
+                if tail.first().is_some_and(|s| s == "openapi") {
+                    return openapi::serve(&tail);
+                }
                 return discovery::serve(&tail, accept);
             }
             return Err(e);
@@ -364,7 +368,13 @@ fn discovery_tail(path: &str) -> Option<Vec<String>> {
     let shape: Vec<&str> = segs.iter().map(String::as_str).collect();
     matches!(
         shape.as_slice(),
-        ["api"] | ["api", "v1"] | ["apis"] | ["apis", _] | ["apis", _, _]
+        ["api"]
+            | ["api", "v1"]
+            | ["apis"]
+            | ["apis", _]
+            | ["apis", _, _]
+            | ["openapi", "v3"]
+            | ["openapi", "v3", "apis", _, _]
     )
     .then_some(segs)
 }
