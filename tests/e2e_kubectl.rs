@@ -7,9 +7,7 @@ mod common;
 use common::*;
 use replication_vw::model::naming::cached_object_name;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const CPU: &str = "cloud.example.com/v1";
@@ -150,14 +148,7 @@ async fn a_running_watch_sees_a_change_written_through_the_cache_server() {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = line_reader(stdout);
     let mut seen = Vec::new();
     while seen.len() < 3 {
         seen.push(

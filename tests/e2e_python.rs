@@ -10,7 +10,6 @@ use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// A Python with the `kubernetes` client: `$PYTHON_KUBERNETES`, else a venv made once.
@@ -54,14 +53,7 @@ async fn a_python_informer_syncs_watches_and_recovers_from_gone() {
         .spawn()
         .expect("the informer starts");
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = line_reader(stdout);
     let stderr = child.stderr.take().unwrap();
     let errors = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let sink = errors.clone();

@@ -87,15 +87,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let logs = line_reader(child.stderr.take().unwrap());
         let kubeconfig = data_dir.path().join("admin.kubeconfig");
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = loop {
@@ -253,6 +245,19 @@ impl Server {
             self.url
         )
     }
+}
+
+/// Lines read from a child's pipe by a background thread.
+pub fn line_reader(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// Run a command, returning its output.
