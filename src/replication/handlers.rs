@@ -483,14 +483,15 @@ fn get(
             .ok_or_else(|| Status::not_found(&api.group, &api.resource, name))?
     };
     let c = cluster_literal(cluster);
-    let defs = column_defs(api);
+    // Column definitions are only part of a Table; a plain GET must not pay for them.
+    let defs = matches!(view, View::Table(..)).then(|| column_defs(api));
     Ok(json_ok(render(
         view,
         api,
         &object,
         &c,
         object.revision,
-        Some(&defs),
+        defs.as_deref(),
     )))
 }
 
