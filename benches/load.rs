@@ -24,8 +24,8 @@ use axum::response::IntoResponse as _;
 use axum::routing::get;
 use bytes::Bytes;
 use replication_vw::api::watch::FRAMES_BUILT;
+use replication_vw::controllers::wrap;
 use replication_vw::replication::Index;
-use replication_vw::seed::controllers::wrap;
 use replication_vw::server::authn::Authenticator;
 use replication_vw::server::{AppState, app, tls};
 use replication_vw::store::memory::MemoryStore;
@@ -479,15 +479,10 @@ impl Vw {
     async fn start(transport: &Transport, objects: usize) -> anyhow::Result<Self> {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let index = Arc::new(Index::new());
-        let state = AppState {
-            store: store.clone(),
-            index: index.clone(),
-            authenticator: Arc::new(Authenticator::new(None)),
-            seed_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        };
+        let state = AppState::new(store.clone(), index.clone(), Authenticator::new(None));
         let listening = listen(transport, app(state.clone()))?;
         let url = format!("https://127.0.0.1:{}", listening.port);
-        seed_catalog(store.as_ref(), &url).await?;
+        seed_catalog(store.clone(), &url).await?;
         state.seed_loaded.store(true, Ordering::Release);
         let started = Instant::now();
         let mut cached_names = Vec::with_capacity(objects);
@@ -553,10 +548,10 @@ impl Vw {
 }
 
 /// Apply `examples/cloud-co` (catalog, bindings, RBAC, three Public CPU flavors).
-async fn seed_catalog(store: &dyn Store, url: &str) -> anyhow::Result<()> {
+async fn seed_catalog(store: Arc<dyn Store>, url: &str) -> anyhow::Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/cloud-co");
     let manifests = replication_vw::seed::read_dirs(&[dir])?;
-    replication_vw::seed::apply(store, manifests, url).await?;
+    replication_vw::seed::load(store, manifests, url).await?;
     Ok(())
 }
 
@@ -1248,8 +1243,8 @@ async fn scenario_watch(ctx: &mut Ctx) -> anyhow::Result<()> {
 async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
     let n = ctx.args.ingest_objects;
     progress(&format!("ingest: {n} objects"));
-    let store = MemoryStore::default();
-    seed_catalog(&store, "https://127.0.0.1:6443").await?;
+    let store = Arc::new(MemoryStore::default());
+    seed_catalog(store.clone(), "https://127.0.0.1:6443").await?;
     let rss0 = rss();
     reset_peak_rss();
     let (mut raw, mut capacity) = (0u64, 0u64);

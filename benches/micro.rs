@@ -13,6 +13,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use replication_vw::api::selector::LabelSelector;
 use replication_vw::api::watch::{self, EventType};
+use replication_vw::controllers::wrap;
 use replication_vw::model::types::Names;
 use replication_vw::replication::body::ListBody;
 use replication_vw::replication::index::{
@@ -20,7 +21,6 @@ use replication_vw::replication::index::{
 };
 use replication_vw::replication::url::digest;
 use replication_vw::schema::structural::Structural as Validator;
-use replication_vw::seed::controllers::wrap;
 use replication_vw::store::memory::{DEFAULT_HISTORY, MemoryStore};
 use replication_vw::store::{Key, Scope, Store};
 use serde_json::{Value, json};
@@ -449,12 +449,12 @@ where
 fn served_event(rt: &tokio::runtime::Runtime, i: usize) -> Option<Arc<ServedEvent>> {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cloud-co"));
     let manifests = replication_vw::seed::read_dirs(&[dir]).ok()?;
-    let store = MemoryStore::new(DEFAULT_HISTORY);
+    let store = Arc::new(MemoryStore::new(DEFAULT_HISTORY));
     let bytes = cached_object(i);
     let wrapped: Value = serde_json::from_slice(&bytes).ok()?;
     let name = wrapped.pointer("/metadata/name")?.as_str()?.to_string();
     let listing = rt.block_on(async {
-        replication_vw::seed::apply(&store, manifests, "https://127.0.0.1:6443")
+        replication_vw::seed::load(store.clone(), manifests, "https://127.0.0.1:6443")
             .await
             .ok()?;
         let key = Key {

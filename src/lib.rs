@@ -11,9 +11,12 @@
 
 pub mod api;
 pub mod cache_server;
+pub mod controllers;
 pub mod model;
 pub mod replication;
+pub mod rest;
 pub mod schema;
 pub mod seed;
 pub mod server;
 pub mod store;
+pub mod workspaces;

@@ -89,7 +89,7 @@ async fn a_chunked_list_returns_every_flavor_exactly_once() {
             "metadata": {"name": format!("cpu-extra-{i}"), "uid": format!("u-{i}"), "resourceVersion": "9000",
                 "labels": {"cloud.example.com/visibility": "Public"}, "annotations": {"kcp.io/cluster": PROVIDER}},
             "spec": {"cores": i + 1}});
-        let w = replication_vw::seed::controllers::wrap(
+        let w = replication_vw::controllers::wrap(
             &src,
             "cloud.example.com",
             "v1",

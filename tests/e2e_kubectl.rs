@@ -237,13 +237,7 @@ async fn an_object_that_fails_its_schema_is_not_served_while_the_others_are() {
             "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": "5000",
                 "labels": {"cloud.example.com/visibility": "Public"}, "annotations": {"kcp.io/cluster": PROVIDER}},
             "spec": {"cores": cores}});
-        replication_vw::seed::controllers::wrap(
-            &src,
-            "cloud.example.com",
-            "v1",
-            "cpuflavors",
-            "root",
-        )
+        replication_vw::controllers::wrap(&src, "cloud.example.com", "v1", "cpuflavors", "root")
     };
     for (name, cores) in [("cpu-broken", json!("many")), ("cpu-new", json!(32))] {
         let r = client

@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
+use replication_vw::controllers::wrap;
 use replication_vw::model::naming::{cached_object_name, identity_hash};
-use replication_vw::seed::controllers::wrap;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

@@ -27,7 +27,6 @@ use replication_vw::store::{Scope, Store};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tower::ServiceExt;
 
@@ -78,17 +77,19 @@ impl Fixture {
     async fn new() -> Result<Self> {
         let store = Arc::new(MemoryStore::default());
         let manifests = seed::read_dirs(&[example_dir()])?;
-        seed::apply(store.as_ref(), manifests, EXTERNAL_URL).await?;
+        seed::load(store.clone(), manifests, EXTERNAL_URL).await?;
         let index = Arc::new(Index::new());
         index.reset(&store.list(&Scope::all()).await?);
         let tokens = std::fs::read_to_string(example_dir().join("tokens.csv"))?;
         let dyn_store: Arc<dyn Store> = store.clone();
-        let state = AppState {
-            store: dyn_store,
-            index: index.clone(),
-            authenticator: Arc::new(Authenticator::new(Some(TokenFile::parse(&tokens)?))),
-            seed_loaded: Arc::new(AtomicBool::new(true)),
-        };
+        let state = AppState::new(
+            dyn_store,
+            index.clone(),
+            Authenticator::new(Some(TokenFile::parse(&tokens)?)),
+        );
+        state
+            .seed_loaded
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(Fixture {
             store,
             index,
@@ -1459,13 +1460,8 @@ async fn objects_are_pruned_and_defaulted_at_ingest_as_their_schema_says() -> Re
         "metadata": {"name": "cpu-plain", "uid": "u-plain", "resourceVersion": "7000",
             "labels": {"cloud.example.com/visibility": "Public"}, "annotations": {"kcp.io/cluster": PROVIDER}},
         "spec": {"cores": 1, "turbo": true}});
-    let wrapped = replication_vw::seed::controllers::wrap(
-        &src,
-        "cloud.example.com",
-        "v1",
-        "cpuflavors",
-        "root",
-    );
+    let wrapped =
+        replication_vw::controllers::wrap(&src, "cloud.example.com", "v1", "cpuflavors", "root");
     let (code, body) = fx
         .json(
             Caller::Admin,

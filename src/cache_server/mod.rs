@@ -10,27 +10,22 @@ pub mod objects;
 pub mod openapi;
 pub mod resources;
 
-use crate::api::params::{ListOptions, check_fields, name_selector, parse_revision};
-use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::params::{ListOptions, name_selector};
 use crate::api::user::RequestUser;
-use crate::api::watch::{self, EventType};
-use crate::api::{Status, json_response, labels_of};
+use crate::api::{Status, json_response};
 use crate::model::is_cluster_name;
-use crate::store::{EventKind, GroupResource, Scope, Store, StoreError};
+use crate::rest::{self, Collection, read_json, selected, to_vec, verb_of};
+use crate::store::{GroupResource, Scope, Store, StoreError};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use bytes::Bytes;
-use futures_util::StreamExt;
+
 use objects::{Location, ObjectError};
 use resources::ServedResource;
 use serde_json::Value;
 use std::sync::Arc;
-
-/// Largest accepted request body.
-const MAX_BODY: usize = 16 << 20;
 
 /// Shared state of the cache server handlers.
 #[derive(Clone)]
@@ -167,10 +162,6 @@ async fn handle(State(cs): State<CacheServer>, req: Request) -> Response {
     }
 }
 
-fn to_vec(v: &Value) -> Result<Vec<u8>, Status> {
-    serde_json::to_vec(v).map_err(Status::internal)
-}
-
 async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let user = RequestUser::require(req.extensions())?;
     let decoded = crate::api::params::decoded_path(req.uri().path());
@@ -224,14 +215,15 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
     let store = cs.store.as_ref();
+    let collection = collection(res, &api_version);
     match (method, path.name.clone()) {
         (Method::GET, None) => {
             let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
             let scope = scope_of(res, &path);
             if opts.watch {
-                watch_objects(cs.store.clone(), res, scope, opts, api_version).await
+                rest::watch(cs.store.clone(), collection, scope, opts).await
             } else {
-                list_objects(store, res, &scope, &opts, &api_version).await
+                rest::list(store, &collection, &scope, &opts).await
             }
         }
         (Method::GET, Some(name)) => {
@@ -239,14 +231,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             if opts.watch {
                 let mut opts = opts;
                 opts.field_selector = name_selector(&opts.field_selector, &name)?;
-                return watch_objects(
-                    cs.store.clone(),
-                    res,
-                    scope_of(res, &path),
-                    opts,
-                    api_version,
-                )
-                .await;
+                return rest::watch(cs.store.clone(), collection, scope_of(res, &path), opts).await;
             }
             let cluster = path.cluster.clone().ok_or_else(|| {
                 Status::bad_request("a concrete cluster is required to get an object")
@@ -301,10 +286,8 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
         }
         (Method::DELETE, Some(name)) => {
             let (shard, cluster) = concrete(&path)?;
-            let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
-                .await
-                .map_err(|e| Status::bad_request(e.to_string()))?;
-            let expected = precondition(&body)?;
+            let body = rest::read_body(req).await?;
+            let (expected, _) = rest::preconditions(&body)?;
             let loc = location(res, &path.version, &shard, &cluster, &path.namespace);
             let rec = objects::delete(store, &loc.key(&name), expected)
                 .await
@@ -379,24 +362,19 @@ fn discovery_tail(path: &str) -> Option<Vec<String>> {
     .then_some(segs)
 }
 
-/// The Kubernetes verb of a request.
-pub fn verb_of(method: &Method, named: bool, query: Option<&str>, watch_path: bool) -> String {
-    let watch = watch_path
-        || crate::api::params::parse_query(query)
-            .iter()
-            .any(|(k, v)| k == "watch" && crate::api::params::truthy(v));
-    match *method {
-        Method::GET | Method::HEAD if watch => "watch",
-        Method::GET | Method::HEAD if named => "get",
-        Method::GET | Method::HEAD => "list",
-        Method::POST => "create",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE if named => "delete",
-        Method::DELETE => "deletecollection",
-        _ => return method.as_str().to_ascii_lowercase(),
+/// The generic list/watch view of a cache server resource.
+fn collection(res: &'static ServedResource, api_version: &str) -> Collection {
+    let av = api_version.to_string();
+    Collection {
+        group: res.group.to_string(),
+        resource: res.resource.to_string(),
+        kind: res.kind.to_string(),
+        api_version: api_version.to_string(),
+        namespaced: res.namespaced,
+        present: Arc::new(move |value, key, revision| {
+            objects::present(value, key, revision, &av).ok()
+        }),
     }
-    .to_string()
 }
 
 fn location<'a>(
@@ -431,280 +409,6 @@ fn scope_of(res: &ServedResource, path: &CachePath) -> Scope {
         cluster: path.cluster.clone(),
         namespace: (!path.namespace.is_empty()).then(|| path.namespace.clone()),
     }
-}
-
-async fn read_json(req: Request) -> Result<Value, Status> {
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
-        .await
-        .map_err(|e| Status::bad_request(e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Status::bad_request(format!("the body of the request could not be decoded: {e}"))
-    })
-}
-
-fn precondition(body: &Bytes) -> Result<Option<u64>, Status> {
-    if body.is_empty() {
-        return Ok(None);
-    }
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| Status::bad_request(format!("invalid DeleteOptions: {e}")))?;
-    parse_revision(
-        v.pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str),
-    )
-}
-
-/// Whether a presented object passes the label and field selectors.
-fn selected(v: &Value, ls: &LabelSelector, fs: &FieldSelector) -> bool {
-    if !ls.is_everything() && !ls.matches(&labels_of(v)) {
-        return false;
-    }
-    fs.is_everything()
-        || fs.matches_with(|f| match f {
-            "metadata.name" => v.pointer("/metadata/name").and_then(Value::as_str),
-            "metadata.namespace" => v.pointer("/metadata/namespace").and_then(Value::as_str),
-            _ => None,
-        })
-}
-
-/// A cache server `continue` token: the snapshot revision and the last key returned.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ContinueToken {
-    v: String,
-    rv: u64,
-    start: [String; 6],
-}
-
-fn key_parts(k: &crate::store::Key) -> [String; 6] {
-    [
-        k.group.clone(),
-        k.resource.clone(),
-        k.shard.clone(),
-        k.cluster.clone(),
-        k.namespace.clone(),
-        k.name.clone(),
-    ]
-}
-
-async fn list_objects(
-    store: &dyn Store,
-    res: &ServedResource,
-    scope: &Scope,
-    opts: &ListOptions,
-    api_version: &str,
-) -> Result<Response, Status> {
-    use crate::api::params::RvMatch;
-    use base64::Engine;
-    check_fields(&opts.field_selector, res.namespaced)?;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let requested = opts.revision()?;
-    let resume: Option<ContinueToken> = match &opts.continue_token {
-        Some(t) => Some(
-            b64.decode(t.trim_end_matches('='))
-                .ok()
-                .and_then(|raw| serde_json::from_slice(&raw).ok())
-                .ok_or_else(|| Status::bad_request("continue key is not valid"))?,
-        ),
-        None => None,
-    };
-    let exact = match (opts.resource_version_match, requested, opts.limit) {
-        (Some(RvMatch::Exact), Some(n), _) | (None, Some(n), Some(_)) => Some(n),
-        _ => None,
-    };
-    let listing = match (resume.as_ref().map(|t| t.rv), exact) {
-        (Some(rv), _) => store.list_at(scope, rv).await.map_err(|e| match e {
-            StoreError::Expired { .. } => Status::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
-            other => Status::internal(other),
-        })?,
-        (None, Some(rv)) => store.list_at(scope, rv).await.map_err(|e| match e {
-            StoreError::Expired { .. } => Status::expired("The resourceVersion for the provided list is too old."),
-            other => Status::internal(other),
-        })?,
-        (None, None) => store.list(scope).await.map_err(|e| ObjectError::from(e).to_status(res, ""))?,
-    };
-    let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
-    let mut items: Vec<Vec<u8>> = Vec::new();
-    let mut last_key = None;
-    let mut more = 0u64;
-    for record in &listing.records {
-        if let Some(t) = &resume
-            && key_parts(&record.key) <= t.start
-        {
-            continue;
-        }
-        let v = match objects::present(&record.value, &record.key, record.revision, api_version) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(key = %record.key, error = %e, "Skipping a stored object that does not decode.");
-                continue;
-            }
-        };
-        if !selected(&v, &opts.label_selector, &opts.field_selector) {
-            continue;
-        }
-        if items.len() >= limit {
-            more += 1;
-            continue;
-        }
-        items.push(to_vec(&v)?);
-        last_key = Some(key_parts(&record.key));
-    }
-    let mut metadata = serde_json::json!({"resourceVersion": listing.revision.to_string()});
-    if more > 0
-        && let Some(start) = last_key
-    {
-        let token = ContinueToken {
-            v: "meta.k8s.io/v1".into(),
-            rv: listing.revision,
-            start,
-        };
-        metadata["continue"] = Value::String(b64.encode(to_vec(
-            &serde_json::to_value(&token).map_err(Status::internal)?,
-        )?));
-        if opts.label_selector.is_everything() && opts.field_selector.is_everything() {
-            metadata["remainingItemCount"] = Value::from(more);
-        }
-    }
-    let size: usize = items.iter().map(|i| i.len() + 1).sum();
-    let mut body = Vec::with_capacity(256 + size);
-    body.extend_from_slice(b"{\"apiVersion\":");
-    body.extend_from_slice(&to_vec(&Value::String(api_version.to_string()))?);
-    body.extend_from_slice(format!(",\"kind\":\"{}List\",\"metadata\":", res.kind).as_bytes());
-    body.extend_from_slice(&to_vec(&metadata)?);
-    body.extend_from_slice(b",\"items\":[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item);
-    }
-    body.extend_from_slice(b"]}");
-    Ok(json_response(200, body))
-}
-
-async fn watch_objects(
-    store: Arc<dyn Store>,
-    res: &'static ServedResource,
-    scope: Scope,
-    opts: ListOptions,
-    api_version: String,
-) -> Result<Response, Status> {
-    check_fields(&opts.field_selector, res.namespaced)?;
-    let requested = opts.revision()?;
-    let initial = opts.send_initial_events.unwrap_or(requested.is_none());
-    let mut frames: Vec<Bytes> = Vec::new();
-    let after = if initial {
-        let listing = store
-            .list(&scope)
-            .await
-            .map_err(|e| ObjectError::from(e).to_status(res, ""))?;
-        for record in &listing.records {
-            if let Ok(v) =
-                objects::present(&record.value, &record.key, record.revision, &api_version)
-                && selected(&v, &opts.label_selector, &opts.field_selector)
-            {
-                frames.push(watch::frame(EventType::Added, &[&to_vec(&v)?]));
-            }
-        }
-        if opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks {
-            frames.push(watch::bookmark_frame(
-                &api_version,
-                res.kind,
-                listing.revision,
-                true,
-            ));
-        }
-        listing.revision
-    } else {
-        match requested {
-            Some(rv) => rv,
-            None => store.revision().await.map_err(Status::internal)?,
-        }
-    };
-    let stream = match store.watch(scope, after).await {
-        Ok(s) => s,
-        Err(StoreError::Expired { requested, oldest }) => {
-            let st = Status::expired(format!("too old resource version: {requested} ({oldest})"));
-            let one = futures_util::stream::once(async move {
-                Ok::<_, std::io::Error>(watch::error_frame(&st))
-            });
-            return Ok(watch::response(one));
-        }
-        Err(e) => return Err(Status::internal(e)),
-    };
-    let ls = opts.label_selector.clone();
-    let fs = opts.field_selector.clone();
-    let bookmarks = opts.allow_watch_bookmarks;
-    let kind = res.kind;
-    let deadline = tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds);
-    let live = futures_util::stream::unfold(
-        (stream, 0u64, false),
-        move |(mut stream, mut last, done)| {
-            let ls = ls.clone();
-            let fs = fs.clone();
-            let api_version = api_version.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    let tick = tokio::time::sleep(watch::BOOKMARK_INTERVAL);
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => return None,
-                        _ = tick, if bookmarks && last > 0 => {
-                            return Some((Ok(watch::bookmark_frame(&api_version, kind, last, false)), (stream, last, false)));
-                        }
-                        next = stream.next() => {
-                            let event = match next {
-                                None => return None,
-                                Some(Err(StoreError::Expired { requested, oldest })) => {
-                                    let st = Status::expired(format!("too old resource version: {requested} ({oldest})"));
-                                    return Some((Ok(watch::error_frame(&st)), (stream, last, true)));
-                                }
-                                Some(Err(e)) => {
-                                    return Some((Ok(watch::error_frame(&Status::internal(e))), (stream, last, true)));
-                                }
-                                Some(Ok(e)) => e,
-                            };
-                            last = event.revision;
-                            if let Some(frame) = event_frame(&event, &ls, &fs, &api_version) {
-                                return Some((Ok(frame), (stream, last, false)));
-                            }
-                        }
-                    }
-                }
-            }
-        },
-    );
-    let initial = futures_util::stream::iter(frames.into_iter().map(Ok));
-    Ok(watch::response(initial.chain(live)))
-}
-
-/// The frame for one store event as a selector-filtered watcher sees it (kube's transitions).
-fn event_frame(
-    event: &crate::store::Event,
-    ls: &LabelSelector,
-    fs: &FieldSelector,
-    api_version: &str,
-) -> Option<Bytes> {
-    let present = |b: &[u8]| objects::present(b, &event.key, event.revision, api_version).ok();
-    let new = present(&event.value)?;
-    let new_match = selected(&new, ls, fs);
-    let old_match = event
-        .prev
-        .as_ref()
-        .and_then(|p| present(p))
-        .is_some_and(|old| selected(&old, ls, fs));
-    let kind = match event.kind {
-        EventKind::Created if new_match => EventType::Added,
-        EventKind::Updated if new_match && old_match => EventType::Modified,
-        EventKind::Updated if new_match => EventType::Added,
-        EventKind::Updated if old_match => EventType::Deleted,
-        EventKind::Deleted if new_match => EventType::Deleted,
-        _ => return None,
-    };
-    let bytes = serde_json::to_vec(&new).ok()?;
-    Some(watch::frame(kind, &[&bytes]))
 }
 
 #[cfg(test)]

@@ -1,22 +1,21 @@
-//! The seed loader: applies a directory of manifests as the local kcp shard (`root`) would,
-//! writing the results into the cache through the cache server's object semantics.
+//! The seed loader: applies directories of manifests through the workspaces API, as
+//! `kubectl apply` would, in dependency order (workspaces, namespaces, CRDs, schemas, secrets and
+//! RBAC, custom resources, CachedResources, endpoint slices, APIExports, APIBindings). The
+//! controllers then do the rest, as the shard does in kcp.
 //!
-//! kcp API objects are written as they are, completed with what the shard's controllers would
-//! fill in ([`controllers`]): identity hashes, CachedResource status and default endpoint slices,
-//! APIBinding status, the consumers' resource-bindings annotations. Every other document is a
-//! source object, wrapped into a CachedObject for each CachedResource that selects it.
+//! Each manifest names its workspace with the `kcp.io/cluster` annotation (a logical cluster
+//! name) or `kcp.io/path` (a workspace path such as `root:cloudco`).
 
-pub mod controllers;
-
-use crate::cache_server::objects::{self, Location, ObjectError};
-use crate::cache_server::resources;
-use crate::model::ANN_CLUSTER;
+use crate::controllers::Controllers;
+use crate::model::{ANN_CLUSTER, ANN_PATH};
 use crate::store::Store;
+use crate::workspaces::objects::{Part, Workspaces, WsError};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The shard name the embedded server acts as.
-pub const LOCAL_SHARD: &str = "root";
+pub const LOCAL_SHARD: &str = crate::workspaces::objects::SHARD;
 
 /// Errors of seed loading.
 #[derive(Debug, thiserror::Error)]
@@ -48,21 +47,24 @@ pub enum SeedError {
         /// What is wrong.
         message: String,
     },
-    /// Writing to the cache failed.
-    #[error("writing {what}: {source}")]
+    /// Writing an object failed.
+    #[error("applying {what}: {source}")]
     Write {
         /// The object.
         what: String,
         /// Cause.
         #[source]
-        source: ObjectError,
+        source: Box<WsError>,
     },
+    /// The controllers failed.
+    #[error("controllers: {0}")]
+    Controllers(String),
 }
 
 /// One parsed manifest with where it came from.
 #[derive(Debug, Clone)]
 pub struct Manifest {
-    /// Logical cluster (`kcp.io/cluster`).
+    /// Workspace: a logical cluster name (`kcp.io/cluster`) or a path (`kcp.io/path`).
     pub cluster: String,
     /// The object.
     pub object: Value,
@@ -124,86 +126,129 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, SeedError> {
         {
             return Err(err("missing metadata.name"));
         }
-        let cluster = object
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(ANN_CLUSTER))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if !crate::model::is_cluster_name(&cluster) {
-            return Err(err(
-                "missing or invalid kcp.io/cluster annotation (a logical cluster name)",
-            ));
-        }
+        let annotation = |k: &str| {
+            object
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let cluster = match (annotation(ANN_CLUSTER), annotation(ANN_PATH)) {
+            (c, _) if crate::model::is_cluster_name(&c) => c,
+            (c, p) if c.is_empty() && !p.is_empty() => p,
+            _ => {
+                return Err(err(
+                    "missing or invalid kcp.io/cluster annotation (a logical cluster name) and no kcp.io/path",
+                ));
+            }
+        };
         out.push(Manifest { cluster, object });
     }
     Ok(out)
 }
 
-/// What the loader wrote, for start-up logging.
+/// What the loader applied, for start-up logging.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
-    /// Objects written to the cache.
+    /// Objects created or updated.
     pub written: usize,
-    /// Source objects wrapped into CachedObjects (one per matching CachedResource).
-    pub wrapped: usize,
+    /// Workspaces (LogicalClusters) among them: (logical cluster, path).
+    pub workspaces: Vec<(String, String)>,
 }
 
-/// Apply manifests to the cache as the local shard, with `external_url` as this server's
-/// virtual workspace URL.
-pub async fn apply(
-    store: &dyn Store,
-    manifests: Vec<Manifest>,
-    external_url: &str,
-) -> Result<Summary, SeedError> {
-    let plan = controllers::plan(manifests, LOCAL_SHARD, external_url);
+/// Dependency order of a manifest's kind (lower first).
+fn rank(object: &Value) -> u8 {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "LogicalCluster" => 0,
+        "Namespace" => 1,
+        "CustomResourceDefinition" => 2,
+        "APIResourceSchema" | "Secret" | "ConfigMap" | "ClusterRole" | "Role" => 3,
+        "ClusterRoleBinding" | "RoleBinding" => 4,
+        "CachedResource" => 6,
+        "CachedResourceEndpointSlice" => 7,
+        "APIExport" => 8,
+        "APIBinding" => 9,
+        _ => 5,
+    }
+}
+
+/// Apply manifests through the workspaces API (create, or update what exists).
+pub async fn apply(ws: &Workspaces, mut manifests: Vec<Manifest>) -> Result<Summary, SeedError> {
+    manifests.sort_by_key(|m| rank(&m.object));
     let mut summary = Summary::default();
-    for (cluster, object) in plan.objects {
-        write(store, &cluster, object).await?;
+    for Manifest { cluster, object } in manifests {
+        let s = |p: &str| {
+            object
+                .pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let (api_version, kind_name, name, namespace) = (
+            s("/apiVersion"),
+            s("/kind"),
+            s("/metadata/name"),
+            s("/metadata/namespace"),
+        );
+        let what = format!("{kind_name} {cluster}|{name}");
+        let lc_path = s("/metadata/annotations/kcp.io~1path");
+        let wrap = |source: WsError| SeedError::Write {
+            what: what.clone(),
+            source: Box::new(source),
+        };
+        let cluster = if kind_name == "LogicalCluster" {
+            cluster
+        } else {
+            ws.resolve(&cluster).await.map_err(wrap)?
+        };
+        let kind = ws
+            .find_kind(&cluster, &api_version, &kind_name)
+            .await
+            .map_err(wrap)?;
+        let namespace = if kind.namespaced && namespace.is_empty() {
+            "default".to_string()
+        } else {
+            namespace
+        };
+        match ws.create(&kind, &cluster, &namespace, object.clone()).await {
+            Ok(_) => {}
+            Err(WsError::AlreadyExists { .. }) => {
+                let mut body = object;
+                if let Some(md) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+                    md.remove("resourceVersion");
+                }
+                ws.update(&kind, &cluster, &namespace, &name, body, Part::Main)
+                    .await
+                    .map_err(wrap)?;
+            }
+            Err(e) => return Err(wrap(e)),
+        }
+        if kind_name == "LogicalCluster" {
+            summary.workspaces.push((cluster.clone(), lc_path));
+        }
         summary.written += 1;
     }
-    summary.wrapped = plan.wrapped;
     Ok(summary)
 }
 
-/// Create an object in the cache, or replace it when it exists already.
-pub async fn write(store: &dyn Store, cluster: &str, object: Value) -> Result<(), SeedError> {
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let what = format!("{kind} {cluster}|{name}");
-    let (group, version) = api_version
-        .split_once('/')
-        .unwrap_or(("", api_version.as_str()));
-    let res = resources::by_kind(group, &kind).ok_or_else(|| SeedError::Write {
-        what: what.clone(),
-        source: ObjectError::BadRequest(format!("{group} {kind} is not stored in the cache")),
-    })?;
-    let loc = Location {
-        res,
-        version,
-        shard: LOCAL_SHARD,
-        cluster,
-        namespace: "",
-    };
-    match objects::create(store, &loc, object.clone()).await {
-        Ok(_) => Ok(()),
-        Err(ObjectError::AlreadyExists) => objects::update(store, &loc, &name, object)
-            .await
-            .map(|_| ())
-            .map_err(|source| SeedError::Write { what, source }),
-        Err(source) => Err(SeedError::Write { what, source }),
-    }
+/// Load manifests into `cache` without a server: a transient local shard applies them and its
+/// controllers run until they settle, replicating into `cache` as shard `root` with `vw_url`
+/// as this server's URL. For tests and benchmarks that need a filled cache.
+pub async fn load(
+    cache: Arc<dyn Store>,
+    manifests: Vec<Manifest>,
+    vw_url: &str,
+) -> Result<Summary, SeedError> {
+    let ws = Arc::new(Workspaces::new(Arc::new(
+        crate::store::memory::MemoryStore::default(),
+    )));
+    let summary = apply(&ws, manifests).await?;
+    let controllers = Controllers::new(ws, cache, LOCAL_SHARD, vw_url);
+    controllers
+        .settle(50)
+        .await
+        .map_err(|e| SeedError::Controllers(e.to_string()))?;
+    Ok(summary)
 }

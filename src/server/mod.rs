@@ -32,6 +32,24 @@ pub struct AppState {
     pub authenticator: Arc<Authenticator>,
     /// Set once the seed has been written.
     pub seed_loaded: Arc<AtomicBool>,
+    /// The local shard's workspaces.
+    pub workspaces: Arc<crate::workspaces::objects::Workspaces>,
+}
+
+impl AppState {
+    /// State over a cache store and a fresh local shard, with no users but `system:masters`
+    /// client certificates (tests replace the authenticator as they need).
+    pub fn new(store: Arc<dyn Store>, index: Arc<Index>, authenticator: Authenticator) -> Self {
+        AppState {
+            store,
+            index,
+            authenticator: Arc::new(authenticator),
+            seed_loaded: Arc::new(AtomicBool::new(false)),
+            workspaces: Arc::new(crate::workspaces::objects::Workspaces::new(Arc::new(
+                crate::store::memory::MemoryStore::default(),
+            ))),
+        }
+    }
 }
 
 /// The whole HTTP surface: cache server, Replication virtual workspace, health and metrics.
@@ -45,6 +63,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(crate::cache_server::router(state.store.clone()))
         .merge(crate::replication::router(state.index.clone()))
+        .merge(crate::workspaces::router(state.workspaces.clone()))
         .merge(health)
         .fallback(|| async { Status::path_not_found() })
         .layer(middleware::from_fn_with_state(state, authenticate))
@@ -208,12 +227,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
     let index = Arc::new(Index::new());
-    let state = AppState {
-        store: store.clone(),
-        index: index.clone(),
-        authenticator: Arc::new(Authenticator::new(tokens)),
-        seed_loaded: Arc::new(AtomicBool::new(false)),
-    };
+    let state = AppState::new(store.clone(), index.clone(), Authenticator::new(tokens));
+    let controllers = Arc::new(crate::controllers::Controllers::new(
+        state.workspaces.clone(),
+        store.clone(),
+        crate::seed::LOCAL_SHARD,
+        &external_url,
+    ));
     let manifests = crate::seed::read_dirs(&opts.seeds)?;
     let router = app(state.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -221,12 +241,24 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     tracing::info!(url = %listen_url, kubeconfig = %kubeconfig.display(), "Serving.");
-    let summary = crate::seed::apply(store.as_ref(), manifests, &external_url).await?;
+    let summary = crate::seed::apply(&state.workspaces, manifests).await?;
+    let passes = controllers.settle(50).await?;
+    tokio::spawn(controllers.clone().run());
+    let contexts: Vec<(String, String)> = summary
+        .workspaces
+        .iter()
+        .map(|(cluster, path)| {
+            let name = if path.is_empty() { cluster } else { path };
+            (name.clone(), format!("{listen_url}/clusters/{name}"))
+        })
+        .collect();
+    let kubeconfig = tls::write_admin_kubeconfig_with(&data_dir, &listen_url, &pki, &contexts)?;
     state.seed_loaded.store(true, Ordering::Release);
     tracing::info!(
         objects = summary.written,
-        cached_objects = summary.wrapped,
-        "Seed loaded."
+        workspaces = summary.workspaces.len(),
+        controller_passes = passes,
+        "Seed applied."
     );
     tokio::spawn(index.clone().run(store.clone()));
     while !index.is_synced() {

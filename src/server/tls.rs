@@ -577,29 +577,48 @@ pub fn write_admin_kubeconfig(
     server_url: &str,
     pki: &Pki,
 ) -> Result<PathBuf, TlsError> {
+    write_admin_kubeconfig_with(data_dir, server_url, pki, &[])
+}
+
+/// The admin kubeconfig with one more context (and cluster entry) per `(name, server URL)`,
+/// e.g. one per workspace (`root:cloudco` → `<url>/clusters/root:cloudco`).
+pub fn write_admin_kubeconfig_with(
+    data_dir: &Path,
+    server_url: &str,
+    pki: &Pki,
+    contexts: &[(String, String)],
+) -> Result<PathBuf, TlsError> {
     // A JSON string is a valid YAML double-quoted scalar.
-    let server = serde_json::Value::String(server_url.to_owned()).to_string();
+    let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+    let server = quote(server_url);
     let ca = BASE64_STANDARD.encode(&pki.ca_cert_pem);
     let cert = BASE64_STANDARD.encode(&pki.admin_cert_pem);
     let key = BASE64_STANDARD.encode(&pki.admin_key_pem);
+    let mut clusters = format!(
+        "- name: {KUBECONFIG_CLUSTER}\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n"
+    );
+    let mut ctxs = format!(
+        "- name: {ADMIN_USER}\n  context:\n    cluster: {KUBECONFIG_CLUSTER}\n    user: {ADMIN_USER}\n"
+    );
+    for (name, url) in contexts {
+        let (n, u) = (quote(name), quote(url));
+        clusters.push_str(&format!(
+            "- name: {n}\n  cluster:\n    server: {u}\n    certificate-authority-data: {ca}\n"
+        ));
+        ctxs.push_str(&format!(
+            "- name: {n}\n  context:\n    cluster: {n}\n    user: {ADMIN_USER}\n"
+        ));
+    }
     let text = format!(
         "apiVersion: v1\n\
          kind: Config\n\
-         clusters:\n\
-         - name: {KUBECONFIG_CLUSTER}\n  \
-           cluster:\n    \
-             server: {server}\n    \
-             certificate-authority-data: {ca}\n\
+         clusters:\n{clusters}\
          users:\n\
          - name: {ADMIN_USER}\n  \
            user:\n    \
              client-certificate-data: {cert}\n    \
              client-key-data: {key}\n\
-         contexts:\n\
-         - name: {ADMIN_USER}\n  \
-           context:\n    \
-             cluster: {KUBECONFIG_CLUSTER}\n    \
-             user: {ADMIN_USER}\n\
+         contexts:\n{ctxs}\
          current-context: {ADMIN_USER}\n\
          preferences: {{}}\n"
     );

@@ -1,0 +1,412 @@
+//! APIExport identities, APIBinding status and the consumers' resource-bindings annotation,
+//! CachedResourceEndpointSlice conditions and endpoint URLs, and owner-reference garbage
+//! collection of endpoint slices (`kcp-reference.md` §3.2, §3.4, §4.1, §4.3, §4.4).
+
+use super::*;
+use crate::model::types::BindingLock;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// APIExport identity (§4.1): the secret `kcp-system/<export>` unless one is referenced, its
+/// hash in `status.identityHash`, `IdentityValid`.
+pub async fn exports(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError> {
+    let kind = c.kind("apis.kcp.io", "apiexports")?;
+    for (exp, key, _) in c.ws.list_values(&kind, None).await? {
+        if exp.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
+        let cluster = key.cluster.as_str();
+        let name = key.name.as_str();
+        let ns = str_at(&exp, "/spec/identity/secretRef/namespace").to_string();
+        let secret = str_at(&exp, "/spec/identity/secretRef/name").to_string();
+        if secret.is_empty() {
+            super::cachedresources::ensure_identity_secret(c, cluster, name).await?;
+            let mut new = exp.clone();
+            new["spec"]["identity"] =
+                json!({"secretRef": {"namespace": "kcp-system", "name": name}});
+            match c.ws.update(&kind, cluster, "", name, new, Part::Main).await {
+                Ok(_) | Err(WsError::Conflict { .. }) => pass.wrote(),
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
+        let mut status = exp.get("status").cloned().unwrap_or_else(|| json!({}));
+        let mut conditions = conditions_of(&exp);
+        match super::cachedresources::identity_hash_of(c, cluster, &ns, &secret).await? {
+            Err(message) => set_condition(
+                &mut conditions,
+                "IdentityValid",
+                false,
+                "IdentityVerificationFailed",
+                &message,
+            ),
+            Ok(hash) => {
+                let current = str_at(&exp, "/status/identityHash");
+                if current.is_empty() || current == hash {
+                    status["identityHash"] = json!(hash);
+                    set_condition(&mut conditions, "IdentityValid", true, "", "");
+                } else {
+                    set_condition(
+                        &mut conditions,
+                        "IdentityValid",
+                        false,
+                        "IdentityVerificationFailed",
+                        &format!(
+                            "hash mismatch: identity secret hash \"{hash}\" must match status.identityHash \"{current}\""
+                        ),
+                    );
+                }
+            }
+        }
+        status["conditions"] = json!(conditions);
+        c.write_status(&kind, cluster, &exp, status, pass).await?;
+    }
+    Ok(())
+}
+
+/// An APIExport reference resolved to (export cluster, export name).
+async fn resolve_ref(
+    c: &Controllers,
+    own_cluster: &str,
+    path: &str,
+    name: &str,
+) -> Option<(String, String)> {
+    let cluster = if path.is_empty() {
+        own_cluster.to_string()
+    } else {
+        c.ws.resolve(path).await.ok()?
+    };
+    Some((cluster, name.to_string()))
+}
+
+/// APIBinding status (§4.3) and the resource-bindings annotation of every LogicalCluster (§4.4).
+pub async fn bindings(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError> {
+    let export_kind = c.kind("apis.kcp.io", "apiexports")?;
+    let schema_kind = c.kind("apis.kcp.io", "apiresourceschemas")?;
+    let binding_kind = c.kind("apis.kcp.io", "apibindings")?;
+    let lc_kind = c.kind("core.kcp.io", "logicalclusters")?;
+    let exports: BTreeMap<(String, String), Value> =
+        c.ws.list_values(&export_kind, None)
+            .await?
+            .into_iter()
+            .map(|(v, k, _)| ((k.cluster.clone(), k.name.clone()), v))
+            .collect();
+    let schemas: BTreeMap<(String, String), Value> =
+        c.ws.list_values(&schema_kind, None)
+            .await?
+            .into_iter()
+            .map(|(v, k, _)| ((k.cluster.clone(), k.name.clone()), v))
+            .collect();
+    // cluster → group-resource → binding name
+    let mut bound: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (b, key, _) in c.ws.list_values(&binding_kind, None).await? {
+        let cluster = key.cluster.as_str();
+        let name = key.name.as_str();
+        let mut status = b.get("status").cloned().unwrap_or_else(|| json!({}));
+        let mut conditions = conditions_of(&b);
+        let path = str_at(&b, "/spec/reference/export/path");
+        let ename = str_at(&b, "/spec/reference/export/name");
+        let export = match resolve_ref(c, cluster, path, ename).await {
+            Some(k) => exports.get(&k).map(|e| (k.0, e)),
+            None => None,
+        };
+        let hash = export
+            .as_ref()
+            .map(|(_, e)| str_at(e, "/status/identityHash"))
+            .unwrap_or("");
+        match export {
+            Some((ecluster, exp)) if !hash.is_empty() => {
+                let mut resources = Vec::new();
+                for r in exp
+                    .pointer("/spec/resources")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let group = str_at(r, "/group");
+                    let resource = str_at(r, "/name");
+                    let schema_name = str_at(r, "/schema");
+                    let schema = schemas.get(&(ecluster.clone(), schema_name.to_string()));
+                    let uid = schema.map(|s| str_at(s, "/metadata/uid")).unwrap_or("");
+                    let storage_versions: Vec<Value> = if r.pointer("/storage/virtual").is_some() {
+                        Vec::new()
+                    } else {
+                        schema
+                            .and_then(|s| s.pointer("/spec/versions"))
+                            .and_then(Value::as_array)
+                            .map(|vs| {
+                                vs.iter()
+                                    .filter(|v| {
+                                        v.get("storage").and_then(Value::as_bool) == Some(true)
+                                    })
+                                    .filter_map(|v| v.get("name").cloned())
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    };
+                    resources.push(json!({
+                        "group": group, "resource": resource,
+                        "schema": {"name": schema_name, "UID": uid, "identityHash": hash},
+                        "storageVersions": storage_versions,
+                    }));
+                    let gr = crate::api::status::qualified(group, resource);
+                    bound
+                        .entry(cluster.to_string())
+                        .or_default()
+                        .entry(gr)
+                        .or_insert_with(|| name.to_string());
+                }
+                status["apiExportClusterName"] = json!(ecluster);
+                status["boundResources"] = json!(resources);
+                status["phase"] = json!("Bound");
+                for t in [
+                    "APIExportValid",
+                    "BindingUpToDate",
+                    "InitialBindingCompleted",
+                    "PermissionClaimsApplied",
+                    "PermissionClaimsValid",
+                    "Ready",
+                ] {
+                    set_condition(&mut conditions, t, true, "", "");
+                }
+            }
+            _ => {
+                let message = format!(
+                    "APIExport {}:{ename} not found",
+                    if path.is_empty() { cluster } else { path }
+                );
+                set_condition(
+                    &mut conditions,
+                    "APIExportValid",
+                    false,
+                    "APIExportNotFound",
+                    &message,
+                );
+                set_condition(
+                    &mut conditions,
+                    "Ready",
+                    false,
+                    "APIExportNotFound",
+                    &message,
+                );
+                if str_at(&b, "/status/phase") != "Bound" {
+                    status["phase"] = json!("Binding");
+                }
+            }
+        }
+        status["conditions"] = json!(conditions);
+        c.write_status(&binding_kind, cluster, &b, status, pass)
+            .await?;
+    }
+    // The resource-bindings annotation: entries owned by bindings follow them; CRD locks stay.
+    for (lc, key, _) in c.ws.list_values(&lc_kind, None).await? {
+        let cluster = key.cluster.as_str();
+        let raw = str_at(
+            &lc,
+            &format!(
+                "/metadata/annotations/{}",
+                ANN_RESOURCE_BINDINGS.replace('/', "~1")
+            ),
+        );
+        let current: BTreeMap<String, BindingLock> = if raw.is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_json::from_str(raw).unwrap_or_default()
+        };
+        let mut desired: BTreeMap<String, BindingLock> = current
+            .iter()
+            .filter(|(_, l)| l.n.is_empty())
+            .map(|(k, l)| (k.clone(), l.clone()))
+            .collect();
+        for (gr, b) in bound.get(cluster).into_iter().flatten() {
+            desired.entry(gr.clone()).or_insert_with(|| BindingLock {
+                n: b.clone(),
+                ..BindingLock::default()
+            });
+        }
+        if desired == current {
+            continue;
+        }
+        let mut new = lc.clone();
+        let encoded = serde_json::to_string(&desired).unwrap_or_else(|_| "{}".into());
+        if let Some(md) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            let ann = md.entry("annotations").or_insert_with(|| json!({}));
+            if let Some(a) = ann.as_object_mut() {
+                if desired.is_empty() {
+                    a.remove(ANN_RESOURCE_BINDINGS);
+                } else {
+                    a.insert(ANN_RESOURCE_BINDINGS.into(), json!(encoded));
+                }
+            }
+        }
+        match c
+            .ws
+            .update(&lc_kind, cluster, "", "cluster", new, Part::Main)
+            .await
+        {
+            Ok(_) | Err(WsError::Conflict { .. }) => pass.wrote(),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// CachedResourceEndpointSlice conditions (§3.2) and this server's endpoint URL (§3.4).
+pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError> {
+    let slice_kind = c.kind("cache.kcp.io", "cachedresourceendpointslices")?;
+    let cr_kind = c.kind("cache.kcp.io", "cachedresources")?;
+    let export_kind = c.kind("apis.kcp.io", "apiexports")?;
+    let binding_kind = c.kind("apis.kcp.io", "apibindings")?;
+    let crs: BTreeMap<(String, String), Value> =
+        c.ws.list_values(&cr_kind, None)
+            .await?
+            .into_iter()
+            .map(|(v, k, _)| ((k.cluster.clone(), k.name.clone()), v))
+            .collect();
+    let exports: Vec<(String, Value)> =
+        c.ws.list_values(&export_kind, None)
+            .await?
+            .into_iter()
+            .map(|(v, k, _)| (k.cluster.clone(), v))
+            .collect();
+    let mut bound_exports: BTreeSet<(String, String)> = BTreeSet::new();
+    for (b, key, _) in c.ws.list_values(&binding_kind, None).await? {
+        if let Some(k) = resolve_ref(
+            c,
+            &key.cluster,
+            str_at(&b, "/spec/reference/export/path"),
+            str_at(&b, "/spec/reference/export/name"),
+        )
+        .await
+        {
+            bound_exports.insert(k);
+        }
+    }
+    for (slice, key, _) in c.ws.list_values(&slice_kind, None).await? {
+        let cluster = key.cluster.as_str();
+        let mut status = slice.get("status").cloned().unwrap_or_else(|| json!({}));
+        let mut conditions = conditions_of(&slice);
+        let path = str_at(&slice, "/spec/cachedResource/path");
+        let cr_name = str_at(&slice, "/spec/cachedResource/name");
+        let cr_cluster = if path.is_empty() {
+            Some(cluster.to_string())
+        } else {
+            c.ws.resolve(path).await.ok()
+        };
+        let cr = cr_cluster.as_ref().and_then(|cc| {
+            crs.get(&(cc.clone(), cr_name.to_string()))
+                .map(|v| (cc.clone(), v))
+        });
+        let mut endpoints: Vec<String> = slice
+            .pointer("/status/endpoints")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|e| str_at(e, "/url").to_string()).collect())
+            .unwrap_or_default();
+        match &cr {
+            None => {
+                set_condition(
+                    &mut conditions,
+                    "ResourceValid",
+                    false,
+                    "CachedResourceNotFound",
+                    &format!(
+                        "Error getting CachedResource {}|{cr_name}",
+                        if path.is_empty() { cluster } else { path }
+                    ),
+                );
+                endpoints.clear();
+            }
+            Some(_) => set_condition(&mut conditions, "ResourceValid", true, "", ""),
+        }
+        let partition = str_at(&slice, "/spec/partition");
+        if partition.is_empty() {
+            set_condition(&mut conditions, "PartitionValid", true, "", "");
+        } else {
+            set_condition(
+                &mut conditions,
+                "PartitionValid",
+                false,
+                "PartitionInvalidReference",
+                &format!("partitions.topology.kcp.io \"{partition}\" not found"),
+            );
+            endpoints.clear();
+        }
+        let all_true = conditions.iter().all(|c| str_at(c, "/status") == "True");
+        if let (true, Some((cc, cr))) = (all_true, &cr) {
+            let hash = str_at(cr, "/status/identityHash");
+            let group = str_at(cr, "/spec/group");
+            let resource = str_at(cr, "/spec/resource");
+            let consumers = !hash.is_empty()
+                && exports.iter().any(|(ec, e)| {
+                    bound_exports.contains(&(ec.clone(), str_at(e, "/metadata/name").to_string()))
+                        && e.pointer("/spec/resources")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .any(|r| {
+                                str_at(r, "/storage/virtual/identityHash") == hash
+                                    && str_at(r, "/group") == group
+                                    && str_at(r, "/name") == resource
+                            })
+                });
+            let mine = endpoint_url(&c.vw_url, cc, cr_name);
+            if consumers {
+                if !endpoints.contains(&mine) {
+                    endpoints.push(mine);
+                }
+            } else {
+                endpoints.retain(|u| *u != mine);
+            }
+        }
+        status["conditions"] = json!(conditions);
+        if endpoints.is_empty() {
+            if let Some(o) = status.as_object_mut() {
+                o.remove("endpoints");
+            }
+        } else {
+            status["endpoints"] = endpoints.iter().map(|u| json!({"url": u})).collect();
+        }
+        c.write_status(&slice_kind, cluster, &slice, status, pass)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Endpoint slices whose owning CachedResource is gone are deleted (owner-reference GC).
+pub async fn collect_garbage(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError> {
+    let slice_kind = c.kind("cache.kcp.io", "cachedresourceendpointslices")?;
+    let cr_kind = c.kind("cache.kcp.io", "cachedresources")?;
+    let uids: BTreeSet<(String, String)> =
+        c.ws.list_values(&cr_kind, None)
+            .await?
+            .into_iter()
+            .map(|(v, k, _)| (k.cluster.clone(), str_at(&v, "/metadata/uid").to_string()))
+            .collect();
+    for (slice, key, _) in c.ws.list_values(&slice_kind, None).await? {
+        let owners: Vec<&str> = slice
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter(|o| str_at(o, "/kind") == "CachedResource")
+                    .map(|o| str_at(o, "/uid"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !owners.is_empty()
+            && owners
+                .iter()
+                .all(|u| !uids.contains(&(key.cluster.clone(), u.to_string())))
+        {
+            match c
+                .ws
+                .delete(&slice_kind, &key.cluster, "", &key.name, (None, None))
+                .await
+            {
+                Ok(_) => pass.wrote(),
+                Err(WsError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! The CachedResource controller (`kcp-reference.md` §2.3–§2.7) and its replication of source
+//! objects into CachedObjects (§1.7).
+//!
+//! Per pass and CachedResource: finalizer; on deletion `Deleting`, purge of its CachedObjects,
+//! `Deleted`, finalizer removed; schema check (the GVR must be served in the workspace and be
+//! cluster-scoped); identity (secret generated or referenced, hash, mismatch condition); the
+//! default endpoint slice unless skipped; replication (selected source objects are wrapped and
+//! written, changed ones updated, unselected or deleted ones removed — a source that is being
+//! deleted keeps its copy until it is gone, as kcp HEAD does); counts; `Ready`.
+
+use super::*;
+use crate::cache_server::objects::{self as cache_objects, Location, ObjectError};
+use crate::cache_server::resources;
+use crate::store::{GroupResource, Scope};
+use std::collections::BTreeMap;
+
+/// The CachedResource finalizer.
+pub const FINALIZER: &str = "cachedresource.cache.kcp.dev";
+
+/// Reconcile every CachedResource of every workspace.
+pub async fn reconcile_all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError> {
+    let kind = c.kind("cache.kcp.io", "cachedresources")?;
+    for (cr, key, _) in c.ws.list_values(&kind, None).await? {
+        if let Err(e) = reconcile(c, &kind, &key.cluster, &cr, pass).await {
+            tracing::warn!(cluster = %key.cluster, name = %key.name, error = %e, "CachedResource reconcile failed.");
+        }
+    }
+    Ok(())
+}
+
+struct Gvr {
+    group: String,
+    version: String,
+    resource: String,
+}
+
+impl Gvr {
+    fn of(cr: &Value) -> Gvr {
+        Gvr {
+            group: str_at(cr, "/spec/group").to_string(),
+            version: str_at(cr, "/spec/version").to_string(),
+            resource: str_at(cr, "/spec/resource").to_string(),
+        }
+    }
+
+    /// The `cache.kcp.io/object-schema` label value.
+    fn schema_label(&self) -> String {
+        let g = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        format!("{}.{}.{g}", self.version, self.resource)
+    }
+}
+
+fn strings(v: &Value, ptr: &str) -> Vec<String> {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn set_finalizers(
+    c: &Controllers,
+    kind: &Kind,
+    cluster: &str,
+    cr: &Value,
+    finalizers: Vec<String>,
+    pass: &mut Pass,
+) -> Result<(), ControllerError> {
+    let mut new = cr.clone();
+    if let Some(md) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        md.insert("finalizers".into(), json!(finalizers));
+    }
+    let name = str_at(cr, "/metadata/name");
+    match c.ws.update(kind, cluster, "", name, new, Part::Main).await {
+        Ok(_) | Err(WsError::Conflict { .. }) | Err(WsError::NotFound { .. }) => {
+            pass.wrote();
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn reconcile(
+    c: &Controllers,
+    kind: &Kind,
+    cluster: &str,
+    cr: &Value,
+    pass: &mut Pass,
+) -> Result<(), ControllerError> {
+    let name = str_at(cr, "/metadata/name").to_string();
+    let deleting = cr.pointer("/metadata/deletionTimestamp").is_some();
+    let finalizers = strings(cr, "/metadata/finalizers");
+    let gvr = Gvr::of(cr);
+    let mut status = cr.get("status").cloned().unwrap_or_else(|| json!({}));
+    let mut conditions = conditions_of(cr);
+    let phase = str_at(cr, "/status/phase").to_string();
+
+    // 1. Finalizer and deletion (§2.7).
+    if !deleting && !finalizers.iter().any(|f| f == FINALIZER) {
+        let mut f = finalizers;
+        f.push(FINALIZER.to_string());
+        return set_finalizers(c, kind, cluster, cr, f, pass).await;
+    }
+    if deleting {
+        if phase != "Deleting" && phase != "Deleted" {
+            set_condition(
+                &mut conditions,
+                "ResourceValid",
+                false,
+                "Deleting",
+                "Published resource deleting",
+            );
+            status["conditions"] = json!(conditions);
+            status["phase"] = json!("Deleting");
+            return c.write_status(kind, cluster, cr, status, pass).await;
+        }
+        let ml = match_labels(cr);
+        purge(c, cluster, &gvr, &ml, pass).await?;
+        let cached = count_cached(c, cluster, &gvr, &ml).await?;
+        if let Some(counts) = status.get_mut("resourceCounts") {
+            counts["cache"] = json!(cached);
+        }
+        if phase == "Deleted" && cached == 0 {
+            let f: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+            return set_finalizers(c, kind, cluster, cr, f, pass).await;
+        }
+        if cached == 0 {
+            status["phase"] = json!("Deleted");
+        }
+        status["conditions"] = json!(conditions);
+        return c.write_status(kind, cluster, cr, status, pass).await;
+    }
+
+    // 2. The resource must be served here and cluster-scoped.
+    let Ok(target) =
+        c.ws.find(cluster, &gvr.group, &gvr.version, &gvr.resource)
+            .await
+    else {
+        tracing::debug!(cluster, name, "CachedResource resource not served (yet).");
+        return Ok(());
+    };
+    if target.namespaced {
+        set_condition(
+            &mut conditions,
+            "ResourceValid",
+            false,
+            "ResourceNotClusterScoped",
+            &format!(
+                "Resource {} is not cluster-scoped",
+                crate::api::status::qualified(&gvr.group, &gvr.resource)
+            ),
+        );
+        status["conditions"] = json!(conditions);
+        return c.write_status(kind, cluster, cr, status, pass).await;
+    }
+
+    // 3. Identity (§2.4).
+    let secret_ns = str_at(cr, "/spec/identity/secretRef/namespace").to_string();
+    let secret_name = str_at(cr, "/spec/identity/secretRef/name").to_string();
+    if secret_name.is_empty() {
+        return match ensure_identity_secret(c, cluster, &name).await {
+            Ok(()) => {
+                let mut new = cr.clone();
+                new["spec"]["identity"] =
+                    json!({"secretRef": {"namespace": "kcp-system", "name": name}});
+                match c.ws.update(kind, cluster, "", &name, new, Part::Main).await {
+                    Ok(_) | Err(WsError::Conflict { .. }) => {
+                        pass.wrote();
+                        Ok(())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => {
+                set_condition(
+                    &mut conditions,
+                    "IdentityValid",
+                    false,
+                    "IdentityGenerationFailed",
+                    &format!("Error creating identity secret: {e}"),
+                );
+                status["conditions"] = json!(conditions);
+                c.write_status(kind, cluster, cr, status, pass).await
+            }
+        };
+    }
+    match identity_hash_of(c, cluster, &secret_ns, &secret_name).await? {
+        Err(message) => {
+            set_condition(
+                &mut conditions,
+                "IdentityValid",
+                false,
+                "IdentityVerificationFailed",
+                &message,
+            );
+            status["conditions"] = json!(conditions);
+            return c.write_status(kind, cluster, cr, status, pass).await;
+        }
+        Ok(hash) => {
+            let current = str_at(cr, "/status/identityHash");
+            if current.is_empty() {
+                status["identityHash"] = json!(hash);
+            } else if current != hash {
+                set_condition(
+                    &mut conditions,
+                    "IdentityValid",
+                    false,
+                    "IdentityVerificationFailed",
+                    &format!(
+                        "hash mismatch: identity secret hash \"{hash}\" must match status.identityHash \"{current}\""
+                    ),
+                );
+                status["conditions"] = json!(conditions);
+                return c.write_status(kind, cluster, cr, status, pass).await;
+            }
+            set_condition(&mut conditions, "IdentityValid", true, "", "");
+        }
+    }
+
+    // 4. The default endpoint slice (§2.6): only created, never updated.
+    let skip = cr
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .is_some_and(|a| a.contains_key(ANN_SKIP_ENDPOINTSLICE));
+    if !skip {
+        ensure_default_slice(c, cluster, cr, pass).await?;
+    }
+
+    // 6./7. Replication and counts.
+    let ml = match_labels(cr);
+    let local = replicate_objects(c, cluster, &gvr, &target, &ml, pass).await?;
+    let cached = count_cached(c, cluster, &gvr, &ml).await?;
+    status["resourceCounts"] = json!({"cache": cached, "local": local});
+    set_condition(&mut conditions, "ResourceValid", true, "", "");
+    set_condition(&mut conditions, "ReplicationStarted", true, "", "");
+    status["conditions"] = json!(conditions);
+    status["phase"] = json!("Ready");
+    c.write_status(kind, cluster, cr, status, pass).await
+}
+
+/// Ensure namespace `kcp-system` and Secret `kcp-system/<name>` with a random key.
+pub async fn ensure_identity_secret(
+    c: &Controllers,
+    cluster: &str,
+    name: &str,
+) -> Result<(), ControllerError> {
+    let ns = c.kind("", "namespaces")?;
+    match c
+        .ws
+        .create(
+            &ns,
+            cluster,
+            "",
+            json!({"metadata": {"name": "kcp-system"}}),
+        )
+        .await
+    {
+        Ok(_) | Err(WsError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let secret = c.kind("", "secrets")?;
+    match c
+        .ws
+        .create(
+            &secret,
+            cluster,
+            "kcp-system",
+            json!({"metadata": {"name": name}, "stringData": {"key": random_identity_key()}}),
+        )
+        .await
+    {
+        Ok(_) | Err(WsError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The identity hash of a Secret's `data.key`, or the condition message explaining why not.
+pub async fn identity_hash_of(
+    c: &Controllers,
+    cluster: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Result<String, String>, ControllerError> {
+    let secret = c.kind("", "secrets")?;
+    let Some((s, _)) = c.ws.get_value(&secret, cluster, namespace, name).await? else {
+        return Ok(Err(format!("secrets \"{name}\" not found")));
+    };
+    Ok(match secret_key(&s) {
+        Some(k) if !k.is_empty() => Ok(crate::model::naming::identity_hash(&k)),
+        _ => Err("secret is missing data.key".to_string()),
+    })
+}
+
+async fn ensure_default_slice(
+    c: &Controllers,
+    cluster: &str,
+    cr: &Value,
+    pass: &mut Pass,
+) -> Result<(), ControllerError> {
+    let kind = c.kind("cache.kcp.io", "cachedresourceendpointslices")?;
+    let name = str_at(cr, "/metadata/name");
+    if c.ws.get_value(&kind, cluster, "", name).await?.is_some() {
+        return Ok(());
+    }
+    let path = str_at(cr, "/metadata/annotations/kcp.io~1path");
+    let mut reference = json!({"name": name});
+    if !path.is_empty() {
+        reference["path"] = json!(path);
+    }
+    let slice = json!({
+        "apiVersion": "cache.kcp.io/v1alpha1",
+        "kind": "CachedResourceEndpointSlice",
+        "metadata": {
+            "name": name,
+            "ownerReferences": [{"apiVersion": "cache.kcp.io/v1alpha1", "kind": "CachedResource",
+                "name": name, "uid": str_at(cr, "/metadata/uid")}],
+        },
+        "spec": {"cachedResource": reference},
+    });
+    match c.ws.create(&kind, cluster, "", slice).await {
+        Ok(_) => {
+            pass.wrote();
+            Ok(())
+        }
+        Err(WsError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn cached_objects_location<'a>(shard: &'a str, cluster: &'a str) -> Option<Location<'a>> {
+    Some(Location {
+        res: resources::find("cache.kcp.io", "v1alpha1", "cachedobjects")?,
+        version: "v1alpha1",
+        shard,
+        cluster,
+        namespace: "",
+    })
+}
+
+/// The CachedObjects of this GVR in the cache, by name: (record, wrapper labels, inner RV).
+async fn cached_of(
+    c: &Controllers,
+    cluster: &str,
+    gvr: &Gvr,
+) -> Result<BTreeMap<String, (crate::store::Record, Value)>, ControllerError> {
+    let scope = Scope {
+        resource: Some(GroupResource::new("cache.kcp.io", "cachedobjects")),
+        shard: Some(c.shard.clone()),
+        cluster: Some(cluster.to_string()),
+        namespace: None,
+    };
+    let label = gvr.schema_label();
+    let listing = c.cache.list(&scope).await?;
+    let mut out = BTreeMap::new();
+    for r in listing.records {
+        let Ok(v) = serde_json::from_slice::<Value>(&r.value) else {
+            continue;
+        };
+        if str_at(
+            &v,
+            &format!(
+                "/metadata/labels/{}",
+                LABEL_OBJECT_SCHEMA.replace('/', "~1")
+            ),
+        ) == label
+        {
+            out.insert(r.key.name.clone(), (r, v));
+        }
+    }
+    Ok(out)
+}
+
+async fn count_cached(
+    c: &Controllers,
+    cluster: &str,
+    gvr: &Gvr,
+    ml: &BTreeMap<String, String>,
+) -> Result<usize, ControllerError> {
+    Ok(cached_of(c, cluster, gvr)
+        .await?
+        .values()
+        .filter(|(_, v)| selects(ml, &labels(v)))
+        .count())
+}
+
+async fn purge(
+    c: &Controllers,
+    cluster: &str,
+    gvr: &Gvr,
+    ml: &BTreeMap<String, String>,
+    pass: &mut Pass,
+) -> Result<(), ControllerError> {
+    for (_, (r, v)) in cached_of(c, cluster, gvr).await? {
+        if selects(ml, &labels(&v)) {
+            match c.cache.delete(&r.key, None).await {
+                Ok(_) => pass.wrote(),
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cache_err(e: ObjectError) -> ControllerError {
+    ControllerError::Cache(e.to_string())
+}
+
+/// Bring the CachedObjects of one CachedResource in line with its source objects; returns the
+/// number of selected source objects.
+async fn replicate_objects(
+    c: &Controllers,
+    cluster: &str,
+    gvr: &Gvr,
+    target: &Kind,
+    ml: &BTreeMap<String, String>,
+    pass: &mut Pass,
+) -> Result<usize, ControllerError> {
+    let Some(loc) = cached_objects_location(&c.shard, cluster) else {
+        return Err(ControllerError::Cache(
+            "cachedobjects are not served".into(),
+        ));
+    };
+    let mut cached = cached_of(c, cluster, gvr).await?;
+    let mut selected = 0;
+    for (source, _, _) in c.ws.list_values(target, Some(cluster)).await? {
+        if !selects(ml, &labels(&source)) {
+            continue;
+        }
+        selected += 1;
+        let mut wrapped = wrap(&source, &gvr.group, &gvr.version, &gvr.resource, &c.shard);
+        let cname = str_at(&wrapped, "/metadata/name").to_string();
+        match cached.remove(&cname) {
+            Some((_, existing)) => {
+                let same = existing.pointer("/spec/raw/metadata/resourceVersion")
+                    == source.pointer("/metadata/resourceVersion")
+                    && existing.pointer("/spec/raw") == wrapped.pointer("/spec/raw");
+                if same {
+                    continue;
+                }
+                if let Some(ts) = existing.pointer("/metadata/creationTimestamp") {
+                    wrapped["metadata"]["creationTimestamp"] = ts.clone();
+                }
+                match cache_objects::update(c.cache.as_ref(), &loc, &cname, wrapped).await {
+                    Ok(_) | Err(ObjectError::Conflict) | Err(ObjectError::NotFound) => pass.wrote(),
+                    Err(e) => return Err(cache_err(e)),
+                }
+            }
+            None => match cache_objects::create(c.cache.as_ref(), &loc, wrapped).await {
+                Ok(_) | Err(ObjectError::AlreadyExists) => pass.wrote(),
+                Err(e) => return Err(cache_err(e)),
+            },
+        }
+    }
+    // Copies whose source is gone or no longer selected.
+    for (_, (r, _)) in cached {
+        match c.cache.delete(&r.key, None).await {
+            Ok(_) => pass.wrote(),
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(selected)
+}

@@ -1,0 +1,412 @@
+//! The local shard's controllers, in process: level-triggered and idempotent, each pass reads
+//! the whole state of the workspaces and brings the world in line with it.
+//!
+//! - [`cachedresources`]: CachedResource finalizer, schema check, identity, default endpoint
+//!   slice, counts, replication of the selected source objects into CachedObjects, deletion
+//!   with purge (`kcp-reference.md` §1.7, §2.3–§2.7).
+//! - [`apis`]: APIExport identities, APIBinding status and the consumers' resource-bindings
+//!   annotation, CachedResourceEndpointSlice conditions and this server's endpoint URL (§3, §4).
+//! - [`replicate`]: the generic replication of kcp API objects into the cache server (§8.6).
+//!
+//! [`Controllers::run`] watches the local store and runs a pass after every batch of changes;
+//! [`Controllers::settle`] runs passes until one changes nothing (used at start-up, after the
+//! seed). Restart-safe: nothing is remembered between passes but what is stored.
+
+pub mod apis;
+pub mod cachedresources;
+pub mod replicate;
+
+use crate::model::naming::cached_object_name;
+use crate::model::types::*;
+use crate::store::{Store, StoreError};
+use crate::workspaces::objects::{Part, Workspaces, WsError};
+use crate::workspaces::registry::Kind;
+use base64::Engine;
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Errors of a controller pass.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A workspace write failed.
+    #[error(transparent)]
+    Workspace(#[from] WsError),
+    /// A cache write failed.
+    #[error("cache: {0}")]
+    Cache(String),
+    /// A store read failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The controllers of the local shard.
+pub struct Controllers {
+    /// The workspaces (local shard).
+    pub ws: Arc<Workspaces>,
+    /// The cache server's store.
+    pub cache: Arc<dyn Store>,
+    /// This shard's name (`kcp.io/shard`, cache URL shard).
+    pub shard: String,
+    /// This server's virtual workspace URL (endpoint URLs are built from it).
+    pub vw_url: String,
+    passes: AtomicU64,
+    settled: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// What one pass changed.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Writes made (local or cache).
+    pub writes: usize,
+}
+
+impl Pass {
+    /// Count a write.
+    pub fn wrote(&mut self) {
+        self.writes += 1;
+    }
+}
+
+impl Controllers {
+    /// Controllers over `ws`, replicating into `cache` as `shard`, publishing `vw_url`.
+    pub fn new(ws: Arc<Workspaces>, cache: Arc<dyn Store>, shard: &str, vw_url: &str) -> Self {
+        Controllers {
+            ws,
+            cache,
+            shard: shard.to_string(),
+            vw_url: vw_url.to_string(),
+            passes: AtomicU64::new(0),
+            settled: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Passes run so far.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last pass changed nothing.
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// One pass of every controller.
+    pub async fn pass(&self) -> Result<Pass, ControllerError> {
+        let mut pass = Pass::default();
+        apis::exports(self, &mut pass).await?;
+        cachedresources::reconcile_all(self, &mut pass).await?;
+        apis::bindings(self, &mut pass).await?;
+        apis::endpoint_slices(self, &mut pass).await?;
+        apis::collect_garbage(self, &mut pass).await?;
+        replicate::all(self, &mut pass).await?;
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.settled.store(pass.writes == 0, Ordering::Release);
+        self.notify.notify_waiters();
+        Ok(pass)
+    }
+
+    /// Run passes until one makes no write (at most `max` passes).
+    pub async fn settle(&self, max: usize) -> Result<usize, ControllerError> {
+        for i in 0..max {
+            if self.pass().await?.writes == 0 {
+                return Ok(i + 1);
+            }
+        }
+        Ok(max)
+    }
+
+    /// Watch the local store and run a pass after every batch of changes, forever.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let from = match self.ws.store.revision().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Controllers cannot read the store revision.");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = self.pass().await {
+                tracing::warn!(error = %e, "A controller pass failed; retrying.");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            let mut stream = match self.ws.store.watch(crate::store::Scope::all(), from).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Controllers cannot watch the store; relisting.");
+                    continue;
+                }
+            };
+            loop {
+                // Wait for a change, then take every change already queued as one batch.
+                match stream.next().await {
+                    None => break,
+                    Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+                while let Some(Some(next)) = futures_util::FutureExt::now_or_never(stream.next()) {
+                    if next.is_err() {
+                        break;
+                    }
+                }
+                if let Err(e) = self.pass().await {
+                    tracing::warn!(error = %e, "A controller pass failed; retrying.");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if let Err(e) = self.pass().await {
+                        tracing::warn!(error = %e, "A controller pass failed again.");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait until a pass that started after this call changed nothing.
+    pub async fn wait_settled(&self) {
+        let start = self.passes();
+        loop {
+            let notified = self.notify.notified();
+            if self.passes() > start && self.is_settled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The built-in kind of a group/resource (every workspace serves them).
+    pub fn kind(&self, group: &str, resource: &str) -> Result<Kind, ControllerError> {
+        self.ws
+            .builtin(group, resource)
+            .cloned()
+            .ok_or(ControllerError::Workspace(WsError::UnknownResource))
+    }
+
+    /// Write the status of an object when it differs from `old`'s.
+    pub async fn write_status(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        old: &Value,
+        status: Value,
+        pass: &mut Pass,
+    ) -> Result<(), ControllerError> {
+        if old.get("status") == Some(&status) {
+            return Ok(());
+        }
+        let mut new = old.clone();
+        if let Some(o) = new.as_object_mut() {
+            o.insert("status".into(), status);
+        }
+        let name = str_at(old, "/metadata/name").to_string();
+        let ns = str_at(old, "/metadata/namespace").to_string();
+        match self
+            .ws
+            .update(kind, cluster, &ns, &name, new, Part::Status)
+            .await
+        {
+            Ok(_) => {
+                pass.wrote();
+                Ok(())
+            }
+            // Someone wrote in between: the next pass sees the newer state.
+            Err(WsError::Conflict { .. }) | Err(WsError::NotFound { .. }) => {
+                pass.wrote();
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A string at a JSON pointer ("" when absent).
+pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// An object's labels.
+pub fn labels(v: &Value) -> BTreeMap<String, String> {
+    crate::api::labels_of(v)
+}
+
+/// `spec.labelSelector.matchLabels` (matchExpressions are ignored, as kcp does).
+pub fn match_labels(cr: &Value) -> BTreeMap<String, String> {
+    cr.pointer("/spec/labelSelector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Set one kcp condition, keeping `lastTransitionTime` when the status does not change.
+pub fn set_condition(
+    conditions: &mut Vec<Value>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) {
+    let status = if ok { "True" } else { "False" };
+    let previous = conditions
+        .iter()
+        .find(|c| str_at(c, "/type") == type_)
+        .cloned();
+    let time = match &previous {
+        Some(p) if str_at(p, "/status") == status => str_at(p, "/lastTransitionTime").to_string(),
+        _ => crate::api::now_rfc3339(),
+    };
+    let mut c = json!({"type": type_, "status": status, "lastTransitionTime": time});
+    if !ok {
+        c["severity"] = json!("Error");
+    }
+    if !reason.is_empty() {
+        c["reason"] = json!(reason);
+    }
+    if !message.is_empty() {
+        c["message"] = json!(message);
+    }
+    conditions.retain(|c| str_at(c, "/type") != type_);
+    conditions.push(c);
+    conditions.sort_by(|a, b| str_at(a, "/type").cmp(str_at(b, "/type")));
+}
+
+/// The conditions of an object's status.
+pub fn conditions_of(v: &Value) -> Vec<Value> {
+    v.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The bytes of a Secret's `data.key` (`stringData` wins, as the API server merges it).
+pub fn secret_key(secret: &Value) -> Option<Vec<u8>> {
+    if let Some(s) = secret.pointer("/stringData/key").and_then(Value::as_str) {
+        return Some(s.as_bytes().to_vec());
+    }
+    let b64 = secret.pointer("/data/key").and_then(Value::as_str)?;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()
+}
+
+/// A random identity key as kcp generates one: 32 random bytes, URL-safe base64, no padding.
+pub fn random_identity_key() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+/// Whether `labels` contain every `match_labels` pair.
+pub fn selects(match_labels: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn annotations_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
+    let md = obj
+        .as_object_mut()?
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    let ann = md
+        .as_object_mut()?
+        .entry("annotations")
+        .or_insert_with(|| json!({}));
+    if !ann.is_object() {
+        *ann = json!({});
+    }
+    ann.as_object_mut()
+}
+
+/// Wrap a source object into a CachedObject (§1.3–§1.5). `source` must carry uid and
+/// resourceVersion.
+pub fn wrap(source: &Value, group: &str, version: &str, resource: &str, shard: &str) -> Value {
+    let ns = str_at(source, "/metadata/namespace");
+    let name = str_at(source, "/metadata/name");
+    let mut inner = source.clone();
+    let uid = str_at(source, "/metadata/uid").to_string();
+    let rv = str_at(source, "/metadata/resourceVersion").to_string();
+    if let Some(a) = annotations_mut(&mut inner) {
+        a.insert(ANN_SHARD.into(), json!(shard));
+        a.insert(ANN_ORIGINAL_UID.into(), json!(uid));
+        a.insert(ANN_ORIGINAL_RV.into(), json!(rv));
+    }
+    let g = if group.is_empty() { "core" } else { group };
+    let mut labels: Map<String, Value> = source
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in [
+        (LABEL_OBJECT_SCHEMA, format!("{version}.{resource}.{g}")),
+        (LABEL_OBJECT_GROUP, g.to_string()),
+        (LABEL_OBJECT_VERSION, version.to_string()),
+        (LABEL_OBJECT_RESOURCE, resource.to_string()),
+        (LABEL_OBJECT_NAME, name.to_string()),
+        (LABEL_OBJECT_NAMESPACE, ns.to_string()),
+    ] {
+        labels.insert(k.into(), json!(v));
+    }
+    let annotations = inner
+        .pointer("/metadata/annotations")
+        .cloned()
+        .unwrap_or(json!({}));
+    json!({
+        "apiVersion": "cache.kcp.io/v1alpha1",
+        "kind": "CachedObject",
+        "metadata": {
+            "name": cached_object_name(group, version, resource, ns, name),
+            "creationTimestamp": crate::api::now_rfc3339(),
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": {"raw": inner},
+    })
+}
+
+/// The endpoint URL a server publishes for a CachedResource (§3.3).
+pub fn endpoint_url(vw_url: &str, cr_cluster: &str, cr_name: &str) -> String {
+    format!(
+        "{}/services/replication/{cr_cluster}/{cr_name}",
+        vw_url.trim_end_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_while_its_status_holds() {
+        let mut cs = vec![
+            json!({"type": "Ready", "status": "True", "lastTransitionTime": "2020-01-01T00:00:00Z"}),
+        ];
+        set_condition(&mut cs, "Ready", true, "", "");
+        assert_eq!(cs[0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        set_condition(&mut cs, "Ready", false, "Broken", "it broke");
+        assert_ne!(cs[0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        assert_eq!(cs[0]["severity"], "Error");
+        set_condition(&mut cs, "Alpha", true, "", "");
+        assert_eq!(cs[0]["type"], "Alpha", "conditions are kept sorted by type");
+    }
+
+    #[test]
+    fn endpoint_urls_join_without_double_slashes() {
+        assert_eq!(
+            endpoint_url("https://h:1/", "c1", "cr"),
+            "https://h:1/services/replication/c1/cr"
+        );
+    }
+
+    #[test]
+    fn identity_keys_are_43_url_safe_characters() {
+        let k = random_identity_key();
+        assert_eq!(k.len(), 43);
+        assert!(
+            k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+    }
+}

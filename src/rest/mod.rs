@@ -1,0 +1,369 @@
+//! Generic Kubernetes REST over a [`Store`]: collection LIST (paginated from a consistent
+//! snapshot) and WATCH (kube's selector transitions), request-body helpers and verbs.
+//!
+//! Both store-backed surfaces use it — the cache server API and the workspaces API — each
+//! passing a [`Collection`] that says which resource is read and how a stored record is shown
+//! to readers.
+
+pub mod discovery;
+
+use crate::api::Status;
+use crate::api::json_response;
+use crate::api::labels_of;
+use crate::api::params::{ListOptions, check_fields, parse_revision};
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::watch::{self, EventType};
+use crate::store::{EventKind, Key, Scope, Store, StoreError};
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// How a stored record is shown to readers: `(value, key, revision)` → the object, or `None`
+/// for a record that does not decode (skipped and logged).
+pub type Presenter = Arc<dyn Fn(&[u8], &Key, u64) -> Option<Value> + Send + Sync>;
+
+/// One readable collection: the resource and how its records are presented.
+#[derive(Clone)]
+pub struct Collection {
+    /// API group.
+    pub group: String,
+    /// Plural resource.
+    pub resource: String,
+    /// Kind (lists are `<kind>List`).
+    pub kind: String,
+    /// `<group>/<version>` (or `v1`) of the response.
+    pub api_version: String,
+    /// Namespaced?
+    pub namespaced: bool,
+    /// Presents records.
+    pub present: Presenter,
+}
+
+/// The Kubernetes verb of a request.
+pub fn verb_of(method: &Method, named: bool, query: Option<&str>, watch_path: bool) -> String {
+    let watch = watch_path
+        || crate::api::params::parse_query(query)
+            .iter()
+            .any(|(k, v)| k == "watch" && crate::api::params::truthy(v));
+    match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => return method.as_str().to_ascii_lowercase(),
+    }
+    .to_string()
+}
+
+/// JSON-encode a value for a response.
+pub fn to_vec(v: &Value) -> Result<Vec<u8>, Status> {
+    serde_json::to_vec(v).map_err(Status::internal)
+}
+
+/// Read a request body (bounded by [`MAX_BODY`]).
+pub async fn read_body(req: Request) -> Result<Bytes, Status> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| Status::bad_request(e.to_string()))
+}
+
+/// Read a JSON request body.
+pub async fn read_json(req: Request) -> Result<Value, Status> {
+    let bytes = read_body(req).await?;
+    decode_json(&bytes)
+}
+
+/// Decode a JSON (or, for convenience, YAML-free JSON only) request body.
+pub fn decode_json(bytes: &[u8]) -> Result<Value, Status> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Status::bad_request(format!("the body of the request could not be decoded: {e}"))
+    })
+}
+
+/// The `DeleteOptions.preconditions` of a DELETE body: (resourceVersion, uid).
+pub fn preconditions(body: &[u8]) -> Result<(Option<u64>, Option<String>), Status> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, None));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Status::bad_request(format!("invalid DeleteOptions: {e}")))?;
+    let rv = parse_revision(
+        v.pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str),
+    )?;
+    let uid = v
+        .pointer("/preconditions/uid")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok((rv, uid))
+}
+
+/// Whether a presented object passes the label and field selectors.
+pub fn selected(v: &Value, ls: &LabelSelector, fs: &FieldSelector) -> bool {
+    if !ls.is_everything() && !ls.matches(&labels_of(v)) {
+        return false;
+    }
+    fs.is_everything()
+        || fs.matches_with(|f| match f {
+            "metadata.name" => v.pointer("/metadata/name").and_then(Value::as_str),
+            "metadata.namespace" => v.pointer("/metadata/namespace").and_then(Value::as_str),
+            _ => None,
+        })
+}
+
+/// A `continue` token: the snapshot revision and the last key returned.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: u64,
+    start: [String; 6],
+}
+
+fn key_parts(k: &Key) -> [String; 6] {
+    [
+        k.group.clone(),
+        k.resource.clone(),
+        k.shard.clone(),
+        k.cluster.clone(),
+        k.namespace.clone(),
+        k.name.clone(),
+    ]
+}
+
+fn store_status(e: StoreError, c: &Collection) -> Status {
+    match e {
+        StoreError::Expired { requested, oldest } => {
+            Status::expired(format!("too old resource version: {requested} ({oldest})"))
+        }
+        StoreError::NotFound => Status::not_found(&c.group, &c.resource, ""),
+        other => Status::internal(other),
+    }
+}
+
+/// LIST `scope` with the request's options: selectors, `limit`/`continue` from the first
+/// page's snapshot, and `resourceVersion`/`resourceVersionMatch` (Exact reads history).
+pub async fn list(
+    store: &dyn Store,
+    c: &Collection,
+    scope: &Scope,
+    opts: &ListOptions,
+) -> Result<Response, Status> {
+    use crate::api::params::RvMatch;
+    use base64::Engine;
+    check_fields(&opts.field_selector, c.namespaced)?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let requested = opts.revision()?;
+    let resume: Option<ContinueToken> = match &opts.continue_token {
+        Some(t) => Some(
+            b64.decode(t.trim_end_matches('='))
+                .ok()
+                .and_then(|raw| serde_json::from_slice(&raw).ok())
+                .ok_or_else(|| Status::bad_request("continue key is not valid"))?,
+        ),
+        None => None,
+    };
+    let exact = match (opts.resource_version_match, requested, opts.limit) {
+        (Some(RvMatch::Exact), Some(n), _) | (None, Some(n), Some(_)) => Some(n),
+        _ => None,
+    };
+    let listing = match (resume.as_ref().map(|t| t.rv), exact) {
+        (Some(rv), _) => store.list_at(scope, rv).await.map_err(|e| match e {
+            StoreError::Expired { .. } => Status::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
+            other => Status::internal(other),
+        })?,
+        (None, Some(rv)) => store.list_at(scope, rv).await.map_err(|e| match e {
+            StoreError::Expired { .. } => Status::expired("The resourceVersion for the provided list is too old."),
+            other => Status::internal(other),
+        })?,
+        (None, None) => store.list(scope).await.map_err(|e| store_status(e, c))?,
+    };
+    let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    let mut last_key = None;
+    let mut more = 0u64;
+    for record in &listing.records {
+        if let Some(t) = &resume
+            && key_parts(&record.key) <= t.start
+        {
+            continue;
+        }
+        let Some(v) = (c.present)(&record.value, &record.key, record.revision) else {
+            tracing::warn!(key = %record.key, "Skipping a stored object that does not decode.");
+            continue;
+        };
+        if !selected(&v, &opts.label_selector, &opts.field_selector) {
+            continue;
+        }
+        if items.len() >= limit {
+            more += 1;
+            continue;
+        }
+        items.push(to_vec(&v)?);
+        last_key = Some(key_parts(&record.key));
+    }
+    let mut metadata = serde_json::json!({"resourceVersion": listing.revision.to_string()});
+    if more > 0
+        && let Some(start) = last_key
+    {
+        let token = ContinueToken {
+            v: "meta.k8s.io/v1".into(),
+            rv: listing.revision,
+            start,
+        };
+        metadata["continue"] = Value::String(b64.encode(to_vec(
+            &serde_json::to_value(&token).map_err(Status::internal)?,
+        )?));
+        if opts.label_selector.is_everything() && opts.field_selector.is_everything() {
+            metadata["remainingItemCount"] = Value::from(more);
+        }
+    }
+    let size: usize = items.iter().map(|i| i.len() + 1).sum();
+    let mut body = Vec::with_capacity(256 + size);
+    body.extend_from_slice(b"{\"apiVersion\":");
+    body.extend_from_slice(&to_vec(&Value::String(c.api_version.clone()))?);
+    body.extend_from_slice(b",\"kind\":");
+    body.extend_from_slice(&to_vec(&Value::String(format!("{}List", c.kind)))?);
+    body.extend_from_slice(b",\"metadata\":");
+    body.extend_from_slice(&to_vec(&metadata)?);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    Ok(json_response(200, body))
+}
+
+/// WATCH `scope`: initial ADDED events (or resume after a revision), then live changes with
+/// kube's selector transitions, bookmarks when asked, the request's timeout.
+pub async fn watch(
+    store: Arc<dyn Store>,
+    c: Collection,
+    scope: Scope,
+    opts: ListOptions,
+) -> Result<Response, Status> {
+    check_fields(&opts.field_selector, c.namespaced)?;
+    let requested = opts.revision()?;
+    let initial = opts.send_initial_events.unwrap_or(requested.is_none());
+    let mut frames: Vec<Bytes> = Vec::new();
+    let after = if initial {
+        let listing = store.list(&scope).await.map_err(|e| store_status(e, &c))?;
+        for record in &listing.records {
+            if let Some(v) = (c.present)(&record.value, &record.key, record.revision)
+                && selected(&v, &opts.label_selector, &opts.field_selector)
+            {
+                frames.push(watch::frame(EventType::Added, &[&to_vec(&v)?]));
+            }
+        }
+        if opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks {
+            frames.push(watch::bookmark_frame(
+                &c.api_version,
+                &c.kind,
+                listing.revision,
+                true,
+            ));
+        }
+        listing.revision
+    } else {
+        match requested {
+            Some(rv) => rv,
+            None => store.revision().await.map_err(Status::internal)?,
+        }
+    };
+    let stream = match store.watch(scope, after).await {
+        Ok(s) => s,
+        Err(StoreError::Expired { requested, oldest }) => {
+            let st = Status::expired(format!("too old resource version: {requested} ({oldest})"));
+            let one = futures_util::stream::once(async move {
+                Ok::<_, std::io::Error>(watch::error_frame(&st))
+            });
+            return Ok(watch::response(one));
+        }
+        Err(e) => return Err(Status::internal(e)),
+    };
+    let ls = opts.label_selector.clone();
+    let fs = opts.field_selector.clone();
+    let bookmarks = opts.allow_watch_bookmarks;
+    let deadline = tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds);
+    let live = futures_util::stream::unfold(
+        (stream, 0u64, false),
+        move |(mut stream, mut last, done)| {
+            let ls = ls.clone();
+            let fs = fs.clone();
+            let c = c.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let tick = tokio::time::sleep(watch::BOOKMARK_INTERVAL);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => return None,
+                        _ = tick, if bookmarks && last > 0 => {
+                            return Some((Ok(watch::bookmark_frame(&c.api_version, &c.kind, last, false)), (stream, last, false)));
+                        }
+                        next = stream.next() => {
+                            let event = match next {
+                                None => return None,
+                                Some(Err(StoreError::Expired { requested, oldest })) => {
+                                    let st = Status::expired(format!("too old resource version: {requested} ({oldest})"));
+                                    return Some((Ok(watch::error_frame(&st)), (stream, last, true)));
+                                }
+                                Some(Err(e)) => {
+                                    return Some((Ok(watch::error_frame(&Status::internal(e))), (stream, last, true)));
+                                }
+                                Some(Ok(e)) => e,
+                            };
+                            last = event.revision;
+                            if let Some(frame) = event_frame(&event, &ls, &fs, &c) {
+                                return Some((Ok(frame), (stream, last, false)));
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    let initial = futures_util::stream::iter(frames.into_iter().map(Ok));
+    Ok(watch::response(initial.chain(live)))
+}
+
+/// The frame for one store event as a selector-filtered watcher sees it (kube's transitions).
+fn event_frame(
+    event: &crate::store::Event,
+    ls: &LabelSelector,
+    fs: &FieldSelector,
+    c: &Collection,
+) -> Option<Bytes> {
+    let present = |b: &[u8]| (c.present)(b, &event.key, event.revision);
+    let new = present(&event.value)?;
+    let new_match = selected(&new, ls, fs);
+    let old_match = event
+        .prev
+        .as_ref()
+        .and_then(|p| present(p))
+        .is_some_and(|old| selected(&old, ls, fs));
+    let kind = match event.kind {
+        EventKind::Created if new_match => EventType::Added,
+        EventKind::Updated if new_match && old_match => EventType::Modified,
+        EventKind::Updated if new_match => EventType::Added,
+        EventKind::Updated if old_match => EventType::Deleted,
+        EventKind::Deleted if new_match => EventType::Deleted,
+        _ => return None,
+    };
+    let bytes = serde_json::to_vec(&new).ok()?;
+    Some(watch::frame(kind, &[&bytes]))
+}

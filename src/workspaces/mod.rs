@@ -1,0 +1,445 @@
+//! The workspaces API: the local kcp shard's Kubernetes API for source workspaces,
+//! `/clusters/<logical cluster | path | *>/…`, backed by the local store.
+//!
+//! Built-in kinds ([`registry`]), custom resources of each workspace's CRDs, get, list, watch,
+//! create, update, patch (merge, JSON and strategic merge patch), delete, deletecollection and
+//! `/status`; discovery (legacy and aggregated) and OpenAPI v3 ([`openapi`]) so kubectl's
+//! `apply`, `create`, `edit` and `explain` work. Object semantics live in [`objects`]. Only
+//! `system:masters` may use it (the embedded server's admin); consumers read through the
+//! Replication virtual workspace.
+
+pub mod objects;
+pub mod openapi;
+pub mod registry;
+
+use crate::api::Status;
+use crate::api::params::{ListOptions, name_selector};
+use crate::api::patch::PatchType;
+use crate::api::user::RequestUser;
+use crate::rest::{self, Collection, read_body, to_vec, verb_of};
+use crate::store::Scope;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use objects::{Part, Workspaces, WsError};
+use registry::Kind;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The workspaces API routes.
+pub fn router(ws: Arc<Workspaces>) -> Router {
+    Router::new()
+        .route("/clusters/{*rest}", any(handle))
+        .with_state(ws)
+}
+
+async fn handle(State(ws): State<Arc<Workspaces>>, req: Request) -> Response {
+    match serve(ws, req).await {
+        Ok(r) => r,
+        Err(s) => s.into_response(),
+    }
+}
+
+/// A parsed resource request path below `/clusters/<c>`.
+#[derive(Debug, Clone, PartialEq)]
+struct ResourcePath {
+    group: String,
+    version: String,
+    namespace: String,
+    resource: String,
+    name: Option<String>,
+    status: bool,
+    watch_path: bool,
+}
+
+fn parse_resource(segs: &[&str]) -> Option<ResourcePath> {
+    let (group, version, mut tail) = match segs {
+        ["api", v, tail @ ..] if !tail.is_empty() => (String::new(), v.to_string(), tail),
+        ["apis", g, v, tail @ ..] if !tail.is_empty() => (g.to_string(), v.to_string(), tail),
+        _ => return None,
+    };
+    let mut watch_path = false;
+    if let ["watch", t @ ..] = tail {
+        watch_path = true;
+        tail = t;
+    }
+    let (namespace, tail) = match tail {
+        ["namespaces", ns, t @ ..] if !t.is_empty() && t != ["status"] => (ns.to_string(), t),
+        t => (String::new(), t),
+    };
+    let (resource, name, status) = match tail {
+        [r] => (r.to_string(), None, false),
+        [r, n] => (r.to_string(), Some(n.to_string()), false),
+        [r, n, "status"] => (r.to_string(), Some(n.to_string()), true),
+        _ => return None,
+    };
+    Some(ResourcePath {
+        group,
+        version,
+        namespace,
+        resource,
+        name,
+        status,
+        watch_path,
+    })
+}
+
+fn ws_status(e: WsError) -> Status {
+    e.to_status()
+}
+
+async fn serve(ws: Arc<Workspaces>, req: Request) -> Result<Response, Status> {
+    let user = RequestUser::require(req.extensions())?;
+    let decoded = crate::api::params::decoded_path(req.uri().path());
+    let rest = decoded.strip_prefix("/clusters/").unwrap_or("");
+    let (reference, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let segs: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
+    let resource_path = parse_resource(&segs);
+    let verb = verb_of(
+        req.method(),
+        resource_path.as_ref().is_some_and(|p| p.name.is_some()),
+        req.uri().query(),
+        resource_path.as_ref().is_some_and(|p| p.watch_path),
+    );
+    if !user.is_master() {
+        return Err(Status::forbidden(match &resource_path {
+            Some(p) => format!(
+                "{} is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\" in the workspace \"{reference}\"",
+                crate::api::status::qualified(&p.group, &p.resource),
+                user.name,
+                p.resource,
+                p.group
+            ),
+            None => format!(
+                "forbidden: User \"{}\" cannot get path \"{}\"",
+                user.name,
+                req.uri().path()
+            ),
+        }));
+    }
+    let wildcard = reference == "*";
+    let cluster = if wildcard {
+        String::new()
+    } else {
+        ws.resolve(reference).await.map_err(ws_status)?
+    };
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(path) = resource_path else {
+        return non_resource(&ws, &cluster, wildcard, &segs, accept.as_deref()).await;
+    };
+    if !wildcard
+        && ws
+            .logical_cluster(&cluster)
+            .await
+            .map_err(ws_status)?
+            .is_none()
+    {
+        let creating_workspace = req.method() == Method::POST && path.resource == "logicalclusters";
+        if !creating_workspace {
+            return Err(ws_status(WsError::NoWorkspace(reference.to_string())));
+        }
+    }
+    let kind = ws
+        .find(&cluster, &path.group, &path.version, &path.resource)
+        .await
+        .map_err(ws_status)?;
+    let ns_given = !path.namespace.is_empty();
+    if (ns_given && !kind.namespaced) || (path.status && !kind.status_subresource) {
+        return Err(Status::path_not_found());
+    }
+    let part = if path.status {
+        Part::Status
+    } else {
+        Part::Main
+    };
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
+    let collection = collection(&kind);
+    let scope = Workspaces::scope(
+        &kind,
+        (!wildcard).then_some(cluster.as_str()),
+        Some(path.namespace.as_str()),
+    );
+    if wildcard && !(method == Method::GET && (path.name.is_none() || verb == "watch")) {
+        return Err(Status::bad_request(
+            "a concrete workspace is required for this request, not *",
+        ));
+    }
+    match (method, path.name.clone()) {
+        (Method::GET, None) => {
+            let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
+            if opts.watch {
+                rest::watch(ws.store.clone(), collection, scope, opts).await
+            } else {
+                rest::list(ws.store.as_ref(), &collection, &scope, &opts).await
+            }
+        }
+        (Method::GET, Some(name)) => {
+            let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
+            if opts.watch {
+                let mut opts = opts;
+                opts.field_selector = name_selector(&opts.field_selector, &name)?;
+                return rest::watch(ws.store.clone(), collection, scope, opts).await;
+            }
+            let rec = ws
+                .get(&kind, &cluster, &path.namespace, &name)
+                .await
+                .map_err(ws_status)?;
+            respond(&kind, 200, &rec)
+        }
+        (Method::POST, None) => {
+            let body = read_object(req).await?;
+            let rec = ws
+                .create(&kind, &cluster, &path.namespace, body)
+                .await
+                .map_err(ws_status)?;
+            respond(&kind, 201, &rec)
+        }
+        (Method::PUT, Some(name)) => {
+            let body = read_object(req).await?;
+            let d = ws
+                .update(&kind, &cluster, &path.namespace, &name, body, part)
+                .await
+                .map_err(ws_status)?;
+            respond(&kind, 200, &d.record)
+        }
+        (Method::PATCH, Some(name)) => {
+            let ct = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let Some(pt) = PatchType::from_content_type(&ct) else {
+                return Err(Status::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json{}",
+                        if kind.strategic {
+                            ", application/strategic-merge-patch+json"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            };
+            if pt == PatchType::StrategicMerge && !kind.strategic {
+                return Err(Status::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json",
+                ));
+            }
+            let body = read_body(req).await?;
+            let d = ws
+                .patch(&kind, &cluster, &path.namespace, &name, pt, &body, part)
+                .await
+                .map_err(ws_status)?;
+            respond(&kind, 200, &d.record)
+        }
+        (Method::DELETE, Some(name)) => {
+            let body = read_body(req).await?;
+            let pre = rest::preconditions(&body)?;
+            let d = ws
+                .delete(&kind, &cluster, &path.namespace, &name, pre)
+                .await
+                .map_err(ws_status)?;
+            respond(&kind, 200, &d.record)
+        }
+        (Method::DELETE, None) => {
+            let opts = ListOptions::from_query(query.as_deref(), false)?;
+            delete_collection(&ws, &kind, &cluster, scope, &opts).await
+        }
+        (m, name) => {
+            let verb = verb_of(&m, name.is_some(), query.as_deref(), false);
+            Err(Status::method_not_allowed(
+                &verb,
+                &kind.group,
+                &kind.resource,
+            ))
+        }
+    }
+}
+
+async fn read_object(req: Request) -> Result<Value, Status> {
+    let body = read_body(req).await?;
+    rest::decode_json(&body)
+}
+
+fn collection(kind: &Kind) -> Collection {
+    let av = kind.api_version();
+    Collection {
+        group: kind.group.clone(),
+        resource: kind.resource.clone(),
+        kind: kind.kind.clone(),
+        api_version: av.clone(),
+        namespaced: kind.namespaced,
+        present: Arc::new(move |value, key, revision| objects::present(value, key, revision, &av)),
+    }
+}
+
+fn respond(kind: &Kind, code: u16, rec: &crate::store::Record) -> Result<Response, Status> {
+    let v = objects::present(&rec.value, &rec.key, rec.revision, &kind.api_version())
+        .ok_or_else(|| Status::internal("stored object does not decode"))?;
+    Ok(crate::api::json_response(code, to_vec(&v)?))
+}
+
+async fn delete_collection(
+    ws: &Workspaces,
+    kind: &Kind,
+    cluster: &str,
+    scope: Scope,
+    opts: &ListOptions,
+) -> Result<Response, Status> {
+    let listing = ws.store.list(&scope).await.map_err(Status::internal)?;
+    let mut items = Vec::new();
+    for record in listing.records {
+        let Some(v) = objects::present(
+            &record.value,
+            &record.key,
+            record.revision,
+            &kind.api_version(),
+        ) else {
+            continue;
+        };
+        if !rest::selected(&v, &opts.label_selector, &opts.field_selector) {
+            continue;
+        }
+        match ws
+            .delete(
+                kind,
+                cluster,
+                &record.key.namespace,
+                &record.key.name,
+                (None, None),
+            )
+            .await
+        {
+            Ok(_) | Err(WsError::NotFound { .. }) => items.push(v),
+            Err(e) => return Err(e.to_status()),
+        }
+    }
+    let rv = ws.store.revision().await.map_err(Status::internal)?;
+    let list = json!({
+        "apiVersion": kind.api_version(), "kind": kind.list_kind,
+        "metadata": {"resourceVersion": rv.to_string()}, "items": items,
+    });
+    Ok(crate::api::json_response(200, to_vec(&list)?))
+}
+
+/// Discovery, OpenAPI and `/version` of a workspace.
+async fn non_resource(
+    ws: &Workspaces,
+    cluster: &str,
+    wildcard: bool,
+    segs: &[&str],
+    accept: Option<&str>,
+) -> Result<Response, Status> {
+    let kinds = if wildcard {
+        registry::builtins()
+    } else {
+        ws.kinds(cluster).await.map_err(ws_status)?
+    };
+    match segs {
+        ["version"] => Ok(crate::api::json_response(
+            200,
+            crate::replication::handlers::version_document(),
+        )),
+        ["openapi", "v3"] => {
+            let mut entries = Vec::new();
+            for (g, v) in group_versions(&kinds) {
+                let (_, hash) = openapi::render(&openapi_doc(&kinds, &g, &v));
+                entries.push((openapi::gv_path(&g, &v), hash));
+            }
+            Ok(crate::api::json_response(
+                200,
+                to_vec(&openapi::index(&entries))?,
+            ))
+        }
+        ["openapi", "v3", "api", "v1"] => openapi_response(&kinds, "", "v1"),
+        ["openapi", "v3", "apis", g, v] => openapi_response(&kinds, g, v),
+        ["api"] | ["api", "v1"] | ["apis"] | ["apis", _] | ["apis", _, _] => {
+            let resources: Vec<_> = kinds.iter().map(Kind::discovery).collect();
+            let tail: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
+            rest::discovery::serve(&resources, &tail, accept)
+        }
+        _ => Err(Status::path_not_found()),
+    }
+}
+
+fn group_versions(kinds: &[Kind]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for k in kinds {
+        let gv = (k.group.clone(), k.version.clone());
+        if !out.contains(&gv) {
+            out.push(gv);
+        }
+    }
+    out
+}
+
+fn openapi_doc(kinds: &[Kind], group: &str, version: &str) -> Value {
+    let types: Vec<openapi::ApiType> = kinds
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .map(Kind::openapi)
+        .collect();
+    openapi::document(group, version, &types)
+}
+
+fn openapi_response(kinds: &[Kind], group: &str, version: &str) -> Result<Response, Status> {
+    if !kinds
+        .iter()
+        .any(|k| k.group == group && k.version == version)
+    {
+        return Err(Status::path_not_found());
+    }
+    let (body, _) = openapi::render(&openapi_doc(kinds, group, version));
+    let mut r = crate::api::json_response(200, body);
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_paths_cover_namespaced_cluster_scoped_status_and_watch_forms() {
+        let p = parse_resource(&["api", "v1", "namespaces", "kcp-system", "secrets", "x"]).unwrap();
+        assert_eq!(
+            (p.namespace.as_str(), p.resource.as_str(), p.name.as_deref()),
+            ("kcp-system", "secrets", Some("x"))
+        );
+        let p = parse_resource(&["api", "v1", "namespaces", "default"]).unwrap();
+        assert_eq!(
+            (p.resource.as_str(), p.name.as_deref()),
+            ("namespaces", Some("default"))
+        );
+        let p = parse_resource(&["api", "v1", "namespaces", "default", "status"]).unwrap();
+        assert!(p.status && p.namespace.is_empty());
+        let p = parse_resource(&[
+            "apis",
+            "cache.kcp.io",
+            "v1alpha1",
+            "cachedresources",
+            "a",
+            "status",
+        ])
+        .unwrap();
+        assert!(p.status);
+        let p = parse_resource(&["apis", "g", "v1", "watch", "things"]).unwrap();
+        assert!(p.watch_path && p.name.is_none());
+        assert!(parse_resource(&["apis", "g", "v1"]).is_none());
+    }
+}

@@ -1,0 +1,1522 @@
+//! Object semantics of the workspaces API, independent of HTTP: what kube-apiserver (and kcp's
+//! admission) do to an object on create, update, patch and delete.
+//!
+//! [`Workspaces`] owns the local shard's store. Writes get `uid`, `creationTimestamp`,
+//! `generation` (bumped when anything but metadata and status changes), `resourceVersion` from
+//! the store; kinds with a status subresource keep status and spec changes apart; deletion
+//! honours finalizers (`deletionTimestamp` first, removal when the last finalizer goes);
+//! namespaces and CRDs take their contents with them. Admission: the workspace (its
+//! `LogicalCluster`) and the namespace must exist; Secrets fold `stringData` into `data`; CRDs
+//! are compiled and marked Established; custom resources are pruned, defaulted and validated
+//! against their CRD; CachedResources follow `kcp-reference.md` §2.5; kcp objects get the
+//! workspace's `kcp.io/path`. Controllers and the seed loader write through these same
+//! functions.
+
+use super::registry::{self, Kind};
+use crate::api::patch::{self, PatchType};
+use crate::api::status::{Status, StatusCause, StatusDetails, qualified};
+use crate::model::{ANN_CLUSTER, ANN_PATH};
+use crate::store::{GroupResource, Key, Record, Scope, Store, StoreError};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The shard name under which the workspaces' objects are stored (and replicated).
+pub const SHARD: &str = "root";
+
+/// Errors of object handling, mapped to a Status at the edge.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WsError {
+    /// The object does not exist.
+    #[error("{resource}.{group} \"{name}\" not found")]
+    NotFound {
+        /// Group.
+        group: String,
+        /// Resource.
+        resource: String,
+        /// Name.
+        name: String,
+    },
+    /// The object exists already.
+    #[error("{resource}.{group} \"{name}\" already exists")]
+    AlreadyExists {
+        /// Group.
+        group: String,
+        /// Resource.
+        resource: String,
+        /// Name.
+        name: String,
+    },
+    /// Stale resourceVersion or failed precondition.
+    #[error("conflict on {resource}.{group} \"{name}\": {message}")]
+    Conflict {
+        /// Group.
+        group: String,
+        /// Resource.
+        resource: String,
+        /// Name.
+        name: String,
+        /// Empty for the usual stale-version message.
+        message: String,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The object is invalid (422) with field causes.
+    #[error("{kind} \"{name}\" is invalid")]
+    Invalid {
+        /// `<Kind>.<group>`.
+        kind: String,
+        /// Kind alone (details).
+        bare_kind: String,
+        /// Group.
+        group: String,
+        /// Name.
+        name: String,
+        /// (reason, field, message).
+        causes: Vec<(String, String, String)>,
+    },
+    /// Admission refused the object (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such resource in this workspace.
+    #[error("the server could not find the requested resource")]
+    UnknownResource,
+    /// The workspace does not exist.
+    #[error("workspace {0} not found")]
+    NoWorkspace(String),
+    /// Storage failure.
+    #[error("storage: {0}")]
+    Store(StoreError),
+}
+
+impl WsError {
+    /// The Status for this error.
+    pub fn to_status(&self) -> Status {
+        match self {
+            WsError::NotFound {
+                group,
+                resource,
+                name,
+            } => Status::not_found(group, resource, name),
+            WsError::AlreadyExists {
+                group,
+                resource,
+                name,
+            } => Status::already_exists(group, resource, name),
+            WsError::Conflict {
+                group,
+                resource,
+                name,
+                message,
+            } if message.is_empty() => Status::conflict(group, resource, name),
+            WsError::Conflict {
+                group,
+                resource,
+                name,
+                message,
+            } => Status::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": {message}",
+                    qualified(group, resource)
+                ),
+            )
+            .with_details(name, group, resource),
+            WsError::BadRequest(m) => Status::bad_request(m.clone()),
+            WsError::Invalid {
+                kind,
+                bare_kind,
+                group,
+                name,
+                causes,
+            } => {
+                let rendered: Vec<String> = causes
+                    .iter()
+                    .map(|(_, f, m)| {
+                        if f.is_empty() {
+                            m.clone()
+                        } else {
+                            format!("{f}: {m}")
+                        }
+                    })
+                    .collect();
+                let body = if rendered.len() == 1 {
+                    rendered[0].clone()
+                } else {
+                    format!("[{}]", rendered.join(", "))
+                };
+                let mut st = Status::invalid(format!("{kind} \"{name}\" is invalid: {body}"));
+                st.details = Some(Box::new(StatusDetails {
+                    name: name.clone(),
+                    group: group.clone(),
+                    kind: bare_kind.clone(),
+                    causes: causes
+                        .iter()
+                        .map(|(r, f, m)| StatusCause {
+                            reason: r.clone(),
+                            message: m.clone(),
+                            field: f.clone(),
+                        })
+                        .collect(),
+                }));
+                st
+            }
+            WsError::Forbidden(m) => Status::forbidden(m.clone()),
+            WsError::UnknownResource => Status::path_not_found(),
+            WsError::NoWorkspace(c) => {
+                Status::forbidden(format!("access denied: workspace \"{c}\" does not exist"))
+            }
+            WsError::Store(StoreError::Expired { requested, oldest }) => {
+                Status::expired(format!("too old resource version: {requested} ({oldest})"))
+            }
+            WsError::Store(e) => Status::internal(e),
+        }
+    }
+
+    fn invalid(kind: &Kind, name: &str, field: &str, message: impl Into<String>) -> WsError {
+        let message = message.into();
+        let reason = crate::schema::validate::FieldError {
+            path: field.to_string(),
+            message: message.clone(),
+        }
+        .reason()
+        .to_string();
+        WsError::Invalid {
+            kind: kind_qualified(kind),
+            bare_kind: kind.kind.clone(),
+            group: kind.group.clone(),
+            name: name.to_string(),
+            causes: vec![(reason, field.to_string(), message)],
+        }
+    }
+}
+
+fn kind_qualified(kind: &Kind) -> String {
+    if kind.group.is_empty() {
+        kind.kind.clone()
+    } else {
+        format!("{}.{}", kind.kind, kind.group)
+    }
+}
+
+fn not_found(kind: &Kind, name: &str) -> WsError {
+    WsError::NotFound {
+        group: kind.group.clone(),
+        resource: kind.resource.clone(),
+        name: name.to_string(),
+    }
+}
+
+fn conflict(kind: &Kind, name: &str, message: &str) -> WsError {
+    WsError::Conflict {
+        group: kind.group.clone(),
+        resource: kind.resource.clone(),
+        name: name.to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn store_err(kind: &Kind, name: &str, e: StoreError) -> WsError {
+    match e {
+        StoreError::NotFound => not_found(kind, name),
+        StoreError::AlreadyExists => WsError::AlreadyExists {
+            group: kind.group.clone(),
+            resource: kind.resource.clone(),
+            name: name.to_string(),
+        },
+        StoreError::Conflict { .. } => conflict(kind, name, ""),
+        other => WsError::Store(other),
+    }
+}
+
+/// Which part of an object a write addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The main resource (status changes ignored when the kind has a status subresource).
+    Main,
+    /// The `/status` subresource (only status changes).
+    Status,
+}
+
+/// The outcome of a delete.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// The object's last state.
+    pub record: Record,
+    /// False when finalizers keep it (it now carries a deletionTimestamp).
+    pub gone: bool,
+}
+
+type CrdCache = HashMap<(String, String), (u64, Arc<Vec<Kind>>)>;
+
+/// The local shard: every workspace's objects in one store.
+pub struct Workspaces {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    builtins: Vec<Kind>,
+    crds: Mutex<CrdCache>,
+}
+
+fn crd_gr() -> GroupResource {
+    GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions")
+}
+
+/// Get a `metadata` map, creating it when absent or malformed.
+pub fn metadata_mut(obj: &mut Map<String, Value>) -> &mut Map<String, Value> {
+    let md = obj
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !md.is_object() {
+        *md = Value::Object(Map::new());
+    }
+    match md {
+        Value::Object(m) => m,
+        // invariant: replaced by an object just above.
+        _ => unreachable!("invariant: metadata is an object"),
+    }
+}
+
+fn encode(body: &Value) -> Result<Bytes, WsError> {
+    serde_json::to_vec(body)
+        .map(|mut v| {
+            v.shrink_to_fit();
+            Bytes::from(v)
+        })
+        .map_err(|e| WsError::BadRequest(e.to_string()))
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| char::from(ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()]))
+        .collect()
+}
+
+/// How readers see a stored workspace object: `apiVersion` of the request, `resourceVersion`
+/// = the record's revision, `kcp.io/cluster` from the key.
+pub fn present(value: &[u8], key: &Key, revision: u64, api_version: &str) -> Option<Value> {
+    let mut v: Value = serde_json::from_slice(value).ok()?;
+    let obj = v.as_object_mut()?;
+    obj.insert("apiVersion".into(), Value::String(api_version.to_string()));
+    let md = metadata_mut(obj);
+    md.insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
+    let ann = md
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !ann.is_object() {
+        *ann = Value::Object(Map::new());
+    }
+    if let Value::Object(a) = ann {
+        a.insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
+    }
+    Some(v)
+}
+
+/// Present a record with the apiVersion it was stored with.
+pub fn present_stored(record: &Record) -> Option<Value> {
+    let api_version = serde_json::from_slice::<Value>(&record.value)
+        .ok()?
+        .get("apiVersion")?
+        .as_str()?
+        .to_string();
+    present(&record.value, &record.key, record.revision, &api_version)
+}
+
+fn strings_at<'a>(v: &'a Value, pointer: &str) -> Vec<&'a str> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Everything but metadata (and status, when it has its own subresource): a change here
+/// bumps `metadata.generation`.
+fn spec_part(v: &Value, status_sub: bool) -> Value {
+    let mut m = v.as_object().cloned().unwrap_or_default();
+    for k in ["metadata", "apiVersion", "kind"] {
+        m.remove(k);
+    }
+    if status_sub {
+        m.remove("status");
+    }
+    Value::Object(m)
+}
+
+impl Workspaces {
+    /// Serve workspaces from `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Workspaces {
+            store,
+            builtins: registry::builtins(),
+            crds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store key of an object.
+    pub fn key(kind: &Kind, cluster: &str, namespace: &str, name: &str) -> Key {
+        Key {
+            group: kind.group.clone(),
+            resource: kind.resource.clone(),
+            shard: SHARD.to_string(),
+            cluster: cluster.to_string(),
+            namespace: if kind.namespaced {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+
+    /// The list scope of a kind in a cluster (`None` = every cluster) and namespace.
+    pub fn scope(kind: &Kind, cluster: Option<&str>, namespace: Option<&str>) -> Scope {
+        Scope {
+            resource: Some(GroupResource::new(&kind.group, &kind.resource)),
+            shard: Some(SHARD.to_string()),
+            cluster: cluster.map(str::to_string),
+            namespace: namespace.filter(|n| !n.is_empty()).map(str::to_string),
+        }
+    }
+
+    /// The built-in kind of a group and resource.
+    pub fn builtin(&self, group: &str, resource: &str) -> Option<&Kind> {
+        self.builtins
+            .iter()
+            .find(|k| k.group == group && k.resource == resource)
+    }
+
+    /// Every kind served in `cluster`: built-ins, then the custom resources of its CRDs.
+    pub async fn kinds(&self, cluster: &str) -> Result<Vec<Kind>, WsError> {
+        let mut out = self.builtins.clone();
+        let scope = Scope {
+            resource: Some(crd_gr()),
+            shard: Some(SHARD.to_string()),
+            cluster: Some(cluster.to_string()),
+            namespace: None,
+        };
+        let listing = self.store.list(&scope).await.map_err(WsError::Store)?;
+        for record in listing.records {
+            let cache_key = (cluster.to_string(), record.key.name.clone());
+            let cached = self
+                .crds
+                .lock()
+                .get(&cache_key)
+                .filter(|(rev, _)| *rev == record.revision)
+                .map(|(_, k)| k.clone());
+            let kinds = match cached {
+                Some(k) => k,
+                None => {
+                    let Ok(crd) = serde_json::from_slice::<Value>(&record.value) else {
+                        continue;
+                    };
+                    let kinds = Arc::new(registry::crd_kinds(&crd).unwrap_or_default());
+                    self.crds
+                        .lock()
+                        .insert(cache_key, (record.revision, kinds.clone()));
+                    kinds
+                }
+            };
+            for k in kinds.iter() {
+                if !out
+                    .iter()
+                    .any(|b| b.group == k.group && b.resource == k.resource)
+                {
+                    out.push(k.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The kind of `group/version/resource` in `cluster`.
+    pub async fn find(
+        &self,
+        cluster: &str,
+        group: &str,
+        version: &str,
+        resource: &str,
+    ) -> Result<Kind, WsError> {
+        if let Some(k) = self
+            .builtins
+            .iter()
+            .find(|k| k.group == group && k.version == version && k.resource == resource)
+        {
+            return Ok(k.clone());
+        }
+        self.kinds(cluster)
+            .await?
+            .into_iter()
+            .find(|k| k.group == group && k.version == version && k.resource == resource)
+            .ok_or(WsError::UnknownResource)
+    }
+
+    /// The kind of an object's `apiVersion` and `kind` in `cluster`.
+    pub async fn find_kind(
+        &self,
+        cluster: &str,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Kind, WsError> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        self.kinds(cluster)
+            .await?
+            .into_iter()
+            .find(|k| k.group == group && k.version == version && k.kind == kind)
+            .ok_or_else(|| {
+                WsError::BadRequest(format!(
+                    "no matches for kind \"{kind}\" in version \"{api_version}\""
+                ))
+            })
+    }
+
+    /// The LogicalCluster of a workspace.
+    pub async fn logical_cluster(&self, cluster: &str) -> Result<Option<Value>, WsError> {
+        let Some(k) = self.builtin("core.kcp.io", "logicalclusters") else {
+            return Ok(None);
+        };
+        let rec = self
+            .store
+            .get(&Self::key(k, cluster, "", "cluster"))
+            .await
+            .map_err(WsError::Store)?;
+        Ok(rec.and_then(|r| serde_json::from_slice(&r.value).ok()))
+    }
+
+    /// Resolve a workspace reference (a logical cluster name, or a path such as
+    /// `root:cloudco` matched against the LogicalClusters' `kcp.io/path`).
+    pub async fn resolve(&self, reference: &str) -> Result<String, WsError> {
+        if !reference.contains(':') || reference.starts_with("system:") {
+            return Ok(reference.to_string());
+        }
+        let Some(k) = self.builtin("core.kcp.io", "logicalclusters") else {
+            return Err(WsError::NoWorkspace(reference.to_string()));
+        };
+        let listing = self
+            .store
+            .list(&Self::scope(k, None, None))
+            .await
+            .map_err(WsError::Store)?;
+        listing
+            .records
+            .iter()
+            .find(|r| {
+                serde_json::from_slice::<Value>(&r.value)
+                    .ok()
+                    .is_some_and(|v| {
+                        v.pointer("/metadata/annotations/kcp.io~1path")
+                            .and_then(Value::as_str)
+                            == Some(reference)
+                    })
+            })
+            .map(|r| r.key.cluster.clone())
+            .ok_or_else(|| WsError::NoWorkspace(reference.to_string()))
+    }
+
+    /// Read one object.
+    pub async fn get(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Record, WsError> {
+        self.store
+            .get(&Self::key(kind, cluster, namespace, name))
+            .await
+            .map_err(WsError::Store)?
+            .ok_or_else(|| not_found(kind, name))
+    }
+
+    /// Read one object, presented (None when absent).
+    pub async fn get_value(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<(Value, u64)>, WsError> {
+        match self.get(kind, cluster, namespace, name).await {
+            Ok(r) => {
+                Ok(present(&r.value, &r.key, r.revision, &kind.api_version())
+                    .map(|v| (v, r.revision)))
+            }
+            Err(WsError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every object of a kind in a cluster (`None` = all clusters), presented.
+    pub async fn list_values(
+        &self,
+        kind: &Kind,
+        cluster: Option<&str>,
+    ) -> Result<Vec<(Value, Arc<Key>, u64)>, WsError> {
+        let listing = self
+            .store
+            .list(&Self::scope(kind, cluster, None))
+            .await
+            .map_err(WsError::Store)?;
+        Ok(listing
+            .records
+            .into_iter()
+            .filter_map(|r| {
+                present(&r.value, &r.key, r.revision, &kind.api_version())
+                    .map(|v| (v, r.key.clone(), r.revision))
+            })
+            .collect())
+    }
+
+    fn check_body(kind: &Kind, namespace: &str, body: &mut Value) -> Result<(), WsError> {
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| WsError::BadRequest("the body must be a JSON object".into()))?;
+        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+            && !av.is_empty()
+        {
+            let (g, _) = av.split_once('/').unwrap_or(("", av));
+            if g != kind.group {
+                return Err(WsError::BadRequest(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({})",
+                    kind.api_version()
+                )));
+            }
+        }
+        if let Some(k) = obj.get("kind").and_then(Value::as_str)
+            && !k.is_empty()
+            && k != kind.kind
+        {
+            return Err(WsError::BadRequest(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                kind.kind
+            )));
+        }
+        obj.insert("apiVersion".into(), Value::String(kind.api_version()));
+        obj.insert("kind".into(), Value::String(kind.kind.clone()));
+        let md = metadata_mut(obj);
+        if kind.namespaced {
+            match md.get("namespace").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() && n != namespace => {
+                    return Err(WsError::BadRequest(
+                        "the namespace of the provided object does not match the namespace sent on the request".into(),
+                    ));
+                }
+                _ => {}
+            }
+            md.insert("namespace".into(), Value::String(namespace.to_string()));
+        } else {
+            md.remove("namespace");
+        }
+        if let Some(Value::Object(a)) = md.get_mut("annotations") {
+            a.remove(ANN_CLUSTER);
+        }
+        Ok(())
+    }
+
+    async fn require_workspace(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+    ) -> Result<Option<Value>, WsError> {
+        let lc = self.logical_cluster(cluster).await?;
+        if lc.is_none() && kind.resource != "logicalclusters" {
+            return Err(WsError::NoWorkspace(cluster.to_string()));
+        }
+        Ok(lc)
+    }
+
+    async fn require_namespace(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        namespace: &str,
+    ) -> Result<(), WsError> {
+        if !kind.namespaced {
+            return Ok(());
+        }
+        if namespace.is_empty() {
+            return Err(WsError::BadRequest(
+                "the namespace of the object is required".into(),
+            ));
+        }
+        let Some(ns_kind) = self.builtin("", "namespaces") else {
+            return Ok(());
+        };
+        match self.get(ns_kind, cluster, "", namespace).await {
+            Ok(_) => Ok(()),
+            Err(WsError::NotFound { .. }) => Err(WsError::NotFound {
+                group: String::new(),
+                resource: "namespaces".into(),
+                name: namespace.to_string(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create an object (POST).
+    pub async fn create(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        namespace: &str,
+        mut body: Value,
+    ) -> Result<Record, WsError> {
+        Self::check_body(kind, namespace, &mut body)?;
+        let lc = self.require_workspace(kind, cluster).await?;
+        self.require_namespace(kind, cluster, namespace).await?;
+        let Some(obj) = body.as_object_mut() else {
+            return Err(WsError::BadRequest("the body must be a JSON object".into()));
+        };
+        let md = metadata_mut(obj);
+        let mut name = md
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty() {
+            let prefix = md.get("generateName").and_then(Value::as_str).unwrap_or("");
+            if prefix.is_empty() {
+                return Err(WsError::invalid(
+                    kind,
+                    "",
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                ));
+            }
+            name = format!("{prefix}{}", random_suffix());
+            md.insert("name".into(), Value::String(name.clone()));
+        }
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ] {
+            md.remove(k);
+        }
+        md.insert(
+            "uid".into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
+        md.insert(
+            "creationTimestamp".into(),
+            Value::String(crate::api::now_rfc3339()),
+        );
+        md.insert("generation".into(), Value::from(1));
+        if kind.status_subresource {
+            obj.remove("status");
+        }
+        self.admit(kind, cluster, &name, lc.as_ref(), None, &mut body)
+            .await?;
+        let rec = self
+            .store
+            .create(Self::key(kind, cluster, namespace, &name), encode(&body)?)
+            .await
+            .map_err(|e| store_err(kind, &name, e))?;
+        if kind.resource == "logicalclusters"
+            && let Some(ns) = self.builtin("", "namespaces").cloned()
+        {
+            let default =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+            match Box::pin(self.create(&ns, cluster, "", default)).await {
+                Ok(_) | Err(WsError::AlreadyExists { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(cluster, error = %e, "Could not create the default namespace.")
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Admission and defaulting for one kind (create: `old` = None).
+    async fn admit(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        name: &str,
+        lc: Option<&Value>,
+        old: Option<&Value>,
+        body: &mut Value,
+    ) -> Result<(), WsError> {
+        let path = lc
+            .and_then(|l| l.pointer("/metadata/annotations/kcp.io~1path"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match (kind.group.as_str(), kind.resource.as_str()) {
+            ("", "secrets") => fold_string_data(body),
+            ("", "namespaces") => {
+                if body.pointer("/status/phase").is_none()
+                    && let Some(o) = body.as_object_mut()
+                {
+                    o.insert("status".into(), json!({"phase": "Active"}));
+                }
+            }
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                admit_crd(kind, name, body)?;
+            }
+            ("core.kcp.io", "logicalclusters") => {
+                if name != "cluster" {
+                    return Err(WsError::invalid(
+                        kind,
+                        name,
+                        "metadata.name",
+                        "Invalid value: the LogicalCluster of a workspace must be named \"cluster\"",
+                    ));
+                }
+                if old.is_none()
+                    && let Some(o) = body.as_object_mut()
+                {
+                    o.insert("status".into(), json!({"phase": "Ready"}));
+                }
+            }
+            ("cache.kcp.io", "cachedresources") => {
+                if old.is_none() {
+                    self.admit_cached_resource(kind, cluster, name, body)
+                        .await?;
+                }
+                set_path(body, path.as_deref());
+            }
+            ("apis.kcp.io", "apiexports")
+            | ("apis.kcp.io", "apibindings")
+            | ("cache.kcp.io", "cachedresourceendpointslices") => set_path(body, path.as_deref()),
+            _ => {}
+        }
+        if let Some(schema) = &kind.schema
+            && let Err(errors) = schema.prepare(body)
+        {
+            return Err(WsError::Invalid {
+                kind: kind_qualified(kind),
+                bare_kind: kind.kind.clone(),
+                group: kind.group.clone(),
+                name: name.to_string(),
+                causes: errors
+                    .iter()
+                    .map(|e| (e.reason().to_string(), e.path.clone(), e.message.clone()))
+                    .collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// §2.5: one CachedResource per GVR per workspace; the resource must be cluster-scoped
+    /// when it can be mapped.
+    async fn admit_cached_resource(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        name: &str,
+        body: &Value,
+    ) -> Result<(), WsError> {
+        let s = |p: &str| {
+            body.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let (group, version, resource) =
+            (s("/spec/group"), s("/spec/version"), s("/spec/resource"));
+        for (other, _, _) in self.list_values(kind, Some(cluster)).await? {
+            let o = |p: &str| {
+                other
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            if o("/spec/group") == group
+                && o("/spec/version") == version
+                && o("/spec/resource") == resource
+            {
+                return Err(WsError::Forbidden(format!(
+                    "cachedresources.cache.kcp.io \"{name}\" is forbidden: spec: Invalid value: \"{group}.{version}.{resource}\": CachedResource with this GVR already exists in the \"{cluster}\" workspace"
+                )));
+            }
+        }
+        if let Ok(target) = self.find(cluster, &group, &version, &resource).await
+            && target.namespaced
+        {
+            return Err(WsError::Forbidden(format!(
+                "cachedresources.cache.kcp.io \"{name}\" is forbidden: spec: Invalid value: \"{}\": Resource referenced in CachedResource must be cluster-scoped",
+                qualified(&group, &resource)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replace an object (PUT) or its status.
+    pub async fn update(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+        mut body: Value,
+        part: Part,
+    ) -> Result<Deleted, WsError> {
+        Self::check_body(kind, namespace, &mut body)?;
+        let md = body
+            .get("metadata")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new()));
+        match md.get("name").and_then(Value::as_str) {
+            Some(n) if n == name => {}
+            None | Some("") => {}
+            Some(n) => {
+                return Err(WsError::BadRequest(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+        let expected = match md.get("resourceVersion").and_then(Value::as_str) {
+            Some(s) if !s.is_empty() => {
+                Some(s.parse::<u64>().map_err(|_| conflict(kind, name, ""))?)
+            }
+            _ => None,
+        };
+        for _ in 0..8 {
+            let current = self.get(kind, cluster, namespace, name).await?;
+            if expected.is_some_and(|e| e != current.revision) {
+                return Err(conflict(kind, name, ""));
+            }
+            match self
+                .write_over(kind, cluster, name, &current, body.clone(), part)
+                .await
+            {
+                Err(WsError::Conflict { message, .. })
+                    if expected.is_none() && message.is_empty() =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Err(conflict(kind, name, ""))
+    }
+
+    /// Write `body` over `current` (which must still be current).
+    async fn write_over(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        name: &str,
+        current: &Record,
+        body: Value,
+        part: Part,
+    ) -> Result<Deleted, WsError> {
+        let old: Value = serde_json::from_slice(&current.value)
+            .map_err(|e| WsError::Store(StoreError::Internal(e.to_string())))?;
+        let mut new = match part {
+            Part::Status => {
+                let mut n = old.clone();
+                if let Some(o) = n.as_object_mut() {
+                    match body.get("status") {
+                        Some(s) => o.insert("status".into(), s.clone()),
+                        None => o.remove("status"),
+                    };
+                }
+                n
+            }
+            Part::Main => {
+                let mut n = body;
+                if kind.status_subresource
+                    && let Some(o) = n.as_object_mut()
+                {
+                    match old.get("status") {
+                        Some(s) => o.insert("status".into(), s.clone()),
+                        None => o.remove("status"),
+                    };
+                }
+                n
+            }
+        };
+        let Some(obj) = new.as_object_mut() else {
+            return Err(WsError::BadRequest("the body must be a JSON object".into()));
+        };
+        let md = metadata_mut(obj);
+        md.insert("name".into(), Value::String(name.to_string()));
+        md.remove("resourceVersion");
+        md.remove("managedFields");
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
+            match old.pointer(&format!("/metadata/{field}")) {
+                Some(v) => md.insert(field.into(), v.clone()),
+                None => md.remove(field),
+            };
+        }
+        let old_gen = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        md.insert("generation".into(), Value::from(old_gen));
+        if part == Part::Main {
+            let lc = self.logical_cluster(cluster).await?;
+            self.admit(kind, cluster, name, lc.as_ref(), Some(&old), &mut new)
+                .await?;
+        } else if let Some(schema) = &kind.schema
+            && let Err(errors) = schema.prepare(&mut new)
+        {
+            return Err(WsError::Invalid {
+                kind: kind_qualified(kind),
+                bare_kind: kind.kind.clone(),
+                group: kind.group.clone(),
+                name: name.to_string(),
+                causes: errors
+                    .iter()
+                    .map(|e| (e.reason().to_string(), e.path.clone(), e.message.clone()))
+                    .collect(),
+            });
+        }
+        if spec_part(&new, kind.status_subresource) != spec_part(&old, kind.status_subresource)
+            && let Some(o) = new.as_object_mut()
+        {
+            metadata_mut(o).insert("generation".into(), Value::from(old_gen + 1));
+        }
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        if deleting && strings_at(&new, "/metadata/finalizers").is_empty() {
+            let rec = self
+                .store
+                .delete(&current.key, Some(current.revision))
+                .await
+                .map_err(|e| store_err(kind, name, e))?;
+            return Ok(Deleted {
+                record: rec,
+                gone: true,
+            });
+        }
+        if new == old {
+            return Ok(Deleted {
+                record: current.clone(),
+                gone: false,
+            });
+        }
+        let rec = self
+            .store
+            .update(
+                (*current.key).clone(),
+                encode(&new)?,
+                Some(current.revision),
+            )
+            .await
+            .map_err(|e| store_err(kind, name, e))?;
+        Ok(Deleted {
+            record: rec,
+            gone: false,
+        })
+    }
+
+    /// Patch an object (PATCH) or its status.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+        patch_type: PatchType,
+        patch_body: &[u8],
+        part: Part,
+    ) -> Result<Deleted, WsError> {
+        for _ in 0..8 {
+            let current = self.get(kind, cluster, namespace, name).await?;
+            let shown = present(
+                &current.value,
+                &current.key,
+                current.revision,
+                &kind.api_version(),
+            )
+            .ok_or_else(|| {
+                WsError::Store(StoreError::Internal("stored object does not decode".into()))
+            })?;
+            let patched = patch::apply(patch_type, &shown, patch_body).map_err(|e| match e {
+                patch::PatchError::Malformed(m) => WsError::BadRequest(m),
+                other => WsError::invalid(kind, name, "", other.to_string()),
+            })?;
+            let mut patched = patched;
+            Self::check_body(kind, namespace, &mut patched)?;
+            let asked = patched
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if !asked.is_empty() && asked != current.revision.to_string() {
+                return Err(conflict(kind, name, ""));
+            }
+            match self
+                .write_over(kind, cluster, name, &current, patched, part)
+                .await
+            {
+                Err(WsError::Conflict { message, .. })
+                    if asked.is_empty() && message.is_empty() =>
+                {
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Err(conflict(kind, name, ""))
+    }
+
+    /// Delete an object: with finalizers it gets a deletionTimestamp and stays; namespaces and
+    /// CRDs delete their contents first.
+    pub async fn delete(
+        &self,
+        kind: &Kind,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+        preconditions: (Option<u64>, Option<String>),
+    ) -> Result<Deleted, WsError> {
+        let current = self.get(kind, cluster, namespace, name).await?;
+        let old: Value = serde_json::from_slice(&current.value)
+            .map_err(|e| WsError::Store(StoreError::Internal(e.to_string())))?;
+        if let Some(uid) = &preconditions.1 {
+            let have = old
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if have != uid {
+                return Err(conflict(
+                    kind,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = preconditions.0
+            && rv != current.revision
+        {
+            return Err(conflict(
+                kind,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    current.revision
+                ),
+            ));
+        }
+        if !strings_at(&old, "/metadata/finalizers").is_empty() {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(Deleted {
+                    record: current,
+                    gone: false,
+                });
+            }
+            let mut new = old.clone();
+            if let Some(o) = new.as_object_mut() {
+                let md = metadata_mut(o);
+                md.insert(
+                    "deletionTimestamp".into(),
+                    Value::String(crate::api::now_rfc3339()),
+                );
+                md.insert("deletionGracePeriodSeconds".into(), Value::from(0));
+            }
+            let rec = self
+                .store
+                .update(
+                    (*current.key).clone(),
+                    encode(&new)?,
+                    Some(current.revision),
+                )
+                .await
+                .map_err(|e| store_err(kind, name, e))?;
+            return Ok(Deleted {
+                record: rec,
+                gone: false,
+            });
+        }
+        match (kind.group.as_str(), kind.resource.as_str()) {
+            ("", "namespaces") => {
+                self.purge(Scope {
+                    cluster: Some(cluster.to_string()),
+                    namespace: Some(name.to_string()),
+                    shard: Some(SHARD.to_string()),
+                    resource: None,
+                })
+                .await?;
+            }
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                if let Ok(kinds) = registry::crd_kinds(&old)
+                    && let Some(k) = kinds.first()
+                {
+                    self.purge(Self::scope(k, Some(cluster), None)).await?;
+                }
+            }
+            _ => {}
+        }
+        let rec = self
+            .store
+            .delete(&current.key, Some(current.revision))
+            .await
+            .map_err(|e| store_err(kind, name, e))?;
+        Ok(Deleted {
+            record: rec,
+            gone: true,
+        })
+    }
+
+    async fn purge(&self, scope: Scope) -> Result<(), WsError> {
+        let listing = self.store.list(&scope).await.map_err(WsError::Store)?;
+        for r in listing.records {
+            match self.store.delete(&r.key, None).await {
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(WsError::Store(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_path(body: &mut Value, path: Option<&str>) {
+    let Some(path) = path else { return };
+    let Some(obj) = body.as_object_mut() else {
+        return;
+    };
+    let md = metadata_mut(obj);
+    let ann = md
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(a) = ann
+        && !a.contains_key(ANN_PATH)
+    {
+        a.insert(ANN_PATH.into(), Value::String(path.to_string()));
+    }
+}
+
+/// kube folds a Secret's `stringData` into `data` (base64) when it is written.
+fn fold_string_data(body: &mut Value) {
+    use base64::Engine;
+    let Some(obj) = body.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(sd)) = obj.remove("stringData") else {
+        return;
+    };
+    let data = obj
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Value::Object(d) = data {
+        for (k, v) in sd {
+            if let Some(s) = v.as_str() {
+                d.insert(
+                    k,
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(s)),
+                );
+            }
+        }
+    }
+}
+
+/// A CRD must be named `<plural>.<group>` and compile; it is then Established at once.
+fn admit_crd(kind: &Kind, name: &str, body: &mut Value) -> Result<(), WsError> {
+    let kinds = registry::crd_kinds(body)
+        .map_err(|e| WsError::invalid(kind, name, "spec", e.to_string()))?;
+    let s = |p: &str| {
+        body.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let expected = format!("{}.{}", s("/spec/names/plural"), s("/spec/group"));
+    if name != expected {
+        return Err(WsError::invalid(
+            kind,
+            name,
+            "metadata.name",
+            format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+        ));
+    }
+    if kinds.is_empty() {
+        return Err(WsError::invalid(
+            kind,
+            name,
+            "spec.versions",
+            "Invalid value: must have exactly one version marked as storage version",
+        ));
+    }
+    let now = crate::api::now_rfc3339();
+    let names = body.pointer("/spec/names").cloned().unwrap_or(Value::Null);
+    let stored: Vec<Value> = body
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(o) = body.as_object_mut() {
+        o.insert(
+            "status".into(),
+            json!({
+                "acceptedNames": names,
+                "storedVersions": stored,
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+                ],
+            }),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    async fn ws() -> Workspaces {
+        let w = Workspaces::new(Arc::new(MemoryStore::default()));
+        let lc = w.builtin("core.kcp.io", "logicalclusters").unwrap().clone();
+        w.create(
+            &lc,
+            "c1",
+            "",
+            json!({"metadata": {"name": "cluster", "annotations": {"kcp.io/path": "root:org"}}}),
+        )
+        .await
+        .unwrap();
+        w
+    }
+
+    fn crd() -> Value {
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "things.g.io"},
+            "spec": {"group": "g.io", "scope": "Cluster", "names": {"plural": "things", "kind": "Thing"},
+                "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "properties": {"size": {"type": "integer", "minimum": 1, "default": 2}}},
+                        "status": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}}}}]}})
+    }
+
+    #[tokio::test]
+    async fn a_workspace_has_a_default_namespace_and_resolves_by_path() {
+        let w = ws().await;
+        let ns = w.builtin("", "namespaces").unwrap().clone();
+        assert!(w.get(&ns, "c1", "", "default").await.is_ok());
+        assert_eq!(w.resolve("root:org").await.unwrap(), "c1");
+        assert!(matches!(
+            w.resolve("root:nope").await,
+            Err(WsError::NoWorkspace(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn writes_into_a_missing_workspace_are_refused() {
+        let w = ws().await;
+        let ns = w.builtin("", "namespaces").unwrap().clone();
+        let err = w
+            .create(&ns, "nowhere", "", json!({"metadata": {"name": "x"}}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_status().code, 403);
+    }
+
+    #[tokio::test]
+    async fn custom_resources_are_defaulted_validated_and_keep_status_apart() {
+        let w = ws().await;
+        let crd_kind = w
+            .builtin("apiextensions.k8s.io", "customresourcedefinitions")
+            .unwrap()
+            .clone();
+        w.create(&crd_kind, "c1", "", crd()).await.unwrap();
+        let thing = w.find("c1", "g.io", "v1", "things").await.unwrap();
+        let rec = w
+            .create(
+                &thing,
+                "c1",
+                "",
+                json!({"metadata": {"name": "a"}, "spec": {"junk": 1}, "status": {"ok": true}}),
+            )
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&rec.value).unwrap();
+        assert_eq!(v["spec"], json!({"size": 2}));
+        assert!(v.get("status").is_none(), "status is dropped on create");
+        let err = w
+            .create(
+                &thing,
+                "c1",
+                "",
+                json!({"metadata": {"name": "b"}, "spec": {"size": 0}}),
+            )
+            .await
+            .unwrap_err();
+        let st = err.to_status();
+        assert_eq!(st.code, 422);
+        assert!(
+            st.message
+                .starts_with("Thing.g.io \"b\" is invalid: spec.size"),
+            "{}",
+            st.message
+        );
+        let d = w
+            .patch(
+                &thing,
+                "c1",
+                "",
+                "a",
+                PatchType::Merge,
+                br#"{"status":{"ok":true}}"#,
+                Part::Status,
+            )
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&d.record.value).unwrap();
+        assert_eq!(v["status"]["ok"], true);
+        assert_eq!(
+            v["metadata"]["generation"], 1,
+            "a status change keeps the generation"
+        );
+        let d = w
+            .patch(
+                &thing,
+                "c1",
+                "",
+                "a",
+                PatchType::Merge,
+                br#"{"spec":{"size":5}}"#,
+                Part::Main,
+            )
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&d.record.value).unwrap();
+        assert_eq!(v["metadata"]["generation"], 2);
+        assert_eq!(v["status"]["ok"], true);
+    }
+
+    #[tokio::test]
+    async fn finalizers_hold_a_deleted_object_until_they_are_removed() {
+        let w = ws().await;
+        let ns = w.builtin("", "configmaps").unwrap().clone();
+        w.create(
+            &ns,
+            "c1",
+            "default",
+            json!({"metadata": {"name": "x", "finalizers": ["a/b"]}, "data": {"k": "v"}}),
+        )
+        .await
+        .unwrap();
+        let d = w
+            .delete(&ns, "c1", "default", "x", (None, None))
+            .await
+            .unwrap();
+        assert!(!d.gone);
+        let v: Value = serde_json::from_slice(&d.record.value).unwrap();
+        assert!(v["metadata"]["deletionTimestamp"].is_string());
+        let d = w
+            .patch(
+                &ns,
+                "c1",
+                "default",
+                "x",
+                PatchType::Merge,
+                br#"{"metadata":{"finalizers":null}}"#,
+                Part::Main,
+            )
+            .await
+            .unwrap();
+        assert!(d.gone);
+        assert!(w.get(&ns, "c1", "default", "x").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn secrets_fold_string_data_into_data() {
+        let w = ws().await;
+        let s = w.builtin("", "secrets").unwrap().clone();
+        let rec = w
+            .create(
+                &s,
+                "c1",
+                "default",
+                json!({"metadata": {"name": "k"}, "stringData": {"key": "abc"}}),
+            )
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&rec.value).unwrap();
+        assert_eq!(v["data"]["key"], "YWJj");
+        assert!(v.get("stringData").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_second_cached_resource_for_the_same_gvr_is_forbidden() {
+        let w = ws().await;
+        let cr = w
+            .builtin("cache.kcp.io", "cachedresources")
+            .unwrap()
+            .clone();
+        let body = |n: &str| json!({"metadata": {"name": n}, "spec": {"group": "g.io", "version": "v1", "resource": "things"}});
+        let rec = w.create(&cr, "c1", "", body("one")).await.unwrap();
+        let v: Value = serde_json::from_slice(&rec.value).unwrap();
+        assert_eq!(v["metadata"]["annotations"]["kcp.io/path"], "root:org");
+        let st = w
+            .create(&cr, "c1", "", body("two"))
+            .await
+            .unwrap_err()
+            .to_status();
+        assert_eq!(st.code, 403);
+        assert!(
+            st.message
+                .ends_with("CachedResource with this GVR already exists in the \"c1\" workspace"),
+            "{}",
+            st.message
+        );
+    }
+
+    #[tokio::test]
+    async fn cached_resources_of_namespaced_resources_are_forbidden() {
+        let w = ws().await;
+        let cr = w
+            .builtin("cache.kcp.io", "cachedresources")
+            .unwrap()
+            .clone();
+        let st = w
+            .create(&cr, "c1", "", json!({"metadata": {"name": "s"}, "spec": {"group": "", "version": "v1", "resource": "secrets"}}))
+            .await
+            .unwrap_err()
+            .to_status();
+        assert!(
+            st.message
+                .ends_with("Resource referenced in CachedResource must be cluster-scoped"),
+            "{}",
+            st.message
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_namespace_deletes_what_it_holds() {
+        let w = ws().await;
+        let ns = w.builtin("", "namespaces").unwrap().clone();
+        let s = w.builtin("", "secrets").unwrap().clone();
+        w.create(&ns, "c1", "", json!({"metadata": {"name": "tmp"}}))
+            .await
+            .unwrap();
+        w.create(&s, "c1", "tmp", json!({"metadata": {"name": "k"}}))
+            .await
+            .unwrap();
+        assert!(
+            w.delete(&ns, "c1", "", "tmp", (None, None))
+                .await
+                .unwrap()
+                .gone
+        );
+        assert!(w.get(&s, "c1", "tmp", "k").await.is_err());
+    }
+}
