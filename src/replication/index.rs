@@ -209,8 +209,11 @@ pub struct ServedEvent {
     pub object: Arc<ServedObject>,
     /// Previous state for modifications and deletions.
     pub prev: Option<Arc<ServedObject>>,
-    /// Consumer clusters at the time of the event.
+    /// Consumer clusters at the time of the event (for a membership event: the clusters that
+    /// bound or unbound).
     pub consumers: Arc<BTreeSet<String>>,
+    /// The object did not change; consumers bound (ADDED) or unbound (DELETED) it.
+    pub membership: bool,
     /// Encoded frames by (event type, consumer literal): each is built once for all watchers.
     frames: parking_lot::Mutex<HashMap<FrameKey, Bytes>>,
 }
@@ -281,6 +284,7 @@ impl Served {
             .iter()
             .rev()
             .take_while(|e| e.revision > revision)
+            .filter(|e| !e.membership)
         {
             let key = (ev.object.namespace.clone(), ev.object.name.clone());
             match (ev.change, &ev.prev) {
@@ -827,10 +831,44 @@ impl State {
                 next_seq: 1,
                 tx: broadcast::channel(BROADCAST_CAPACITY).0,
             });
-            served.consumers = consumers.clone();
+            let before = std::mem::replace(&mut served.consumers, consumers.clone());
             let changed = rebuild || old_fp != new_fp;
             served.api = api.clone();
             if !changed {
+                // Consumers that bind see every object appear, those that unbind see them go.
+                let added: BTreeSet<String> = consumers.difference(&before).cloned().collect();
+                let removed: BTreeSet<String> = before.difference(&consumers).cloned().collect();
+                if !added.is_empty() || !removed.is_empty() {
+                    let (added, removed) = (Arc::new(added), Arc::new(removed));
+                    let objects: Vec<Arc<ServedObject>> =
+                        served.objects.values().cloned().collect();
+                    for o in objects {
+                        if !added.is_empty() {
+                            served.push(ServedEvent {
+                                seq: 0,
+                                revision,
+                                change: Change::Added,
+                                object: o.clone(),
+                                prev: None,
+                                consumers: added.clone(),
+                                membership: true,
+                                frames: Default::default(),
+                            });
+                        }
+                        if !removed.is_empty() {
+                            served.push(ServedEvent {
+                                seq: 0,
+                                revision,
+                                change: Change::Deleted,
+                                object: Arc::new(o.with_revision(revision)),
+                                prev: Some(o),
+                                consumers: removed.clone(),
+                                membership: true,
+                                frames: Default::default(),
+                            });
+                        }
+                    }
+                }
                 continue;
             }
             // Re-derive every object of this resource and emit the differences.
@@ -865,6 +903,7 @@ impl State {
                         object: Arc::new(o.with_revision(revision)),
                         prev: Some(o.clone()),
                         consumers: consumers.clone(),
+                        membership: false,
                         frames: Default::default(),
                     });
                 }
@@ -888,6 +927,7 @@ impl State {
                     object: o.clone(),
                     prev,
                     consumers: consumers.clone(),
+                    membership: false,
                     frames: Default::default(),
                 });
             }
@@ -969,6 +1009,7 @@ impl State {
                     object: Arc::new(p.with_revision(revision)),
                     prev: Some(p),
                     consumers,
+                    membership: false,
                     frames: Default::default(),
                 }),
                 (prev, Some(n)) => {
@@ -990,6 +1031,7 @@ impl State {
                         object: n,
                         prev,
                         consumers,
+                        membership: false,
                         frames: Default::default(),
                     });
                 }
