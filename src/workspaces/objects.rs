@@ -81,6 +81,9 @@ pub enum WsError {
     /// Admission refused the object (403).
     #[error("{0}")]
     Forbidden(String),
+    /// The request is too large (413), e.g. a JSON patch with too many operations.
+    #[error("{0}")]
+    TooLarge(String),
     /// No such resource in this workspace.
     #[error("the server could not find the requested resource")]
     UnknownResource,
@@ -166,6 +169,7 @@ impl WsError {
                 st
             }
             WsError::Forbidden(m) => Status::forbidden(m.clone()),
+            WsError::TooLarge(m) => Status::new(413, "RequestEntityTooLarge", m.clone()),
             WsError::UnknownResource => Status::path_not_found(),
             WsError::NoWorkspace(c) => {
                 Status::forbidden(format!("access denied: workspace \"{c}\" does not exist"))
@@ -1040,6 +1044,7 @@ impl Workspaces {
             })?;
             let patched = patch::apply(patch_type, &shown, patch_body).map_err(|e| match e {
                 patch::PatchError::Malformed(m) => WsError::BadRequest(m),
+                patch::PatchError::TooLarge(m) => WsError::TooLarge(m),
                 other => WsError::invalid(kind, name, "", other.to_string()),
             })?;
             let mut patched = patched;
