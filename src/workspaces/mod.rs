@@ -133,17 +133,16 @@ async fn serve(ws: Arc<Workspaces>, req: Request) -> Result<Response, Status> {
     let Some(path) = resource_path else {
         return non_resource(&ws, &cluster, wildcard, &segs, accept.as_deref()).await;
     };
+    // Reads of a workspace that does not exist find nothing (so `kubectl apply` goes on to
+    // create its LogicalCluster); writes other than that creation are refused.
+    let read = req.method() == Method::GET;
+    let creating_workspace = req.method() == Method::POST && path.resource == "logicalclusters";
     if !wildcard
-        && ws
-            .logical_cluster(&cluster)
-            .await
-            .map_err(ws_status)?
-            .is_none()
+        && !read
+        && !creating_workspace
+        && ws.logical_cluster(&cluster).await.map_err(ws_status)?.is_none()
     {
-        let creating_workspace = req.method() == Method::POST && path.resource == "logicalclusters";
-        if !creating_workspace {
-            return Err(ws_status(WsError::NoWorkspace(reference.to_string())));
-        }
+        return Err(ws_status(WsError::NoWorkspace(reference.to_string())));
     }
     let kind = ws
         .find(&cluster, &path.group, &path.version, &path.resource)
