@@ -2,13 +2,15 @@
 //! server in-process on `127.0.0.1:0` (the same TLS stack as `replication-vw serve`), fills the
 //! cache with the Cloud Co example plus generated CPU flavors, and drives it with reqwest
 //! clients holding the admin certificate. Each scenario (GET, LIST, WATCH fan-out, ingest, GET
-//! under churn) prints markdown table rows with throughput, latency percentiles, peak RSS and
-//! the ratio to a baseline measured in the same run over the same transport. Goals that are
-//! missed are marked `MISSED`; the harness still exits 0 (only a broken setup fails it).
+//! under churn, wildcard LIST over many consumers) prints markdown table rows with throughput,
+//! latency percentiles, peak RSS and the ratio to a baseline measured in the same run over the
+//! same transport. Goals that are missed are marked `MISSED`; the harness still exits 0 (only a
+//! broken setup fails it).
 //! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
-//! [--quick] [--watchers N] [--ingest-objects N] [--shared-runtime]`; see `benches/README.md`.
+//! [--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
+//! [--shared-runtime]`; see `benches/README.md`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +26,12 @@ use axum::response::IntoResponse as _;
 use axum::routing::get;
 use bytes::Bytes;
 use replication_vw::api::watch::FRAMES_BUILT;
+use replication_vw::cache_server::objects::{self as cache_objects, Location};
+use replication_vw::cache_server::resources;
 use replication_vw::controllers::wrap;
+use replication_vw::model::{
+    ANN_ORIGINAL_RV, ANN_ORIGINAL_UID, ANN_PATH, ANN_RESOURCE_BINDINGS, ANN_SHARD,
+};
 use replication_vw::replication::Index;
 use replication_vw::server::authn::Authenticator;
 use replication_vw::server::{AppState, app, tls};
@@ -54,12 +61,14 @@ const CHURN_WRITES_PER_SECOND: f64 = 1000.0;
 const SERVER_THREADS: &str = "load-server";
 /// How long one watch event may take to reach every watcher before the harness moves on.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// CPU flavors `examples/cloud-co` itself serves (Public ones); the wildcard scenario counts them.
+const SEED_FLAVORS: usize = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Command line
 
 /// The scenarios, in the order `all` runs them (ingest first, on a clean heap).
-const SCENARIOS: [&str; 5] = ["ingest", "get", "list", "watch", "churn"];
+const SCENARIOS: [&str; 6] = ["ingest", "get", "list", "watch", "churn", "wildcard"];
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -70,14 +79,19 @@ struct Args {
     warmup: Duration,
     watchers: usize,
     watch_events: usize,
+    /// Bound consumer clusters of the wildcard LIST (the seed's own consumer included).
+    consumers: usize,
+    /// Served objects of the wildcard scenario (the seed's three flavors included).
+    wildcard_objects: usize,
     quick: bool,
     shared_runtime: bool,
     /// Run as the ingest child of a bigger run: rows and notes only.
     child: bool,
 }
 
-const USAGE: &str = "usage: cargo bench --bench load -- [--scenario ingest|get|list|watch|churn|all] \
-[--objects N] [--duration SECS] [--quick] [--watchers N] [--ingest-objects N] [--shared-runtime]";
+const USAGE: &str = "usage: cargo bench --bench load -- \
+[--scenario ingest|get|list|watch|churn|wildcard|all] [--objects N] [--duration SECS] [--quick] \
+[--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--shared-runtime]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut scenario = "all".to_string();
@@ -85,6 +99,8 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut ingest_objects = None;
     let mut duration = None;
     let mut watchers = None;
+    let mut consumers = None;
+    let mut wildcard_objects = None;
     let mut quick = false;
     let mut shared_runtime = false;
     let mut child = false;
@@ -113,6 +129,10 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--duration" => duration = Some(number("--duration", it.next())?),
             "--watchers" => watchers = Some(number("--watchers", it.next())? as usize),
+            "--consumers" => consumers = Some(number("--consumers", it.next())? as usize),
+            "--wildcard-objects" => {
+                wildcard_objects = Some(number("--wildcard-objects", it.next())? as usize)
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -153,6 +173,9 @@ fn parse_args() -> anyhow::Result<Args> {
             .unwrap_or(if quick { 1_000 } else { 10_000 })
             .max(1),
         watch_events: if quick { 3 } else { 5 },
+        consumers: consumers.unwrap_or(if quick { 100 } else { 1_000 }).max(1),
+        // At least one generated flavor beside the seed's three.
+        wildcard_objects: wildcard_objects.unwrap_or(100).max(SEED_FLAVORS + 1),
         quick,
         shared_runtime,
         child,
@@ -295,6 +318,11 @@ fn cpu_model() -> String {
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// MiB with one decimal, for small memory deltas.
+fn mib1(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn opt_mib(bytes: Option<u64>) -> String {
@@ -469,6 +497,14 @@ impl Vw {
         )
     }
 
+    /// The wildcard LIST: every object once per bound consumer cluster (§5.8).
+    fn wildcard_url(&self) -> String {
+        format!(
+            "{}/services/replication/{PROVIDER}/cpuflavors-v1/clusters/*/apis/cloud.example.com/v1/cpuflavors",
+            self.base()
+        )
+    }
+
     fn cache_url(&self, cached_name: &str) -> String {
         format!(
             "{}/services/cache/shards/{SHARD}/clusters/{PROVIDER}/apis/cache.kcp.io/v1alpha1/cachedobjects/{cached_name}",
@@ -476,7 +512,13 @@ impl Vw {
         )
     }
 
-    async fn start(transport: &Transport, objects: usize) -> anyhow::Result<Self> {
+    /// Start a server with the Cloud Co seed, `consumers` more consumer clusters bound to its
+    /// `compute` export, and `objects` generated flavors; the index starts after all of it.
+    async fn start(
+        transport: &Transport,
+        objects: usize,
+        consumers: &[String],
+    ) -> anyhow::Result<Self> {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
         let index = Arc::new(Index::new());
         let state = AppState::new(store.clone(), index.clone(), Authenticator::new(None));
@@ -485,6 +527,7 @@ impl Vw {
         seed_catalog(store.clone(), &url).await?;
         state.seed_loaded.store(true, Ordering::Release);
         let started = Instant::now();
+        bind_consumers(store.as_ref(), consumers).await?;
         let mut cached_names = Vec::with_capacity(objects);
         let (mut source_bytes, mut cached_bytes) = (0, 0);
         for i in 0..objects {
@@ -552,6 +595,88 @@ async fn seed_catalog(store: Arc<dyn Store>, url: &str) -> anyhow::Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/cloud-co");
     let manifests = replication_vw::seed::read_dirs(&[dir])?;
     replication_vw::seed::load(store, manifests, url).await?;
+    Ok(())
+}
+
+/// Logical cluster name of the `i`-th extra consumer of the wildcard scenario (16 lowercase
+/// alphanumerics, like kcp's).
+fn consumer_cluster(i: usize) -> String {
+    format!("c{i:015}")
+}
+
+/// Bind each of `clusters` to Cloud Co's `compute` export in the cache, as the consumer shard's
+/// replication would: an APIBinding `compute` (referencing `root:cloudco`/`compute`) and the
+/// LogicalCluster `cluster` whose resource-bindings annotation locks `cpuflavors` to it, both
+/// written through the cache server's object layer (`cache_server::objects::create`, shard
+/// `root`) as replicated copies.
+async fn bind_consumers(store: &dyn Store, clusters: &[String]) -> anyhow::Result<()> {
+    let find = |group: &str, version: &str, resource: &str| {
+        resources::find(group, version, resource)
+            .ok_or_else(|| anyhow!("the cache server does not serve {resource}.{group}"))
+    };
+    let bindings = find("apis.kcp.io", "v1alpha2", "apibindings")?;
+    let logical_clusters = find("core.kcp.io", "v1alpha1", "logicalclusters")?;
+    let locks = json!({"cpuflavors.cloud.example.com": {"n": "compute"}}).to_string();
+    for (i, cluster) in clusters.iter().enumerate() {
+        let path = format!("root:consumer-{}", i + 1);
+        // What the replication adds to a copy (uid and creationTimestamp are kept).
+        let copy = |uid: &str| {
+            json!({
+                ANN_PATH: path,
+                ANN_SHARD: SHARD,
+                ANN_ORIGINAL_RV: "1",
+                ANN_ORIGINAL_UID: uid,
+            })
+        };
+        let uid = uuid::Uuid::new_v4().to_string();
+        let binding = json!({
+            "apiVersion": "apis.kcp.io/v1alpha2",
+            "kind": "APIBinding",
+            "metadata": {
+                "name": "compute",
+                "uid": uid,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": copy(&uid),
+            },
+            "spec": {"reference": {"export": {"path": "root:cloudco", "name": "compute"}}},
+            "status": {"phase": "Bound"},
+        });
+        let loc = Location {
+            res: bindings,
+            version: "v1alpha2",
+            shard: SHARD,
+            cluster,
+            namespace: "",
+        };
+        cache_objects::create(store, &loc, binding)
+            .await
+            .with_context(|| format!("writing APIBinding {cluster}|compute"))?;
+        let uid = uuid::Uuid::new_v4().to_string();
+        let mut annotations = copy(&uid);
+        annotations[ANN_RESOURCE_BINDINGS] = json!(locks);
+        annotations["internal.tenancy.kcp.io/type"] = json!("root:universal");
+        let logical_cluster = json!({
+            "apiVersion": "core.kcp.io/v1alpha1",
+            "kind": "LogicalCluster",
+            "metadata": {
+                "name": "cluster",
+                "uid": uid,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": annotations,
+            },
+            "status": {"phase": "Ready"},
+        });
+        let loc = Location {
+            res: logical_clusters,
+            version: "v1alpha1",
+            shard: SHARD,
+            cluster,
+            namespace: "",
+        };
+        cache_objects::create(store, &loc, logical_cluster)
+            .await
+            .with_context(|| format!("writing LogicalCluster {cluster}|cluster"))?;
+    }
     Ok(())
 }
 
@@ -850,7 +975,7 @@ impl Ctx {
                 "starting the server and filling {} flavors",
                 self.args.objects
             ));
-            let vw = Vw::start(&self.transport, self.args.objects).await?;
+            let vw = Vw::start(&self.transport, self.args.objects, &[]).await?;
             self.notes.push(format!(
                 "Generated flavors: {} B as the provider stores them, {} B as CachedObjects (average \
                  encoded JSON); the served copy is smaller: the index prunes fields the schema does not \
@@ -1543,6 +1668,399 @@ async fn scenario_churn(ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Wildcard LIST
+
+/// What every served item carries once: its kind (the list's own kind is `CPUFlavorList`).
+const ITEM_KIND: &[u8] = b"\"kind\":\"CPUFlavor\"";
+/// The consumer cluster of an item: `"kcp.io/cluster":"<name>"`.
+const CLUSTER_FIELD: &[u8] = b"\"kcp.io/cluster\":\"";
+/// Longest cluster name the tally accepts.
+const MAX_CLUSTER_LEN: usize = 128;
+
+/// Counts the items of a LIST body as it streams in, and how many each consumer cluster got,
+/// without holding the body: only the bytes after the last complete match are kept.
+struct Tally {
+    bytes: u64,
+    kinds: u64,
+    per_cluster: HashMap<Vec<u8>, u64>,
+    malformed: u64,
+    /// The last two bytes of the body (`]}` when complete).
+    end: [u8; 2],
+    buf: Vec<u8>,
+    kind_from: usize,
+    cluster_from: usize,
+    kind: memchr::memmem::Finder<'static>,
+    cluster: memchr::memmem::Finder<'static>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            bytes: 0,
+            kinds: 0,
+            per_cluster: HashMap::new(),
+            malformed: 0,
+            end: [0; 2],
+            buf: Vec::new(),
+            kind_from: 0,
+            cluster_from: 0,
+            kind: memchr::memmem::Finder::new(ITEM_KIND),
+            cluster: memchr::memmem::Finder::new(CLUSTER_FIELD),
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        match chunk {
+            [.., a, b] => self.end = [*a, *b],
+            [b] => self.end = [self.end[1], *b],
+            [] => {}
+        }
+        self.buf.extend_from_slice(chunk);
+        let len = self.buf.len();
+        self.kinds += self.kind.find_iter(&self.buf[self.kind_from..]).count() as u64;
+        // No match can start in the last `ITEM_KIND.len() - 1` bytes yet.
+        self.kind_from = self.kind_from.max(len.saturating_sub(ITEM_KIND.len() - 1));
+        let mut at = self.cluster_from;
+        loop {
+            let Some(p) = self.cluster.find(&self.buf[at..]) else {
+                at = at.max(len.saturating_sub(CLUSTER_FIELD.len() - 1));
+                break;
+            };
+            let start = at + p + CLUSTER_FIELD.len();
+            let window = &self.buf[start..(start + MAX_CLUSTER_LEN + 1).min(len)];
+            match memchr::memchr(b'"', window) {
+                Some(q) => {
+                    let name = &self.buf[start..start + q];
+                    if let Some(n) = self.per_cluster.get_mut(name) {
+                        *n += 1;
+                    } else {
+                        self.per_cluster.insert(name.to_vec(), 1);
+                    }
+                    at = start + q + 1;
+                }
+                None if window.len() > MAX_CLUSTER_LEN => {
+                    self.malformed += 1;
+                    at = start;
+                }
+                // The name continues in the next chunk: look at this match again then.
+                None => {
+                    at += p;
+                    break;
+                }
+            }
+        }
+        self.cluster_from = at;
+        let done = self.kind_from.min(self.cluster_from);
+        self.buf.drain(..done);
+        self.kind_from -= done;
+        self.cluster_from -= done;
+    }
+
+    /// Fail unless the body is a complete list of exactly `per` items for each of `clusters`.
+    fn check(&self, what: &str, clusters: &[String], per: usize) -> anyhow::Result<()> {
+        let want = (clusters.len() * per) as u64;
+        let got: u64 = self.per_cluster.values().sum();
+        if self.kinds != want || got != want || self.malformed > 0 || self.end != *b"]}" {
+            bail!(
+                "{what}: {} items (`\"kind\":\"CPUFlavor\"`) and {got} `kcp.io/cluster` annotations over {} \
+                 clusters ({} malformed, body ends with {:?}), expected {want} = {} clusters × {per}",
+                self.kinds,
+                self.per_cluster.len(),
+                self.malformed,
+                String::from_utf8_lossy(&self.end),
+                clusters.len()
+            );
+        }
+        for c in clusters {
+            match self.per_cluster.get(c.as_bytes()) {
+                Some(&n) if n == per as u64 => {}
+                other => bail!(
+                    "{what}: cluster {c} got {} items, expected {per}",
+                    other.copied().unwrap_or(0)
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// GET `url` and tally its body as it streams in.
+async fn fetch_tally(client: &reqwest::Client, url: &str) -> anyhow::Result<Tally> {
+    let mut resp = client.get(url).send().await?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        bail!("GET {url}: {status}: {body}");
+    }
+    let mut tally = Tally::new();
+    while let Some(chunk) = resp.chunk().await? {
+        tally.feed(&chunk);
+    }
+    Ok(tally)
+}
+
+/// A LIST the wildcard scenario times: its URL, what its body must hold, and what it measured.
+struct ListTarget {
+    label: String,
+    url: String,
+    clusters: Vec<String>,
+    per_cluster: usize,
+    body: u64,
+    load: Load,
+    /// Highest growth of the peak RSS over the RSS just before one LIST.
+    growth: Option<u64>,
+}
+
+impl ListTarget {
+    fn new(label: String, url: String, clusters: Vec<String>, per_cluster: usize) -> Self {
+        ListTarget {
+            label,
+            url,
+            clusters,
+            per_cluster,
+            body: 0,
+            load: Load::default(),
+            growth: None,
+        }
+    }
+
+    fn items(&self) -> usize {
+        self.clusters.len() * self.per_cluster
+    }
+
+    /// One LIST, checked; with `record`, timed and its peak RSS growth kept.
+    async fn list_once(&mut self, client: &reqwest::Client, record: bool) -> anyhow::Result<u64> {
+        reset_peak_rss();
+        let before = rss();
+        let t = Instant::now();
+        let tally = fetch_tally(client, &self.url).await?;
+        let took = t.elapsed();
+        let peak = peak_rss();
+        tally.check(&self.label, &self.clusters, self.per_cluster)?;
+        self.body = tally.bytes;
+        if record {
+            self.load.requests += 1;
+            self.load.bytes += tally.bytes;
+            self.load.elapsed += took;
+            self.load.latencies.push(took);
+            self.load.peak_rss = self.load.peak_rss.max(peak);
+            if let (Some(p), Some(b)) = (peak, before) {
+                self.growth = self.growth.max(Some(p.saturating_sub(b)));
+            }
+        }
+        Ok(tally.bytes)
+    }
+}
+
+/// A server for the wildcard scenario: the seed's consumer plus `extra` bound consumers, and
+/// `objects` served flavors (the seed's three included). Returns once the index serves all of
+/// them, with the time the set-up took.
+async fn start_wildcard(
+    transport: &Transport,
+    objects: usize,
+    extra: &[String],
+) -> anyhow::Result<(Vw, Duration)> {
+    let started = Instant::now();
+    let vw = Vw::start(transport, objects - SEED_FLAVORS, extra).await?;
+    let want = extra.len() + 1;
+    let key = (PROVIDER.to_string(), "cpuflavors-v1".to_string());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (consumers, served) = {
+            let st = vw.index.read();
+            st.served
+                .get(&key)
+                .map_or((0, 0), |s| (s.consumers.len(), s.objects.len()))
+        };
+        if consumers == want && served == objects {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the index shows {consumers} consumers and {served} flavors, expected {want} and {objects}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok((vw, started.elapsed()))
+}
+
+/// Wildcard LIST (`clusters/*`): N consumers × M objects streamed, against N/10 consumers and
+/// a plain LIST of one consumer; peak RSS growth per LIST shows nothing sized N × M is held.
+async fn scenario_wildcard(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let (n, m) = (ctx.args.consumers, ctx.args.wildcard_objects);
+    let small_n = (n / 10).max(1);
+    let rounds = rounds(ctx.args.duration);
+    let plain_objects = ctx.args.objects + SEED_FLAVORS;
+    let plain_url = ctx.vw().await?.collection_url();
+    let all: Vec<String> = std::iter::once(CONSUMER.to_string())
+        .chain((1..n).map(consumer_cluster))
+        .collect();
+    progress(&format!(
+        "wildcard: servers with {small_n} and {n} bound consumers × {m} flavors"
+    ));
+    let (small, small_setup) = start_wildcard(&ctx.transport, m, &all[1..small_n]).await?;
+    let (large, large_setup) = start_wildcard(&ctx.transport, m, &all[1..]).await?;
+    let mut targets = [
+        ListTarget::new(
+            "plain LIST".into(),
+            plain_url,
+            vec![CONSUMER.to_string()],
+            plain_objects,
+        ),
+        ListTarget::new(
+            format!("wildcard LIST of {small_n} consumers"),
+            small.wildcard_url(),
+            all[..small_n].to_vec(),
+            m,
+        ),
+        ListTarget::new(
+            format!("wildcard LIST of {n} consumers"),
+            large.wildcard_url(),
+            all.clone(),
+            m,
+        ),
+    ];
+    let client = ctx.transport.client(true)?;
+    // One checked LIST each (untimed) also gives the body sizes.
+    for t in &mut targets {
+        t.list_once(&client, false).await?;
+    }
+    // Each round lists every target until it has read about the largest body once.
+    let per_round = targets.iter().map(|t| t.body).max().unwrap_or(0);
+    progress(&format!(
+        "wildcard: plain, {small_n} and {n} consumers interleaved, {rounds} rounds of about {:.0} MB each",
+        per_round as f64 / 1e6
+    ));
+    for _ in 0..rounds {
+        for t in &mut targets {
+            let mut read = 0;
+            while read < per_round {
+                read += t.list_once(&client, true).await?;
+            }
+        }
+    }
+    for t in &mut targets {
+        t.load.latencies.sort_unstable();
+    }
+    // Control: the meter sees a body that is held, here by a client collecting it.
+    let control = {
+        reset_peak_rss();
+        let before = rss();
+        let body = client.get(&targets[2].url).send().await?.bytes().await?;
+        let peak = peak_rss();
+        let held = body.len();
+        drop(body);
+        peak.zip(before).map(|(p, b)| (p.saturating_sub(b), held))
+    };
+    let [plain, small_list, large_list] = &targets;
+    let mbps = |l: &Load| {
+        format!(
+            "{:.0} MB/s ({:.1} lists/s)",
+            l.bytes_per_second() / 1e6,
+            l.rps()
+        )
+    };
+    let size = |t: &ListTarget| {
+        format!(
+            "{} items, {:.1} MB",
+            thousands(t.items() as f64),
+            t.body as f64 / 1e6
+        )
+    };
+    let growth_of = |t: &ListTarget| {
+        t.growth.map_or_else(
+            || "RSS growth n/a".to_string(),
+            |g| {
+                format!(
+                    "RSS growth {} ({:.3}× body)",
+                    mib1(g),
+                    g as f64 / t.body.max(1) as f64
+                )
+            },
+        )
+    };
+    let vs_plain = |t: &ListTarget| t.load.bytes_per_second() / plain.load.bytes_per_second();
+    Row {
+        scenario: "wildcard",
+        what: format!(
+            "baseline: plain LIST of one consumer, {}; 1 HTTP/1.1 conn, one list at a time",
+            size(plain)
+        ),
+        result: mbps(&plain.load),
+        p50: ms(plain.load.p(0.5)),
+        p99: ms(plain.load.p(0.99)),
+        rss: opt_mib(plain.load.peak_rss),
+        ratio: format!("1×; {}", growth_of(plain)),
+        goal: String::new(),
+    }
+    .print();
+    let large_ratio = large_list
+        .growth
+        .map(|g| g as f64 / large_list.body.max(1) as f64);
+    for (t, consumers, goal) in [
+        (small_list, small_n, "report".to_string()),
+        (
+            large_list,
+            n,
+            format!(
+                "growth ≤ 0.1× body {}",
+                verdict(large_ratio.is_some_and(|r| r <= 0.1))
+            ),
+        ),
+    ] {
+        Row {
+            scenario: "wildcard",
+            what: format!(
+                "VW: LIST `clusters/*`, {consumers} consumers × {m} objects = {} (exact, checked per consumer)",
+                size(t)
+            ),
+            result: mbps(&t.load),
+            p50: ms(t.load.p(0.5)),
+            p99: ms(t.load.p(0.99)),
+            rss: opt_mib(t.load.peak_rss),
+            ratio: format!("{:.2}× plain MB/s; {}", vs_plain(t), growth_of(t)),
+            goal,
+        }
+        .print();
+    }
+    let growth = |g: Option<u64>| g.map_or_else(|| "n/a".into(), mib1);
+    ctx.notes.push(format!(
+        "wildcard: peak RSS growth during LIST: {} for {} items ({:.1} MB body) vs {} for {} items \
+         ({:.1} MB body), {} for the plain {}-item LIST: nothing sized by objects × consumers is held \
+         in memory. Growth = process-wide VmHWM (reset by `/proc/self/clear_refs` right before each \
+         LIST) minus VmRSS then, server and client together; the highest over {} LISTs of the largest \
+         size. Control: the same LIST collected into one buffer by the client (`bytes()`, {:.1} MB) \
+         grows it by {}.",
+        growth(large_list.growth),
+        thousands(large_list.items() as f64),
+        large_list.body as f64 / 1e6,
+        growth(small_list.growth),
+        thousands(small_list.items() as f64),
+        small_list.body as f64 / 1e6,
+        growth(plain.growth),
+        thousands(plain.items() as f64),
+        large_list.load.requests,
+        control.map_or(0.0, |(_, held)| held as f64 / 1e6),
+        growth(control.map(|(g, _)| g)),
+    ));
+    ctx.notes.push(format!(
+        "wildcard: set-up: {} and {} consumers (APIBinding + LogicalCluster each, written with \
+         `cache_server::objects::create`) and {} generated + {SEED_FLAVORS} seeded flavors; server \
+         started, index synced and showing every consumer in {:.2} s and {:.2} s.",
+        small_n - 1,
+        n - 1,
+        m - SEED_FLAVORS,
+        small_setup.as_secs_f64(),
+        large_setup.as_secs_f64()
+    ));
+    drop(small);
+    drop(large);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Main
 
 fn print_header(args: &Args) {
@@ -1561,11 +2079,13 @@ fn print_header(args: &Args) {
         cpu_model()
     );
     println!(
-        "- mode: {}; objects: {}; watchers: {}; ingest: {}; timed runs: {} s (+{} ms warm-up)",
+        "- mode: {}; objects: {}; watchers: {}; ingest: {}; wildcard: {} consumers × {} objects; timed runs: {} s (+{} ms warm-up)",
         if args.quick { "quick" } else { "default" },
         args.objects,
         args.watchers,
         args.ingest_objects,
+        args.consumers,
+        args.wildcard_objects,
         args.duration.as_secs(),
         args.warmup.as_millis()
     );
@@ -1610,6 +2130,7 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             "list" => scenario_list(&mut ctx).await,
             "watch" => scenario_watch(&mut ctx).await,
             "churn" => scenario_churn(&mut ctx).await,
+            "wildcard" => scenario_wildcard(&mut ctx).await,
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let elapsed = started.elapsed();

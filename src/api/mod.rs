@@ -5,6 +5,7 @@ pub mod encoding;
 pub mod negotiate;
 pub mod params;
 pub mod patch;
+pub mod protobuf;
 pub mod selector;
 pub mod status;
 pub mod user;

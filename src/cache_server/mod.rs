@@ -216,6 +216,11 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let query = req.uri().query().map(str::to_string);
     let store = cs.store.as_ref();
     let collection = collection(res, &api_version);
+    let accept = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     match (method, path.name.clone()) {
         (Method::GET, None) => {
             let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
@@ -223,7 +228,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             if opts.watch {
                 rest::watch(cs.store.clone(), collection, scope, opts).await
             } else {
-                rest::list(store, &collection, &scope, &opts).await
+                rest::list(store, &collection, &scope, &opts, accept.as_deref()).await
             }
         }
         (Method::GET, Some(name)) => {
@@ -255,7 +260,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             let record = record.ok_or_else(|| Status::not_found(res.group, res.resource, &name))?;
             let v = objects::present(&record.value, &record.key, record.revision, &api_version)
                 .map_err(|e| e.to_status(res, &name))?;
-            Ok(json_response(200, to_vec(&v)?))
+            collection.object_response(200, &v, accept.as_deref())
         }
         (Method::POST, None) => {
             let (shard, cluster) = concrete(&path)?;
@@ -374,6 +379,7 @@ fn collection(res: &'static ServedResource, api_version: &str) -> Collection {
         present: Arc::new(move |value, key, revision| {
             objects::present(value, key, revision, &av).ok()
         }),
+        columns: Some(Arc::new(Vec::new())),
     }
 }
 

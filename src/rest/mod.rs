@@ -6,6 +6,7 @@
 //! to readers.
 
 pub mod discovery;
+pub mod table;
 
 use crate::api::Status;
 use crate::api::json_response;
@@ -44,6 +45,43 @@ pub struct Collection {
     pub namespaced: bool,
     /// Presents records.
     pub present: Presenter,
+    /// Printer columns: with them, Table output is offered (`Age` alone when empty).
+    pub columns: Option<Arc<Vec<crate::model::types::PrinterColumn>>>,
+}
+
+impl Collection {
+    /// The Table apiVersion the `Accept` header asks for, when this collection prints tables.
+    fn wants_table(&self, accept: Option<&str>) -> Result<Option<&'static str>, Status> {
+        use crate::api::negotiate::{Format, Offer, negotiate};
+        match negotiate(accept, Offer::Resource)? {
+            Format::Table(v) if self.columns.is_some() => Ok(Some(v)),
+            _ => Ok(None),
+        }
+    }
+
+    /// One presented object as the response body: JSON, or a one-row Table when asked.
+    pub fn object_response(
+        &self,
+        code: u16,
+        object: &Value,
+        accept: Option<&str>,
+    ) -> Result<Response, Status> {
+        if let (Some(v), Some(cols)) = (self.wants_table(accept)?, &self.columns) {
+            let api_version = v.to_string();
+            let rv = object
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let t = table::table(
+                &api_version,
+                std::slice::from_ref(object),
+                cols,
+                serde_json::json!({"resourceVersion": rv}),
+            );
+            return Ok(json_response(code, to_vec(&t)?));
+        }
+        Ok(json_response(code, to_vec(object)?))
+    }
 }
 
 /// The Kubernetes verb of a request.
@@ -158,7 +196,9 @@ pub async fn list(
     c: &Collection,
     scope: &Scope,
     opts: &ListOptions,
+    accept: Option<&str>,
 ) -> Result<Response, Status> {
+    let table_version = c.wants_table(accept)?;
     use crate::api::params::RvMatch;
     use base64::Engine;
     check_fields(&opts.field_selector, c.namespaced)?;
@@ -189,7 +229,7 @@ pub async fn list(
         (None, None) => store.list(scope).await.map_err(|e| store_status(e, c))?,
     };
     let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
-    let mut items: Vec<Vec<u8>> = Vec::new();
+    let mut items: Vec<Value> = Vec::new();
     let mut last_key = None;
     let mut more = 0u64;
     for record in &listing.records {
@@ -209,7 +249,7 @@ pub async fn list(
             more += 1;
             continue;
         }
-        items.push(to_vec(&v)?);
+        items.push(v);
         last_key = Some(key_parts(&record.key));
     }
     let mut metadata = serde_json::json!({"resourceVersion": listing.revision.to_string()});
@@ -228,6 +268,11 @@ pub async fn list(
             metadata["remainingItemCount"] = Value::from(more);
         }
     }
+    if let (Some(v), Some(cols)) = (table_version, &c.columns) {
+        let t = table::table(v, &items, cols, metadata);
+        return Ok(json_response(200, to_vec(&t)?));
+    }
+    let items: Vec<Vec<u8>> = items.iter().map(to_vec).collect::<Result<_, _>>()?;
     let size: usize = items.iter().map(|i| i.len() + 1).sum();
     let mut body = Vec::with_capacity(256 + size);
     body.extend_from_slice(b"{\"apiVersion\":");

@@ -140,7 +140,11 @@ async fn serve(ws: Arc<Workspaces>, req: Request) -> Result<Response, Status> {
     if !wildcard
         && !read
         && !creating_workspace
-        && ws.logical_cluster(&cluster).await.map_err(ws_status)?.is_none()
+        && ws
+            .logical_cluster(&cluster)
+            .await
+            .map_err(ws_status)?
+            .is_none()
     {
         return Err(ws_status(WsError::NoWorkspace(reference.to_string())));
     }
@@ -176,7 +180,14 @@ async fn serve(ws: Arc<Workspaces>, req: Request) -> Result<Response, Status> {
             if opts.watch {
                 rest::watch(ws.store.clone(), collection, scope, opts).await
             } else {
-                rest::list(ws.store.as_ref(), &collection, &scope, &opts).await
+                rest::list(
+                    ws.store.as_ref(),
+                    &collection,
+                    &scope,
+                    &opts,
+                    accept.as_deref(),
+                )
+                .await
             }
         }
         (Method::GET, Some(name)) => {
@@ -190,7 +201,9 @@ async fn serve(ws: Arc<Workspaces>, req: Request) -> Result<Response, Status> {
                 .get(&kind, &cluster, &path.namespace, &name)
                 .await
                 .map_err(ws_status)?;
-            respond(&kind, 200, &rec)
+            let v = objects::present(&rec.value, &rec.key, rec.revision, &kind.api_version())
+                .ok_or_else(|| Status::internal("stored object does not decode"))?;
+            collection.object_response(200, &v, accept.as_deref())
         }
         (Method::POST, None) => {
             let body = read_object(req).await?;
@@ -267,8 +280,23 @@ async fn serve(ws: Arc<Workspaces>, req: Request) -> Result<Response, Status> {
     }
 }
 
+/// The request body as JSON: JSON as sent, or Kubernetes protobuf (what kubectl's typed
+/// commands such as `kubectl create namespace` send) decoded.
 async fn read_object(req: Request) -> Result<Value, Status> {
+    use crate::api::protobuf::{self, ProtoError};
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let body = read_body(req).await?;
+    if content_type.starts_with(protobuf::MEDIA_TYPE) {
+        return protobuf::decode(&body).map_err(|e| match e {
+            ProtoError::Malformed(m) => Status::bad_request(m),
+            other => Status::new(415, "UnsupportedMediaType", other.to_string()),
+        });
+    }
     rest::decode_json(&body)
 }
 
@@ -281,6 +309,7 @@ fn collection(kind: &Kind) -> Collection {
         api_version: av.clone(),
         namespaced: kind.namespaced,
         present: Arc::new(move |value, key, revision| objects::present(value, key, revision, &av)),
+        columns: Some(Arc::new(rest::table::columns_from(&kind.printer_columns))),
     }
 }
 

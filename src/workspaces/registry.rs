@@ -304,10 +304,42 @@ pub fn builtins() -> Vec<Kind> {
             strategic: x.strategic,
             schema: None,
             raw_schema: doc.and_then(|d| d.schema.clone()),
-            printer_columns: Vec::new(),
+            printer_columns: builtin_columns(x.resource),
             description: doc.map(|d| d.description.clone()).unwrap_or_default(),
         })
         .collect()
+}
+
+/// The printer columns kcp and kube give some built-in kinds (the rest print Name and Age).
+fn builtin_columns(resource: &str) -> Vec<Value> {
+    let age = serde_json::json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"});
+    let col = |name: &str, path: &str| serde_json::json!({"name": name, "type": "string", "jsonPath": path});
+    match resource {
+        "cachedresources" => vec![
+            col("Resource", ".spec.resource"),
+            col("Phase", ".status.phase"),
+            age,
+        ],
+        "cachedresourceendpointslices" => {
+            vec![col("CachedResource", ".spec.cachedResource.name"), age]
+        }
+        "logicalclusters" => vec![
+            col("Phase", ".status.phase"),
+            col("Path", ".metadata.annotations['kcp.io/path']"),
+            age,
+        ],
+        "namespaces" => vec![col("Status", ".status.phase"), age],
+        "secrets" => vec![col("Type", ".type"), age],
+        "apibindings" => vec![
+            col("Export", ".spec.reference.export.name"),
+            col("Phase", ".status.phase"),
+            age,
+        ],
+        "customresourcedefinitions" => vec![
+            serde_json::json!({"name": "Created At", "type": "date", "jsonPath": ".metadata.creationTimestamp"}),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 /// Errors of compiling a CustomResourceDefinition.
