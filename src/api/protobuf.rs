@@ -1067,13 +1067,13 @@ mod tests {
 
     #[test]
     fn unknown_fields_of_every_wire_type_are_skipped() {
-        let noise = |e: Enc| {
-            let mut e = e.int(900, 7).tag(901, 1);
-            e.0.extend_from_slice(&[1; 8]);
-            let mut e = e.str(902, "ignored").tag(903, 5);
-            e.0.extend_from_slice(&[2; 4]);
-            e
-        };
+        fn noise(e: Enc) -> Enc {
+            let mut with_fixed64 = e.int(900, 7).tag(901, 1);
+            with_fixed64.0.extend_from_slice(&[1; 8]);
+            let mut with_fixed32 = with_fixed64.str(902, "ignored").tag(903, 5);
+            with_fixed32.0.extend_from_slice(&[2; 4]);
+            with_fixed32
+        }
         let raw = noise(Enc::default())
             .msg(1, noise(meta("ns2")))
             .msg(2, noise(Enc::default()));
