@@ -420,7 +420,20 @@ impl Workspaces {
                     let Ok(crd) = serde_json::from_slice::<Value>(&record.value) else {
                         continue;
                     };
-                    let kinds = Arc::new(registry::crd_kinds(&crd).unwrap_or_default());
+                    let established = crd
+                        .pointer("/status/conditions")
+                        .and_then(Value::as_array)
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| {
+                                c.get("type").and_then(Value::as_str) == Some("Established")
+                                    && c.get("status").and_then(Value::as_str) == Some("True")
+                            })
+                        });
+                    let kinds = if established {
+                        Arc::new(registry::crd_kinds(&crd).unwrap_or_default())
+                    } else {
+                        Arc::new(Vec::new())
+                    };
                     self.crds
                         .lock()
                         .insert(cache_key, (record.revision, kinds.clone()));
@@ -763,7 +776,7 @@ impl Workspaces {
                 }
             }
             ("apiextensions.k8s.io", "customresourcedefinitions") => {
-                admit_crd(kind, name, body)?;
+                admit_crd(kind, name, lc, body)?;
             }
             ("core.kcp.io", "logicalclusters") => {
                 if name != "cluster" {
@@ -1228,7 +1241,7 @@ fn fold_string_data(body: &mut Value) {
 }
 
 /// A CRD must be named `<plural>.<group>` and compile; it is then Established at once.
-fn admit_crd(kind: &Kind, name: &str, body: &mut Value) -> Result<(), WsError> {
+fn admit_crd(kind: &Kind, name: &str, lc: Option<&Value>, body: &mut Value) -> Result<(), WsError> {
     let kinds = registry::crd_kinds(body)
         .map_err(|e| WsError::invalid(kind, name, "spec", e.to_string()))?;
     let s = |p: &str| {
@@ -1255,6 +1268,32 @@ fn admit_crd(kind: &Kind, name: &str, body: &mut Value) -> Result<(), WsError> {
         ));
     }
     let now = crate::api::now_rfc3339();
+    // A resource an APIBinding provides in this workspace cannot also come from a CRD.
+    let bound_by = lc
+        .and_then(|l| {
+            l.pointer("/metadata/annotations")
+                .and_then(|a| a.get(crate::model::ANN_RESOURCE_BINDINGS))
+        })
+        .and_then(Value::as_str)
+        .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
+        .and_then(|b| b.get(name).and_then(|lock| lock.get("n")).cloned())
+        .and_then(|n| n.as_str().map(str::to_string));
+    if let Some(binding) = bound_by {
+        let message = format!("{name} is already provided by APIBinding \"{binding}\"");
+        if let Some(o) = body.as_object_mut() {
+            o.insert(
+                "status".into(),
+                json!({
+                    "acceptedNames": {},
+                    "conditions": [
+                        {"type": "NamesAccepted", "status": "False", "reason": "NameConflict", "message": message, "lastTransitionTime": now},
+                        {"type": "Established", "status": "False", "reason": "NotAccepted", "message": "not all names are accepted", "lastTransitionTime": now},
+                    ],
+                }),
+            );
+        }
+        return Ok(());
+    }
     let names = body.pointer("/spec/names").cloned().unwrap_or(Value::Null);
     let stored: Vec<Value> = body
         .pointer("/spec/versions")
@@ -1405,6 +1444,36 @@ mod tests {
         let v: Value = serde_json::from_slice(&d.record.value).unwrap();
         assert_eq!(v["metadata"]["generation"], 2);
         assert_eq!(v["status"]["ok"], true);
+    }
+
+    #[tokio::test]
+    async fn a_crd_for_a_resource_an_apibinding_provides_is_not_accepted() {
+        let w = Workspaces::new(Arc::new(MemoryStore::default()));
+        let lc = w.builtin("core.kcp.io", "logicalclusters").unwrap().clone();
+        let bindings = r#"{"things.g.io":{"n":"cached-things"}}"#;
+        w.create(
+            &lc,
+            "c2",
+            "",
+            json!({"metadata": {"name": "cluster", "annotations": {"internal.apis.kcp.io/resource-bindings": bindings}}}),
+        )
+        .await
+        .unwrap();
+        let crd_kind = w
+            .builtin("apiextensions.k8s.io", "customresourcedefinitions")
+            .unwrap()
+            .clone();
+        let rec = w.create(&crd_kind, "c2", "", crd()).await.unwrap();
+        let v: Value = serde_json::from_slice(&rec.value).unwrap();
+        let names = v["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "NamesAccepted")
+            .unwrap()
+            .clone();
+        assert_eq!(names["status"], "False");
+        assert!(w.find("c2", "g.io", "v1", "things").await.is_err());
     }
 
     #[tokio::test]
