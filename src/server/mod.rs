@@ -63,7 +63,10 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(crate::cache_server::router(state.store.clone()))
         .merge(crate::replication::router(state.index.clone()))
-        .merge(crate::workspaces::router(state.workspaces.clone()))
+        .merge(crate::workspaces::router(
+            state.workspaces.clone(),
+            crate::replication::router(state.index.clone()),
+        ))
         .merge(health)
         .fallback(|| async { Status::path_not_found() })
         .layer(middleware::from_fn_with_state(state, authenticate))

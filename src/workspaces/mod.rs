@@ -28,15 +28,25 @@ use registry::Kind;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// The workspaces API routes.
-pub fn router(ws: Arc<Workspaces>) -> Router {
-    Router::new()
-        .route("/clusters/{*rest}", any(handle))
-        .with_state(ws)
+/// Shared state of the workspaces API handlers.
+#[derive(Clone)]
+struct WsState {
+    ws: Arc<Workspaces>,
+    /// The Replication virtual workspace, which serves the virtual resources bound here.
+    vw: Router,
 }
 
-async fn handle(State(ws): State<Arc<Workspaces>>, req: Request) -> Response {
-    match serve(ws, req).await {
+/// The workspaces API routes; `vw` serves the virtual resources APIBindings provide (reads of
+/// them in a consumer workspace are answered by the virtual workspace, as kcp's shard proxies
+/// them to the endpoint slice's URL).
+pub fn router(ws: Arc<Workspaces>, vw: Router) -> Router {
+    Router::new()
+        .route("/clusters/{*rest}", any(handle))
+        .with_state(WsState { ws, vw })
+}
+
+async fn handle(State(st): State<WsState>, req: Request) -> Response {
+    match serve(st, req).await {
         Ok(r) => r,
         Err(s) => s.into_response(),
     }
@@ -90,7 +100,8 @@ fn ws_status(e: WsError) -> Status {
     e.to_status()
 }
 
-async fn serve(ws: Arc<Workspaces>, req: Request) -> Result<Response, Status> {
+async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
+    let ws = st.ws;
     let user = RequestUser::require(req.extensions())?;
     let decoded = crate::api::params::decoded_path(req.uri().path());
     let rest = decoded.strip_prefix("/clusters/").unwrap_or("");
@@ -152,6 +163,25 @@ async fn serve(ws: Arc<Workspaces>, req: Request) -> Result<Response, Status> {
         .find(&cluster, &path.group, &path.version, &path.resource)
         .await
         .map_err(ws_status)?;
+    if let Some((cr_cluster, cr_name)) = &kind.virtual_source {
+        let target = if wildcard { "*" } else { cluster.as_str() };
+        let mut uri =
+            format!("/services/replication/{cr_cluster}/{cr_name}/clusters/{target}/{tail}");
+        if let Some(q) = req.uri().query() {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri
+            .parse()
+            .map_err(|_| Status::bad_request("the request path cannot be forwarded"))?;
+        use tower::ServiceExt;
+        return st
+            .vw
+            .oneshot(Request::from_parts(parts, body))
+            .await
+            .map_err(Status::internal);
+    }
     let ns_given = !path.namespace.is_empty();
     if (ns_given && !kind.namespaced) || (path.status && !kind.status_subresource) {
         return Err(Status::path_not_found());

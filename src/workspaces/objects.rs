@@ -449,7 +449,149 @@ impl Workspaces {
                 }
             }
         }
+        for k in self.bound_kinds(cluster).await? {
+            if !out
+                .iter()
+                .any(|b| b.group == k.group && b.resource == k.resource)
+            {
+                out.push(k);
+            }
+        }
         Ok(out)
+    }
+
+    /// The virtual resources APIBindings provide in `cluster`: read-only kinds served by the
+    /// Replication virtual workspace of the CachedResource behind the export's endpoint slice.
+    pub async fn bound_kinds(&self, cluster: &str) -> Result<Vec<Kind>, WsError> {
+        let Some(lc) = self.logical_cluster(cluster).await? else {
+            return Ok(Vec::new());
+        };
+        let locks: HashMap<String, crate::model::types::BindingLock> = lc
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(crate::model::ANN_RESOURCE_BINDINGS))
+            .and_then(Value::as_str)
+            .and_then(|raw| serde_json::from_str(raw).ok())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (gr, lock) in locks {
+            if lock.n.is_empty() {
+                continue;
+            }
+            if let Some(k) = self.bound_kind(cluster, &gr, &lock.n).await? {
+                out.extend(k);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn builtin_value(
+        &self,
+        group: &str,
+        resource: &str,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<Value>, WsError> {
+        let Some(k) = self.builtin(group, resource).cloned() else {
+            return Ok(None);
+        };
+        Ok(self.get_value(&k, cluster, "", name).await?.map(|(v, _)| v))
+    }
+
+    async fn bound_kind(
+        &self,
+        cluster: &str,
+        gr: &str,
+        binding: &str,
+    ) -> Result<Option<Vec<Kind>>, WsError> {
+        let s = |v: &Value, p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let Some(b) = self
+            .builtin_value("apis.kcp.io", "apibindings", cluster, binding)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let export_cluster = s(&b, "/status/apiExportClusterName");
+        let Some(bound) = b
+            .pointer("/status/boundResources")
+            .and_then(Value::as_array)
+            .and_then(|rs| {
+                rs.iter().find(|r| {
+                    qualified(
+                        r.get("group").and_then(Value::as_str).unwrap_or(""),
+                        r.get("resource").and_then(Value::as_str).unwrap_or(""),
+                    ) == gr
+                })
+            })
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let export_name = s(&b, "/spec/reference/export/name");
+        let Some(export) = self
+            .builtin_value("apis.kcp.io", "apiexports", &export_cluster, &export_name)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (group, resource) = (s(&bound, "/group"), s(&bound, "/resource"));
+        let Some(slice_name) = export
+            .pointer("/spec/resources")
+            .and_then(Value::as_array)
+            .and_then(|rs| {
+                rs.iter().find(|r| {
+                    r.get("group").and_then(Value::as_str).unwrap_or("") == group
+                        && r.get("name").and_then(Value::as_str).unwrap_or("") == resource
+                })
+            })
+            .and_then(|r| r.pointer("/storage/virtual/reference/name"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return Ok(None);
+        };
+        let Some(slice) = self
+            .builtin_value(
+                "cache.kcp.io",
+                "cachedresourceendpointslices",
+                &export_cluster,
+                &slice_name,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let path = s(&slice, "/spec/cachedResource/path");
+        let cr_cluster = if path.is_empty() {
+            export_cluster.clone()
+        } else {
+            match self.resolve(&path).await {
+                Ok(c) => c,
+                Err(_) => return Ok(None),
+            }
+        };
+        let cr_name = s(&slice, "/spec/cachedResource/name");
+        let schema_name = s(&bound, "/schema/name");
+        let Some(schema) = self
+            .builtin_value(
+                "apis.kcp.io",
+                "apiresourceschemas",
+                &export_cluster,
+                &schema_name,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut kinds = registry::schema_kinds(&schema).unwrap_or_default();
+        for k in &mut kinds {
+            k.virtual_source = Some((cr_cluster.clone(), cr_name.clone()));
+        }
+        Ok(Some(kinds))
     }
 
     /// The kind of `group/version/resource` in `cluster`.

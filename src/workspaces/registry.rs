@@ -42,6 +42,9 @@ pub struct Kind {
     pub printer_columns: Vec<Value>,
     /// One-line description (OpenAPI).
     pub description: String,
+    /// A virtual resource an APIBinding provides: served read-only by the Replication virtual
+    /// workspace of this CachedResource `(cluster, name)`.
+    pub virtual_source: Option<(String, String)>,
 }
 
 impl Kind {
@@ -61,16 +64,20 @@ impl Kind {
 
     /// The discovery view.
     pub fn discovery(&self) -> ApiResource {
-        let verbs = [
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ];
+        let verbs: &[&str] = if self.virtual_source.is_some() {
+            &["get", "list", "watch"]
+        } else {
+            &[
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ]
+        };
         ApiResource {
             group: self.group.clone(),
             version: self.version.clone(),
@@ -81,7 +88,7 @@ impl Kind {
             verbs: verbs.iter().map(|v| v.to_string()).collect(),
             short_names: self.short_names.clone(),
             categories: self.categories.clone(),
-            subresources: if self.status_subresource {
+            subresources: if self.status_subresource && self.virtual_source.is_none() {
                 vec![(
                     "status".to_string(),
                     ["get", "patch", "update"]
@@ -306,6 +313,7 @@ pub fn builtins() -> Vec<Kind> {
             raw_schema: doc.and_then(|d| d.schema.clone()),
             printer_columns: builtin_columns(x.resource),
             description: doc.map(|d| d.description.clone()).unwrap_or_default(),
+            virtual_source: None,
         })
         .collect()
 }
@@ -426,9 +434,28 @@ pub fn crd_kinds(crd: &Value) -> Result<Vec<Kind>, CrdError> {
                 .cloned()
                 .unwrap_or_default(),
             description: String::new(),
+            virtual_source: None,
         });
     }
     Ok(out)
+}
+
+/// The served kinds of an APIResourceSchema (its versions hold the OpenAPI schema directly).
+pub fn schema_kinds(schema: &Value) -> Result<Vec<Kind>, CrdError> {
+    let mut crd = schema.clone();
+    if let Some(versions) = crd
+        .pointer_mut("/spec/versions")
+        .and_then(Value::as_array_mut)
+    {
+        for v in versions {
+            if let Some(s) = v.get("schema").cloned()
+                && let Some(o) = v.as_object_mut()
+            {
+                o.insert("schema".into(), serde_json::json!({"openAPIV3Schema": s}));
+            }
+        }
+    }
+    crd_kinds(&crd)
 }
 
 #[cfg(test)]
