@@ -949,6 +949,10 @@ fn the_documented_workflow_runs_with_kubectl_alone() {
     assert_eq!(names.lines().count(), 3, "{names}");
 }
 
+/// §7.2 steps 1–11. Step 4 (kcp's APIExportEndpointSlice, the APIExport virtual workspace)
+/// has no counterpart here: the wildcard requests that virtual workspace would forward go to
+/// the CachedResourceEndpointSlice's URL directly, and "the front-proxy" is the consumer
+/// workspace of the workspaces API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcps_test_cached_resources_scenario_passes_through_the_workspaces_api_and_the_vw() {
     let s = Server::start(&[]);
@@ -967,6 +971,13 @@ async fn kcps_test_cached_resources_scenario_passes_through_the_workspaces_api_a
             &["api-resources", "-o", "name"],
         );
         assert_eq!(resources.trim(), "sheriffs.wildwest.dev", "{lc}");
+    }
+
+    // Step 5: each consumer workspace serves the bound resource (read through the virtual
+    // workspace, as kcp's shard forwards it) and lists no sheriff yet.
+    for lc in [CONSUMER_LC, CONSUMER2_LC] {
+        let list = get_json(&s, &ws(&s, lc), &["sheriffs"]);
+        assert_eq!(list["items"], json!([]), "{lc}: {list:#}");
     }
 
     // Step 6: a wildcard watch on the endpoint.
@@ -1079,7 +1090,34 @@ async fn kcps_test_cached_resources_scenario_passes_through_the_workspaces_api_a
         assert_eq!(got["kind"], "Sheriff");
         assert_eq!(got["spec"], json!({"intent": "sheriffs-1-spec"}));
         assert_eq!(got["status"], json!({"result": "sheriffs-1-status"}));
+        // The same through the consumer workspace (kcp's front-proxy path).
+        let workspace = ws(&s, lc);
+        let list = get_json(&s, &workspace, &["sheriffs"]);
+        assert_eq!(list["items"].as_array().unwrap().len(), 1, "{lc}: {list:#}");
+        let got = get_json(&s, &workspace, &["sheriff", "sheriffs-1"]);
+        assert_eq!(normalized(&got), want, "{lc} through its workspace");
     }
+
+    // Step 11: a CRD for the bound resource in consumer 1 is not accepted.
+    let crd_only = SHERIFF_API
+        .split("\n---\n")
+        .next()
+        .expect("the CRD document");
+    create(&s, &ws(&s, CONSUMER_LC), &m, "consumer-crd.yaml", crd_only);
+    let names_accepted = jsonpath(
+        &s,
+        &ws(&s, CONSUMER_LC),
+        &["crd", SHERIFFS_CR],
+        "{.status.conditions[?(@.type==\"NamesAccepted\")].status}",
+    )
+    .expect("the CRD's conditions");
+    assert_eq!(names_accepted, "False");
+    let list = get_json(&s, &ws(&s, CONSUMER_LC), &["sheriffs"]);
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        1,
+        "the binding still serves the resource: {list:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
