@@ -320,9 +320,13 @@ fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// MiB with one decimal, for small memory deltas.
+/// A small memory delta: KiB below 1 MiB, else MiB with one decimal.
 fn mib1(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    if bytes < 1024 * 1024 {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
 }
 
 fn opt_mib(bytes: Option<u64>) -> String {
@@ -2030,7 +2034,7 @@ async fn scenario_wildcard(ctx: &mut Ctx) -> anyhow::Result<()> {
         "wildcard: peak RSS growth during LIST: {} for {} items ({:.1} MB body) vs {} for {} items \
          ({:.1} MB body), {} for the plain {}-item LIST: nothing sized by objects × consumers is held \
          in memory. Growth = process-wide VmHWM (reset by `/proc/self/clear_refs` right before each \
-         LIST) minus VmRSS then, server and client together; the highest over {} LISTs of the largest \
+         LIST) minus VmRSS then, server and client together; the highest of {} timed {} of the largest \
          size. Control: the same LIST collected into one buffer by the client (`bytes()`, {:.1} MB) \
          grows it by {}.",
         growth(large_list.growth),
@@ -2042,6 +2046,11 @@ async fn scenario_wildcard(ctx: &mut Ctx) -> anyhow::Result<()> {
         growth(plain.growth),
         thousands(plain.items() as f64),
         large_list.load.requests,
+        if large_list.load.requests == 1 {
+            "LIST"
+        } else {
+            "LISTs"
+        },
         control.map_or(0.0, |(_, held)| held as f64 / 1e6),
         growth(control.map(|(g, _)| g)),
     ));
