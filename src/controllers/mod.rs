@@ -28,6 +28,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// A pass runs at least this often, changes or not (level-triggered resync).
+pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Errors of a controller pass.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -143,11 +146,14 @@ impl Controllers {
                 }
             };
             loop {
-                // Wait for a change, then take every change already queued as one batch.
-                match stream.next().await {
-                    None => break,
-                    Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
+                // Wait for a change (or the periodic resync), then take every change already
+                // queued as one batch.
+                tokio::select! {
+                    next = stream.next() => match next {
+                        None | Some(Err(_)) => break,
+                        Some(Ok(_)) => {}
+                    },
+                    _ = tokio::time::sleep(RESYNC) => {}
                 }
                 while let Some(Some(next)) = futures_util::FutureExt::now_or_never(stream.next()) {
                     if next.is_err() {

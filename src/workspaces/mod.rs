@@ -204,6 +204,9 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
             "a concrete workspace is required for this request, not *",
         ));
     }
+    let strict = crate::api::params::parse_query(query.as_deref())
+        .iter()
+        .any(|(k, v)| k == "fieldValidation" && v == "Strict");
     match (method, path.name.clone()) {
         (Method::GET, None) => {
             let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
@@ -237,6 +240,7 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
         }
         (Method::POST, None) => {
             let body = read_object(req).await?;
+            check_strict(strict, &kind, &body)?;
             let rec = ws
                 .create(&kind, &cluster, &path.namespace, body)
                 .await
@@ -245,6 +249,7 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
         }
         (Method::PUT, Some(name)) => {
             let body = read_object(req).await?;
+            check_strict(strict, &kind, &body)?;
             let d = ws
                 .update(&kind, &cluster, &path.namespace, &name, body, part)
                 .await
@@ -280,6 +285,15 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
                 ));
             }
             let body = read_body(req).await?;
+            if strict && kind.is_custom() {
+                let current = ws
+                    .get(&kind, &cluster, &path.namespace, &name)
+                    .await
+                    .map_err(ws_status)?;
+                if let Some(after) = objects::patched(&kind, &current, pt, &body) {
+                    check_strict(strict, &kind, &after)?;
+                }
+            }
             let d = ws
                 .patch(&kind, &cluster, &path.namespace, &name, pt, &body, part)
                 .await
@@ -312,6 +326,26 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
 
 /// The request body as JSON: JSON as sent, or Kubernetes protobuf (what kubectl's typed
 /// commands such as `kubectl create namespace` send) decoded.
+/// `fieldValidation=Strict`: a body with fields the kind's schema does not know is refused,
+/// as kube-apiserver refuses it (kubectl sends Strict by default).
+fn check_strict(strict: bool, kind: &Kind, body: &Value) -> Result<(), Status> {
+    if !strict {
+        return Ok(());
+    }
+    let unknown = objects::unknown_fields(kind, body);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    Err(Status::bad_request(format!(
+        "strict decoding error: {}",
+        listed.join(", ")
+    )))
+}
+
 async fn read_object(req: Request) -> Result<Value, Status> {
     use crate::api::protobuf::{self, ProtoError};
     let content_type = req

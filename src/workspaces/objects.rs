@@ -1339,6 +1339,59 @@ impl Workspaces {
     }
 }
 
+/// Fields of `body` its kind's schema does not know (what pruning would drop), as kube names
+/// them in strict field validation (`spec.foo`, `spec.items[0].bar`). Built-in kinds are
+/// stored as sent and have none.
+pub fn unknown_fields(kind: &Kind, body: &Value) -> Vec<String> {
+    let Some(schema) = &kind.schema else {
+        return Vec::new();
+    };
+    let mut pruned = body.clone();
+    // Errors are reported by the write itself; only the pruning matters here.
+    let _ = schema.prepare(&mut pruned);
+    let mut out = Vec::new();
+    if let (Value::Object(a), Value::Object(b)) = (body, &pruned) {
+        for (k, v) in a {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            dropped(v, b.get(k), k, &mut out);
+        }
+    }
+    out
+}
+
+fn dropped(original: &Value, kept: Option<&Value>, path: &str, out: &mut Vec<String>) {
+    let Some(kept) = kept else {
+        out.push(path.to_string());
+        return;
+    };
+    match (original, kept) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                dropped(v, b.get(k), &format!("{path}.{k}"), out);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, v) in a.iter().enumerate() {
+                dropped(v, b.get(i), &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The object a patch would produce (for checks before the write).
+pub fn patched(kind: &Kind, current: &Record, patch_type: PatchType, body: &[u8]) -> Option<Value> {
+    let shown = present(
+        &current.value,
+        &current.key,
+        current.revision,
+        &kind.api_version(),
+    )?;
+    patch::apply(patch_type, &shown, body).ok()
+}
+
 fn set_path(body: &mut Value, path: Option<&str>) {
     let Some(path) = path else { return };
     let Some(obj) = body.as_object_mut() else {
@@ -1586,6 +1639,23 @@ mod tests {
         let v: Value = serde_json::from_slice(&d.record.value).unwrap();
         assert_eq!(v["metadata"]["generation"], 2);
         assert_eq!(v["status"]["ok"], true);
+    }
+
+    #[tokio::test]
+    async fn unknown_fields_are_named_as_strict_validation_names_them() {
+        let w = ws().await;
+        let crd_kind = w
+            .builtin("apiextensions.k8s.io", "customresourcedefinitions")
+            .unwrap()
+            .clone();
+        w.create(&crd_kind, "c1", "", crd()).await.unwrap();
+        let thing = w.find("c1", "g.io", "v1", "things").await.unwrap();
+        let body = json!({"metadata": {"name": "a", "junk": 1}, "spec": {"size": 3, "colour": "red"}, "extra": [1]});
+        let mut got = unknown_fields(&thing, &body);
+        got.sort();
+        assert_eq!(got, ["extra", "spec.colour"]);
+        let secret = w.builtin("", "secrets").unwrap().clone();
+        assert!(unknown_fields(&secret, &body).is_empty());
     }
 
     #[tokio::test]
