@@ -43,3 +43,36 @@ pub fn labels_of(obj: &serde_json::Value) -> std::collections::BTreeMap<String, 
         })
         .unwrap_or_default()
 }
+
+/// An object's `metadata` map, created when absent or malformed.
+pub fn metadata_mut(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+) -> &mut serde_json::Map<String, serde_json::Value> {
+    child_map(obj, "metadata")
+}
+
+/// The map under `key`, created (or replaced) when absent or not an object.
+pub fn child_map<'a>(
+    obj: &'a mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> &'a mut serde_json::Map<String, serde_json::Value> {
+    let v = obj
+        .entry(key)
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    if !v.is_object() {
+        *v = serde_json::Value::Object(serde_json::Map::new());
+    }
+    match v {
+        serde_json::Value::Object(m) => m,
+        // invariant: replaced by an object just above.
+        _ => unreachable!("invariant: the child is an object"),
+    }
+}
+
+/// A `generateName` suffix: five characters of kube's alphabet (no vowels, no look-alikes).
+pub fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| char::from(ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()]))
+        .collect()
+}

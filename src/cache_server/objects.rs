@@ -8,7 +8,7 @@
 //! functions, as a shard writes through the HTTP API.
 
 use super::resources::ServedResource;
-use crate::api::Status;
+use crate::api::{Status, child_map, metadata_mut, random_suffix};
 use crate::model::{ANN_CLUSTER, ANN_SHARD};
 use crate::store::{Key, Record, Store, StoreError};
 use bytes::Bytes;
@@ -95,20 +95,6 @@ impl Location<'_> {
         } else {
             format!("{}/{}", self.res.group, self.version)
         }
-    }
-}
-
-fn metadata_mut(obj: &mut Map<String, Value>) -> &mut Map<String, Value> {
-    let md = obj
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !md.is_object() {
-        *md = Value::Object(Map::new());
-    }
-    match md {
-        Value::Object(m) => m,
-        // invariant: replaced by an object just above.
-        _ => unreachable!("invariant: metadata is an object"),
     }
 }
 
@@ -297,24 +283,10 @@ pub fn present(
         "resourceVersion".into(),
         Value::String(revision.to_string()),
     );
-    let ann = md
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !ann.is_object() {
-        *ann = Value::Object(Map::new());
-    }
-    if let Value::Object(a) = ann {
-        a.insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
-        a.insert(ANN_SHARD.into(), Value::String(key.shard.clone()));
-    }
+    let a = child_map(md, "annotations");
+    a.insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
+    a.insert(ANN_SHARD.into(), Value::String(key.shard.clone()));
     Ok(v)
-}
-
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| char::from(ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()]))
-        .collect()
 }
 
 #[cfg(test)]

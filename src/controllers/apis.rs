@@ -16,7 +16,6 @@ pub async fn exports(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerE
         }
         let cluster = key.cluster.as_str();
         let name = key.name.as_str();
-        let ns = str_at(&exp, "/spec/identity/secretRef/namespace").to_string();
         let secret = str_at(&exp, "/spec/identity/secretRef/name").to_string();
         if secret.is_empty() {
             super::cachedresources::ensure_identity_secret(c, cluster, name).await?;
@@ -31,32 +30,8 @@ pub async fn exports(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerE
         }
         let mut status = exp.get("status").cloned().unwrap_or_else(|| json!({}));
         let mut conditions = conditions_of(&exp);
-        match super::cachedresources::identity_hash_of(c, cluster, &ns, &secret).await? {
-            Err(message) => set_condition(
-                &mut conditions,
-                "IdentityValid",
-                false,
-                "IdentityVerificationFailed",
-                &message,
-            ),
-            Ok(hash) => {
-                let current = str_at(&exp, "/status/identityHash");
-                if current.is_empty() || current == hash {
-                    status["identityHash"] = json!(hash);
-                    set_condition(&mut conditions, "IdentityValid", true, "", "");
-                } else {
-                    set_condition(
-                        &mut conditions,
-                        "IdentityValid",
-                        false,
-                        "IdentityVerificationFailed",
-                        &format!(
-                            "hash mismatch: identity secret hash \"{hash}\" must match status.identityHash \"{current}\""
-                        ),
-                    );
-                }
-            }
-        }
+        super::cachedresources::verify_identity(c, cluster, &exp, &mut status, &mut conditions)
+            .await?;
         status["conditions"] = json!(conditions);
         c.write_status(&kind, cluster, &exp, status, pass).await?;
     }

@@ -162,7 +162,6 @@ async fn reconcile(
     }
 
     // 3. Identity (§2.4).
-    let secret_ns = str_at(cr, "/spec/identity/secretRef/namespace").to_string();
     let secret_name = str_at(cr, "/spec/identity/secretRef/name").to_string();
     if secret_name.is_empty() {
         return match ensure_identity_secret(c, cluster, &name).await {
@@ -191,37 +190,9 @@ async fn reconcile(
             }
         };
     }
-    match identity_hash_of(c, cluster, &secret_ns, &secret_name).await? {
-        Err(message) => {
-            set_condition(
-                &mut conditions,
-                "IdentityValid",
-                false,
-                "IdentityVerificationFailed",
-                &message,
-            );
-            status["conditions"] = json!(conditions);
-            return c.write_status(kind, cluster, cr, status, pass).await;
-        }
-        Ok(hash) => {
-            let current = str_at(cr, "/status/identityHash");
-            if current.is_empty() {
-                status["identityHash"] = json!(hash);
-            } else if current != hash {
-                set_condition(
-                    &mut conditions,
-                    "IdentityValid",
-                    false,
-                    "IdentityVerificationFailed",
-                    &format!(
-                        "hash mismatch: identity secret hash \"{hash}\" must match status.identityHash \"{current}\""
-                    ),
-                );
-                status["conditions"] = json!(conditions);
-                return c.write_status(kind, cluster, cr, status, pass).await;
-            }
-            set_condition(&mut conditions, "IdentityValid", true, "", "");
-        }
+    if !verify_identity(c, cluster, cr, &mut status, &mut conditions).await? {
+        status["conditions"] = json!(conditions);
+        return c.write_status(kind, cluster, cr, status, pass).await;
     }
 
     // 4. The default endpoint slice (§2.6): only created, never updated.
@@ -279,6 +250,46 @@ pub async fn ensure_identity_secret(
         Ok(_) | Err(WsError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Check an object's identity (§2.4, the same for APIExports): the hash of the referenced
+/// Secret's key becomes `status.identityHash` when that is empty and must equal it otherwise.
+/// Sets `IdentityValid`; returns whether it holds.
+pub async fn verify_identity(
+    c: &Controllers,
+    cluster: &str,
+    obj: &Value,
+    status: &mut Value,
+    conditions: &mut Vec<Value>,
+) -> Result<bool, ControllerError> {
+    let ns = str_at(obj, "/spec/identity/secretRef/namespace");
+    let name = str_at(obj, "/spec/identity/secretRef/name");
+    let failed = |conditions: &mut Vec<Value>, message: &str| {
+        set_condition(
+            conditions,
+            "IdentityValid",
+            false,
+            "IdentityVerificationFailed",
+            message,
+        );
+        Ok(false)
+    };
+    let hash = match identity_hash_of(c, cluster, ns, name).await? {
+        Err(message) => return failed(conditions, &message),
+        Ok(hash) => hash,
+    };
+    let current = str_at(obj, "/status/identityHash");
+    if !current.is_empty() && current != hash {
+        return failed(
+            conditions,
+            &format!(
+                "hash mismatch: identity secret hash \"{hash}\" must match status.identityHash \"{current}\""
+            ),
+        );
+    }
+    status["identityHash"] = json!(hash);
+    set_condition(conditions, "IdentityValid", true, "", "");
+    Ok(true)
 }
 
 /// The identity hash of a Secret's `data.key`, or the condition message explaining why not.

@@ -312,18 +312,8 @@ pub fn selects(match_labels: &BTreeMap<String, String>, labels: &BTreeMap<String
 }
 
 fn annotations_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
-    let md = obj
-        .as_object_mut()?
-        .entry("metadata")
-        .or_insert_with(|| json!({}));
-    let ann = md
-        .as_object_mut()?
-        .entry("annotations")
-        .or_insert_with(|| json!({}));
-    if !ann.is_object() {
-        *ann = json!({});
-    }
-    ann.as_object_mut()
+    let md = crate::api::metadata_mut(obj.as_object_mut()?);
+    Some(crate::api::child_map(md, "annotations"))
 }
 
 /// Wrap a source object into a CachedObject (§1.3–§1.5). `source` must carry uid and

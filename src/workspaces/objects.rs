@@ -13,8 +13,10 @@
 //! functions.
 
 use super::registry::{self, Kind};
+pub use crate::api::metadata_mut;
 use crate::api::patch::{self, PatchType};
 use crate::api::status::{Status, StatusCause, StatusDetails, qualified};
+use crate::api::{child_map, random_suffix};
 use crate::model::{ANN_CLUSTER, ANN_PATH};
 use crate::store::{GroupResource, Key, Record, Scope, Store, StoreError};
 use bytes::Bytes;
@@ -269,21 +271,6 @@ fn crd_gr() -> GroupResource {
     GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions")
 }
 
-/// Get a `metadata` map, creating it when absent or malformed.
-pub fn metadata_mut(obj: &mut Map<String, Value>) -> &mut Map<String, Value> {
-    let md = obj
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !md.is_object() {
-        *md = Value::Object(Map::new());
-    }
-    match md {
-        Value::Object(m) => m,
-        // invariant: replaced by an object just above.
-        _ => unreachable!("invariant: metadata is an object"),
-    }
-}
-
 fn encode(body: &Value) -> Result<Bytes, WsError> {
     serde_json::to_vec(body)
         .map(|mut v| {
@@ -291,13 +278,6 @@ fn encode(body: &Value) -> Result<Bytes, WsError> {
             Bytes::from(v)
         })
         .map_err(|e| WsError::BadRequest(e.to_string()))
-}
-
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| char::from(ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()]))
-        .collect()
 }
 
 /// How readers see a stored workspace object: `apiVersion` of the request, `resourceVersion`
@@ -311,15 +291,7 @@ pub fn present(value: &[u8], key: &Key, revision: u64, api_version: &str) -> Opt
         "resourceVersion".into(),
         Value::String(revision.to_string()),
     );
-    let ann = md
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !ann.is_object() {
-        *ann = Value::Object(Map::new());
-    }
-    if let Value::Object(a) = ann {
-        a.insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
-    }
+    child_map(md, "annotations").insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
     Some(v)
 }
 
