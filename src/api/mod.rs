@@ -69,6 +69,25 @@ pub fn child_map<'a>(
     }
 }
 
+/// The name of an object being created: `metadata.name`, or `generateName` plus a random
+/// suffix (written back into `metadata.name`); `None` when there is neither.
+pub fn name_or_generate(md: &mut serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let name = md
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    if !name.is_empty() {
+        return Some(name.to_string());
+    }
+    let prefix = md
+        .get("generateName")
+        .and_then(serde_json::Value::as_str)
+        .filter(|p| !p.is_empty())?;
+    let name = format!("{prefix}{}", random_suffix());
+    md.insert("name".into(), serde_json::Value::String(name.clone()));
+    Some(name)
+}
+
 /// A `generateName` suffix: five characters of kube's alphabet (no vowels, no look-alikes).
 pub fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

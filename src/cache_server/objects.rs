@@ -8,7 +8,7 @@
 //! functions, as a shard writes through the HTTP API.
 
 use super::resources::ServedResource;
-use crate::api::{Status, child_map, metadata_mut, random_suffix};
+use crate::api::{Status, child_map, metadata_mut};
 use crate::model::{ANN_CLUSTER, ANN_SHARD};
 use crate::store::{Key, Record, Store, StoreError};
 use bytes::Bytes;
@@ -159,21 +159,11 @@ pub async fn create(
         ));
     };
     let md = metadata_mut(obj);
-    let mut name = md
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if name.is_empty() {
-        let prefix = md.get("generateName").and_then(Value::as_str).unwrap_or("");
-        if prefix.is_empty() {
-            return Err(ObjectError::BadRequest(
-                "metadata.name: Required value: name or generateName is required".into(),
-            ));
-        }
-        name = format!("{prefix}{}", random_suffix());
-        md.insert("name".into(), Value::String(name.clone()));
-    }
+    let Some(name) = crate::api::name_or_generate(md) else {
+        return Err(ObjectError::BadRequest(
+            "metadata.name: Required value: name or generateName is required".into(),
+        ));
+    };
     md.remove("resourceVersion");
     let replicated = is_replicated(md);
     let keep = |md: &Map<String, Value>, k: &str| {

@@ -13,10 +13,10 @@
 //! functions.
 
 use super::registry::{self, Kind};
+use crate::api::child_map;
 pub use crate::api::metadata_mut;
 use crate::api::patch::{self, PatchType};
 use crate::api::status::{Status, StatusCause, StatusDetails, qualified};
-use crate::api::{child_map, random_suffix};
 use crate::model::{ANN_CLUSTER, ANN_PATH};
 use crate::store::{GroupResource, Key, Record, Scope, Store, StoreError};
 use bytes::Bytes;
@@ -805,24 +805,14 @@ impl Workspaces {
             return Err(WsError::BadRequest("the body must be a JSON object".into()));
         };
         let md = metadata_mut(obj);
-        let mut name = md
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if name.is_empty() {
-            let prefix = md.get("generateName").and_then(Value::as_str).unwrap_or("");
-            if prefix.is_empty() {
-                return Err(WsError::invalid(
-                    kind,
-                    "",
-                    "metadata.name",
-                    "Required value: name or generateName is required",
-                ));
-            }
-            name = format!("{prefix}{}", random_suffix());
-            md.insert("name".into(), Value::String(name.clone()));
-        }
+        let Some(name) = crate::api::name_or_generate(md) else {
+            return Err(WsError::invalid(
+                kind,
+                "",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            ));
+        };
         for k in [
             "resourceVersion",
             "deletionTimestamp",
