@@ -1608,3 +1608,44 @@ async fn the_cache_api_serves_openapi_for_its_kcp_types() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_instances_example_serves_the_seven_labelled_instances_to_its_consumer() -> Result<()> {
+    let store = Arc::new(MemoryStore::default());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/instances");
+    seed::load(store.clone(), seed::read_dirs(&[dir])?, EXTERNAL_URL).await?;
+    let index = Arc::new(Index::new());
+    index.reset(&store.list(&Scope::all()).await?);
+    let router = app(AppState::new(store, index, Authenticator::new(None)));
+    let uri = "/services/replication/2q6w9e3r7t1y5u8i/instances/clusters/8o4p2a6s9d3f7g1h/apis/machines.svm.io/v1alpha1/instances";
+    let request = Request::builder()
+        .uri(uri)
+        .extension(PeerIdentity(Some(UserInfo {
+            name: "admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into()],
+        })))
+        .body(Body::empty())?;
+    let (status, list) = read_json(router.oneshot(request).await?).await?;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let mut names: Vec<&str> = list["items"]
+        .as_array()
+        .context("items")?
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "analytics-1",
+            "analytics-2",
+            "analytics-3",
+            "analytics-4",
+            "analytics-5",
+            "database-1",
+            "web-server-1"
+        ]
+    );
+    Ok(())
+}

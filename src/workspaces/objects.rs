@@ -32,7 +32,7 @@ pub const SHARD: &str = "root";
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WsError {
     /// The object does not exist.
-    #[error("{resource}.{group} \"{name}\" not found")]
+    #[error("{} \"{name}\" not found", qualified(group, resource))]
     NotFound {
         /// Group.
         group: String,
@@ -42,7 +42,7 @@ pub enum WsError {
         name: String,
     },
     /// The object exists already.
-    #[error("{resource}.{group} \"{name}\" already exists")]
+    #[error("{} \"{name}\" already exists", qualified(group, resource))]
     AlreadyExists {
         /// Group.
         group: String,
@@ -52,7 +52,7 @@ pub enum WsError {
         name: String,
     },
     /// Stale resourceVersion or failed precondition.
-    #[error("conflict on {resource}.{group} \"{name}\": {message}")]
+    #[error("conflict on {} \"{name}\": {message}", qualified(group, resource))]
     Conflict {
         /// Group.
         group: String,
