@@ -205,9 +205,16 @@ async fn reconcile(
     }
 
     // 6./7. Replication and counts.
+    let writes_before = pass.writes;
     let ml = match_labels(cr);
     let local = replicate_objects(c, cluster, &gvr, &target, &ml, pass).await?;
-    let cached = count_cached(c, cluster, &gvr, &ml).await?;
+    // A pass that made no write saw the cache already in line: the copies it found are the
+    // count; after writes the next pass (triggered by them) counts again.
+    let cached = if pass.writes == writes_before {
+        local
+    } else {
+        count_cached(c, cluster, &gvr, &ml).await?
+    };
     status["resourceCounts"] = json!({"cache": cached, "local": local});
     set_condition(&mut conditions, "ResourceValid", true, "", "");
     set_condition(&mut conditions, "ReplicationStarted", true, "", "");
@@ -355,12 +362,87 @@ fn cached_objects_location<'a>(shard: &'a str, cluster: &'a str) -> Option<Locat
     })
 }
 
-/// The CachedObjects of this GVR in the cache, by name: (record, wrapper labels, inner RV).
+/// What the controller reads of a CachedObject: its wrapper labels and the inner object's
+/// resourceVersion (decoded without building the whole tree).
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct CachedView {
+    metadata: LabelsView,
+    spec: CachedSpecView,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct LabelsView {
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct CachedSpecView {
+    raw: InnerView,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct InnerView {
+    metadata: InnerMetaView,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct InnerMetaView {
+    resource_version: String,
+}
+
+/// A source object's labels.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct SourceView {
+    metadata: LabelsView,
+}
+
+/// One CachedObject of a GVR: its record, wrapper labels and inner resourceVersion.
+struct Cached {
+    record: crate::store::Record,
+    labels: Arc<BTreeMap<String, String>>,
+    inner_rv: Arc<str>,
+}
+
+/// The labels (and, for a CachedObject, inner resourceVersion) of a record: from the memo when
+/// the record has not changed since a pass read it, decoded otherwise.
+fn read_light(c: &Controllers, record: &crate::store::Record, cached_object: bool) -> Option<Seen> {
+    let pass = c.passes();
+    let mut seen = c.seen.lock();
+    if let Some(s) = seen.get_mut(&record.key)
+        && s.revision == record.revision
+    {
+        s.pass = pass;
+        return Some(s.clone());
+    }
+    let (labels, inner_rv) = if cached_object {
+        let v = serde_json::from_slice::<CachedView>(&record.value).ok()?;
+        (v.metadata.labels, v.spec.raw.metadata.resource_version)
+    } else {
+        let v = serde_json::from_slice::<SourceView>(&record.value).ok()?;
+        (v.metadata.labels, String::new())
+    };
+    let s = Seen {
+        revision: record.revision,
+        pass,
+        labels: Arc::new(labels),
+        inner_rv: Arc::from(inner_rv),
+    };
+    seen.insert(record.key.clone(), s.clone());
+    Some(s)
+}
+
+/// The CachedObjects of this GVR in the cache, by name.
 async fn cached_of(
     c: &Controllers,
     cluster: &str,
     gvr: &Gvr,
-) -> Result<BTreeMap<String, (crate::store::Record, Value)>, ControllerError> {
+) -> Result<BTreeMap<String, Cached>, ControllerError> {
     let scope = Scope {
         resource: Some(GroupResource::new("cache.kcp.io", "cachedobjects")),
         shard: Some(c.shard.clone()),
@@ -370,19 +452,19 @@ async fn cached_of(
     let label = gvr.schema_label();
     let listing = c.cache.list(&scope).await?;
     let mut out = BTreeMap::new();
-    for r in listing.records {
-        let Ok(v) = serde_json::from_slice::<Value>(&r.value) else {
+    for record in listing.records {
+        let Some(v) = read_light(c, &record, true) else {
             continue;
         };
-        if str_at(
-            &v,
-            &format!(
-                "/metadata/labels/{}",
-                LABEL_OBJECT_SCHEMA.replace('/', "~1")
-            ),
-        ) == label
-        {
-            out.insert(r.key.name.clone(), (r, v));
+        if v.labels.get(LABEL_OBJECT_SCHEMA) == Some(&label) {
+            out.insert(
+                record.key.name.clone(),
+                Cached {
+                    record,
+                    labels: v.labels,
+                    inner_rv: v.inner_rv,
+                },
+            );
         }
     }
     Ok(out)
@@ -397,7 +479,7 @@ async fn count_cached(
     Ok(cached_of(c, cluster, gvr)
         .await?
         .values()
-        .filter(|(_, v)| selects(ml, &labels(v)))
+        .filter(|o| selects(ml, &o.labels))
         .count())
 }
 
@@ -408,9 +490,9 @@ async fn purge(
     ml: &BTreeMap<String, String>,
     pass: &mut Pass,
 ) -> Result<(), ControllerError> {
-    for (_, (r, v)) in cached_of(c, cluster, gvr).await? {
-        if selects(ml, &labels(&v)) {
-            match c.cache.delete(&r.key, None).await {
+    for o in cached_of(c, cluster, gvr).await?.values() {
+        if selects(ml, &o.labels) {
+            match c.cache.delete(&o.record.key, None).await {
                 Ok(_) => pass.wrote(),
                 Err(StoreError::NotFound) => {}
                 Err(e) => return Err(e.into()),
@@ -441,22 +523,47 @@ async fn replicate_objects(
     };
     let mut cached = cached_of(c, cluster, gvr).await?;
     let mut selected = 0;
-    for (source, _, _) in c.ws.list_values(target, Some(cluster)).await? {
-        if !selects(ml, &labels(&source)) {
+    let listing =
+        c.ws.store
+            .list(&Workspaces::scope(target, Some(cluster), None))
+            .await?;
+    for record in listing.records {
+        let Some(view) = read_light(c, &record, false) else {
+            continue;
+        };
+        if !selects(ml, &view.labels) {
             continue;
         }
         selected += 1;
+        let cname = cached_object_name(
+            &gvr.group,
+            &gvr.version,
+            &gvr.resource,
+            &record.key.namespace,
+            &record.key.name,
+        );
+        // Up to date when the copy holds this revision of the source (§1.7 step 5).
+        let existing = cached.remove(&cname);
+        if existing
+            .as_ref()
+            .is_some_and(|e| *e.inner_rv == *record.revision.to_string())
+        {
+            continue;
+        }
+        let Some(source) = crate::workspaces::objects::present(
+            &record.value,
+            &record.key,
+            record.revision,
+            &target.api_version(),
+        ) else {
+            continue;
+        };
         let mut wrapped = wrap(&source, &gvr.group, &gvr.version, &gvr.resource, &c.shard);
-        let cname = str_at(&wrapped, "/metadata/name").to_string();
-        match cached.remove(&cname) {
-            Some((_, existing)) => {
-                let same = existing.pointer("/spec/raw/metadata/resourceVersion")
-                    == source.pointer("/metadata/resourceVersion")
-                    && existing.pointer("/spec/raw") == wrapped.pointer("/spec/raw");
-                if same {
-                    continue;
-                }
-                if let Some(ts) = existing.pointer("/metadata/creationTimestamp") {
+        match existing {
+            Some(e) => {
+                if let Ok(old) = serde_json::from_slice::<Value>(&e.record.value)
+                    && let Some(ts) = old.pointer("/metadata/creationTimestamp")
+                {
                     wrapped["metadata"]["creationTimestamp"] = ts.clone();
                 }
                 match cache_objects::update(c.cache.as_ref(), &loc, &cname, wrapped).await {
@@ -471,8 +578,8 @@ async fn replicate_objects(
         }
     }
     // Copies whose source is gone or no longer selected.
-    for (_, (r, _)) in cached {
-        match c.cache.delete(&r.key, None).await {
+    for o in cached.into_values() {
+        match c.cache.delete(&o.record.key, None).await {
             Ok(_) => pass.wrote(),
             Err(StoreError::NotFound) => {}
             Err(e) => return Err(e.into()),

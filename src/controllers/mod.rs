@@ -56,8 +56,26 @@ pub struct Controllers {
     /// This server's virtual workspace URL (endpoint URLs are built from it).
     pub vw_url: String,
     passes: AtomicU64,
+    /// What passes read of each source object and CachedObject, by key and revision, so an
+    /// unchanged record is not decoded again.
+    pub(crate) seen: parking_lot::Mutex<std::collections::HashMap<Arc<crate::store::Key>, Seen>>,
+    writes: AtomicU64,
+    last_pass_micros: AtomicU64,
     settled: AtomicBool,
     notify: tokio::sync::Notify,
+}
+
+/// What a pass read of one record at one revision.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The record's revision.
+    pub revision: u64,
+    /// The pass that last looked at it.
+    pub pass: u64,
+    /// Its labels (a CachedObject's wrapper labels).
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// A CachedObject's inner resourceVersion ("" for source objects).
+    pub inner_rv: Arc<str>,
 }
 
 /// What one pass changed.
@@ -83,6 +101,9 @@ impl Controllers {
             shard: shard.to_string(),
             vw_url: vw_url.to_string(),
             passes: AtomicU64::new(0),
+            seen: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            writes: AtomicU64::new(0),
+            last_pass_micros: AtomicU64::new(0),
             settled: AtomicBool::new(false),
             notify: tokio::sync::Notify::new(),
         }
@@ -93,6 +114,16 @@ impl Controllers {
         self.passes.load(Ordering::Relaxed)
     }
 
+    /// Writes made by all passes so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// Duration of the last pass.
+    pub fn last_pass(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.last_pass_micros.load(Ordering::Relaxed))
+    }
+
     /// Whether the last pass changed nothing.
     pub fn is_settled(&self) -> bool {
         self.settled.load(Ordering::Acquire)
@@ -100,6 +131,7 @@ impl Controllers {
 
     /// One pass of every controller.
     pub async fn pass(&self) -> Result<Pass, ControllerError> {
+        let started = std::time::Instant::now();
         let mut pass = Pass::default();
         apis::exports(self, &mut pass).await?;
         cachedresources::reconcile_all(self, &mut pass).await?;
@@ -107,7 +139,13 @@ impl Controllers {
         apis::endpoint_slices(self, &mut pass).await?;
         apis::collect_garbage(self, &mut pass).await?;
         replicate::all(self, &mut pass).await?;
-        self.passes.fetch_add(1, Ordering::Relaxed);
+        let number = self.passes.fetch_add(1, Ordering::Relaxed);
+        // Forget records no pass has looked at for a while (deleted ones).
+        self.seen.lock().retain(|_, s| s.pass + 2 >= number);
+        self.writes.fetch_add(pass.writes as u64, Ordering::Relaxed);
+        self.last_pass_micros
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        tracing::debug!(writes = pass.writes, elapsed = ?started.elapsed(), "Controller pass.");
         self.settled.store(pass.writes == 0, Ordering::Release);
         self.notify.notify_waiters();
         Ok(pass)

@@ -95,10 +95,20 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, SeedError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| SeedError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    // Seeds are the operator's own files and may hold many objects: the parser's default
+    // budget (1,024 documents, a million events) is sized for configuration files.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 10_000_000,
+            max_events: 1_000_000_000,
+            max_nodes: 500_000_000,
+        },
+    };
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(&text, options).map_err(|e| SeedError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     let mut out = Vec::new();
     for (index, object) in docs.into_iter().enumerate() {
         if object.is_null() {

@@ -34,6 +34,8 @@ pub struct AppState {
     pub seed_loaded: Arc<AtomicBool>,
     /// The local shard's workspaces.
     pub workspaces: Arc<crate::workspaces::objects::Workspaces>,
+    /// The local shard's controllers, once running (for `/metrics`).
+    pub controllers: Arc<std::sync::OnceLock<Arc<crate::controllers::Controllers>>>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             workspaces: Arc::new(crate::workspaces::objects::Workspaces::new(Arc::new(
                 crate::store::memory::MemoryStore::default(),
             ))),
+            controllers: Arc::new(std::sync::OnceLock::new()),
         }
     }
 }
@@ -147,7 +150,7 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         return Status::unauthorized().into_response();
     }
     let c = &state.index.counters;
-    let body = format!(
+    let mut body = format!(
         "# HELP replication_vw_invalid_objects_total Cached objects refused at ingest (failed to unwrap or validate).\n\
          # TYPE replication_vw_invalid_objects_total counter\n\
          replication_vw_invalid_objects_total {}\n\
@@ -157,6 +160,22 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         c.invalid_total.load(Ordering::Relaxed),
         c.events_total.load(Ordering::Relaxed),
     );
+    if let Some(ctl) = state.controllers.get() {
+        body.push_str(&format!(
+            "# HELP replication_vw_controller_passes_total Passes of the local shard's controllers.\n\
+             # TYPE replication_vw_controller_passes_total counter\n\
+             replication_vw_controller_passes_total {}\n\
+             # HELP replication_vw_controller_writes_total Writes the controllers made (workspaces and cache).\n\
+             # TYPE replication_vw_controller_writes_total counter\n\
+             replication_vw_controller_writes_total {}\n\
+             # HELP replication_vw_controller_last_pass_seconds Duration of the last controller pass.\n\
+             # TYPE replication_vw_controller_last_pass_seconds gauge\n\
+             replication_vw_controller_last_pass_seconds {:.6}\n",
+            ctl.passes(),
+            ctl.writes(),
+            ctl.last_pass().as_secs_f64(),
+        ));
+    }
     text(StatusCode::OK, body)
 }
 
@@ -247,6 +266,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let summary = crate::seed::apply(&state.workspaces, manifests).await?;
     let passes = controllers.settle(50).await?;
     tokio::spawn(controllers.clone().run());
+    let _ = state.controllers.set(controllers.clone());
     let contexts: Vec<(String, String)> = summary
         .workspaces
         .iter()

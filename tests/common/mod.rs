@@ -27,6 +27,12 @@ pub fn kubectl_path() -> PathBuf {
     if let Ok(k) = std::env::var("KUBECTL") {
         return PathBuf::from(k);
     }
+    // Tests of one binary run in parallel: install once, not once per test at the same time.
+    static INSTALLED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    INSTALLED.get_or_init(install_kubectl).clone()
+}
+
+fn install_kubectl() -> PathBuf {
     let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl-bin");
     let script = repo().join("../shared/tools/install-kubectl.sh");
     let out = Command::new("bash")
