@@ -411,6 +411,289 @@ pub fn endpoint_url(vw_url: &str, cr_cluster: &str, cr_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::memory::MemoryStore;
+
+    /// A local shard with workspace `p` (root:p) holding a cluster-scoped CRD `things.g.io`.
+    async fn world() -> Controllers {
+        let ws = Arc::new(Workspaces::new(Arc::new(MemoryStore::default())));
+        let c = Controllers::new(ws, Arc::new(MemoryStore::default()), "root", "https://vw:1");
+        for (cluster, path) in [("p", "root:p"), ("q", "root:q")] {
+            let lc = c.kind("core.kcp.io", "logicalclusters").unwrap();
+            c.ws.create(
+                &lc,
+                cluster,
+                "",
+                json!({"metadata": {"name": "cluster", "annotations": {"kcp.io/path": path}}}),
+            )
+            .await
+            .unwrap();
+        }
+        let crd = c
+            .kind("apiextensions.k8s.io", "customresourcedefinitions")
+            .unwrap();
+        c.ws.create(&crd, "p", "", json!({"metadata": {"name": "things.g.io"}, "spec": {"group": "g.io", "scope": "Cluster",
+            "names": {"plural": "things", "kind": "Thing"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}))
+            .await
+            .unwrap();
+        c
+    }
+
+    async fn cached_resource(c: &Controllers, annotations: Value) {
+        let cr = c.kind("cache.kcp.io", "cachedresources").unwrap();
+        c.ws.create(
+            &cr,
+            "p",
+            "",
+            json!({"metadata": {"name": "things", "annotations": annotations},
+            "spec": {"group": "g.io", "version": "v1", "resource": "things"}}),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn get(
+        c: &Controllers,
+        group: &str,
+        resource: &str,
+        cluster: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let k = c.kind(group, resource).unwrap();
+        c.ws.get_value(&k, cluster, "", name)
+            .await
+            .unwrap()
+            .map(|(v, _)| v)
+    }
+
+    fn condition(v: &Value, type_: &str) -> Value {
+        conditions_of(v)
+            .into_iter()
+            .find(|c| str_at(c, "/type") == type_)
+            .unwrap_or(Value::Null)
+    }
+
+    #[tokio::test]
+    async fn a_cached_resource_without_a_secret_gets_a_generated_identity_and_its_default_slice() {
+        let c = world().await;
+        cached_resource(&c, json!({})).await;
+        c.settle(10).await.unwrap();
+        let cr = get(&c, "cache.kcp.io", "cachedresources", "p", "things")
+            .await
+            .unwrap();
+        assert_eq!(
+            cr["spec"]["identity"]["secretRef"],
+            json!({"namespace": "kcp-system", "name": "things"})
+        );
+        assert_eq!(str_at(&cr, "/status/identityHash").len(), 64);
+        assert_eq!(cr["status"]["phase"], "Ready");
+        let slice = get(
+            &c,
+            "cache.kcp.io",
+            "cachedresourceendpointslices",
+            "p",
+            "things",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            slice["spec"]["cachedResource"],
+            json!({"path": "root:p", "name": "things"})
+        );
+        assert_eq!(
+            slice["metadata"]["ownerReferences"][0]["uid"],
+            cr["metadata"]["uid"]
+        );
+        assert!(
+            slice["status"].get("endpoints").is_none(),
+            "no consumer binds the export yet"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_skip_annotation_keeps_the_default_slice_away() {
+        let c = world().await;
+        cached_resource(&c, json!({ANN_SKIP_ENDPOINTSLICE: ""})).await;
+        c.settle(10).await.unwrap();
+        assert!(
+            get(
+                &c,
+                "cache.kcp.io",
+                "cachedresourceendpointslices",
+                "p",
+                "things"
+            )
+            .await
+            .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_identity_secret_is_a_hash_mismatch() {
+        let c = world().await;
+        cached_resource(&c, json!({})).await;
+        c.settle(10).await.unwrap();
+        let secret = c.kind("", "secrets").unwrap();
+        c.ws.patch(
+            &secret,
+            "p",
+            "kcp-system",
+            "things",
+            crate::api::patch::PatchType::Merge,
+            br#"{"data":{"key":"b3RoZXI="}}"#,
+            Part::Main,
+        )
+        .await
+        .unwrap();
+        c.settle(10).await.unwrap();
+        let cr = get(&c, "cache.kcp.io", "cachedresources", "p", "things")
+            .await
+            .unwrap();
+        let idv = condition(&cr, "IdentityValid");
+        assert_eq!(idv["status"], "False");
+        assert_eq!(idv["reason"], "IdentityVerificationFailed");
+        assert!(
+            str_at(&idv, "/message").starts_with("hash mismatch: identity secret hash \""),
+            "{idv}"
+        );
+    }
+
+    #[tokio::test]
+    async fn slices_resolve_their_cached_resource_by_path_and_report_a_missing_one() {
+        let c = world().await;
+        cached_resource(&c, json!({})).await;
+        let kind = c
+            .kind("cache.kcp.io", "cachedresourceendpointslices")
+            .unwrap();
+        for (name, reference) in [
+            ("external", json!({"path": "root:p", "name": "things"})),
+            (
+                "invalid",
+                json!({"path": "root:p", "name": "nonexistent-cachedresource"}),
+            ),
+        ] {
+            c.ws.create(
+                &kind,
+                "q",
+                "",
+                json!({"metadata": {"name": name}, "spec": {"cachedResource": reference}}),
+            )
+            .await
+            .unwrap();
+        }
+        c.settle(10).await.unwrap();
+        let ok = get(
+            &c,
+            "cache.kcp.io",
+            "cachedresourceendpointslices",
+            "q",
+            "external",
+        )
+        .await
+        .unwrap();
+        assert_eq!(condition(&ok, "ResourceValid")["status"], "True");
+        let bad = get(
+            &c,
+            "cache.kcp.io",
+            "cachedresourceendpointslices",
+            "q",
+            "invalid",
+        )
+        .await
+        .unwrap();
+        let rv = condition(&bad, "ResourceValid");
+        assert_eq!(rv["reason"], "CachedResourceNotFound");
+        assert_eq!(
+            rv["message"],
+            "Error getting CachedResource root:p|nonexistent-cachedresource"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resource_that_turns_out_namespaced_is_reported_not_cluster_scoped() {
+        let c = world().await;
+        let cr = c.kind("cache.kcp.io", "cachedresources").unwrap();
+        // The CRD does not exist at admission time, so only the controller can tell.
+        c.ws.create(
+            &cr,
+            "p",
+            "",
+            json!({"metadata": {"name": "widgets"},
+            "spec": {"group": "g.io", "version": "v1", "resource": "widgets"}}),
+        )
+        .await
+        .unwrap();
+        let crd = c
+            .kind("apiextensions.k8s.io", "customresourcedefinitions")
+            .unwrap();
+        c.ws.create(&crd, "p", "", json!({"metadata": {"name": "widgets.g.io"}, "spec": {"group": "g.io", "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}}))
+            .await
+            .unwrap();
+        c.settle(10).await.unwrap();
+        let v = get(&c, "cache.kcp.io", "cachedresources", "p", "widgets")
+            .await
+            .unwrap();
+        let rv = condition(&v, "ResourceValid");
+        assert_eq!(rv["reason"], "ResourceNotClusterScoped");
+        assert_eq!(rv["message"], "Resource widgets.g.io is not cluster-scoped");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_cached_resource_purges_its_copies_and_releases_the_finalizer() {
+        let c = world().await;
+        cached_resource(&c, json!({})).await;
+        let thing = c.ws.find("p", "g.io", "v1", "things").await.unwrap();
+        c.ws.create(&thing, "p", "", json!({"metadata": {"name": "t1"}}))
+            .await
+            .unwrap();
+        c.settle(10).await.unwrap();
+        let copies = |c: &Controllers| {
+            let cache = c.cache.clone();
+            async move {
+                cache
+                    .list(&crate::store::Scope {
+                        resource: Some(crate::store::GroupResource::new(
+                            "cache.kcp.io",
+                            "cachedobjects",
+                        )),
+                        ..crate::store::Scope::all()
+                    })
+                    .await
+                    .unwrap()
+                    .records
+                    .len()
+            }
+        };
+        assert_eq!(copies(&c).await, 1);
+        let cr = c.kind("cache.kcp.io", "cachedresources").unwrap();
+        let d =
+            c.ws.delete(&cr, "p", "", "things", (None, None))
+                .await
+                .unwrap();
+        assert!(!d.gone, "the finalizer holds it");
+        c.settle(10).await.unwrap();
+        assert_eq!(copies(&c).await, 0);
+        assert!(
+            get(&c, "cache.kcp.io", "cachedresources", "p", "things")
+                .await
+                .is_none()
+        );
+        assert!(
+            get(
+                &c,
+                "cache.kcp.io",
+                "cachedresourceendpointslices",
+                "p",
+                "things"
+            )
+            .await
+            .is_none(),
+            "owner-reference GC"
+        );
+    }
 
     #[test]
     fn a_condition_keeps_its_transition_time_while_its_status_holds() {
