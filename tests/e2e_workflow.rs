@@ -1227,3 +1227,130 @@ async fn a_consumer_binding_during_a_wildcard_watch_gets_every_object_added_and_
         endpoint
     );
 }
+
+/// kubectl's other write paths in a workspace: typed `create` commands (protobuf bodies),
+/// `apply` twice (strategic merge patches for built-ins, merge patches for custom resources),
+/// `edit`, `label`, strict field validation, `explain` and server-side printer columns.
+#[test]
+fn kubectl_creates_applies_edits_and_explains_in_a_workspace() {
+    let s = Server::start(&[]);
+    let m = Manifests::new();
+    create_workspace(&s, &m, PROVIDER_LC, PROVIDER_PATH);
+    let w = ws(&s, PROVIDER_PATH);
+
+    // Typed create commands send protobuf.
+    assert_eq!(
+        kubectl_ok(&s, &w, &["create", "namespace", "tools"]).trim(),
+        "namespace/tools created"
+    );
+    kubectl_ok(
+        &s,
+        &w,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "-n",
+            "tools",
+            "--from-literal=key=abc",
+        ],
+    );
+    assert_eq!(
+        jsonpath(&s, &w, &["secret", "s1", "-n", "tools"], "{.data.key}").unwrap(),
+        "YWJj"
+    );
+    kubectl_ok(
+        &s,
+        &w,
+        &[
+            "create",
+            "clusterrole",
+            "reader",
+            "--verb=get",
+            "--resource=secrets",
+        ],
+    );
+
+    // apply, change, apply again: a strategic merge patch for a Secret and a ClusterRole.
+    let builtins = |key: &str, verbs: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: s2, namespace: tools}}\nstringData: {{key: {key}}}\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: applied}}\n\
+             rules:\n- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [{verbs}]\n"
+        )
+    };
+    apply(&s, &w, &m, "builtins.yaml", &builtins("one", "get"));
+    let out = apply(&s, &w, &m, "builtins.yaml", &builtins("two", "get, list"));
+    assert!(out.contains("secret/s2 configured"), "{out}");
+    let key = jsonpath(&s, &w, &["secret", "s2", "-n", "tools"], "{.data.key}").unwrap();
+    assert_eq!(key, "dHdv", "base64 of \"two\"");
+    assert_eq!(
+        jsonpath(&s, &w, &["clusterrole", "applied"], "{.rules[0].verbs}").unwrap(),
+        r#"["get","list"]"#
+    );
+
+    // A CRD and one of its objects: apply twice (merge patch), label, edit.
+    apply(&s, &w, &m, "crd.yaml", CPU_CRD);
+    let flavor = |cores: u32| {
+        format!(
+            "apiVersion: cloud.example.com/v1\nkind: CPUFlavor\nmetadata: {{name: cpu-x}}\nspec: {{cores: {cores}}}\n"
+        )
+    };
+    eventually("the CRD to be served", || {
+        let path = m.write("flavor.yaml", &flavor(2));
+        let mut c = s.kubectl_admin(&w);
+        c.args(["apply", "-f", path.to_str().unwrap()]);
+        let out = run(c);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(stderr(&out))
+        }
+    });
+    let out = apply(&s, &w, &m, "flavor.yaml", &flavor(4));
+    assert_eq!(out.trim(), "cpuflavor.cloud.example.com/cpu-x configured");
+    kubectl_ok(&s, &w, &["label", "cpuflavor", "cpu-x", "tier=big"]);
+    let mut edit = s.kubectl_admin(&w);
+    edit.args(["edit", "cpuflavor", "cpu-x"])
+        .env("EDITOR", "sed -i s/cores:\\ 4/cores:\\ 6/");
+    let out = run(edit);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = get_json(&s, &w, &["cpuflavor", "cpu-x"]);
+    assert_eq!(got["spec"]["cores"], 6);
+    assert_eq!(got["metadata"]["labels"]["tier"], "big");
+    assert_eq!(
+        got["metadata"]["generation"], 3,
+        "two spec changes after creation"
+    );
+
+    // Strict field validation (kubectl's default) refuses unknown fields.
+    let path = m.write("bad.yaml", "apiVersion: cloud.example.com/v1\nkind: CPUFlavor\nmetadata: {name: cpu-bad}\nspec: {cores: 2, colour: red}\n");
+    let mut c = s.kubectl_admin(&w);
+    c.args(["apply", "-f", path.to_str().unwrap()]);
+    let out = run(c);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#"strict decoding error: unknown field "spec.colour""#),
+        "{}",
+        stderr(&out)
+    );
+
+    // explain and printer columns.
+    let explained = kubectl_ok(&s, &w, &["explain", "cachedresources.spec"]);
+    assert!(
+        explained.contains("KIND:       CachedResource"),
+        "{explained}"
+    );
+    let table = kubectl_ok(&s, &w, &["get", "namespaces"]);
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "STATUS", "AGE"],
+        "{table}"
+    );
+}
