@@ -1336,6 +1336,27 @@ fn kubectl_creates_applies_edits_and_explains_in_a_workspace() {
         stderr(&out)
     );
 
+    // A watch in the workspace keeps printing rows of the same table.
+    let mut c = s.kubectl_admin(&w);
+    c.args(["get", "namespaces", "-w"]);
+    let watch = KubectlWatch::start(c);
+    assert_eq!(
+        watch
+            .next("the header")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "STATUS", "AGE"]
+    );
+    while !watch.next("the initial rows").starts_with("tools ") {}
+    kubectl_ok(&s, &w, &["label", "namespace", "tools", "team=a"]);
+    let row = watch.next("the labelled namespace");
+    assert_eq!(
+        row.split_whitespace().take(2).collect::<Vec<_>>(),
+        ["tools", "Active"],
+        "{row}"
+    );
+    drop(watch);
+
     // explain and printer columns.
     let explained = kubectl_ok(&s, &w, &["explain", "cachedresources.spec"]);
     assert!(

@@ -226,7 +226,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
             let scope = scope_of(res, &path);
             if opts.watch {
-                rest::watch(cs.store.clone(), collection, scope, opts).await
+                rest::watch(cs.store.clone(), collection, scope, opts, accept.as_deref()).await
             } else {
                 rest::list(store, &collection, &scope, &opts, accept.as_deref()).await
             }
@@ -236,7 +236,14 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             if opts.watch {
                 let mut opts = opts;
                 opts.field_selector = name_selector(&opts.field_selector, &name)?;
-                return rest::watch(cs.store.clone(), collection, scope_of(res, &path), opts).await;
+                return rest::watch(
+                    cs.store.clone(),
+                    collection,
+                    scope_of(res, &path),
+                    opts,
+                    accept.as_deref(),
+                )
+                .await;
             }
             let cluster = path.cluster.clone().ok_or_else(|| {
                 Status::bad_request("a concrete cluster is required to get an object")

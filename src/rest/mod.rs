@@ -299,8 +299,37 @@ pub async fn watch(
     c: Collection,
     scope: Scope,
     opts: ListOptions,
+    accept: Option<&str>,
 ) -> Result<Response, Status> {
     check_fields(&opts.field_selector, c.namespaced)?;
+    let table = c.wants_table(accept)?;
+    // With Table output each event carries a one-row Table; only the first has the columns.
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let encode = {
+        let c = c.clone();
+        let first = first.clone();
+        move |v: &Value| -> Vec<u8> {
+            match (table, &c.columns) {
+                (Some(ver), Some(cols)) => {
+                    let rv = v
+                        .pointer("/metadata/resourceVersion")
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    let mut t = table::table(
+                        ver,
+                        std::slice::from_ref(v),
+                        cols,
+                        serde_json::json!({"resourceVersion": rv}),
+                    );
+                    if !first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        t["columnDefinitions"] = Value::Null;
+                    }
+                    serde_json::to_vec(&t).unwrap_or_default()
+                }
+                _ => serde_json::to_vec(v).unwrap_or_default(),
+            }
+        }
+    };
     let requested = opts.revision()?;
     let initial = opts.send_initial_events.unwrap_or(requested.is_none());
     let mut frames: Vec<Bytes> = Vec::new();
@@ -310,7 +339,7 @@ pub async fn watch(
             if let Some(v) = (c.present)(&record.value, &record.key, record.revision)
                 && selected(&v, &opts.label_selector, &opts.field_selector)
             {
-                frames.push(watch::frame(EventType::Added, &[&to_vec(&v)?]));
+                frames.push(watch::frame(EventType::Added, &[&encode(&v)]));
             }
         }
         if opts.send_initial_events == Some(true) && opts.allow_watch_bookmarks {
@@ -343,12 +372,14 @@ pub async fn watch(
     let fs = opts.field_selector.clone();
     let bookmarks = opts.allow_watch_bookmarks;
     let deadline = tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds);
+    let encode = Arc::new(encode);
     let live = futures_util::stream::unfold(
         (stream, 0u64, false),
         move |(mut stream, mut last, done)| {
             let ls = ls.clone();
             let fs = fs.clone();
             let c = c.clone();
+            let encode = encode.clone();
             async move {
                 if done {
                     return None;
@@ -373,7 +404,7 @@ pub async fn watch(
                                 Some(Ok(e)) => e,
                             };
                             last = event.revision;
-                            if let Some(frame) = event_frame(&event, &ls, &fs, &c) {
+                            if let Some(frame) = event_frame(&event, &ls, &fs, &c, encode.as_ref()) {
                                 return Some((Ok(frame), (stream, last, false)));
                             }
                         }
@@ -392,6 +423,7 @@ fn event_frame(
     ls: &LabelSelector,
     fs: &FieldSelector,
     c: &Collection,
+    encode: &dyn Fn(&Value) -> Vec<u8>,
 ) -> Option<Bytes> {
     let present = |b: &[u8]| (c.present)(b, &event.key, event.revision);
     let new = present(&event.value)?;
@@ -409,6 +441,5 @@ fn event_frame(
         EventKind::Deleted if new_match => EventType::Deleted,
         _ => return None,
     };
-    let bytes = serde_json::to_vec(&new).ok()?;
-    Some(watch::frame(kind, &[&bytes]))
+    Some(watch::frame(kind, &[&encode(&new)]))
 }

@@ -211,7 +211,7 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
         (Method::GET, None) => {
             let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
             if opts.watch {
-                rest::watch(ws.store.clone(), collection, scope, opts).await
+                rest::watch(ws.store.clone(), collection, scope, opts, accept.as_deref()).await
             } else {
                 rest::list(
                     ws.store.as_ref(),
@@ -228,7 +228,8 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
             if opts.watch {
                 let mut opts = opts;
                 opts.field_selector = name_selector(&opts.field_selector, &name)?;
-                return rest::watch(ws.store.clone(), collection, scope, opts).await;
+                return rest::watch(ws.store.clone(), collection, scope, opts, accept.as_deref())
+                    .await;
             }
             let rec = ws
                 .get(&kind, &cluster, &path.namespace, &name)
