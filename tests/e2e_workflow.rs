@@ -1336,6 +1336,22 @@ fn kubectl_creates_applies_edits_and_explains_in_a_workspace() {
         stderr(&out)
     );
 
+    // A server-side dry run is refused, and nothing is written.
+    let path = m.write("dry.yaml", &flavor(8));
+    let mut c = s.kubectl_admin(&w);
+    c.args(["apply", "--dry-run=server", "-f", path.to_str().unwrap()]);
+    let out = run(c);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("dryRun=All is not supported"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        jsonpath(&s, &w, &["cpuflavor", "cpu-x"], "{.spec.cores}").unwrap(),
+        "6"
+    );
+
     // A watch in the workspace keeps printing rows of the same table.
     let mut c = s.kubectl_admin(&w);
     c.args(["get", "namespaces", "-w"]);

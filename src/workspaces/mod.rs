@@ -204,9 +204,18 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
             "a concrete workspace is required for this request, not *",
         ));
     }
-    let strict = crate::api::params::parse_query(query.as_deref())
+    let params = crate::api::params::parse_query(query.as_deref());
+    let strict = params
         .iter()
         .any(|(k, v)| k == "fieldValidation" && v == "Strict");
+    // Writes are never simulated: refuse a dry run rather than perform it.
+    if method != Method::GET
+        && let Some((_, v)) = params.iter().find(|(k, v)| k == "dryRun" && !v.is_empty())
+    {
+        return Err(Status::bad_request(format!(
+            "dryRun={v} is not supported by this server; retry without --dry-run=server"
+        )));
+    }
     match (method, path.name.clone()) {
         (Method::GET, None) => {
             let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
