@@ -1391,3 +1391,69 @@ fn kubectl_creates_applies_edits_and_explains_in_a_workspace() {
         "{table}"
     );
 }
+
+/// Callers outside `system:masters` get what the workspace's own RBAC grants them.
+#[test]
+fn workspace_rbac_decides_what_a_token_user_may_do() {
+    let s = Server::cloud_co();
+    let w = ws(&s, "root:cloudco");
+    let as_user = |token: &str, args: &[&str]| {
+        let mut c = s.kubectl_token(&w, Some(token));
+        c.args(args);
+        run(c)
+    };
+    let out = as_user("alice-token", &["get", "cpuflavors", "-o", "name"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            r#"cpuflavors.cloud.example.com is forbidden: User "alice" cannot list resource "cpuflavors" in API group "cloud.example.com" at the cluster scope"#
+        ),
+        "{}",
+        stderr(&out)
+    );
+    kubectl_ok(
+        &s,
+        &w,
+        &[
+            "create",
+            "clusterrole",
+            "flavor-reader",
+            "--verb=get,list,watch",
+            "--resource=cpuflavors.cloud.example.com",
+        ],
+    );
+    kubectl_ok(
+        &s,
+        &w,
+        &[
+            "create",
+            "clusterrolebinding",
+            "alice-flavors",
+            "--clusterrole=flavor-reader",
+            "--user=alice",
+        ],
+    );
+    let out = as_user("alice-token", &["get", "cpuflavors", "-o", "name"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 4, "{}", stdout(&out));
+    let out = as_user("alice-token", &["delete", "cpuflavor", "cpu-small"]);
+    assert!(
+        stderr(&out).contains(r#"User "alice" cannot delete resource "cpuflavors""#),
+        "{}",
+        stderr(&out)
+    );
+    let out = as_user("bob-token", &["get", "cpuflavors"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#"User "bob" cannot"#),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing was deleted.
+    assert_eq!(
+        kubectl_ok(&s, &w, &["get", "cpuflavors", "-o", "name"])
+            .lines()
+            .count(),
+        4
+    );
+}

@@ -159,6 +159,11 @@ pub fn allows<'r>(
     None
 }
 
+/// Whether a ClusterRoleBinding names the user (directly, by group or as a service account).
+pub fn binds(binding: &ClusterRoleBinding, user: &UserRef<'_>) -> bool {
+    binding.subjects.iter().any(|s| subject_applies(s, user))
+}
+
 /// Whether a binding subject designates the user.
 fn subject_applies(subject: &Subject, user: &UserRef<'_>) -> bool {
     match subject.kind.as_str() {

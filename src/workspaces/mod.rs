@@ -4,9 +4,9 @@
 //! Built-in kinds ([`registry`]), custom resources of each workspace's CRDs, get, list, watch,
 //! create, update, patch (merge, JSON and strategic merge patch), delete, deletecollection and
 //! `/status`; discovery (legacy and aggregated) and OpenAPI v3 ([`openapi`]) so kubectl's
-//! `apply`, `create`, `edit` and `explain` work. Object semantics live in [`objects`]. Only
-//! `system:masters` may use it (the embedded server's admin); consumers read through the
-//! Replication virtual workspace.
+//! `apply`, `create`, `edit` and `explain` work. Object semantics live in [`objects`].
+//! `system:masters` may do anything; other users what the workspace's own ClusterRoles and
+//! ClusterRoleBindings grant them (Kubernetes RBAC semantics).
 
 pub mod objects;
 pub mod openapi;
@@ -114,28 +114,24 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
         req.uri().query(),
         resource_path.as_ref().is_some_and(|p| p.watch_path),
     );
-    if !user.is_master() {
-        return Err(Status::forbidden(match &resource_path {
-            Some(p) => format!(
-                "{} is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\" in the workspace \"{reference}\"",
-                crate::api::status::qualified(&p.group, &p.resource),
-                user.name,
-                p.resource,
-                p.group
-            ),
-            None => format!(
-                "forbidden: User \"{}\" cannot get path \"{}\"",
-                user.name,
-                req.uri().path()
-            ),
-        }));
-    }
     let wildcard = reference == "*";
     let cluster = if wildcard {
         String::new()
     } else {
         ws.resolve(reference).await.map_err(ws_status)?
     };
+    if !user.is_master() {
+        authorize(
+            &ws,
+            &user,
+            wildcard,
+            &cluster,
+            resource_path.as_ref(),
+            &verb,
+            req.uri().path(),
+        )
+        .await?;
+    }
     let accept = req
         .headers()
         .get(header::ACCEPT)
@@ -336,6 +332,96 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
 
 /// The request body as JSON: JSON as sent, or Kubernetes protobuf (what kubectl's typed
 /// commands such as `kubectl create namespace` send) decoded.
+/// Authorization of callers outside `system:masters`: the workspace's own ClusterRoles and
+/// ClusterRoleBindings, evaluated with Kubernetes RBAC semantics (a ClusterRoleBinding grants
+/// in every namespace). Discovery and OpenAPI need some binding in the workspace (kcp's
+/// workspace access); wildcard requests across workspaces are for `system:masters` only.
+async fn authorize(
+    ws: &Workspaces,
+    user: &crate::api::user::UserInfo,
+    wildcard: bool,
+    cluster: &str,
+    path: Option<&ResourcePath>,
+    verb: &str,
+    raw_path: &str,
+) -> Result<(), Status> {
+    use crate::replication::rbac::{
+        self, ClusterRole, ClusterRoleBinding, ResourceAttributes, UserRef,
+    };
+    let denied = || {
+        Status::forbidden(match path {
+            Some(p) => {
+                let scope = if p.namespace.is_empty() {
+                    "at the cluster scope".to_string()
+                } else {
+                    format!("in the namespace \"{}\"", p.namespace)
+                };
+                format!(
+                    "{}{} is forbidden: User \"{}\" cannot {verb} resource \"{}{}\" in API group \"{}\" {scope}",
+                    crate::api::status::qualified(&p.group, &p.resource),
+                    p.name
+                        .as_ref()
+                        .map(|n| format!(" \"{n}\""))
+                        .unwrap_or_default(),
+                    user.name,
+                    p.resource,
+                    if p.status { "/status" } else { "" },
+                    p.group
+                )
+            }
+            None => format!(
+                "forbidden: User \"{}\" cannot get path \"{raw_path}\"",
+                user.name
+            ),
+        })
+    };
+    if wildcard {
+        return Err(denied());
+    }
+    let load = |group: &str, resource: &str| {
+        ws.builtin(group, resource)
+            .cloned()
+            .ok_or_else(|| Status::internal("RBAC kinds are not served"))
+    };
+    let role_kind = load("rbac.authorization.k8s.io", "clusterroles")?;
+    let binding_kind = load("rbac.authorization.k8s.io", "clusterrolebindings")?;
+    let roles: Vec<ClusterRole> = ws
+        .list_values(&role_kind, Some(cluster))
+        .await
+        .map_err(ws_status)?
+        .into_iter()
+        .filter_map(|(v, _, _)| serde_json::from_value(v).ok())
+        .collect();
+    let bindings: Vec<ClusterRoleBinding> = ws
+        .list_values(&binding_kind, Some(cluster))
+        .await
+        .map_err(ws_status)?
+        .into_iter()
+        .filter_map(|(v, _, _)| serde_json::from_value(v).ok())
+        .collect();
+    let who = UserRef {
+        name: &user.name,
+        groups: &user.groups,
+    };
+    let allowed = match path {
+        Some(p) => rbac::allows(
+            |name| roles.iter().find(|r| r.metadata.name == name),
+            &bindings,
+            &who,
+            &ResourceAttributes {
+                verb,
+                group: &p.group,
+                resource: &p.resource,
+                subresource: if p.status { "status" } else { "" },
+                name: p.name.as_deref().unwrap_or(""),
+            },
+        )
+        .is_some(),
+        None => bindings.iter().any(|b| rbac::binds(b, &who)),
+    };
+    if allowed { Ok(()) } else { Err(denied()) }
+}
+
 /// `fieldValidation=Strict`: a body with fields the kind's schema does not know is refused,
 /// as kube-apiserver refuses it (kubectl sends Strict by default).
 fn check_strict(strict: bool, kind: &Kind, body: &Value) -> Result<(), Status> {
