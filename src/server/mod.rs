@@ -336,5 +336,18 @@ fn log_endpoints(index: &Index, kubeconfig: &std::path::Path) {
                 );
             }
         }
+        // The same objects through each consumer's own workspace (a context of the kubeconfig).
+        for consumer in served.consumers.iter() {
+            let path = st
+                .logical_clusters
+                .get(consumer)
+                .map(|lc| lc.metadata.annotation(crate::model::ANN_PATH).to_string())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| consumer.clone());
+            tracing::info!(
+                "Try: kubectl --kubeconfig {} --context {path} get {resource}",
+                kubeconfig.display()
+            );
+        }
     }
 }
