@@ -1456,4 +1456,43 @@ fn workspace_rbac_decides_what_a_token_user_may_do() {
             .count(),
         4
     );
+    // A Role and RoleBinding grant in their namespace only.
+    kubectl_ok(
+        &s,
+        &w,
+        &[
+            "create",
+            "role",
+            "secret-reader",
+            "-n",
+            "kcp-system",
+            "--verb=get,list",
+            "--resource=secrets",
+        ],
+    );
+    kubectl_ok(
+        &s,
+        &w,
+        &[
+            "create",
+            "rolebinding",
+            "bob-secrets",
+            "-n",
+            "kcp-system",
+            "--role=secret-reader",
+            "--user=bob",
+        ],
+    );
+    let out = as_user(
+        "bob-token",
+        &["get", "secrets", "-n", "kcp-system", "-o", "name"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    let out = as_user("bob-token", &["get", "secrets", "-n", "default"]);
+    assert!(
+        stderr(&out).contains(r#"User "bob" cannot list resource "secrets" in API group "" in the namespace "default""#),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -5,8 +5,8 @@
 //! create, update, patch (merge, JSON and strategic merge patch), delete, deletecollection and
 //! `/status`; discovery (legacy and aggregated) and OpenAPI v3 ([`openapi`]) so kubectl's
 //! `apply`, `create`, `edit` and `explain` work. Object semantics live in [`objects`].
-//! `system:masters` may do anything; other users what the workspace's own ClusterRoles and
-//! ClusterRoleBindings grant them (Kubernetes RBAC semantics).
+//! `system:masters` may do anything; other users what the workspace's own RBAC grants them
+//! (ClusterRoleBindings, and RoleBindings in their namespace; Kubernetes RBAC semantics).
 
 pub mod objects;
 pub mod openapi;
@@ -332,10 +332,10 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
 
 /// The request body as JSON: JSON as sent, or Kubernetes protobuf (what kubectl's typed
 /// commands such as `kubectl create namespace` send) decoded.
-/// Authorization of callers outside `system:masters`: the workspace's own ClusterRoles and
-/// ClusterRoleBindings, evaluated with Kubernetes RBAC semantics (a ClusterRoleBinding grants
-/// in every namespace). Discovery and OpenAPI need some binding in the workspace (kcp's
-/// workspace access); wildcard requests across workspaces are for `system:masters` only.
+/// Authorization of callers outside `system:masters`: the workspace's own RBAC, evaluated with
+/// Kubernetes semantics (a ClusterRoleBinding grants in every namespace, a RoleBinding in its
+/// own). Discovery and OpenAPI need some binding naming the user (kcp's workspace access);
+/// wildcard requests across workspaces are for `system:masters` only.
 async fn authorize(
     ws: &Workspaces,
     user: &crate::api::user::UserInfo,
@@ -403,23 +403,84 @@ async fn authorize(
         name: &user.name,
         groups: &user.groups,
     };
-    let allowed = match path {
-        Some(p) => rbac::allows(
-            |name| roles.iter().find(|r| r.metadata.name == name),
-            &bindings,
-            &who,
-            &ResourceAttributes {
-                verb,
-                group: &p.group,
-                resource: &p.resource,
-                subresource: if p.status { "status" } else { "" },
-                name: p.name.as_deref().unwrap_or(""),
-            },
-        )
-        .is_some(),
-        None => bindings.iter().any(|b| rbac::binds(b, &who)),
+    let Some(p) = path else {
+        // Workspace access: some binding (cluster-wide or in a namespace) names the user.
+        if bindings.iter().any(|b| rbac::binds(b, &who)) {
+            return Ok(());
+        }
+        let rb_kind = load("rbac.authorization.k8s.io", "rolebindings")?;
+        let any_role_binding = ws
+            .list_values(&rb_kind, Some(cluster))
+            .await
+            .map_err(ws_status)?
+            .into_iter()
+            .filter_map(|(v, _, _)| serde_json::from_value::<ClusterRoleBinding>(v).ok())
+            .any(|b| rbac::binds(&b, &who));
+        return if any_role_binding {
+            Ok(())
+        } else {
+            Err(denied())
+        };
     };
-    if allowed { Ok(()) } else { Err(denied()) }
+    let attrs = ResourceAttributes {
+        verb,
+        group: &p.group,
+        resource: &p.resource,
+        subresource: if p.status { "status" } else { "" },
+        name: p.name.as_deref().unwrap_or(""),
+    };
+    let cluster_role = |name: &str| roles.iter().find(|r| r.metadata.name == name);
+    if rbac::allows(cluster_role, &bindings, &who, &attrs).is_some() {
+        return Ok(());
+    }
+    if p.namespace.is_empty() {
+        return Err(denied());
+    }
+    // In a namespace, its RoleBindings grant too: of ClusterRoles, or of the namespace's Roles
+    // (a Role has a ClusterRole's shape; a binding of one is evaluated against the Roles).
+    let namespaced = |kind: Kind| {
+        let scope = Workspaces::scope(&kind, Some(cluster), Some(&p.namespace));
+        async move {
+            let listing = ws.store.list(&scope).await.map_err(Status::internal)?;
+            Ok::<Vec<Value>, Status>(
+                listing
+                    .records
+                    .iter()
+                    .filter_map(|r| serde_json::from_slice(&r.value).ok())
+                    .collect(),
+            )
+        }
+    };
+    let ns_roles: Vec<ClusterRole> = namespaced(load("rbac.authorization.k8s.io", "roles")?)
+        .await?
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect();
+    let role_bindings: Vec<ClusterRoleBinding> =
+        namespaced(load("rbac.authorization.k8s.io", "rolebindings")?)
+            .await?
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+    let (of_roles, of_cluster_roles): (Vec<_>, Vec<_>) = role_bindings
+        .into_iter()
+        .partition(|b| b.role_ref.kind == "Role");
+    if rbac::allows(cluster_role, &of_cluster_roles, &who, &attrs).is_some() {
+        return Ok(());
+    }
+    let as_cluster_bindings: Vec<ClusterRoleBinding> = of_roles
+        .into_iter()
+        .map(|mut b| {
+            b.role_ref.kind = "ClusterRole".into();
+            b
+        })
+        .collect();
+    let role = |name: &str| ns_roles.iter().find(|r| r.metadata.name == name);
+    if rbac::allows(role, &as_cluster_bindings, &who, &attrs).is_some() {
+        Ok(())
+    } else {
+        Err(denied())
+    }
 }
 
 /// `fieldValidation=Strict`: a body with fields the kind's schema does not know is refused,
