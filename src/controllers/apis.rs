@@ -175,18 +175,7 @@ pub async fn bindings(c: &Controllers, pass: &mut Pass) -> Result<(), Controller
     // The resource-bindings annotation: entries owned by bindings follow them; CRD locks stay.
     for (lc, key, _) in c.ws.list_values(&lc_kind, None).await? {
         let cluster = key.cluster.as_str();
-        let raw = str_at(
-            &lc,
-            &format!(
-                "/metadata/annotations/{}",
-                ANN_RESOURCE_BINDINGS.replace('/', "~1")
-            ),
-        );
-        let current: BTreeMap<String, BindingLock> = if raw.is_empty() {
-            BTreeMap::new()
-        } else {
-            serde_json::from_str(raw).unwrap_or_default()
-        };
+        let current = crate::model::types::LogicalCluster::bindings_of(&lc);
         let mut desired: BTreeMap<String, BindingLock> = current
             .iter()
             .filter(|(_, l)| l.n.is_empty())

@@ -45,12 +45,7 @@ impl Gvr {
 
     /// The `cache.kcp.io/object-schema` label value.
     fn schema_label(&self) -> String {
-        let g = if self.group.is_empty() {
-            "core"
-        } else {
-            &self.group
-        };
-        format!("{}.{}.{g}", self.version, self.resource)
+        object_schema(&self.group, &self.version, &self.resource)
     }
 }
 

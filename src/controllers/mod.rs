@@ -354,6 +354,16 @@ fn annotations_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
     Some(crate::api::child_map(md, "annotations"))
 }
 
+/// A group as CachedObject labels name it: `core` for the core group.
+fn core_or(group: &str) -> &str {
+    if group.is_empty() { "core" } else { group }
+}
+
+/// The `cache.kcp.io/object-schema` label value of a group, version and resource (§1.4).
+pub fn object_schema(group: &str, version: &str, resource: &str) -> String {
+    format!("{version}.{resource}.{}", core_or(group))
+}
+
 /// Wrap a source object into a CachedObject (§1.3–§1.5). `source` must carry uid and
 /// resourceVersion.
 pub fn wrap(source: &Value, group: &str, version: &str, resource: &str, shard: &str) -> Value {
@@ -367,14 +377,14 @@ pub fn wrap(source: &Value, group: &str, version: &str, resource: &str, shard: &
         a.insert(ANN_ORIGINAL_UID.into(), json!(uid));
         a.insert(ANN_ORIGINAL_RV.into(), json!(rv));
     }
-    let g = if group.is_empty() { "core" } else { group };
+    let g = core_or(group);
     let mut labels: Map<String, Value> = source
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
     for (k, v) in [
-        (LABEL_OBJECT_SCHEMA, format!("{version}.{resource}.{g}")),
+        (LABEL_OBJECT_SCHEMA, object_schema(group, version, resource)),
         (LABEL_OBJECT_GROUP, g.to_string()),
         (LABEL_OBJECT_VERSION, version.to_string()),
         (LABEL_OBJECT_RESOURCE, resource.to_string()),
@@ -543,6 +553,7 @@ mod tests {
             crate::api::patch::PatchType::Merge,
             br#"{"data":{"key":"b3RoZXI="}}"#,
             Part::Main,
+            false,
         )
         .await
         .unwrap();

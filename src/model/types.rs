@@ -454,6 +454,14 @@ pub struct BindingLock {
 }
 
 impl LogicalCluster {
+    /// The resource-bindings of a LogicalCluster given as JSON (none when it does not decode).
+    pub fn bindings_of(lc: &serde_json::Value) -> BTreeMap<String, BindingLock> {
+        LogicalCluster::deserialize(lc)
+            .ok()
+            .and_then(|l| l.resource_bindings().ok())
+            .unwrap_or_default()
+    }
+
     /// The parsed resource-bindings annotation (missing or empty = none; invalid JSON = error).
     pub fn resource_bindings(&self) -> Result<BTreeMap<String, BindingLock>, serde_json::Error> {
         match self.metadata.annotations.get(ANN_RESOURCE_BINDINGS) {

@@ -291,17 +291,17 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
                 ));
             }
             let body = read_body(req).await?;
-            if strict && kind.is_custom() {
-                let current = ws
-                    .get(&kind, &cluster, &path.namespace, &name)
-                    .await
-                    .map_err(ws_status)?;
-                if let Some(after) = objects::patched(&kind, &current, pt, &body) {
-                    check_strict(strict, &kind, &after)?;
-                }
-            }
             let d = ws
-                .patch(&kind, &cluster, &path.namespace, &name, pt, &body, part)
+                .patch(
+                    &kind,
+                    &cluster,
+                    &path.namespace,
+                    &name,
+                    pt,
+                    &body,
+                    part,
+                    strict,
+                )
                 .await
                 .map_err(ws_status)?;
             respond(&kind, 200, &d.record)
@@ -483,24 +483,12 @@ async fn authorize(
     }
 }
 
-/// `fieldValidation=Strict`: a body with fields the kind's schema does not know is refused,
-/// as kube-apiserver refuses it (kubectl sends Strict by default).
+/// `fieldValidation=Strict` for a created or replaced body (patches check their result).
 fn check_strict(strict: bool, kind: &Kind, body: &Value) -> Result<(), Status> {
-    if !strict {
-        return Ok(());
+    if strict {
+        objects::check_strict(kind, body).map_err(ws_status)?;
     }
-    let unknown = objects::unknown_fields(kind, body);
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let listed: Vec<String> = unknown
-        .iter()
-        .map(|f| format!("unknown field \"{f}\""))
-        .collect();
-    Err(Status::bad_request(format!(
-        "strict decoding error: {}",
-        listed.join(", ")
-    )))
+    Ok(())
 }
 
 async fn read_object(req: Request) -> Result<Value, Status> {
@@ -592,7 +580,7 @@ async fn non_resource(
     accept: Option<&str>,
 ) -> Result<Response, Status> {
     let kinds = if wildcard {
-        registry::builtins()
+        ws.builtins().to_vec()
     } else {
         ws.kinds(cluster).await.map_err(ws_status)?
     };

@@ -361,6 +361,11 @@ impl Workspaces {
         }
     }
 
+    /// The built-in kinds every workspace serves.
+    pub fn builtins(&self) -> &[Kind] {
+        &self.builtins
+    }
+
     /// The built-in kind of a group and resource.
     pub fn builtin(&self, group: &str, resource: &str) -> Option<&Kind> {
         self.builtins
@@ -438,12 +443,7 @@ impl Workspaces {
         let Some(lc) = self.logical_cluster(cluster).await? else {
             return Ok(Vec::new());
         };
-        let locks: HashMap<String, crate::model::types::BindingLock> = lc
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(crate::model::ANN_RESOURCE_BINDINGS))
-            .and_then(Value::as_str)
-            .and_then(|raw| serde_json::from_str(raw).ok())
-            .unwrap_or_default();
+        let locks = crate::model::types::LogicalCluster::bindings_of(&lc);
         let mut out = Vec::new();
         for (gr, lock) in locks {
             if lock.n.is_empty() {
@@ -1136,7 +1136,8 @@ impl Workspaces {
         })
     }
 
-    /// Patch an object (PATCH) or its status.
+    /// Patch an object (PATCH) or its status; with `strict`, a result with fields the schema
+    /// does not know is refused.
     #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
@@ -1147,6 +1148,7 @@ impl Workspaces {
         patch_type: PatchType,
         patch_body: &[u8],
         part: Part,
+        strict: bool,
     ) -> Result<Deleted, WsError> {
         for _ in 0..8 {
             let current = self.get(kind, cluster, namespace, name).await?;
@@ -1166,6 +1168,9 @@ impl Workspaces {
             })?;
             let mut patched = patched;
             Self::check_body(kind, namespace, &mut patched)?;
+            if strict {
+                check_strict(kind, &patched)?;
+            }
             let asked = patched
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
@@ -1343,15 +1348,21 @@ fn dropped(original: &Value, kept: Option<&Value>, path: &str, out: &mut Vec<Str
     }
 }
 
-/// The object a patch would produce (for checks before the write).
-pub fn patched(kind: &Kind, current: &Record, patch_type: PatchType, body: &[u8]) -> Option<Value> {
-    let shown = present(
-        &current.value,
-        &current.key,
-        current.revision,
-        &kind.api_version(),
-    )?;
-    patch::apply(patch_type, &shown, body).ok()
+/// `fieldValidation=Strict`: a body with fields its kind's schema does not know is refused,
+/// as kube-apiserver refuses it (kubectl sends Strict by default).
+pub fn check_strict(kind: &Kind, body: &Value) -> Result<(), WsError> {
+    let unknown = unknown_fields(kind, body);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    Err(WsError::BadRequest(format!(
+        "strict decoding error: {}",
+        listed.join(", ")
+    )))
 }
 
 fn set_path(body: &mut Value, path: Option<&str>) {
@@ -1427,14 +1438,10 @@ fn admit_crd(kind: &Kind, name: &str, lc: Option<&Value>, body: &mut Value) -> R
     let now = crate::api::now_rfc3339();
     // A resource an APIBinding provides in this workspace cannot also come from a CRD.
     let bound_by = lc
-        .and_then(|l| {
-            l.pointer("/metadata/annotations")
-                .and_then(|a| a.get(crate::model::ANN_RESOURCE_BINDINGS))
-        })
-        .and_then(Value::as_str)
-        .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
-        .and_then(|b| b.get(name).and_then(|lock| lock.get("n")).cloned())
-        .and_then(|n| n.as_str().map(str::to_string));
+        .map(crate::model::types::LogicalCluster::bindings_of)
+        .and_then(|mut b| b.remove(name))
+        .map(|lock| lock.n)
+        .filter(|n| !n.is_empty());
     if let Some(binding) = bound_by {
         let message = format!("{name} is already provided by APIBinding \"{binding}\"");
         if let Some(o) = body.as_object_mut() {
@@ -1577,6 +1584,7 @@ mod tests {
                 PatchType::Merge,
                 br#"{"status":{"ok":true}}"#,
                 Part::Status,
+                false,
             )
             .await
             .unwrap();
@@ -1595,6 +1603,7 @@ mod tests {
                 PatchType::Merge,
                 br#"{"spec":{"size":5}}"#,
                 Part::Main,
+                false,
             )
             .await
             .unwrap();
@@ -1678,6 +1687,7 @@ mod tests {
                 PatchType::Merge,
                 br#"{"metadata":{"finalizers":null}}"#,
                 Part::Main,
+                false,
             )
             .await
             .unwrap();

@@ -37,7 +37,7 @@ pub struct Kind {
     /// The compiled schema of a custom resource.
     pub schema: Option<Arc<Structural>>,
     /// The raw OpenAPI schema of a custom resource (for OpenAPI documents).
-    pub raw_schema: Option<Value>,
+    pub raw_schema: Option<Arc<Value>>,
     /// Additional printer columns of a custom resource.
     pub printer_columns: Vec<Value>,
     /// One-line description (OpenAPI).
@@ -113,7 +113,7 @@ impl Kind {
             namespaced: self.namespaced,
             strategic_merge_patch: self.strategic,
             status_subresource: self.status_subresource,
-            schema: self.raw_schema.clone(),
+            schema: self.raw_schema.as_deref().cloned(),
             description: self.description.clone(),
         }
     }
@@ -310,7 +310,7 @@ pub fn builtins() -> Vec<Kind> {
             status_subresource: x.status,
             strategic: x.strategic,
             schema: None,
-            raw_schema: doc.and_then(|d| d.schema.clone()),
+            raw_schema: doc.and_then(|d| d.schema.clone()).map(Arc::new),
             printer_columns: builtin_columns(x.resource),
             description: doc.map(|d| d.description.clone()).unwrap_or_default(),
             virtual_source: None,
@@ -427,7 +427,7 @@ pub fn crd_kinds(crd: &Value) -> Result<Vec<Kind>, CrdError> {
             status_subresource: v.pointer("/subresources/status").is_some(),
             strategic: false,
             schema: Some(Arc::new(compiled)),
-            raw_schema: Some(raw),
+            raw_schema: Some(Arc::new(raw)),
             printer_columns: v
                 .get("additionalPrinterColumns")
                 .and_then(Value::as_array)
