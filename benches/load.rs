@@ -541,7 +541,9 @@ impl Vw {
             cached_names.push(key.name.clone());
             store.create(key, stored(value)).await?;
         }
-        transport.runtime.spawn(index.clone().run(store.clone()));
+        transport.runtime.spawn(index.clone().run(Arc::new(
+            replication_vw::cache_client::StoreRead(store.clone()),
+        )));
         wait_synced(&index, store.as_ref()).await?;
         progress(&format!(
             "server on port {} filled with {objects} flavors and synced in {:.2} s",

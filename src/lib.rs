@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cache_client;
 pub mod cache_server;
 pub mod controllers;
 pub mod model;

@@ -1,8 +1,12 @@
-//! The `replication-vw` binary: command-line parsing and logging set-up.
+//! The `replication-vw` binary: command-line parsing and logging set-up. Three roles: the
+//! embedded all-in-one or a shard (`serve`), the cache server alone (`cache-server`) and the
+//! Replication virtual workspace alone (`virtual-workspace`).
 
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use replication_vw::server::flags::{FrontProxyFlags, TlsFlags};
+use replication_vw::server::{self, CacheOptions, ListenOptions, ServeOptions};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -16,28 +20,96 @@ struct Cli {
     command: Command,
 }
 
+/// Flags every role has.
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Address to listen on (TLS; port 0 picks a free port, the kubeconfig has the real one).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: String,
+    /// Directory for generated certificates and the admin kubeconfig (`ca.crt`,
+    /// `admin.kubeconfig`: a system:masters client certificate for this role's own API).
+    #[arg(long, default_value = "./.replication-vw")]
+    data_dir: PathBuf,
+    /// kube-apiserver static token file (`token,user,uid,"group1,group2"`).
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsFlags,
+    #[command(flatten)]
+    front_proxy: FrontProxyFlags,
+}
+
+/// Where the remote cache server is.
+#[derive(Args, Debug, Clone)]
+struct Cache {
+    /// Kubeconfig whose current context names the cache server, its CA and a client
+    /// certificate (the cache server's `admin.kubeconfig` works).
+    #[arg(long)]
+    cache_kubeconfig: Option<PathBuf>,
+    /// Cache server URL (`https://host:port`), overriding the kubeconfig's.
+    #[arg(long)]
+    cache_server: Option<String>,
+}
+
+impl Common {
+    fn listen_options(&self, external_url: Option<String>) -> ListenOptions {
+        ListenOptions {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            token_auth_file: self.token_auth_file.clone(),
+            external_url,
+            tls: self.tls.clone(),
+            front_proxy: self.front_proxy.clone(),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the embedded server: cache server and Replication virtual workspace in one process.
+    /// Run the embedded server (cache server, shard and virtual workspace in one process), or
+    /// with `--cache-kubeconfig` a shard writing into that remote cache server plus a virtual
+    /// workspace reading from it.
     Serve {
-        /// Address to listen on (TLS).
-        #[arg(long, default_value = "127.0.0.1:6443")]
-        listen: String,
-        /// Directory for generated certificates and the admin kubeconfig.
-        #[arg(long, default_value = "./.replication-vw")]
-        data_dir: PathBuf,
-        /// Directory of YAML manifests to load at start (repeatable).
+        #[command(flatten)]
+        common: Common,
+        /// Directory of YAML manifests (or one manifest file) to load at start (repeatable).
         #[arg(long = "seed")]
         seed: Vec<PathBuf>,
-        /// kube-apiserver static token file (`token,user,uid,"group1,group2"`).
-        #[arg(long)]
-        token_auth_file: Option<PathBuf>,
         /// Base URL published in endpoint slices (default `https://<listen address>`).
         #[arg(long)]
         external_url: Option<String>,
+        #[command(flatten)]
+        cache: Cache,
+        /// This shard's name in the cache server (`kcp.io/shard`).
+        #[arg(long, default_value = "root")]
+        shard_name: String,
+    },
+    /// Run the cache server alone: the API kcp shards write into and virtual workspaces read
+    /// from. Its `DATA_DIR/admin.kubeconfig` is their `--cache-kubeconfig`.
+    CacheServer {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the Replication virtual workspace alone, reading everything it serves from a remote
+    /// cache server; stateless, so any number of replicas can share one cache server.
+    VirtualWorkspace {
+        #[command(flatten)]
+        common: Common,
+        /// Base URL of this virtual workspace as clients reach it (default `https://<listen address>`).
+        #[arg(long)]
+        external_url: Option<String>,
+        #[command(flatten)]
+        cache: Cache,
     },
     /// Print the version.
     Version,
+}
+
+fn cache_options(cache: Cache) -> Option<CacheOptions> {
+    match (cache.cache_kubeconfig, cache.cache_server) {
+        (Some(kubeconfig), server) => Some(CacheOptions { kubeconfig, server }),
+        (None, _) => None,
+    }
 }
 
 #[tokio::main]
@@ -52,20 +124,44 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve {
-            listen,
-            data_dir,
+            common,
             seed,
-            token_auth_file,
             external_url,
+            cache,
+            shard_name,
         } => {
-            replication_vw::server::run(replication_vw::server::ServeOptions {
-                listen,
-                data_dir,
+            if cache.cache_server.is_some() && cache.cache_kubeconfig.is_none() {
+                anyhow::bail!(
+                    "--cache-server needs --cache-kubeconfig (the cache server's CA and a client certificate)"
+                );
+            }
+            server::run(ServeOptions {
+                listen: common.listen,
+                data_dir: common.data_dir,
                 seeds: seed,
-                token_auth_file,
+                token_auth_file: common.token_auth_file,
                 external_url,
+                tls: common.tls,
+                front_proxy: common.front_proxy,
+                cache: cache_options(cache),
+                shard_name,
             })
             .await
+        }
+        Command::CacheServer { common } => {
+            server::run_cache_server(common.listen_options(None)).await
+        }
+        Command::VirtualWorkspace {
+            common,
+            external_url,
+            cache,
+        } => {
+            let Some(cache) = cache_options(cache) else {
+                anyhow::bail!(
+                    "virtual-workspace reads everything from a cache server: --cache-kubeconfig FILE is required"
+                );
+            };
+            server::run_virtual_workspace(common.listen_options(external_url), cache).await
         }
         Command::Version => {
             println!("replication-vw {}", env!("CARGO_PKG_VERSION"));

@@ -130,11 +130,11 @@ impl Fixture {
         }
         match caller {
             Caller::Admin => {
-                builder = builder.extension(PeerIdentity(Some(UserInfo {
+                builder = builder.extension(PeerIdentity::from_user(UserInfo {
                     name: "admin".into(),
-                    uid: String::new(),
                     groups: vec!["system:masters".into()],
-                })));
+                    ..UserInfo::default()
+                }));
             }
             Caller::Token(t) => {
                 builder = builder.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -1620,11 +1620,11 @@ async fn the_instances_example_serves_the_seven_labelled_instances_to_its_consum
     let uri = "/services/replication/2q6w9e3r7t1y5u8i/instances/clusters/8o4p2a6s9d3f7g1h/apis/machines.svm.io/v1alpha1/instances";
     let request = Request::builder()
         .uri(uri)
-        .extension(PeerIdentity(Some(UserInfo {
+        .extension(PeerIdentity::from_user(UserInfo {
             name: "admin".into(),
-            uid: String::new(),
             groups: vec!["system:masters".into()],
-        })))
+            ..UserInfo::default()
+        }))
         .body(Body::empty())?;
     let (status, list) = read_json(router.oneshot(request).await?).await?;
     assert_eq!(status, StatusCode::OK, "{list}");
@@ -1647,5 +1647,403 @@ async fn the_instances_example_serves_the_seven_labelled_instances_to_its_consum
             "web-server-1"
         ]
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors that tell nobody which clusters exist, and kube-apiserver's request limits
+
+/// A logical cluster name no workspace has.
+const NOWHERE: &str = "7n0w4e9r3e2x5y8z";
+
+#[tokio::test]
+async fn a_consumer_cluster_that_does_not_exist_is_refused_exactly_like_one_without_a_binding()
+-> Result<()> {
+    let fx = Fixture::new().await?;
+    for rest in ["", "/cpu-small", "?watch=true"] {
+        let unbound = fx.get(ALICE, &cpuflavors(TEAM_B, rest)).await?;
+        let missing = fx.get(ALICE, &cpuflavors(NOWHERE, rest)).await?;
+        assert_eq!(missing.0, StatusCode::FORBIDDEN, "{rest}: {}", missing.1);
+        assert_status(&missing.1, 403, "Forbidden");
+        assert_eq!(missing, unbound, "{rest}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_admin_sees_an_empty_list_and_not_found_for_a_consumer_that_does_not_exist() -> Result<()>
+{
+    let fx = Fixture::new().await?;
+    let (code, list) = fx.get(Caller::Admin, &cpuflavors(NOWHERE, "")).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+    assert_eq!(list["items"], json!([]));
+    assert_eq!(
+        list,
+        fx.get(Caller::Admin, &cpuflavors(TEAM_B, "")).await?.1
+    );
+    let (code, status) = fx
+        .get(Caller::Admin, &cpuflavors(NOWHERE, "/cpu-small"))
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{status}");
+    assert_status(&status, 404, "NotFound");
+    assert_eq!(
+        status["message"],
+        "cpuflavors.cloud.example.com \"cpu-small\" not found"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cached_resource_that_does_not_exist_is_not_found_for_every_caller() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for caller in [Caller::Admin, ALICE, BOB] {
+        for target in [TEAM_A, "*"] {
+            for path in [
+                "/apis/cloud.example.com/v1/cpuflavors",
+                "/apis/cloud.example.com/v1/cpuflavors?watch=true",
+                "/apis",
+                "/apis/cloud.example.com/v1",
+                "/openapi/v3",
+            ] {
+                let uri = vw_of("no-such-resource", target, path);
+                let (code, status) = fx.get(caller, &uri).await?;
+                assert_eq!(code, StatusCode::NOT_FOUND, "{caller:?} {uri}: {status}");
+                assert_status(&status, 404, "NotFound");
+                assert_eq!(
+                    status["message"],
+                    "cachedresources.cache.kcp.io \"no-such-resource\" not found"
+                );
+            }
+        }
+        let uri = vw_of(
+            "no-such-resource",
+            TEAM_A,
+            "/apis/cloud.example.com/v1/cpuflavors/cpu-small",
+        );
+        let (code, status) = fx.get(caller, &uri).await?;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{caller:?} {uri}: {status}");
+    }
+    let uri = vw_of("no-such-resource", TEAM_A, "/apis");
+    let (code, _) = fx.get(Caller::Anonymous, &uri).await?;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+#[tokio::test]
+async fn cluster_segments_that_are_not_logical_cluster_names_are_bad_requests() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let cases = [
+        ("..", TEAM_A, ".."),
+        ("%2e%2e", TEAM_A, ".."),
+        ("root:cloudco", TEAM_A, "root:cloudco"),
+        ("*", TEAM_A, "*"),
+        (PROVIDER, "..", ".."),
+        (PROVIDER, "%2E%2E", ".."),
+        (PROVIDER, "root:team-a", "root:team-a"),
+        (PROVIDER, "Team-A", "Team-A"),
+    ];
+    for (cr_cluster, target, shown) in cases {
+        let uri = format!(
+            "/services/replication/{cr_cluster}/cpuflavors-v1/clusters/{target}/apis/cloud.example.com/v1/cpuflavors"
+        );
+        for caller in [Caller::Admin, ALICE] {
+            let (code, status) = fx.get(caller, &uri).await?;
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {status}");
+            assert_status(&status, 400, "BadRequest");
+            let message = status["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with(&format!("invalid cluster: \"{shown}\"")),
+                "{uri}: {message}"
+            );
+        }
+        let (code, _) = fx.get(Caller::Anonymous, &uri).await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let (_, status) = fx.get(ALICE, &cpuflavors("root:team-a", "")).await?;
+    assert_eq!(
+        status["message"],
+        "invalid cluster: \"root:team-a\" is not a logical cluster name"
+    );
+    Ok(())
+}
+
+/// Four MiB of text, more than kube-apiserver's 3 MiB write limit.
+fn four_mib() -> String {
+    "a".repeat(4 << 20)
+}
+
+/// Assert kube-apiserver's 413 for a write body over 3 MiB.
+fn assert_too_large(code: StatusCode, status: &Value) {
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{status}");
+    assert_status(status, 413, "RequestEntityTooLarge");
+    assert_eq!(
+        status["message"],
+        "Request entity too large: limit is 3145728"
+    );
+}
+
+/// Create workspace `cluster` (its LogicalCluster, which brings the `default` namespace).
+async fn create_workspace(fx: &Fixture, cluster: &str) -> Result<()> {
+    let uri = format!("/clusters/{cluster}/apis/core.kcp.io/v1alpha1/logicalclusters");
+    let lc = json!({"apiVersion": "core.kcp.io/v1alpha1", "kind": "LogicalCluster",
+        "metadata": {"name": "cluster"}});
+    let (code, body) = fx
+        .json(Caller::Admin, Method::POST, &uri, Some(&lc))
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    Ok(())
+}
+
+/// The ConfigMaps collection of namespace `default` in workspace `cluster`.
+fn configmaps(cluster: &str, rest: &str) -> String {
+    format!("/clusters/{cluster}/api/v1/namespaces/default/configmaps{rest}")
+}
+
+/// An admin request whose body arrives in 64 KiB chunks of unknown total length.
+fn streamed_admin_request(method: Method, uri: &str, body: Vec<u8>) -> Result<Request<Body>> {
+    let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = body
+        .chunks(64 << 10)
+        .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+        .collect();
+    Ok(Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .extension(PeerIdentity::from_user(UserInfo {
+            name: "admin".into(),
+            groups: vec!["system:masters".into()],
+            ..UserInfo::default()
+        }))
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))?)
+}
+
+#[tokio::test]
+async fn a_write_body_over_3_mib_is_a_413_status_on_every_surface_and_nothing_is_stored()
+-> Result<()> {
+    let fx = Fixture::new().await?;
+    // The cache server API: a ClusterRole and a replaced CachedObject.
+    let roles = format!(
+        "/services/cache/shards/root/clusters/{PROVIDER}/apis/rbac.authorization.k8s.io/v1/clusterroles"
+    );
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "huge"}, "rules": [{"apiGroups": [four_mib()], "resources": ["*"], "verbs": ["get"]}]});
+    let (code, status) = fx
+        .json(Caller::Admin, Method::POST, &roles, Some(&role))
+        .await?;
+    assert_too_large(code, &status);
+    let (code, _) = fx.get(Caller::Admin, &format!("{roles}/huge")).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let mut wrapper = fx.cached_object("cpu-small").await?;
+    let name = wrapper["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    wrapper["spec"]["raw"]["spec"]["description"] = json!(four_mib());
+    let uri = cache_uri("root", PROVIDER, &format!("/{name}"));
+    let (code, status) = fx
+        .json(Caller::Admin, Method::PUT, &uri, Some(&wrapper))
+        .await?;
+    assert_too_large(code, &status);
+    let (_, now) = fx.get(Caller::Admin, &uri).await?;
+    assert_ne!(now["spec"]["raw"]["spec"]["description"], json!(four_mib()));
+    // The workspaces API, with a declared length and streamed without one.
+    create_workspace(&fx, "limits").await?;
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge"},
+        "data": {"blob": four_mib()}});
+    let (code, status) = fx
+        .json(
+            Caller::Admin,
+            Method::POST,
+            &configmaps("limits", ""),
+            Some(&cm),
+        )
+        .await?;
+    assert_too_large(code, &status);
+    let request = streamed_admin_request(
+        Method::POST,
+        &configmaps("limits", ""),
+        serde_json::to_vec(&cm)?,
+    )?;
+    let (code, status) = read_json(fx.router.clone().oneshot(request).await?).await?;
+    assert_too_large(code, &status);
+    let (code, _) = fx
+        .get(Caller::Admin, &configmaps("limits", "/huge"))
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    // The virtual workspace refuses the write before reading it: its answer stays.
+    let (code, status) = fx
+        .json(ALICE, Method::POST, &cpuflavors(TEAM_A, ""), Some(&cm))
+        .await?;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_write_body_just_under_3_mib_is_read_and_judged_on_its_content() -> Result<()> {
+    let fx = Fixture::new().await?;
+    create_workspace(&fx, "limits").await?;
+    // 2.9 MiB of data is within the body limit but over ConfigMap's 1 MiB: 422, not 413.
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"},
+        "data": {"blob": "a".repeat(2900 << 10)}});
+    let (code, status) = fx
+        .json(
+            Caller::Admin,
+            Method::POST,
+            &configmaps("limits", ""),
+            Some(&cm),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn annotations_over_256_kib_are_invalid_on_the_workspaces_and_cache_apis() -> Result<()> {
+    let fx = Fixture::new().await?;
+    create_workspace(&fx, "limits").await?;
+    let annotations = json!({"example.com/big": "a".repeat(300 << 10)});
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "annotated", "annotations": annotations}});
+    let (code, status) = fx
+        .json(
+            Caller::Admin,
+            Method::POST,
+            &configmaps("limits", ""),
+            Some(&cm),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert_status(&status, 422, "Invalid");
+    assert_eq!(
+        status["message"],
+        "ConfigMap \"annotated\" is invalid: metadata.annotations: Too long: must have at most 262144 bytes"
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["reason"],
+        "FieldValueTooLong"
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "metadata.annotations"
+    );
+    let (code, _) = fx
+        .get(Caller::Admin, &configmaps("limits", "/annotated"))
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    // An update that adds them is refused the same way and changes nothing.
+    let small = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "annotated"}});
+    let (code, created) = fx
+        .json(
+            Caller::Admin,
+            Method::POST,
+            &configmaps("limits", ""),
+            Some(&small),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let (code, status) = fx
+        .json(
+            Caller::Admin,
+            Method::PUT,
+            &configmaps("limits", "/annotated"),
+            Some(&cm),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    let (_, now) = fx
+        .get(Caller::Admin, &configmaps("limits", "/annotated"))
+        .await?;
+    assert_eq!(
+        now["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"]
+    );
+    // The cache server API.
+    let roles = format!(
+        "/services/cache/shards/root/clusters/{PROVIDER}/apis/rbac.authorization.k8s.io/v1/clusterroles"
+    );
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "annotated", "annotations": annotations}, "rules": []});
+    let (code, status) = fx
+        .json(Caller::Admin, Method::POST, &roles, Some(&role))
+        .await?;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert_eq!(
+        status["message"],
+        "ClusterRole.rbac.authorization.k8s.io \"annotated\" is invalid: metadata.annotations: Too long: must have at most 262144 bytes"
+    );
+    let (code, _) = fx.get(Caller::Admin, &format!("{roles}/annotated")).await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+#[tokio::test]
+async fn configmap_and_secret_data_over_1_mib_is_invalid_and_not_stored() -> Result<()> {
+    let fx = Fixture::new().await?;
+    create_workspace(&fx, "limits").await?;
+    use base64::Engine;
+    let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+    let over = 1100 << 10;
+    let objects = [
+        (
+            "configmaps",
+            "ConfigMap",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "data"},
+                "data": {"blob": "a".repeat(over)}}),
+        ),
+        (
+            "configmaps",
+            "ConfigMap",
+            // Each half is within the limit; together they are not.
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "split"},
+                "data": {"text": "a".repeat(over / 2)}, "binaryData": {"bin": b64(over / 2)}}),
+        ),
+        (
+            "secrets",
+            "Secret",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "data"},
+                "data": {"blob": b64(over)}}),
+        ),
+        (
+            "secrets",
+            "Secret",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "strings"},
+                "stringData": {"blob": "a".repeat(over)}}),
+        ),
+    ];
+    for (resource, kind, object) in objects {
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let collection = format!("/clusters/limits/api/v1/namespaces/default/{resource}");
+        let (code, status) = fx
+            .json(Caller::Admin, Method::POST, &collection, Some(&object))
+            .await?;
+        assert_eq!(
+            code,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{kind} {name}: {status}"
+        );
+        assert_status(&status, 422, "Invalid");
+        assert_eq!(
+            status["message"],
+            format!(
+                "{kind} \"{name}\" is invalid: data: Too long: must have at most 1048576 bytes"
+            )
+        );
+        let (code, _) = fx
+            .get(Caller::Admin, &format!("{collection}/{name}"))
+            .await?;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{kind} {name}");
+    }
+    // Exactly 1 MiB is fine.
+    let fits = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "fits"},
+        "data": {"blob": b64(1 << 20)}});
+    let (code, body) = fx
+        .json(
+            Caller::Admin,
+            Method::POST,
+            "/clusters/limits/api/v1/namespaces/default/secrets",
+            Some(&fits),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod negotiate;
 pub mod params;
 pub mod patch;
 pub mod protobuf;
+pub mod request;
 pub mod selector;
 pub mod status;
 pub mod user;

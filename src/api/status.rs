@@ -175,6 +175,29 @@ impl Status {
         Status::new(422, "Invalid", message)
     }
 
+    /// 413 RequestEntityTooLarge, worded as kube-apiserver words it:
+    /// `Request entity too large: limit is <bytes>`.
+    pub fn request_entity_too_large(limit: u64) -> Self {
+        Status::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+
+    /// A Status for an HTTP error code that no handler worded (an error answered by a tower
+    /// layer): the reason clients branch on for that code, and `message`, or when it is empty
+    /// the message kube's clients show for such a code.
+    pub fn for_code(code: u16, message: &str) -> Self {
+        let message = message.trim();
+        let message = if message.is_empty() {
+            default_message(code)
+        } else {
+            message.to_string()
+        };
+        Status::new(code, reason_for_code(code), message)
+    }
+
     /// 500 InternalError: `Internal error occurred: <err>`.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         Status::new(
@@ -198,6 +221,45 @@ impl Status {
         };
         // invariant: a struct of strings and integers always serializes.
         serde_json::to_vec(&wire).expect("invariant: Status serializes")
+    }
+}
+
+/// The `reason` kube-apiserver gives an error with this HTTP code; empty (`Unknown`) for codes
+/// without one.
+pub fn reason_for_code(code: u16) -> &'static str {
+    match code {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        406 => "NotAcceptable",
+        408 | 504 => "Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "RequestEntityTooLarge",
+        415 => "UnsupportedMediaType",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        _ => "",
+    }
+}
+
+/// What client-go says about an error code when the server gave no words of its own.
+fn default_message(code: u16) -> String {
+    match code {
+        404 => "the server could not find the requested resource".into(),
+        408 | 504 => "the server was unable to return a response in the time allotted, but may still be processing the request".into(),
+        413 => "Request entity too large".into(),
+        429 => "Too many requests, please try again later.".into(),
+        500 => "an error on the server has prevented the request from succeeding".into(),
+        503 => "the server is currently unable to handle the request".into(),
+        other => StatusCode::from_u16(other)
+            .ok()
+            .and_then(|c| c.canonical_reason())
+            .map_or_else(|| format!("the server answered {other}"), str::to_string),
     }
 }
 
@@ -245,6 +307,25 @@ mod tests {
             "cpuflavors.cloud.example.com \"nope\" not found"
         );
         assert_eq!(v["details"]["kind"], "cpuflavors");
+    }
+
+    #[test]
+    fn a_layers_error_code_gets_kubes_reason_and_a_message() {
+        let s = Status::for_code(504, "");
+        assert_eq!((s.code, s.reason), (504, "Timeout"));
+        assert!(
+            s.message
+                .starts_with("the server was unable to return a response")
+        );
+        let s = Status::for_code(503, "  overloaded\n");
+        assert_eq!(
+            (s.reason, s.message.as_str()),
+            ("ServiceUnavailable", "overloaded")
+        );
+        assert_eq!(
+            Status::request_entity_too_large(3 << 20).message,
+            "Request entity too large: limit is 3145728"
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! Who is asking: the authenticated user a request carries as an extension.
 //!
-//! The server's authentication layer resolves the user once (client certificate, then bearer
-//! token) and attaches a [`RequestUser`]; handlers read it to authorize.
+//! The server's authentication layer resolves the user once (a front proxy's request headers,
+//! then a client certificate, then a bearer token) and attaches a [`RequestUser`]; handlers read
+//! it to authorize.
+
+use std::collections::BTreeMap;
 
 /// An authenticated user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserInfo {
     /// User name.
     pub name: String,
@@ -12,6 +15,9 @@ pub struct UserInfo {
     pub uid: String,
     /// Groups.
     pub groups: Vec<String>,
+    /// Extra attributes (as kube's `user.Info` extra), e.g. from a front proxy's
+    /// `X-Remote-Extra-<key>` headers; empty for client certificates and bearer tokens.
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {

@@ -6,6 +6,7 @@
 //! resources in [`resources`].
 
 pub mod discovery;
+pub mod local;
 pub mod objects;
 pub mod openapi;
 pub mod resources;
@@ -278,6 +279,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
+            objects::check_annotations(res, &name, &body)?;
             let rec = objects::create(store, &loc, body)
                 .await
                 .map_err(|e| e.to_status(res, &name))?;
@@ -288,6 +290,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
         (Method::PUT, Some(name)) => {
             let (shard, cluster) = concrete(&path)?;
             let body = read_json(req).await?;
+            objects::check_annotations(res, &name, &body)?;
             let loc = location(res, &path.version, &shard, &cluster, &path.namespace);
             let rec = objects::update(store, &loc, &name, body)
                 .await

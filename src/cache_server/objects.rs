@@ -5,7 +5,8 @@
 //! `creationTimestamp` unless the object is annotated `kcp.io/shard` (replicated objects keep the
 //! values they were sent with, `generation` included). Reads stamp `resourceVersion` and report
 //! `kcp.io/cluster` and `kcp.io/shard` from the key. The seed loader writes through these same
-//! functions, as a shard writes through the HTTP API.
+//! functions, as a shard writes through the HTTP API. [`check_annotations`] is kube's 256 KiB
+//! rule on annotations, applied to bodies written over HTTP.
 
 use super::resources::ServedResource;
 use crate::api::{Status, child_map, metadata_mut};
@@ -128,6 +129,43 @@ fn check_body(loc: &Location<'_>, body: &mut Value) -> Result<(), ObjectError> {
         md.insert("namespace".into(), Value::String(ns.to_string()));
     }
     Ok(())
+}
+
+/// Total bytes (keys and values) kube-apiserver allows in one object's annotations.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// kube-apiserver's rule on annotations (keys and values together at most 256 KiB), checked on
+/// a written body: the 422 Status naming `name` of `res` when it is broken.
+pub fn check_annotations(res: &ServedResource, name: &str, body: &Value) -> Result<(), Status> {
+    let Some(Value::Object(annotations)) = body.pointer("/metadata/annotations") else {
+        return Ok(());
+    };
+    let total: usize = annotations
+        .iter()
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    if total <= MAX_ANNOTATIONS_BYTES {
+        return Ok(());
+    }
+    let kind = if res.group.is_empty() {
+        res.kind.to_string()
+    } else {
+        format!("{}.{}", res.kind, res.group)
+    };
+    let field = "metadata.annotations";
+    let message = format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes");
+    let mut st = Status::invalid(format!("{kind} \"{name}\" is invalid: {field}: {message}"));
+    st.details = Some(Box::new(crate::api::status::StatusDetails {
+        name: name.to_string(),
+        group: res.group.to_string(),
+        kind: res.kind.to_string(),
+        causes: vec![crate::api::status::StatusCause {
+            reason: "FieldValueTooLong".into(),
+            message,
+            field: field.into(),
+        }],
+    }));
+    Err(st)
 }
 
 fn is_replicated(md: &Map<String, Value>) -> bool {

@@ -2,6 +2,7 @@
 //! CachedResourceEndpointSlice conditions and endpoint URLs, and owner-reference garbage
 //! collection of endpoint slices (`kcp-reference.md` §3.2, §3.4, §4.1, §4.3, §4.4).
 
+use super::global::Global;
 use super::*;
 use crate::model::types::BindingLock;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,19 +39,26 @@ pub async fn exports(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerE
     Ok(())
 }
 
-/// An APIExport reference resolved to (export cluster, export name).
+/// An APIExport reference resolved to (export cluster, export name): a path is resolved on
+/// this shard first, then through the cache (a provider on another shard).
 async fn resolve_ref(
     c: &Controllers,
+    global: &mut Global<'_>,
     own_cluster: &str,
     path: &str,
     name: &str,
-) -> Option<(String, String)> {
+) -> Result<Option<(String, String)>, ControllerError> {
     let cluster = if path.is_empty() {
         own_cluster.to_string()
+    } else if let Ok(local) = c.ws.resolve(path).await {
+        local
     } else {
-        c.ws.resolve(path).await.ok()?
+        match global.cluster_of_path(path).await? {
+            Some(remote) => remote,
+            None => return Ok(None),
+        }
     };
-    Some((cluster, name.to_string()))
+    Ok(Some((cluster, name.to_string())))
 }
 
 /// APIBinding status (§4.3) and the resource-bindings annotation of every LogicalCluster (§4.4).
@@ -71,6 +79,7 @@ pub async fn bindings(c: &Controllers, pass: &mut Pass) -> Result<(), Controller
             .into_iter()
             .map(|(v, k, _)| ((k.cluster.clone(), k.name.clone()), v))
             .collect();
+    let mut global = Global::new(c);
     // cluster → group-resource → binding name
     let mut bound: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (b, key, _) in c.ws.list_values(&binding_kind, None).await? {
@@ -80,14 +89,23 @@ pub async fn bindings(c: &Controllers, pass: &mut Pass) -> Result<(), Controller
         let mut conditions = conditions_of(&b);
         let path = str_at(&b, "/spec/reference/export/path");
         let ename = str_at(&b, "/spec/reference/export/name");
-        let export = match resolve_ref(c, cluster, path, ename).await {
-            Some(k) => exports.get(&k).map(|e| (k.0, e)),
-            None => None,
-        };
+        // The export on this shard, else (a provider on another shard) from the cache.
+        let export: Option<(String, std::borrow::Cow<'_, Value>)> =
+            match resolve_ref(c, &mut global, cluster, path, ename).await? {
+                Some(k) => match exports.get(&k) {
+                    Some(e) => Some((k.0, std::borrow::Cow::Borrowed(e))),
+                    None => global
+                        .object("apiexports", &k.0, &k.1)
+                        .await?
+                        .map(|e| (k.0, std::borrow::Cow::Owned(e))),
+                },
+                None => None,
+            };
         let hash = export
             .as_ref()
-            .map(|(_, e)| str_at(e, "/status/identityHash"))
-            .unwrap_or("");
+            .map(|(_, e)| str_at(e, "/status/identityHash").to_string())
+            .unwrap_or_default();
+        let hash = hash.as_str();
         match export {
             Some((ecluster, exp)) if !hash.is_empty() => {
                 let mut resources = Vec::new();
@@ -100,7 +118,16 @@ pub async fn bindings(c: &Controllers, pass: &mut Pass) -> Result<(), Controller
                     let group = str_at(r, "/group");
                     let resource = str_at(r, "/name");
                     let schema_name = str_at(r, "/schema");
-                    let schema = schemas.get(&(ecluster.clone(), schema_name.to_string()));
+                    let remote_schema;
+                    let schema = match schemas.get(&(ecluster.clone(), schema_name.to_string())) {
+                        Some(s) => Some(s),
+                        None => {
+                            remote_schema = global
+                                .object("apiresourceschemas", &ecluster, schema_name)
+                                .await?;
+                            remote_schema.as_ref()
+                        }
+                    };
                     let uid = schema.map(|s| str_at(s, "/metadata/uid")).unwrap_or("");
                     let storage_versions: Vec<Value> = if r.pointer("/storage/virtual").is_some() {
                         Vec::new()
@@ -232,19 +259,23 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
             .into_iter()
             .map(|(v, k, _)| (k.cluster.clone(), v))
             .collect();
+    let mut global = Global::new(c);
     let mut bound_exports: BTreeSet<(String, String)> = BTreeSet::new();
     for (b, key, _) in c.ws.list_values(&binding_kind, None).await? {
         if let Some(k) = resolve_ref(
             c,
+            &mut global,
             &key.cluster,
             str_at(&b, "/spec/reference/export/path"),
             str_at(&b, "/spec/reference/export/name"),
         )
-        .await
+        .await?
         {
             bound_exports.insert(k);
         }
     }
+    // Exports other shards' bindings point at, by shard (read from the cache when needed).
+    let mut foreign: Option<BTreeMap<String, BTreeSet<(String, String)>>> = None;
     for (slice, key, _) in c.ws.list_values(&slice_kind, None).await? {
         let cluster = key.cluster.as_str();
         let mut status = slice.get("status").cloned().unwrap_or_else(|| json!({}));
@@ -299,9 +330,10 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
             let hash = str_at(cr, "/status/identityHash");
             let group = str_at(cr, "/spec/group");
             let resource = str_at(cr, "/spec/resource");
-            let consumers = !hash.is_empty()
-                && exports.iter().any(|(ec, e)| {
-                    bound_exports.contains(&(ec.clone(), str_at(e, "/metadata/name").to_string()))
+            let serving: Vec<&(String, Value)> = exports
+                .iter()
+                .filter(|(_, e)| {
+                    !hash.is_empty()
                         && e.pointer("/spec/resources")
                             .and_then(Value::as_array)
                             .into_iter()
@@ -311,14 +343,57 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
                                     && str_at(r, "/group") == group
                                     && str_at(r, "/name") == resource
                             })
-                });
-            let mine = endpoint_url(&c.vw_url, cc, cr_name);
-            if consumers {
-                if !endpoints.contains(&mine) {
-                    endpoints.push(mine);
+                })
+                .collect();
+            let binds = |bound: &BTreeSet<(String, String)>| {
+                serving.iter().any(|(ec, e)| {
+                    bound.contains(&(ec.clone(), str_at(e, "/metadata/name").to_string()))
+                })
+            };
+            // This shard's URL while it hosts a binding (§3.4); the same for every other shard,
+            // from the bindings and Shard objects they replicated.
+            let mut urls = vec![(c.vw_url.clone(), binds(&bound_exports))];
+            if !serving.is_empty() {
+                if foreign.is_none() {
+                    let mut by_shard: BTreeMap<String, BTreeSet<(String, String)>> =
+                        BTreeMap::new();
+                    let bindings = global.foreign_bindings().await?.to_vec();
+                    for (shard, bcluster, b) in bindings {
+                        if let Some(k) = resolve_ref(
+                            c,
+                            &mut global,
+                            &bcluster,
+                            str_at(&b, "/spec/reference/export/path"),
+                            str_at(&b, "/spec/reference/export/name"),
+                        )
+                        .await?
+                        {
+                            by_shard.entry(shard).or_default().insert(k);
+                        }
+                    }
+                    foreign = Some(by_shard);
                 }
-            } else {
-                endpoints.retain(|u| *u != mine);
+                let shard_urls = global.shard_urls().await?.clone();
+                for (shard, url) in shard_urls {
+                    if shard == c.shard || url == c.vw_url {
+                        continue;
+                    }
+                    let hosts = foreign
+                        .as_ref()
+                        .and_then(|f| f.get(&shard))
+                        .is_some_and(binds);
+                    urls.push((url, hosts));
+                }
+            }
+            for (base, hosts) in urls {
+                let url = endpoint_url(&base, cc, cr_name);
+                if hosts {
+                    if !endpoints.contains(&url) {
+                        endpoints.push(url);
+                    }
+                } else {
+                    endpoints.retain(|u| *u != url);
+                }
             }
         }
         status["conditions"] = json!(conditions);

@@ -9,9 +9,7 @@
 //! deleted keeps its copy until it is gone, as kcp HEAD does); counts; `Ready`.
 
 use super::*;
-use crate::cache_server::objects::{self as cache_objects, Location, ObjectError};
-use crate::cache_server::resources;
-use crate::store::{GroupResource, Scope};
+use crate::cache_client::{CacheError, Collection};
 use std::collections::BTreeMap;
 
 /// The CachedResource finalizer.
@@ -347,14 +345,15 @@ async fn ensure_default_slice(
     }
 }
 
-fn cached_objects_location<'a>(shard: &'a str, cluster: &'a str) -> Option<Location<'a>> {
-    Some(Location {
-        res: resources::find("cache.kcp.io", "v1alpha1", "cachedobjects")?,
+/// This shard's CachedObjects in one logical cluster.
+fn cached_objects<'a>(shard: &'a str, cluster: &'a str) -> Collection<'a> {
+    Collection {
+        group: "cache.kcp.io",
         version: "v1alpha1",
-        shard,
-        cluster,
-        namespace: "",
-    })
+        resource: "cachedobjects",
+        shard: Some(shard),
+        cluster: Some(cluster),
+    }
 }
 
 /// What the controller reads of a CachedObject: its wrapper labels and the inner object's
@@ -438,16 +437,10 @@ async fn cached_of(
     cluster: &str,
     gvr: &Gvr,
 ) -> Result<BTreeMap<String, Cached>, ControllerError> {
-    let scope = Scope {
-        resource: Some(GroupResource::new("cache.kcp.io", "cachedobjects")),
-        shard: Some(c.shard.clone()),
-        cluster: Some(cluster.to_string()),
-        namespace: None,
-    };
     let label = gvr.schema_label();
-    let listing = c.cache.list(&scope).await?;
+    let records = c.cache.list(cached_objects(&c.shard, cluster)).await?;
     let mut out = BTreeMap::new();
-    for record in listing.records {
+    for record in records {
         let Some(v) = read_light(c, &record, true) else {
             continue;
         };
@@ -487,18 +480,18 @@ async fn purge(
 ) -> Result<(), ControllerError> {
     for o in cached_of(c, cluster, gvr).await?.values() {
         if selects(ml, &o.labels) {
-            match c.cache.delete(&o.record.key, None).await {
+            match c
+                .cache
+                .delete(cached_objects(&c.shard, cluster), &o.record.key.name)
+                .await
+            {
                 Ok(_) => pass.wrote(),
-                Err(StoreError::NotFound) => {}
+                Err(CacheError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
         }
     }
     Ok(())
-}
-
-fn cache_err(e: ObjectError) -> ControllerError {
-    ControllerError::Cache(e.to_string())
 }
 
 /// Bring the CachedObjects of one CachedResource in line with its source objects; returns the
@@ -511,11 +504,7 @@ async fn replicate_objects(
     ml: &BTreeMap<String, String>,
     pass: &mut Pass,
 ) -> Result<usize, ControllerError> {
-    let Some(loc) = cached_objects_location(&c.shard, cluster) else {
-        return Err(ControllerError::Cache(
-            "cachedobjects are not served".into(),
-        ));
-    };
+    let at = cached_objects(&c.shard, cluster);
     let mut cached = cached_of(c, cluster, gvr).await?;
     let mut selected = 0;
     let listing =
@@ -561,22 +550,22 @@ async fn replicate_objects(
                 {
                     wrapped["metadata"]["creationTimestamp"] = ts.clone();
                 }
-                match cache_objects::update(c.cache.as_ref(), &loc, &cname, wrapped).await {
-                    Ok(_) | Err(ObjectError::Conflict) | Err(ObjectError::NotFound) => pass.wrote(),
-                    Err(e) => return Err(cache_err(e)),
+                match c.cache.update(at, &cname, wrapped).await {
+                    Ok(_) | Err(CacheError::Conflict) | Err(CacheError::NotFound) => pass.wrote(),
+                    Err(e) => return Err(e.into()),
                 }
             }
-            None => match cache_objects::create(c.cache.as_ref(), &loc, wrapped).await {
-                Ok(_) | Err(ObjectError::AlreadyExists) => pass.wrote(),
-                Err(e) => return Err(cache_err(e)),
+            None => match c.cache.create(at, wrapped).await {
+                Ok(_) | Err(CacheError::AlreadyExists) => pass.wrote(),
+                Err(e) => return Err(e.into()),
             },
         }
     }
     // Copies whose source is gone or no longer selected.
     for o in cached.into_values() {
-        match c.cache.delete(&o.record.key, None).await {
+        match c.cache.delete(at, &o.record.key.name).await {
             Ok(_) => pass.wrote(),
-            Err(StoreError::NotFound) => {}
+            Err(CacheError::NotFound) => {}
             Err(e) => return Err(e.into()),
         }
     }

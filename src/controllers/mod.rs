@@ -7,6 +7,8 @@
 //! - [`apis`]: APIExport identities, APIBinding status and the consumers' resource-bindings
 //!   annotation, CachedResourceEndpointSlice conditions and this server's endpoint URL (§3, §4).
 //! - [`replicate`]: the generic replication of kcp API objects into the cache server (§8.6).
+//! - [`global`]: what the shard reads of other shards through the cache (paths, exports,
+//!   schemas, their bindings and virtual workspace URLs) and its own Shard object there.
 //!
 //! [`Controllers::run`] watches the local store and runs a pass after every batch of changes;
 //! [`Controllers::settle`] runs passes until one changes nothing (used at start-up, after the
@@ -14,11 +16,13 @@
 
 pub mod apis;
 pub mod cachedresources;
+pub mod global;
 pub mod replicate;
 
+use crate::cache_client::CacheWrite;
 use crate::model::naming::cached_object_name;
 use crate::model::types::*;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use crate::workspaces::objects::{Part, Workspaces, WsError};
 use crate::workspaces::registry::Kind;
 use base64::Engine;
@@ -45,12 +49,18 @@ pub enum ControllerError {
     Store(#[from] StoreError),
 }
 
+impl From<crate::cache_client::CacheError> for ControllerError {
+    fn from(e: crate::cache_client::CacheError) -> Self {
+        ControllerError::Cache(e.to_string())
+    }
+}
+
 /// The controllers of the local shard.
 pub struct Controllers {
     /// The workspaces (local shard).
     pub ws: Arc<Workspaces>,
-    /// The cache server's store.
-    pub cache: Arc<dyn Store>,
+    /// The cache server, as the shard writes to it (in process or over HTTPS).
+    pub cache: Arc<dyn CacheWrite>,
     /// This shard's name (`kcp.io/shard`, cache URL shard).
     pub shard: String,
     /// This server's virtual workspace URL (endpoint URLs are built from it).
@@ -63,6 +73,8 @@ pub struct Controllers {
     last_pass_micros: AtomicU64,
     settled: AtomicBool,
     notify: tokio::sync::Notify,
+    /// Wakes [`Controllers::run`] for a pass now (e.g. the cache restarted empty).
+    wake: tokio::sync::Notify,
 }
 
 /// What a pass read of one record at one revision.
@@ -94,7 +106,7 @@ impl Pass {
 
 impl Controllers {
     /// Controllers over `ws`, replicating into `cache` as `shard`, publishing `vw_url`.
-    pub fn new(ws: Arc<Workspaces>, cache: Arc<dyn Store>, shard: &str, vw_url: &str) -> Self {
+    pub fn new(ws: Arc<Workspaces>, cache: Arc<dyn CacheWrite>, shard: &str, vw_url: &str) -> Self {
         Controllers {
             ws,
             cache,
@@ -106,6 +118,7 @@ impl Controllers {
             last_pass_micros: AtomicU64::new(0),
             settled: AtomicBool::new(false),
             notify: tokio::sync::Notify::new(),
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -139,6 +152,7 @@ impl Controllers {
         apis::endpoint_slices(self, &mut pass).await?;
         apis::collect_garbage(self, &mut pass).await?;
         replicate::all(self, &mut pass).await?;
+        global::publish_shard(self, &mut pass).await?;
         let number = self.passes.fetch_add(1, Ordering::Relaxed);
         // Forget records no pass has looked at for a while (deleted ones).
         self.seen.lock().retain(|_, s| s.pass + 2 >= number);
@@ -161,8 +175,20 @@ impl Controllers {
         Ok(max)
     }
 
-    /// Watch the local store and run a pass after every batch of changes, forever.
+    /// Ask [`Controllers::run`] for a pass now, changes or not.
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Watch the local store and run a pass after every batch of changes (or a
+    /// [`Controllers::trigger`]), forever. A failed pass (a cache server that is down) is retried
+    /// with capped exponential back-off and jitter until one succeeds.
     pub async fn run(self: Arc<Self>) {
+        let mut backoff = crate::cache_client::Backoff::new(
+            std::time::Duration::from_millis(200),
+            std::time::Duration::from_secs(10),
+        );
+        let mut failing = false;
         loop {
             let from = match self.ws.store.revision().await {
                 Ok(r) => r,
@@ -174,7 +200,7 @@ impl Controllers {
             };
             if let Err(e) = self.pass().await {
                 tracing::warn!(error = %e, "A controller pass failed; retrying.");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                failing = true;
             }
             let mut stream = match self.ws.store.watch(crate::store::Scope::all(), from).await {
                 Ok(s) => s,
@@ -186,23 +212,37 @@ impl Controllers {
             loop {
                 // Wait for a change (or the periodic resync), then take every change already
                 // queued as one batch.
+                let wait = if failing {
+                    backoff.next_delay()
+                } else {
+                    RESYNC
+                };
                 tokio::select! {
                     next = stream.next() => match next {
                         None | Some(Err(_)) => break,
                         Some(Ok(_)) => {}
                     },
-                    _ = tokio::time::sleep(RESYNC) => {}
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 while let Some(Some(next)) = futures_util::FutureExt::now_or_never(stream.next()) {
                     if next.is_err() {
                         break;
                     }
                 }
-                if let Err(e) = self.pass().await {
-                    tracing::warn!(error = %e, "A controller pass failed; retrying.");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    if let Err(e) = self.pass().await {
-                        tracing::warn!(error = %e, "A controller pass failed again.");
+                match self.pass().await {
+                    Ok(_) => {
+                        if failing {
+                            tracing::info!("Controller passes succeed again.");
+                        }
+                        failing = false;
+                        backoff.reset();
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "A controller pass failed; retrying with back-off.");
+                        }
+                        failing = true;
                     }
                 }
             }
@@ -426,7 +466,8 @@ mod tests {
     /// A local shard with workspace `p` (root:p) holding a cluster-scoped CRD `things.g.io`.
     async fn world() -> Controllers {
         let ws = Arc::new(Workspaces::new(Arc::new(MemoryStore::default())));
-        let c = Controllers::new(ws, Arc::new(MemoryStore::default()), "root", "https://vw:1");
+        let cache = crate::cache_server::local::LocalWrite(Arc::new(MemoryStore::default()));
+        let c = Controllers::new(ws, Arc::new(cache), "root", "https://vw:1");
         for (cluster, path) in [("p", "root:p"), ("q", "root:q")] {
             let lc = c.kind("core.kcp.io", "logicalclusters").unwrap();
             c.ws.create(
@@ -665,16 +706,15 @@ mod tests {
             let cache = c.cache.clone();
             async move {
                 cache
-                    .list(&crate::store::Scope {
-                        resource: Some(crate::store::GroupResource::new(
-                            "cache.kcp.io",
-                            "cachedobjects",
-                        )),
-                        ..crate::store::Scope::all()
+                    .list(crate::cache_client::Collection {
+                        group: "cache.kcp.io",
+                        version: "v1alpha1",
+                        resource: "cachedobjects",
+                        shard: None,
+                        cluster: None,
                     })
                     .await
                     .unwrap()
-                    .records
                     .len()
             }
         };

@@ -11,9 +11,7 @@
 //! anything else differs; delete it when the source is gone or terminating.
 
 use super::*;
-use crate::cache_server::objects::{self as cache_objects, Location, ObjectError};
-use crate::cache_server::resources;
-use crate::store::{GroupResource, Scope};
+use crate::cache_client::{CacheError, Collection};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// (group, resource, version) replicated to the cache.
@@ -105,9 +103,6 @@ pub async fn all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError
     }
     for (group, resource, version) in REPLICATED {
         let kind = c.kind(group, resource)?;
-        let Some(res) = resources::find(group, version, resource) else {
-            continue;
-        };
         let mut desired: BTreeMap<(String, String), Value> = BTreeMap::new();
         for (source, key, _) in c.ws.list_values(&kind, None).await? {
             if key.cluster.starts_with("system:")
@@ -136,43 +131,45 @@ pub async fn all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError
                 );
             }
         }
-        let scope = Scope {
-            resource: Some(GroupResource::new(group, resource)),
-            shard: Some(c.shard.clone()),
+        let mine = Collection {
+            group,
+            version,
+            resource,
+            shard: Some(&c.shard),
             cluster: None,
-            namespace: None,
         };
         let mut existing: BTreeMap<(String, String), (crate::store::Record, Value)> =
             BTreeMap::new();
-        for r in c.cache.list(&scope).await?.records {
+        for r in c.cache.list(mine).await? {
             if let Ok(v) = serde_json::from_slice::<Value>(&r.value) {
                 existing.insert((r.key.cluster.clone(), r.key.name.clone()), (r, v));
             }
         }
         for ((cluster, name), copy) in desired {
-            let loc = Location {
-                res,
-                version,
-                shard: &c.shard,
-                cluster: &cluster,
-                namespace: "",
+            let at = Collection {
+                cluster: Some(&cluster),
+                ..mine
             };
             match existing.remove(&(cluster.clone(), name.clone())) {
                 Some((_, stored)) if comparable(&stored) == comparable(&copy) => {}
-                Some(_) => match cache_objects::update(c.cache.as_ref(), &loc, &name, copy).await {
-                    Ok(_) | Err(ObjectError::Conflict) | Err(ObjectError::NotFound) => pass.wrote(),
-                    Err(e) => return Err(ControllerError::Cache(e.to_string())),
+                Some(_) => match c.cache.update(at, &name, copy).await {
+                    Ok(_) | Err(CacheError::Conflict) | Err(CacheError::NotFound) => pass.wrote(),
+                    Err(e) => return Err(e.into()),
                 },
-                None => match cache_objects::create(c.cache.as_ref(), &loc, copy).await {
-                    Ok(_) | Err(ObjectError::AlreadyExists) => pass.wrote(),
-                    Err(e) => return Err(ControllerError::Cache(e.to_string())),
+                None => match c.cache.create(at, copy).await {
+                    Ok(_) | Err(CacheError::AlreadyExists) => pass.wrote(),
+                    Err(e) => return Err(e.into()),
                 },
             }
         }
         for (_, (r, _)) in existing {
-            match c.cache.delete(&r.key, None).await {
+            let at = Collection {
+                cluster: Some(&r.key.cluster),
+                ..mine
+            };
+            match c.cache.delete(at, &r.key.name).await {
                 Ok(_) => pass.wrote(),
-                Err(StoreError::NotFound) => {}
+                Err(CacheError::NotFound) => {}
                 Err(e) => return Err(e.into()),
             }
         }

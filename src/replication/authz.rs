@@ -5,7 +5,8 @@
 //! the resource in its LogicalCluster; wildcard and non-resource requests consider every export
 //! that carries the CachedResource's virtual resource. Every matching export must grant
 //! `apis.kcp.io apiexports/content <export>` with the request's verb. `system:masters` never
-//! reaches this authorizer.
+//! reaches this authorizer. A consumer cluster that does not exist is denied like one without
+//! a binding, so answers never tell which logical clusters exist.
 
 use super::index::{ObjKey, State};
 use super::rbac::{self, ResourceAttributes, UserRef};
@@ -64,13 +65,10 @@ pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
     let (group, resource, hash) = (&cr.spec.group, &cr.spec.resource, &cr.status.identity_hash);
     let candidates: Vec<(ObjKey, Arc<ApiExport>)> = match (a.target, a.resource_request) {
         (Target::Cluster(cluster), true) => {
+            // A consumer that does not exist is refused exactly like one that binds nothing
+            // (kcp: a 500 naming the missing LogicalCluster), so nobody learns which exist.
             let Some(lc) = state.logical_clusters.get(cluster) else {
-                return Decision::NoOpinion(
-                    "logical cluster not found".into(),
-                    Some(format!(
-                        "logicalclusters.core.kcp.io \"cluster\" not found in {cluster}"
-                    )),
-                );
+                return Decision::Deny("logical cluster not found".into());
             };
             let bindings = match lc.resource_bindings() {
                 Ok(b) => b,

@@ -1,6 +1,8 @@
 //! The Replication virtual workspace HTTP surface (`kcp-reference.md` §5): URL digest,
 //! authentication and authorization, discovery, and get, list and watch served from the index.
-//! Every write verb is refused; every error is a `metav1.Status`.
+//! Every write verb is refused; every error is a `metav1.Status`. A CachedResource that does not
+//! exist is a 404 for every caller, a cluster segment that is no logical cluster name a 400,
+//! and a consumer that does not exist is answered like one that binds nothing.
 
 use super::authz::{self, Attributes, Decision};
 use super::body::{ItemView, ListBody, write_item};
@@ -132,11 +134,20 @@ fn forbidden_resource(user: &UserInfo, verb: &str, rp: &ResourcePath) -> Status 
     .with_details(rp.name.as_deref().unwrap_or(""), &rp.group, &rp.resource)
 }
 
+/// 404 for a CachedResource that does not exist, the same for every caller.
+fn no_cached_resource(key: &ObjKey) -> Status {
+    Status::not_found("cache.kcp.io", "cachedresources", &key.1)
+}
+
 async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
-    let Some(digest) = url::digest(&crate::api::params::decoded_path(req.uri().path())) else {
+    let digest = url::parse(&crate::api::params::decoded_path(req.uri().path()));
+    if digest == Err(url::DigestError::NotHandled) {
         return Err(Status::path_not_found());
-    };
+    }
     let user = RequestUser::require(req.extensions())?;
+    // A cluster segment that is no logical cluster name is refused before anything is looked
+    // up (after authentication, as kube-apiserver orders it).
+    let digest = digest.map_err(|e| Status::bad_request(e.to_string()))?;
     let kube_path = parse_kube_path(&digest.kube_path);
     let accept = req
         .headers()
@@ -144,6 +155,13 @@ async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let key: ObjKey = (digest.cr_cluster.clone(), digest.cr_name.clone());
+    if !matches!(
+        kube_path,
+        KubePath::Version | KubePath::Root | KubePath::Other
+    ) && index.read().cached_resource(&key).is_none()
+    {
+        return Err(no_cached_resource(&key));
+    }
     match kube_path {
         KubePath::Version => Ok(json_ok(version_document())),
         KubePath::Root | KubePath::Other => Err(Status::path_not_found()),
@@ -189,14 +207,13 @@ fn internal_authz(uri: &axum::http::Uri, err: &str) -> Status {
 
 fn resolved(index: &Index, key: &ObjKey) -> Result<Arc<ResolvedApi>, Status> {
     let st = index.read();
-    let api = match st.served.get(key) {
-        Some(s) => s.api.clone(),
-        None => Err(format!(
-            "cachedresources.cache.kcp.io \"{}\" not found",
-            key.1
-        )),
+    let Some(served) = st.served.get(key) else {
+        return Err(no_cached_resource(key));
     };
-    api.map_err(|e| Status::internal(format!("unable to determine API definition set: {e}")))
+    served
+        .api
+        .clone()
+        .map_err(|e| Status::internal(format!("unable to determine API definition set: {e}")))
 }
 
 async fn serve_resource(
@@ -602,7 +619,7 @@ async fn list(
     {
         let st = index.read();
         let Some(served) = st.served.get(key) else {
-            return Err(Status::internal("unable to determine API definition set"));
+            return Err(no_cached_resource(key));
         };
         clusters = clusters_for(target, &served.consumers);
         let at = resume.as_ref().map(|(rv, _)| *rv).or(exact);
@@ -847,7 +864,7 @@ fn watch(
     let defs = matches!(view, View::Table(..)).then(|| column_defs(&api));
     let st = index.read();
     let Some(served) = st.served.get(&key) else {
-        return Err(Status::internal("unable to determine API definition set"));
+        return Err(no_cached_resource(&key));
     };
     // Subscribing under the read lock means no event falls between the snapshot or replay
     // below and the live stream.

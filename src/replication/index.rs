@@ -13,9 +13,10 @@
 use super::rbac::{ClusterRole, ClusterRoleBinding};
 use super::table::{self, TableParts};
 use crate::api::watch::EventType;
+use crate::cache_client::CacheRead;
 use crate::model::types::*;
 use crate::schema::structural::Structural as Validator;
-use crate::store::{Event, EventKind, Key, Listing, Record, Scope, Store, StoreError};
+use crate::store::{Event, EventKind, Key, Listing, Record, StoreError};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use parking_lot::RwLock;
@@ -400,6 +401,13 @@ pub struct Index {
     openapi: parking_lot::Mutex<HashMap<String, (Bytes, String)>>,
     /// The last applied store revision, for readers that wait for a resourceVersion.
     revision_tx: tokio::sync::watch::Sender<u64>,
+    /// How many full lists were applied (a relist after an expired watch or a cache restart).
+    relists_tx: tokio::sync::watch::Sender<u64>,
+    /// How many events changed what shards resolve through the cache (bindings, exports,
+    /// schemas, logical clusters, Shard objects).
+    catalog_tx: tokio::sync::watch::Sender<u64>,
+    /// Where the index reads from and how that is going (`/readyz?verbose`).
+    source: parking_lot::Mutex<Option<Arc<dyn CacheRead>>>,
 }
 
 impl Default for Index {
@@ -410,6 +418,9 @@ impl Default for Index {
             counters: Counters::default(),
             openapi: parking_lot::Mutex::default(),
             revision_tx: tokio::sync::watch::Sender::new(0),
+            relists_tx: tokio::sync::watch::Sender::new(0),
+            catalog_tx: tokio::sync::watch::Sender::new(0),
+            source: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -1218,8 +1229,19 @@ impl Index {
     /// Apply one store event.
     pub fn apply(&self, event: &Event) {
         self.counters.events_total.fetch_add(1, Ordering::Relaxed);
+        if matches!(
+            (event.key.group.as_str(), event.key.resource.as_str()),
+            (
+                "apis.kcp.io",
+                "apibindings" | "apiexports" | "apiresourceschemas"
+            ) | ("core.kcp.io", "logicalclusters" | "shards")
+        ) {
+            self.catalog_tx.send_modify(|n| *n += 1);
+        }
         let mut st = self.state.write();
-        st.revision = event.revision;
+        // Remote readers merge one watch per resource: revisions may arrive slightly out of
+        // order across resources, never backwards within one.
+        st.revision = st.revision.max(event.revision);
         if st.apply_record(
             event.kind,
             &event.key,
@@ -1229,21 +1251,44 @@ impl Index {
         ) {
             st.reconcile(event.revision, &self.counters, false);
         }
+        let revision = st.revision;
         drop(st);
-        self.revision_tx.send_replace(event.revision);
+        self.revision_tx.send_replace(revision);
     }
 
-    /// Keep the index in sync with `store` forever: list, then watch; relist when the watch
-    /// expires or fails.
-    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>) {
-        let mut backoff = std::time::Duration::from_millis(100);
+    /// Full lists applied so far; changes each time the index relisted (after an expired
+    /// watch or a cache that restarted empty), so writers can put their state back at once.
+    pub fn relists(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.relists_tx.subscribe()
+    }
+
+    /// Changes each time an event arrives that the shards' controllers resolve through the
+    /// cache (APIBindings, APIExports, APIResourceSchemas, LogicalClusters, Shards), so a shard
+    /// reacts to what another shard did without waiting for its resync.
+    pub fn catalog_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.catalog_tx.subscribe()
+    }
+
+    /// Where the index reads from and whether that is reachable (`None` before [`Index::run`]).
+    pub fn source_health(&self) -> Option<crate::cache_client::reader::ReadHealth> {
+        self.source.lock().as_ref().map(|s| s.health())
+    }
+
+    /// Keep the index in sync with the cache forever: list, then watch; relist when the watch
+    /// expires; retry failures with capped exponential back-off and jitter, serving the state
+    /// already synced meanwhile.
+    pub async fn run(self: Arc<Self>, cache: Arc<dyn CacheRead>) {
+        *self.source.lock() = Some(cache.clone());
+        let mut backoff = crate::cache_client::Backoff::new(
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_secs(10),
+        );
         loop {
-            let listing = match store.list(&Scope::all()).await {
+            let listing = match cache.list().await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "Listing the cache failed; retrying.");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
@@ -1269,14 +1314,16 @@ impl Index {
                     "Virtual workspace index synced."
                 );
             }
-            let mut stream = match store.watch(Scope::all(), listing.revision).await {
+            self.relists_tx.send_modify(|n| *n += 1);
+            let mut stream = match cache.watch(listing.revision).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "Watching the cache failed; relisting.");
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
-            backoff = std::time::Duration::from_millis(100);
+            backoff.reset();
             while let Some(next) = stream.next().await {
                 match next {
                     Ok(event) => self.apply(&event),

@@ -74,6 +74,11 @@ pub struct Manifest {
 pub fn read_dirs(dirs: &[PathBuf]) -> Result<Vec<Manifest>, SeedError> {
     let mut out = Vec::new();
     for dir in dirs {
+        // A single manifest file is a seed too.
+        if dir.is_file() {
+            out.extend(read_file(dir)?);
+            continue;
+        }
         let entries = std::fs::read_dir(dir).map_err(|source| SeedError::Io {
             path: dir.clone(),
             source,
@@ -255,7 +260,12 @@ pub async fn load(
         crate::store::memory::MemoryStore::default(),
     )));
     let summary = apply(&ws, manifests).await?;
-    let controllers = Controllers::new(ws, cache, LOCAL_SHARD, vw_url);
+    let controllers = Controllers::new(
+        ws,
+        Arc::new(crate::cache_server::local::LocalWrite(cache)),
+        LOCAL_SHARD,
+        vw_url,
+    );
     controllers
         .settle(50)
         .await

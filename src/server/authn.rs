@@ -1,12 +1,16 @@
 //! Request authentication: who is calling. Owns the user record handed to authorization, the
-//! kube-apiserver-style static token file (`--token-auth-file` CSV), and the resolution order
-//! for a request: verified client certificate first, then a bearer token, otherwise anonymous.
+//! kube-apiserver-style static token file (`--token-auth-file` CSV), the front proxy's request
+//! headers (`X-Remote-User`, `X-Remote-Group`, `X-Remote-Extra-<key>`, as kube-apiserver's
+//! request-header authenticator), and the resolution order for a request: a front proxy's headers
+//! first (only on a connection whose client certificate [`crate::server::tls`] recognised as an
+//! allowed front proxy), then a verified client certificate, then a bearer token, otherwise
+//! anonymous.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::server::tls::PeerIdentity;
 
@@ -14,6 +18,12 @@ use crate::server::tls::PeerIdentity;
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 /// Superuser group: members bypass authorization (as in Kubernetes).
 pub const MASTERS_GROUP: &str = "system:masters";
+/// Default front-proxy header naming the user.
+pub const DEFAULT_USERNAME_HEADER: &str = "X-Remote-User";
+/// Default front-proxy header naming a group (repeatable).
+pub const DEFAULT_GROUP_HEADER: &str = "X-Remote-Group";
+/// Default prefix of front-proxy headers carrying extra attributes.
+pub const DEFAULT_EXTRA_HEADERS_PREFIX: &str = "X-Remote-Extra-";
 
 /// An authenticated caller.
 pub use crate::api::user::UserInfo;
@@ -41,6 +51,15 @@ pub enum AuthnError {
     /// A bearer token was presented but is not in the token file.
     #[error("invalid bearer token")]
     InvalidBearerToken,
+    /// A front-proxy header name (or extra-headers prefix) is not a valid HTTP header name, or
+    /// no username header is configured.
+    #[error("request header {name:?}: {message}")]
+    InvalidHeaderName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// Static bearer tokens in kube-apiserver's `--token-auth-file` format: CSV lines
@@ -100,7 +119,12 @@ impl TokenFile {
                         .collect()
                 })
                 .unwrap_or_default();
-            let user = UserInfo { name, uid, groups };
+            let user = UserInfo {
+                name,
+                uid,
+                groups,
+                ..UserInfo::default()
+            };
             if tokens.insert(token, user).is_some() {
                 tracing::warn!(line, "token file: duplicate token, the later line wins");
             }
@@ -169,22 +193,194 @@ fn split_csv_line(line: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// The front proxy's request headers, as kube-apiserver's `--requestheader-username-headers`,
+/// `--requestheader-group-headers` and `--requestheader-extra-headers-prefix`: the user is the
+/// first non-empty value among the username headers (in the order given); the groups are every
+/// non-empty value of every group header; each header starting with an extra prefix gives the
+/// extra key (the rest of its name, lowercased, then percent-decoded; kept as sent when that
+/// fails) all of its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHeaders {
+    username: Vec<HeaderName>,
+    group: Vec<HeaderName>,
+    /// Lowercase, as header names are compared.
+    extra_prefixes: Vec<String>,
+}
+
+impl Default for RequestHeaders {
+    /// `X-Remote-User`, `X-Remote-Group`, `X-Remote-Extra-`.
+    fn default() -> Self {
+        Self {
+            username: vec![HeaderName::from_static("x-remote-user")],
+            group: vec![HeaderName::from_static("x-remote-group")],
+            extra_prefixes: vec!["x-remote-extra-".to_owned()],
+        }
+    }
+}
+
+impl RequestHeaders {
+    /// Header names as given on the command line (case-insensitive; blank entries are skipped,
+    /// repeats are kept once). At least one username header is required; every name and prefix
+    /// must be a valid HTTP header name.
+    pub fn new(
+        username: &[String],
+        group: &[String],
+        extra_prefixes: &[String],
+    ) -> Result<Self, AuthnError> {
+        let username = header_names(username)?;
+        if username.is_empty() {
+            return Err(AuthnError::InvalidHeaderName {
+                name: String::new(),
+                message: "at least one username header is required".to_owned(),
+            });
+        }
+        let extra_prefixes = header_names(extra_prefixes)?
+            .into_iter()
+            .map(|n| n.as_str().to_owned())
+            .collect();
+        Ok(Self {
+            username,
+            group: header_names(group)?,
+            extra_prefixes,
+        })
+    }
+
+    /// The user the headers name, `None` when no username header has a non-empty value. The
+    /// uid is empty; `system:authenticated` is not added here.
+    pub fn user(&self, headers: &HeaderMap) -> Option<UserInfo> {
+        let name = self.username.iter().find_map(|h| {
+            headers
+                .get(h)
+                .and_then(header_text)
+                .filter(|v| !v.is_empty())
+        })?;
+        let groups = self
+            .group
+            .iter()
+            .flat_map(|h| headers.get_all(h))
+            .filter_map(header_text)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for prefix in &self.extra_prefixes {
+            for header in headers.keys() {
+                let Some(rest) = header.as_str().strip_prefix(prefix.as_str()) else {
+                    continue;
+                };
+                if rest.is_empty() {
+                    continue;
+                }
+                extra.entry(unescape_extra_key(rest)).or_default().extend(
+                    headers
+                        .get_all(header)
+                        .iter()
+                        .filter_map(header_text)
+                        .map(str::to_owned),
+                );
+            }
+        }
+        Some(UserInfo {
+            name: name.to_owned(),
+            uid: String::new(),
+            groups,
+            extra,
+        })
+    }
+}
+
+fn header_names(names: &[String]) -> Result<Vec<HeaderName>, AuthnError> {
+    let mut out: Vec<HeaderName> = Vec::new();
+    for raw in names {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let name = HeaderName::from_bytes(trimmed.as_bytes()).map_err(|e| {
+            AuthnError::InvalidHeaderName {
+                name: raw.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// A header value as text; values that are not valid UTF-8 are skipped rather than guessed at.
+fn header_text(value: &HeaderValue) -> Option<&str> {
+    std::str::from_utf8(value.as_bytes()).ok()
+}
+
+/// Percent-decodes an extra key (already lowercase). A malformed escape, or bytes that are not
+/// UTF-8 once decoded, keep the key as sent.
+fn unescape_extra_key(key: &str) -> String {
+    let bytes = key.as_bytes();
+    if !bytes.contains(&b'%') {
+        return key.to_owned();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            let Some(byte) = hex else {
+                return key.to_owned();
+            };
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| key.to_owned())
+}
+
 /// Resolves the user of a request.
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
     tokens: Option<TokenFile>,
+    /// Set when front proxies are configured; without it the request headers are never read.
+    request_headers: Option<RequestHeaders>,
 }
 
 impl Authenticator {
     /// An authenticator accepting client certificates and, when given, the file's bearer tokens.
+    /// Front-proxy headers are ignored until [`Authenticator::with_client_auth`] (or
+    /// [`Authenticator::with_request_headers`]) configures them.
     pub fn new(tokens: Option<TokenFile>) -> Self {
-        Self { tokens }
+        Self {
+            tokens,
+            request_headers: None,
+        }
     }
 
-    /// The request's user: the verified client certificate first, then
-    /// `Authorization: Bearer <token>` against the token file; `None` means anonymous (also for
-    /// an unknown token — use [`Authenticator::authenticate_or_reject`] to tell those apart).
-    /// Authenticated users get the group `system:authenticated` appended once.
+    /// Honours the request headers of the front proxies `client_auth` recognises (from
+    /// [`crate::server::tls::prepare`]); a `client_auth` without front proxies changes nothing.
+    pub fn with_client_auth(mut self, client_auth: crate::server::tls::ClientAuth) -> Self {
+        self.request_headers = client_auth.request_headers().cloned();
+        self
+    }
+
+    /// Honours these request headers on connections whose [`PeerIdentity::front_proxy`] is set.
+    pub fn with_request_headers(mut self, headers: RequestHeaders) -> Self {
+        self.request_headers = Some(headers);
+        self
+    }
+
+    /// The request's user, in kube-apiserver's order: on a front-proxy connection the user its
+    /// request headers name (when a username header is present and non-empty); then the verified
+    /// client certificate; then `Authorization: Bearer <token>` against the token file. `None`
+    /// means anonymous (also for an unknown token — use
+    /// [`Authenticator::authenticate_or_reject`] to tell those apart). Request headers from any
+    /// other caller are ignored. Authenticated users get the group `system:authenticated`
+    /// appended once.
     pub fn authenticate(&self, peer: &PeerIdentity, headers: &HeaderMap) -> Option<UserInfo> {
         self.authenticate_or_reject(peer, headers).ok().flatten()
     }
@@ -197,7 +393,12 @@ impl Authenticator {
         peer: &PeerIdentity,
         headers: &HeaderMap,
     ) -> Result<Option<UserInfo>, AuthnError> {
-        if let Some(user) = &peer.0 {
+        if peer.front_proxy.is_some()
+            && let Some(user) = self.request_headers.as_ref().and_then(|h| h.user(headers))
+        {
+            return Ok(Some(with_authenticated_group(user)));
+        }
+        if let Some(user) = &peer.user {
             return Ok(Some(with_authenticated_group(user.clone())));
         }
         let Some(token) = bearer_token(headers) else {
@@ -248,8 +449,8 @@ mod tests {
     fn user(name: &str, groups: &[&str]) -> UserInfo {
         UserInfo {
             name: name.to_owned(),
-            uid: String::new(),
             groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            ..UserInfo::default()
         }
     }
 
@@ -325,7 +526,7 @@ mod tests {
     fn client_certificate_wins_over_bearer_token_and_gets_authenticated_group() {
         let tf = TokenFile::parse("tok,alice,u-1,viewers").expect("parse");
         let authn = Authenticator::new(Some(tf));
-        let peer = PeerIdentity(Some(user("admin", &["system:masters"])));
+        let peer = PeerIdentity::from_user(user("admin", &["system:masters"]));
         let got = authn
             .authenticate(&peer, &headers_with_auth("Bearer tok"))
             .expect("user");
@@ -379,5 +580,241 @@ mod tests {
             no_file.authenticate_or_reject(&peer, &headers_with_auth("Bearer tok")),
             Err(AuthnError::InvalidBearerToken)
         ));
+    }
+
+    fn front_proxy_headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("test header name"),
+                HeaderValue::from_str(value).expect("test header value"),
+            );
+        }
+        h
+    }
+
+    fn front_proxy() -> PeerIdentity {
+        PeerIdentity {
+            user: None,
+            front_proxy: Some("front-proxy".to_owned()),
+        }
+    }
+
+    fn with_front_proxies(tokens: Option<TokenFile>) -> Authenticator {
+        Authenticator::new(tokens).with_request_headers(RequestHeaders::default())
+    }
+
+    #[test]
+    fn a_front_proxy_certificate_with_x_remote_user_acts_as_that_user() {
+        let authn = with_front_proxies(None);
+        let headers = front_proxy_headers(&[
+            ("X-Remote-User", "alice"),
+            ("X-Remote-Group", "team-a"),
+            ("X-Remote-Extra-Scopes", "read"),
+        ]);
+        let got = authn.authenticate(&front_proxy(), &headers).expect("user");
+        assert_eq!(got.name, "alice");
+        assert_eq!(got.uid, "");
+        assert_eq!(got.groups, vec!["team-a", "system:authenticated"]);
+        assert_eq!(got.extra["scopes"], vec!["read"]);
+    }
+
+    #[test]
+    fn x_remote_user_from_a_plain_client_certificate_is_ignored() {
+        let authn = with_front_proxies(None);
+        let peer = PeerIdentity::from_user(user("bob", &["team-b"]));
+        let headers = front_proxy_headers(&[
+            ("X-Remote-User", "alice"),
+            ("X-Remote-Group", "system:masters"),
+        ]);
+        let got = authn.authenticate(&peer, &headers).expect("user");
+        assert_eq!(got.name, "bob");
+        assert_eq!(got.groups, vec!["team-b", "system:authenticated"]);
+        assert!(got.extra.is_empty());
+    }
+
+    #[test]
+    fn x_remote_user_with_a_bearer_token_is_ignored() {
+        let authn = with_front_proxies(Some(TokenFile::parse("tok,carol,u-3").expect("parse")));
+        let mut headers = front_proxy_headers(&[
+            ("X-Remote-User", "alice"),
+            ("X-Remote-Group", "system:masters"),
+        ]);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer tok"));
+        let got = authn
+            .authenticate(&PeerIdentity::default(), &headers)
+            .expect("user");
+        assert_eq!(got.name, "carol");
+        assert_eq!(got.groups, vec!["system:authenticated"]);
+    }
+
+    #[test]
+    fn x_remote_user_from_an_anonymous_caller_is_ignored() {
+        let authn = with_front_proxies(None);
+        let headers = front_proxy_headers(&[
+            ("X-Remote-User", "alice"),
+            ("X-Remote-Group", "system:masters"),
+        ]);
+        assert_eq!(
+            authn
+                .authenticate_or_reject(&PeerIdentity::default(), &headers)
+                .expect("not rejected"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_authenticator_without_front_proxies_ignores_the_headers_even_from_a_front_proxy() {
+        let authn = Authenticator::new(None);
+        let headers = front_proxy_headers(&[("X-Remote-User", "alice")]);
+        assert_eq!(authn.authenticate(&front_proxy(), &headers), None);
+        let no_proxy =
+            Authenticator::new(None).with_client_auth(crate::server::tls::ClientAuth::default());
+        assert_eq!(no_proxy.authenticate(&front_proxy(), &headers), None);
+    }
+
+    #[test]
+    fn a_front_proxy_without_a_username_header_falls_back_to_its_certificate_user_then_the_token() {
+        let authn = with_front_proxies(Some(TokenFile::parse("tok,carol,u-3").expect("parse")));
+        let groups_only = front_proxy_headers(&[("X-Remote-User", ""), ("X-Remote-Group", "g")]);
+        assert_eq!(authn.authenticate(&front_proxy(), &groups_only), None);
+
+        let both = PeerIdentity {
+            user: Some(user("front-proxy", &["proxies"])),
+            front_proxy: Some("front-proxy".to_owned()),
+        };
+        let got = authn.authenticate(&both, &groups_only).expect("user");
+        assert_eq!(got.name, "front-proxy");
+        assert_eq!(got.groups, vec!["proxies", "system:authenticated"]);
+
+        let got = authn
+            .authenticate(&front_proxy(), &headers_with_auth("Bearer tok"))
+            .expect("user");
+        assert_eq!(got.name, "carol");
+
+        let mut named = headers_with_auth("Bearer tok");
+        named.insert("x-remote-user", HeaderValue::from_static("alice"));
+        let got = authn.authenticate(&both, &named).expect("user");
+        assert_eq!(got.name, "alice", "the request headers come first");
+    }
+
+    #[test]
+    fn groups_from_every_group_header_and_repeated_values_are_all_kept() {
+        let headers = RequestHeaders::new(
+            &["X-Remote-User".to_owned()],
+            &["X-Remote-Group".to_owned(), "X-Forwarded-Groups".to_owned()],
+            &[],
+        )
+        .expect("valid");
+        let authn = Authenticator::new(None).with_request_headers(headers);
+        let got = authn
+            .authenticate(
+                &front_proxy(),
+                &front_proxy_headers(&[
+                    ("X-Forwarded-Groups", "c"),
+                    ("X-Remote-User", "alice"),
+                    ("X-Remote-Group", "a"),
+                    ("X-Remote-Group", ""),
+                    ("X-Remote-Group", "b,with-comma"),
+                    (
+                        "X-Remote-Extra-Scopes",
+                        "ignored: no extra prefix configured",
+                    ),
+                ]),
+            )
+            .expect("user");
+        assert_eq!(
+            got.groups,
+            vec!["a", "b,with-comma", "c", "system:authenticated"]
+        );
+        assert!(got.extra.is_empty());
+    }
+
+    #[test]
+    fn the_first_non_empty_username_header_in_flag_order_wins() {
+        let headers = RequestHeaders::new(
+            &[
+                " X-Remote-User".to_owned(),
+                "".to_owned(),
+                "X-Forwarded-User".to_owned(),
+            ],
+            &[],
+            &[],
+        )
+        .expect("valid");
+        let authn = Authenticator::new(None).with_request_headers(headers);
+        let pick = |pairs: &[(&str, &str)]| {
+            authn
+                .authenticate(&front_proxy(), &front_proxy_headers(pairs))
+                .map(|u| u.name)
+        };
+        assert_eq!(
+            pick(&[("X-Forwarded-User", "bob"), ("X-Remote-User", "alice")]),
+            Some("alice".to_owned())
+        );
+        assert_eq!(
+            pick(&[("X-Remote-User", ""), ("X-Forwarded-User", "bob")]),
+            Some("bob".to_owned())
+        );
+        assert_eq!(
+            pick(&[("x-remote-user", "carol"), ("X-Remote-User", "dave")]),
+            Some("carol".to_owned()),
+            "the first value of a repeated header"
+        );
+    }
+
+    #[test]
+    fn extra_headers_become_lowercased_percent_decoded_keys() {
+        let headers = RequestHeaders::new(
+            &["X-Remote-User".to_owned()],
+            &[],
+            &[
+                "X-Remote-Extra-".to_owned(),
+                "X-Forwarded-Extra-".to_owned(),
+            ],
+        )
+        .expect("valid");
+        let authn = Authenticator::new(None).with_request_headers(headers);
+        let got = authn
+            .authenticate(
+                &front_proxy(),
+                &front_proxy_headers(&[
+                    ("X-Remote-User", "alice"),
+                    ("X-Remote-Extra-Scopes", "read"),
+                    ("X-Remote-Extra-Scopes", "write"),
+                    ("X-Forwarded-Extra-Scopes", "admin"),
+                    ("X-Remote-Extra-Example.com%2fTeam", "a-Team"),
+                    ("X-Remote-Extra-Bad%zzKey", "kept as sent"),
+                    ("X-Remote-Extra-", "no key"),
+                ]),
+            )
+            .expect("user");
+        let want: BTreeMap<String, Vec<String>> = [
+            ("scopes", vec!["read", "write", "admin"]),
+            ("example.com/team", vec!["a-Team"]),
+            ("bad%zzkey", vec!["kept as sent"]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+        .collect();
+        assert_eq!(got.extra, want);
+    }
+
+    #[test]
+    fn header_names_must_be_valid_and_a_username_header_is_required() {
+        let err = RequestHeaders::new(&["X Remote User".to_owned()], &[], &[])
+            .expect_err("a space is not allowed");
+        assert!(err.to_string().contains("X Remote User"), "{err}");
+        let err = RequestHeaders::new(&[" ".to_owned()], &[], &[]).expect_err("none left");
+        assert!(err.to_string().contains("username header"), "{err}");
+        assert_eq!(
+            RequestHeaders::new(
+                &[DEFAULT_USERNAME_HEADER.to_owned()],
+                &[DEFAULT_GROUP_HEADER.to_owned()],
+                &[DEFAULT_EXTRA_HEADERS_PREFIX.to_owned()],
+            )
+            .expect("valid"),
+            RequestHeaders::default()
+        );
     }
 }

@@ -1,8 +1,14 @@
 //! The server: TLS and identities ([`tls`], [`authn`]), the composed router with health,
-//! readiness and metrics endpoints ([`app`]), and the `serve` command that wires store, seed,
-//! index and listener together ([`run`]).
+//! readiness and metrics endpoints ([`app`]), and the three roles that wire store, seed, index,
+//! controllers and listener together: the embedded all-in-one or a shard writing to a remote
+//! cache ([`run`]), the cache server alone ([`run_cache_server`]) and the virtual workspace
+//! alone ([`run_virtual_workspace`]). Roles talk to the cache only through the seams of
+//! [`crate::cache_client`], in process or over HTTPS.
 
 pub mod authn;
+pub mod flags;
+pub mod layers;
+pub mod metrics;
 pub mod tls;
 
 use crate::api::Status;
@@ -21,9 +27,52 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tls::PeerIdentity;
 
+/// Which roles a process runs; [`app`] mounts the routes of these only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// The cache server API (`/services/cache/shards/…`, `/shards/…`).
+    pub cache_server: bool,
+    /// The workspaces API and controllers (`/clusters/…`).
+    pub shard: bool,
+    /// The Replication virtual workspace (`/services/replication/…`).
+    pub virtual_workspace: bool,
+}
+
+impl Roles {
+    /// The embedded all-in-one.
+    pub const ALL: Roles = Roles {
+        cache_server: true,
+        shard: true,
+        virtual_workspace: true,
+    };
+    /// The cache server alone.
+    pub const CACHE_SERVER: Roles = Roles {
+        cache_server: true,
+        shard: false,
+        virtual_workspace: false,
+    };
+    /// The virtual workspace alone.
+    pub const VIRTUAL_WORKSPACE: Roles = Roles {
+        cache_server: false,
+        shard: false,
+        virtual_workspace: true,
+    };
+    /// A shard with its own virtual workspace, writing to a remote cache server.
+    pub const SHARD: Roles = Roles {
+        cache_server: false,
+        shard: true,
+        virtual_workspace: true,
+    };
+}
+
 /// Everything the request handlers share.
 #[derive(Clone)]
 pub struct AppState {
+    /// The roles this process runs.
+    pub roles: Roles,
+    /// This process's id, new at every start; a cache server answers with it in
+    /// [`crate::cache_client::reader::INSTANCE_HEADER`] so readers notice a restart.
+    pub instance: Arc<str>,
     /// The cache store.
     pub store: Arc<dyn Store>,
     /// The virtual workspace index.
@@ -34,6 +83,8 @@ pub struct AppState {
     pub seed_loaded: Arc<AtomicBool>,
     /// The local shard's workspaces.
     pub workspaces: Arc<crate::workspaces::objects::Workspaces>,
+    /// Request metrics (`/metrics`).
+    pub metrics: metrics::Metrics,
     /// The local shard's controllers, once running (for `/metrics`).
     pub controllers: Arc<std::sync::OnceLock<Arc<crate::controllers::Controllers>>>,
 }
@@ -43,6 +94,8 @@ impl AppState {
     /// client certificates (tests replace the authenticator as they need).
     pub fn new(store: Arc<dyn Store>, index: Arc<Index>, authenticator: Authenticator) -> Self {
         AppState {
+            roles: Roles::ALL,
+            instance: Arc::from(uuid::Uuid::new_v4().to_string()),
             store,
             index,
             authenticator: Arc::new(authenticator),
@@ -51,6 +104,7 @@ impl AppState {
                 crate::store::memory::MemoryStore::default(),
             ))),
             controllers: Arc::new(std::sync::OnceLock::new()),
+            metrics: metrics::Metrics::default(),
         }
     }
 }
@@ -63,16 +117,51 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state.clone());
-    Router::new()
-        .merge(crate::cache_server::router(state.store.clone()))
-        .merge(crate::replication::router(state.index.clone()))
-        .merge(crate::workspaces::router(
+    let roles = state.roles;
+    let mut router = Router::new();
+    if roles.cache_server {
+        router = router.merge(crate::cache_server::router(state.store.clone()));
+    }
+    if roles.virtual_workspace {
+        router = router.merge(crate::replication::router(state.index.clone()));
+    }
+    if roles.shard {
+        router = router.merge(crate::workspaces::router(
             state.workspaces.clone(),
             crate::replication::router(state.index.clone()),
-        ))
+        ));
+    } else if roles.virtual_workspace {
+        router = router.route("/version", get(version));
+    }
+    let instance = HeaderValue::from_str(&state.instance).ok();
+    router
         .merge(health)
         .fallback(|| async { Status::path_not_found() })
-        .layer(middleware::from_fn_with_state(state, authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
+        .layer(middleware::map_response(move |mut r: Response| {
+            let instance = instance.clone();
+            async move {
+                if roles.cache_server
+                    && let Some(v) = instance
+                {
+                    r.headers_mut()
+                        .insert(crate::cache_client::reader::INSTANCE_HEADER, v);
+                }
+                r
+            }
+        }))
+        // Layers' own errors become Status objects; the outermost layer limits request
+        // bodies and drains what a handler left unread, so early errors keep the connection.
+        .layer(layers::StatusErrorsLayer)
+        .layer(layers::RequestBodyLayer::new())
+}
+
+async fn version() -> Response {
+    crate::api::json_response(200, crate::replication::handlers::version_document())
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -111,12 +200,30 @@ async fn ok() -> Response {
 }
 
 async fn readyz(State(state): State<AppState>, req: Request) -> Response {
-    let checks = [
-        ("ping", true),
-        ("seed-loaded", state.seed_loaded.load(Ordering::Acquire)),
-        ("replication-index-synced", state.index.is_synced()),
-    ];
-    let all = checks.iter().all(|(_, ok)| *ok);
+    let roles = state.roles;
+    let mut checks = vec![("ping".to_string(), true, String::new())];
+    if roles.shard {
+        let loaded = state.seed_loaded.load(Ordering::Acquire);
+        checks.push(("seed-loaded".into(), loaded, String::new()));
+    }
+    if roles.virtual_workspace || roles.shard {
+        checks.push((
+            "replication-index-synced".into(),
+            state.index.is_synced(),
+            String::new(),
+        ));
+        // Once synced, an outage keeps serving the last state: it shows, but stays ready.
+        if let Some(h) = state.index.source_health()
+            && h.source != "in-process"
+        {
+            let note = match h.outage {
+                None => format!("{} reachable", h.source),
+                Some(o) => format!("{} {o}; serving the last synced state", h.source),
+            };
+            checks.push(("cache-server".into(), state.index.is_synced(), note));
+        }
+    }
+    let all = checks.iter().all(|(_, ok, _)| *ok);
     let verbose = req.uri().query().is_some_and(|q| {
         q.split('&')
             .any(|p| p == "verbose" || p.starts_with("verbose="))
@@ -125,11 +232,21 @@ async fn readyz(State(state): State<AppState>, req: Request) -> Response {
         return text(StatusCode::OK, "ok".into());
     }
     let mut body = String::new();
-    for (name, ok) in checks {
-        if ok {
-            body.push_str(&format!("[+]{name} ok\n"));
+    for (name, ok, note) in checks {
+        let note = if note.is_empty() {
+            String::new()
         } else {
-            body.push_str(&format!("[-]{name} failed: reason withheld\n"));
+            format!(" ({note})")
+        };
+        if ok {
+            body.push_str(&format!("[+]{name} ok{note}\n"));
+        } else {
+            let note = if note.is_empty() {
+                ": reason withheld".to_string()
+            } else {
+                note
+            };
+            body.push_str(&format!("[-]{name} failed{note}\n"));
         }
     }
     if all {
@@ -150,33 +267,46 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         return Status::unauthorized().into_response();
     }
     let c = &state.index.counters;
-    let mut body = format!(
-        "# HELP replication_vw_invalid_objects_total Cached objects refused at ingest (failed to unwrap or validate).\n\
-         # TYPE replication_vw_invalid_objects_total counter\n\
-         replication_vw_invalid_objects_total {}\n\
-         # HELP replication_vw_store_events_total Store events applied to the virtual workspace index.\n\
-         # TYPE replication_vw_store_events_total counter\n\
-         replication_vw_store_events_total {}\n",
-        c.invalid_total.load(Ordering::Relaxed),
-        c.events_total.load(Ordering::Relaxed),
+    let snapshot = metrics::Snapshot {
+        invalid_objects: c.invalid_total.load(Ordering::Relaxed),
+        store_events: c.events_total.load(Ordering::Relaxed),
+        controllers: state
+            .controllers
+            .get()
+            .map(|ctl| (ctl.passes(), ctl.writes(), ctl.last_pass().as_secs_f64())),
+    };
+    let mut r = text(StatusCode::OK, state.metrics.render(&snapshot));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
-    if let Some(ctl) = state.controllers.get() {
-        body.push_str(&format!(
-            "# HELP replication_vw_controller_passes_total Passes of the local shard's controllers.\n\
-             # TYPE replication_vw_controller_passes_total counter\n\
-             replication_vw_controller_passes_total {}\n\
-             # HELP replication_vw_controller_writes_total Writes the controllers made (workspaces and cache).\n\
-             # TYPE replication_vw_controller_writes_total counter\n\
-             replication_vw_controller_writes_total {}\n\
-             # HELP replication_vw_controller_last_pass_seconds Duration of the last controller pass.\n\
-             # TYPE replication_vw_controller_last_pass_seconds gauge\n\
-             replication_vw_controller_last_pass_seconds {:.6}\n",
-            ctl.passes(),
-            ctl.writes(),
-            ctl.last_pass().as_secs_f64(),
-        ));
-    }
-    text(StatusCode::OK, body)
+    r
+}
+
+/// Where a role finds a remote cache server.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Kubeconfig naming the cache server, its CA and a client certificate.
+    pub kubeconfig: PathBuf,
+    /// Overrides the kubeconfig's server URL.
+    pub server: Option<String>,
+}
+
+/// Options every role shares: where it listens and keeps its certificates.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Listen address.
+    pub listen: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Static token file.
+    pub token_auth_file: Option<PathBuf>,
+    /// Base URL published in endpoint slices (and put in the serving certificate).
+    pub external_url: Option<String>,
+    /// Serving certificate and client CA flags.
+    pub tls: flags::TlsFlags,
+    /// Front-proxy (request-header) authentication flags.
+    pub front_proxy: flags::FrontProxyFlags,
 }
 
 /// Options of `replication-vw serve`.
@@ -192,6 +322,15 @@ pub struct ServeOptions {
     pub token_auth_file: Option<PathBuf>,
     /// Base URL published in endpoint slices.
     pub external_url: Option<String>,
+    /// Serving certificate and client CA flags.
+    pub tls: flags::TlsFlags,
+    /// Front-proxy flags.
+    pub front_proxy: flags::FrontProxyFlags,
+    /// A remote cache server: the process is then a shard writing into it (and a virtual
+    /// workspace reading from it) instead of the embedded all-in-one.
+    pub cache: Option<CacheOptions>,
+    /// This shard's name (`kcp.io/shard`, the cache URL's shard segment).
+    pub shard_name: String,
 }
 
 fn url_host(url: &str) -> Option<String> {
@@ -208,8 +347,21 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
-/// Run the embedded server until interrupted.
-pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+/// A bound listener with its TLS material, before any role is wired.
+struct Listening {
+    listener: tokio::net::TcpListener,
+    /// `https://<reachable address>`.
+    url: String,
+    /// What endpoint slices publish.
+    external_url: String,
+    data_dir: PathBuf,
+    pki: tls::Pki,
+    tls_config: tls::ServerTls,
+    authenticator: Authenticator,
+    kubeconfig: PathBuf,
+}
+
+async fn listen(opts: &ListenOptions) -> anyhow::Result<Listening> {
     use anyhow::Context;
     tls::install_crypto_provider();
     let listener = tokio::net::TcpListener::bind(&opts.listen)
@@ -222,11 +374,8 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     } else {
         addr
     };
-    let listen_url = format!("https://{reachable}");
-    let external_url = opts
-        .external_url
-        .clone()
-        .unwrap_or_else(|| listen_url.clone());
+    let url = format!("https://{reachable}");
+    let external_url = opts.external_url.clone().unwrap_or_else(|| url.clone());
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data directory {}", opts.data_dir.display()))?;
     let data_dir = opts
@@ -240,65 +389,210 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if let Some(h) = url_host(&external_url) {
         hosts.push(h);
     }
-    let pki = tls::ensure_pki(&data_dir, &hosts)?;
-    let kubeconfig = tls::write_admin_kubeconfig(&data_dir, &listen_url, &pki)?;
-    let tls_config = tls::server_config(&pki)?;
+    let serving = flags::prepare(&data_dir, &hosts, &opts.tls, &opts.front_proxy)?;
+    let kubeconfig = tls::write_admin_kubeconfig(&data_dir, &url, &serving.pki)?;
     let tokens = match &opts.token_auth_file {
         Some(p) => Some(authn::TokenFile::load(p)?),
         None => None,
     };
-    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
-    let index = Arc::new(Index::new());
-    let state = AppState::new(store.clone(), index.clone(), Authenticator::new(tokens));
-    let controllers = Arc::new(crate::controllers::Controllers::new(
-        state.workspaces.clone(),
-        store.clone(),
-        crate::seed::LOCAL_SHARD,
-        &external_url,
-    ));
-    let manifests = crate::seed::read_dirs(&opts.seeds)?;
-    let router = app(state.clone());
+    let authenticator = Authenticator::new(tokens).with_client_auth(serving.client_auth.clone());
+    Ok(Listening {
+        listener,
+        url,
+        external_url,
+        data_dir,
+        pki: serving.pki,
+        tls_config: serving.server_config,
+        authenticator,
+        kubeconfig,
+    })
+}
+
+/// Serve `state`'s routes on the listener until interrupted.
+async fn serve_until_interrupted(
+    l: Listening,
+    state: AppState,
+    ready: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let router = app(state);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tls::serve(listener, tls_config, router, async move {
+    let mut server = tokio::spawn(tls::serve(l.listener, l.tls_config, router, async move {
         let _ = stop_rx.await;
     }));
-    tracing::info!(url = %listen_url, kubeconfig = %kubeconfig.display(), "Serving.");
-    let summary = crate::seed::apply(&state.workspaces, manifests).await?;
-    let passes = controllers.settle(50).await?;
-    tokio::spawn(controllers.clone().run());
-    let _ = state.controllers.set(controllers.clone());
-    let contexts: Vec<(String, String)> = summary
-        .workspaces
-        .iter()
-        .map(|(cluster, path)| {
-            let name = if path.is_empty() { cluster } else { path };
-            (name.clone(), format!("{listen_url}/clusters/{name}"))
-        })
-        .collect();
-    let kubeconfig = tls::write_admin_kubeconfig_with(&data_dir, &listen_url, &pki, &contexts)?;
-    state.seed_loaded.store(true, Ordering::Release);
-    tracing::info!(
-        objects = summary.written,
-        workspaces = summary.workspaces.len(),
-        controller_passes = passes,
-        "Seed applied."
-    );
-    tokio::spawn(index.clone().run(store.clone()));
-    while !index.is_synced() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    tracing::info!(url = %l.url, kubeconfig = %l.kubeconfig.display(), "Serving.");
+    tokio::select! {
+        r = ready => r?,
+        r = &mut server => { r??; return Ok(()); }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("Interrupted; shutting down.");
+            let _ = stop_tx.send(());
+            return Ok(());
+        }
     }
-    // Let the index take in the seed's events before describing the endpoints.
-    let target = store.revision().await.unwrap_or(0);
-    while index.read().revision < target {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    log_endpoints(&index, &kubeconfig);
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("Interrupted; shutting down."),
         r = server => { r??; }
     }
     let _ = stop_tx.send(());
     Ok(())
+}
+
+use std::future::Future;
+
+/// A connection to the remote cache server of `--cache-kubeconfig`.
+fn cache_connection(cache: &CacheOptions) -> anyhow::Result<crate::cache_client::Connection> {
+    tls::install_crypto_provider();
+    Ok(crate::cache_client::Connection::from_kubeconfig(
+        &cache.kubeconfig,
+        cache.server.as_deref(),
+    )?)
+}
+
+/// `replication-vw cache-server`: the cache server API alone, over an in-memory store.
+pub async fn run_cache_server(opts: ListenOptions) -> anyhow::Result<()> {
+    let l = listen(&opts).await?;
+    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+    let mut state = AppState::new(store, Arc::new(Index::new()), l.authenticator.clone());
+    state.roles = Roles::CACHE_SERVER;
+    tracing::info!(
+        kubeconfig = %l.kubeconfig.display(),
+        "Cache server: shards and virtual workspaces reach it with this kubeconfig (--cache-kubeconfig)."
+    );
+    serve_until_interrupted(l, state, async { Ok(()) }).await
+}
+
+/// `replication-vw virtual-workspace`: the Replication virtual workspace alone, reading
+/// everything it serves from the remote cache server. Keeps no API data of its own.
+pub async fn run_virtual_workspace(opts: ListenOptions, cache: CacheOptions) -> anyhow::Result<()> {
+    let conn = cache_connection(&cache)?;
+    let l = listen(&opts).await?;
+    let index = Arc::new(Index::new());
+    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+    let mut state = AppState::new(store, index.clone(), l.authenticator.clone());
+    state.roles = Roles::VIRTUAL_WORKSPACE;
+    tracing::info!(cache = %conn.base, "Reading the cache server.");
+    tokio::spawn(index.run(Arc::new(crate::cache_client::HttpsRead::new(conn))));
+    serve_until_interrupted(l, state, async { Ok(()) }).await
+}
+
+/// Run `serve` until interrupted: the embedded all-in-one (cache server, shard and virtual
+/// workspace in one process), or, with a cache kubeconfig, a shard writing into that remote
+/// cache server plus a virtual workspace reading from it.
+pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let remote = match &opts.cache {
+        Some(c) => Some(cache_connection(c)?),
+        None => None,
+    };
+    let l = listen(&ListenOptions {
+        listen: opts.listen.clone(),
+        data_dir: opts.data_dir.clone(),
+        token_auth_file: opts.token_auth_file.clone(),
+        external_url: opts.external_url.clone(),
+        tls: opts.tls.clone(),
+        front_proxy: opts.front_proxy.clone(),
+    })
+    .await?;
+    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+    let index = Arc::new(Index::new());
+    let mut state = AppState::new(store.clone(), index.clone(), l.authenticator.clone());
+    let (writer, reader): (
+        Arc<dyn crate::cache_client::CacheWrite>,
+        Arc<dyn crate::cache_client::CacheRead>,
+    ) = match remote {
+        Some(conn) => {
+            state.roles = Roles::SHARD;
+            state
+                .workspaces
+                .set_elsewhere(Arc::new(crate::cache_client::HttpsWrite::new(conn.clone())));
+            tracing::info!(cache = %conn.base, shard = %opts.shard_name, "Shard writing to a remote cache server.");
+            (
+                Arc::new(crate::cache_client::HttpsWrite::new(conn.clone())),
+                Arc::new(crate::cache_client::HttpsRead::new(conn)),
+            )
+        }
+        None => (
+            Arc::new(crate::cache_server::local::LocalWrite(store.clone())),
+            Arc::new(crate::cache_client::StoreRead(store.clone())),
+        ),
+    };
+    let remote = state.roles != Roles::ALL;
+    let controllers = Arc::new(crate::controllers::Controllers::new(
+        state.workspaces.clone(),
+        writer,
+        &opts.shard_name,
+        &l.external_url,
+    ));
+    let manifests = crate::seed::read_dirs(&opts.seeds)?;
+    let (url, data_dir, pki) = (l.url.clone(), l.data_dir.clone(), l.pki.clone());
+    let router_state = state.clone();
+    let ready = async move {
+        let summary = crate::seed::apply(&state.workspaces, manifests).await?;
+        // A remote cache may be down: the controllers then keep retrying in the background.
+        let passes = match controllers.settle(50).await {
+            Ok(p) => p,
+            Err(e) if remote => {
+                tracing::warn!(error = %e, "The cache server is not reachable yet; retrying in the background.");
+                0
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tokio::spawn(controllers.clone().run());
+        let _ = state.controllers.set(controllers.clone());
+        let contexts: Vec<(String, String)> = summary
+            .workspaces
+            .iter()
+            .map(|(cluster, path)| {
+                let name = if path.is_empty() { cluster } else { path };
+                (name.clone(), format!("{url}/clusters/{name}"))
+            })
+            .collect();
+        let kubeconfig = tls::write_admin_kubeconfig_with(&data_dir, &url, &pki, &contexts)?;
+        state.seed_loaded.store(true, Ordering::Release);
+        tracing::info!(
+            objects = summary.written,
+            workspaces = summary.workspaces.len(),
+            controller_passes = passes,
+            "Seed applied."
+        );
+        // A relist (a cache that restarted empty, an expired watch) makes the controllers
+        // write everything back at once rather than at their next resync.
+        // Another shard's bindings, exports or Shard object change what this shard publishes
+        // (endpoint URLs, binding status): those events wake the controllers too.
+        let mut relists = index.relists();
+        // Embedded, there is no other shard: the shard's own writes would only wake it again.
+        let mut catalog = remote.then(|| index.catalog_changes());
+        let trigger = controllers.clone();
+        tokio::spawn(async move {
+            relists.borrow_and_update();
+            loop {
+                let foreign = async {
+                    match catalog.as_mut() {
+                        Some(c) => c.changed().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = relists.changed() => if r.is_err() { break },
+                    r = foreign => if r.is_err() { break },
+                }
+                trigger.trigger();
+            }
+        });
+        tokio::spawn(index.clone().run(reader));
+        if !remote {
+            while !index.is_synced() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            // Let the index take in the seed's events before describing the endpoints.
+            let target = store.revision().await.unwrap_or(0);
+            let _ = index
+                .wait_for_revision(target, std::time::Duration::from_secs(10))
+                .await;
+            log_endpoints(&index, &kubeconfig);
+        }
+        Ok(())
+    };
+    serve_until_interrupted(l, router_state, ready).await
 }
 
 /// Log a ready-to-paste kubectl command per endpoint slice URL and bound consumer.

@@ -3,6 +3,12 @@
 //! admin kubeconfig, the rustls server configuration (optional client certificates verified
 //! against the CA), and the accept loop that runs each connection's handshake in its own task and
 //! hands the verified client-certificate identity to the axum router as a request extension.
+//!
+//! [`prepare`] applies kube-apiserver's TLS and front-proxy flags ([`crate::server::flags`]) on
+//! top of the generated PKI: a given serving certificate, a given client CA bundle, and a
+//! request-header CA whose allowed names are front proxies. Each connection's certificate is then
+//! checked against the client CA (a user: CN, O) and the request-header CA (a front proxy: CN)
+//! separately, and [`PeerIdentity`] records both answers.
 
 use std::fmt;
 use std::future::Future;
@@ -25,7 +31,8 @@ use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,7 +44,8 @@ use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::x509::X509Name;
 
-use crate::server::authn::UserInfo;
+use crate::server::authn::{AuthnError, RequestHeaders, UserInfo};
+use crate::server::flags::{FrontProxyFlags, TlsFlags};
 
 /// CA certificate file name in the data directory.
 pub const CA_CERT_FILE: &str = "ca.crt";
@@ -91,6 +99,10 @@ pub struct Pki {
     pub admin_cert_pem: String,
     /// Admin client private key.
     pub admin_key_pem: String,
+    /// CA certificate(s) clients use to verify the serving certificate: the admin kubeconfig's
+    /// `certificate-authority-data`. The generated CA, unless [`prepare`] serves a
+    /// `--tls-cert-file` that does not chain to it.
+    pub serving_ca_pem: String,
 }
 
 impl fmt::Debug for Pki {
@@ -99,6 +111,7 @@ impl fmt::Debug for Pki {
             .field("ca_cert_pem", &self.ca_cert_pem)
             .field("serving_cert_pem", &self.serving_cert_pem)
             .field("admin_cert_pem", &self.admin_cert_pem)
+            .field("serving_ca_pem", &self.serving_ca_pem)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +150,14 @@ pub enum TlsError {
     /// A requested host is neither an IP address nor a valid DNS name.
     #[error("invalid host {0:?} for the serving certificate")]
     InvalidHost(String),
+    /// A command-line flag is missing its companion or has an unusable value.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag, e.g. `--tls-cert-file`.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TlsError + 'a {
@@ -236,6 +257,7 @@ pub fn ensure_pki(data_dir: &Path, extra_hosts: &[String]) -> Result<Pki, TlsErr
     )?;
 
     Ok(Pki {
+        serving_ca_pem: ca.cert_pem.clone(),
         ca_cert_pem: ca.cert_pem,
         ca_key_pem: ca.key_pem,
         serving_cert_pem: serving.0,
@@ -570,8 +592,8 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), TlsError>
 }
 
 /// Writes `<data_dir>/admin.kubeconfig` (mode 0600): cluster `replication-vw` with
-/// `server: <server_url>` and the CA inline, user `admin` with the client certificate and key
-/// inline, context `admin` as current-context. Returns its path.
+/// `server: <server_url>` and the serving CA ([`Pki::serving_ca_pem`]) inline, user `admin` with
+/// the client certificate and key inline, context `admin` as current-context. Returns its path.
 pub fn write_admin_kubeconfig(
     data_dir: &Path,
     server_url: &str,
@@ -591,7 +613,7 @@ pub fn write_admin_kubeconfig_with(
     // A JSON string is a valid YAML double-quoted scalar.
     let quote = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
     let server = quote(server_url);
-    let ca = BASE64_STANDARD.encode(&pki.ca_cert_pem);
+    let ca = BASE64_STANDARD.encode(&pki.serving_ca_pem);
     let cert = BASE64_STANDARD.encode(&pki.admin_cert_pem);
     let key = BASE64_STANDARD.encode(&pki.admin_key_pem);
     let mut clusters = format!(
@@ -638,17 +660,18 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(&ca)?), provider.clone())
             .allow_unauthenticated()
             .build()?;
-    let chain = CertificateDer::pem_slice_iter(pki.serving_cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| parse_error("serving certificate", e))?;
-    if chain.is_empty() {
-        return Err(parse_error(
-            "serving certificate",
-            "no PEM certificate found",
-        ));
-    }
+    let chain = certificates(&pki.serving_cert_pem, "serving certificate")?;
     let key = PrivateKeyDer::from_pem_slice(pki.serving_key_pem.as_bytes())
         .map_err(|e| parse_error("serving key", e))?;
+    build_server_config(provider, verifier, chain, key)
+}
+
+fn build_server_config(
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -657,49 +680,409 @@ pub fn server_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// Every certificate of a PEM text, in order; at least one.
+fn certificates(
+    pem: &str,
+    what: impl fmt::Display,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| parse_error(&what, e))?;
+    if chain.is_empty() {
+        return Err(parse_error(what, "no PEM certificate found"));
+    }
+    Ok(chain)
+}
+
+fn certificate_pem(der: &CertificateDer<'_>) -> String {
+    let b64 = BASE64_STANDARD.encode(der.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// The serving side of the process, from [`prepare`]: the PKI (for
+/// [`write_admin_kubeconfig_with`]), what [`serve`] takes, and how client certificates map to
+/// users and front proxies (for [`crate::server::authn::Authenticator::with_client_auth`]).
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The generated PKI, with the serving certificate, key and serving CA replaced as the flags
+    /// ask.
+    pub pki: Pki,
+    /// The rustls configuration with its [`ClientAuth`]: `tls::serve(listener,
+    /// serving.server_config, ..)`.
+    pub server_config: ServerTls,
+    /// Which client certificates are users and which are front proxies, and the front proxies'
+    /// request headers.
+    pub client_auth: ClientAuth,
+}
+
+/// What [`serve`] needs: the rustls configuration and how to read a connection's client
+/// certificate. From a [`Serving`], or from a bare [`server_config`] (whose handshake trusts only
+/// the generated CA, so every verified certificate is a user).
+///
+/// The rustls configuration of a [`prepare`]d server is deliberately not available on its own:
+/// its handshake accepts the request-header CA's certificates too, and only its [`ClientAuth`]
+/// tells those apart from users.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+    client_auth: ClientAuth,
+}
+
+impl From<Arc<rustls::ServerConfig>> for ServerTls {
+    fn from(config: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            config,
+            client_auth: ClientAuth::default(),
+        }
+    }
+}
+
+impl From<&Serving> for ServerTls {
+    fn from(serving: &Serving) -> Self {
+        serving.server_config.clone()
+    }
+}
+
+impl From<Serving> for ServerTls {
+    fn from(serving: Serving) -> Self {
+        serving.server_config
+    }
+}
+
+/// How a connection's client certificate becomes a [`PeerIdentity`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientAuth {
+    client_ca: ClientCa,
+    front_proxy: Option<Arc<FrontProxy>>,
+}
+
+#[derive(Debug, Clone, Default)]
+enum ClientCa {
+    /// The handshake's verifier trusts only the client CA: every verified certificate is a user.
+    #[default]
+    Handshake,
+    /// The handshake also accepts other CAs; users are the certificates this verifier accepts.
+    Verifier(Arc<dyn ClientCertVerifier>),
+}
+
+#[derive(Debug)]
+struct FrontProxy {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// Empty: any common name.
+    allowed_names: Vec<String>,
+    headers: RequestHeaders,
+}
+
+impl ClientAuth {
+    /// The identity in a certificate chain the TLS handshake accepted (leaf first): a user
+    /// (CN = name, O = groups) when it chains to the client CA, a front proxy (its CN) when it
+    /// chains to the request-header CA and its CN is an allowed name (any, when none are listed).
+    pub fn identify(&self, chain: &[CertificateDer<'_>]) -> PeerIdentity {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return PeerIdentity::default();
+        };
+        let now = UnixTime::now();
+        let user = match &self.client_ca {
+            ClientCa::Handshake => PeerIdentity::from_certificate(leaf.as_ref()).user,
+            ClientCa::Verifier(verifier) => verifier
+                .verify_client_cert(leaf, intermediates, now)
+                .ok()
+                .and_then(|_| PeerIdentity::from_certificate(leaf.as_ref()).user),
+        };
+        let front_proxy = self.front_proxy.as_ref().and_then(|proxy| {
+            proxy
+                .verifier
+                .verify_client_cert(leaf, intermediates, now)
+                .ok()?;
+            let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+            let name = common_name(cert.subject()).to_owned();
+            (proxy.allowed_names.is_empty() || proxy.allowed_names.contains(&name)).then_some(name)
+        });
+        PeerIdentity { user, front_proxy }
+    }
+
+    /// The front proxies' request headers; `None` when no request-header CA is configured.
+    pub fn request_headers(&self) -> Option<&RequestHeaders> {
+        self.front_proxy.as_ref().map(|proxy| &proxy.headers)
+    }
+}
+
+/// The PKI of [`ensure_pki`] with kube-apiserver's TLS and front-proxy flags applied, and the
+/// rustls configuration serving it:
+///
+/// - `--tls-cert-file`/`--tls-private-key-file` (both or neither) replace the serving certificate;
+///   the kubeconfig's CA ([`Pki::serving_ca_pem`]) stays the generated CA when that certificate
+///   chains to it, otherwise becomes the last certificate of the file. A warning names requested
+///   hosts it does not cover.
+/// - `--client-ca-file` replaces the generated CA for client certificates; a warning says so
+///   when the bundle does not accept the generated admin certificate.
+/// - `--requestheader-client-ca-file` makes certificates of that CA whose CN is in
+///   `--requestheader-allowed-names` (any CN when empty) front proxies whose request headers name
+///   the user; such a certificate is a user itself only if the client CA accepts it too.
+///
+/// Client certificates stay optional, so bearer tokens and anonymous callers still connect.
+pub fn prepare(
+    data_dir: &Path,
+    hosts: &[String],
+    tls: &TlsFlags,
+    front_proxy: &FrontProxyFlags,
+) -> Result<Serving, TlsError> {
+    let provider = ring_provider();
+    let mut pki = ensure_pki(data_dir, hosts)?;
+    let generated_ca = first_certificate(&pki.ca_cert_pem, "CA certificate")?;
+    let generated_roots = root_store(&generated_ca)?;
+
+    match (&tls.tls_cert_file, &tls.tls_private_key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let cert_pem = read_required(cert_path, "--tls-cert-file")?;
+            let key_pem = read_required(key_path, "--tls-private-key-file")?;
+            let chain = certificates(&cert_pem, cert_path.display())?;
+            let (leaf, intermediates) = chain
+                .split_first()
+                .ok_or_else(|| parse_error(cert_path.display(), "no PEM certificate found"))?;
+            let parsed = ParsedCertificate::try_from(leaf)
+                .map_err(|e| parse_error(cert_path.display(), e))?;
+            let chains_to_generated = rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &parsed,
+                &generated_roots,
+                intermediates,
+                UnixTime::now(),
+                provider.signature_verification_algorithms.all,
+            )
+            .is_ok();
+            let uncovered: Vec<String> = serving_hosts(hosts)?
+                .into_iter()
+                .filter(|(_, name)| rustls::client::verify_server_name(&parsed, name).is_err())
+                .map(|(host, _)| host)
+                .collect();
+            if !uncovered.is_empty() {
+                tracing::warn!(
+                    path = %cert_path.display(),
+                    hosts = %uncovered.join(","),
+                    "--tls-cert-file does not cover these hosts; clients connecting by them will refuse it"
+                );
+            }
+            pki.serving_ca_pem = if chains_to_generated {
+                pki.ca_cert_pem.clone()
+            } else {
+                certificate_pem(intermediates.last().unwrap_or(leaf))
+            };
+            pki.serving_cert_pem = cert_pem;
+            pki.serving_key_pem = key_pem;
+        }
+        (None, None) => {}
+        (Some(_), None) => {
+            return Err(TlsError::Flag {
+                flag: "--tls-cert-file",
+                message: "needs --tls-private-key-file".to_owned(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(TlsError::Flag {
+                flag: "--tls-private-key-file",
+                message: "needs --tls-cert-file".to_owned(),
+            });
+        }
+    }
+
+    let client_roots = match &tls.client_ca_file {
+        Some(path) => ca_bundle(path, "--client-ca-file")?,
+        None => generated_roots,
+    };
+    let client_verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(client_roots.clone()),
+        provider.clone(),
+    )
+    .build()?;
+    if let Some(path) = &tls.client_ca_file {
+        let admin = first_certificate(&pki.admin_cert_pem, ADMIN_CERT_FILE)?;
+        if client_verifier
+            .verify_client_cert(&admin, &[], UnixTime::now())
+            .is_err()
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "--client-ca-file does not trust the generated CA; the admin kubeconfig's client certificate will not authenticate"
+            );
+        }
+    }
+
+    let mut handshake_roots = client_roots;
+    let front_proxy = match &front_proxy.requestheader_client_ca_file {
+        Some(path) => {
+            let roots = ca_bundle(path, "--requestheader-client-ca-file")?;
+            let headers = RequestHeaders::new(
+                &front_proxy.requestheader_username_headers,
+                &front_proxy.requestheader_group_headers,
+                &front_proxy.requestheader_extra_headers_prefix,
+            )
+            .map_err(|e| {
+                let named = |list: &[String]| match &e {
+                    AuthnError::InvalidHeaderName { name, .. } => list.contains(name),
+                    _ => false,
+                };
+                let flag = if named(&front_proxy.requestheader_group_headers) {
+                    "--requestheader-group-headers"
+                } else if named(&front_proxy.requestheader_extra_headers_prefix) {
+                    "--requestheader-extra-headers-prefix"
+                } else {
+                    "--requestheader-username-headers"
+                };
+                TlsError::Flag {
+                    flag,
+                    message: e.to_string(),
+                }
+            })?;
+            for anchor in &roots.roots {
+                if !handshake_roots.roots.contains(anchor) {
+                    handshake_roots.roots.push(anchor.clone());
+                }
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()?;
+            let allowed_names = front_proxy
+                .requestheader_allowed_names
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect();
+            Some(Arc::new(FrontProxy {
+                verifier,
+                allowed_names,
+                headers,
+            }))
+        }
+        None => {
+            if !front_proxy.requestheader_allowed_names.is_empty() {
+                tracing::warn!(
+                    "--requestheader-allowed-names has no effect without --requestheader-client-ca-file"
+                );
+            }
+            None
+        }
+    };
+
+    let handshake_verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(handshake_roots), provider.clone())
+            .allow_unauthenticated()
+            .build()?;
+    let chain = certificates(&pki.serving_cert_pem, "serving certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(pki.serving_key_pem.as_bytes()).map_err(|e| {
+        parse_error(
+            tls.tls_private_key_file
+                .as_ref()
+                .map_or("serving key".to_owned(), |p| p.display().to_string()),
+            e,
+        )
+    })?;
+    let server_config =
+        build_server_config(provider, handshake_verifier, chain, key).map_err(|e| {
+            match (&tls.tls_cert_file, e) {
+                (Some(path), TlsError::Rustls(e)) => parse_error(path.display(), e),
+                (_, e) => e,
+            }
+        })?;
+    let client_auth = ClientAuth {
+        client_ca: ClientCa::Verifier(client_verifier),
+        front_proxy,
+    };
+    Ok(Serving {
+        pki,
+        server_config: ServerTls {
+            config: server_config,
+            client_auth: client_auth.clone(),
+        },
+        client_auth,
+    })
+}
+
+/// A file a flag names; it must exist.
+fn read_required(path: &Path, flag: &'static str) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|e| TlsError::Flag {
+        flag,
+        message: format!("reading {}: {e}", path.display()),
+    })
+}
+
+/// Every certificate of a PEM bundle as trust anchors; at least one.
+fn ca_bundle(path: &Path, flag: &'static str) -> Result<RootCertStore, TlsError> {
+    let text = read_required(path, flag)?;
+    let mut roots = RootCertStore::empty();
+    for der in certificates(&text, path.display())? {
+        roots.add(der).map_err(|e| parse_error(path.display(), e))?;
+    }
+    Ok(roots)
+}
+
+fn common_name<'a>(name: &'a X509Name<'_>) -> &'a str {
+    name.iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+}
+
 /// Install the ring provider as the process default once (idempotent; "already installed" is
 /// ignored). Needed before building reqwest clients with `rustls-no-provider`.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Identity taken from a verified client certificate: CN = user, all O = groups (in order).
-/// `None` when no certificate was presented or its CN is empty.
-#[derive(Debug, Clone, Default)]
-pub struct PeerIdentity(pub Option<UserInfo>);
+/// Who the connection's client certificate says the caller is, as a request extension.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The user of a certificate the client CA accepted: CN = name, all O = groups (in order).
+    /// `None` without such a certificate or when its CN is empty.
+    pub user: Option<UserInfo>,
+    /// The CN of a certificate the request-header CA accepted and whose CN is an allowed
+    /// front-proxy name: the request's `X-Remote-*` headers name the user.
+    pub front_proxy: Option<String>,
+}
 
 impl PeerIdentity {
-    /// The identity in a DER certificate (already verified by the TLS layer).
+    /// A caller authenticated as `user` by a client certificate.
+    pub fn from_user(user: UserInfo) -> Self {
+        Self {
+            user: Some(user),
+            front_proxy: None,
+        }
+    }
+
+    /// The user in a DER certificate already verified against the client CA.
     pub fn from_certificate(der: &[u8]) -> Self {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-            return Self(None);
+            return Self::default();
         };
         let subject = cert.subject();
-        let name = subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or_default();
+        let name = common_name(subject);
         if name.is_empty() {
-            return Self(None);
+            return Self::default();
         }
         let groups = subject
             .iter_organization()
             .filter_map(|o| o.as_str().ok())
             .map(str::to_owned)
             .collect();
-        Self(Some(UserInfo {
+        Self::from_user(UserInfo {
             name: name.to_owned(),
-            uid: String::new(),
             groups,
-        }))
+            ..UserInfo::default()
+        })
     }
 }
 
 /// Accept loop. Each TCP connection gets its own task that runs the TLS handshake (so a slow
 /// handshake never blocks accepting; handshakes not done within 10 s are dropped), reads the
-/// verified client certificate into a [`PeerIdentity`] request extension, and serves `app` with
-/// hyper-util's auto (HTTP/1.1 + HTTP/2) builder with upgrades.
+/// verified client certificate into a [`PeerIdentity`] request extension (with
+/// [`ClientAuth::identify`]), and serves `app` with hyper-util's auto (HTTP/1.1 + HTTP/2) builder
+/// with upgrades. `tls` is [`Serving::server_config`] (or the whole [`Serving`]) from
+/// [`prepare`], or a configuration from [`server_config`].
 ///
 /// When `shutdown` resolves the listener stops accepting and this function returns at once.
 /// Connections still open are then told to finish gracefully (HTTP/2 GOAWAY, HTTP/1.1 closes
@@ -708,11 +1091,15 @@ impl PeerIdentity {
 /// Handshakes still in progress at shutdown are dropped.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl Into<ServerTls>,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let ServerTls {
+        config,
+        client_auth,
+    } = tls.into();
+    let acceptor = TlsAcceptor::from(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -725,6 +1112,7 @@ pub async fn serve(
             Ok((tcp, remote)) => {
                 tokio::spawn(serve_connection(
                     acceptor.clone(),
+                    client_auth.clone(),
                     tcp,
                     remote,
                     app.clone(),
@@ -766,6 +1154,7 @@ fn is_per_connection_error(e: &io::Error) -> bool {
 
 async fn serve_connection(
     acceptor: TlsAcceptor,
+    client_auth: ClientAuth,
     tcp: TcpStream,
     remote: std::net::SocketAddr,
     app: axum::Router,
@@ -788,12 +1177,12 @@ async fn serve_connection(
             }
         },
     };
+    // Checked on every connection (resumed sessions included), not remembered from a handshake.
     let peer = stream
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|leaf| PeerIdentity::from_certificate(leaf.as_ref()))
+        .map(|chain| client_auth.identify(chain))
         .unwrap_or_default();
     let service = ServiceBuilder::new().layer(Extension(peer)).service(app);
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -882,7 +1271,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = ensure_pki(dir.path(), &[]).expect("pki");
         let id = PeerIdentity::from_certificate(leaf(&pki.admin_cert_pem).as_ref());
-        let user = id.0.expect("identity");
+        let user = id.user.expect("identity");
         assert_eq!(user.name, "admin");
         assert_eq!(user.groups, vec!["system:masters"]);
     }
@@ -1011,7 +1400,7 @@ mod tests {
     }
 
     async fn whoami(Extension(peer): Extension<PeerIdentity>) -> String {
-        match peer.0 {
+        match peer.user {
             Some(user) => format!("{}|{}", user.name, user.groups.join(",")),
             None => "anonymous".to_owned(),
         }
@@ -1112,6 +1501,519 @@ mod tests {
             result.is_err(),
             "foreign client certificate must be refused"
         );
+        server.abort();
+    }
+
+    /// A CA of the test's own, outside the data directory.
+    struct TestCa {
+        pem: String,
+        der: CertificateDer<'static>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl TestCa {
+        fn new(common_name: &str) -> Self {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::default();
+            params.distinguished_name = distinguished_name(common_name, &[]);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let cert = params.self_signed(&key).expect("self-signed CA");
+            Self {
+                pem: cert.pem(),
+                der: cert.der().clone(),
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// (certificate PEM, key PEM) of a client certificate with this CN and O.
+        fn client(&self, common_name: &str, organizations: &[&str]) -> (String, String) {
+            let mut params = CertificateParams::default();
+            params.distinguished_name = distinguished_name(common_name, organizations);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            self.sign(params)
+        }
+
+        fn server(&self, hosts: &[&str]) -> (String, String) {
+            let names = hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+            let mut params = CertificateParams::new(names).expect("SANs");
+            params.distinguished_name = distinguished_name("external-serving", &[]);
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            self.sign(params)
+        }
+
+        fn sign(&self, mut params: CertificateParams) -> (String, String) {
+            params.use_authority_key_identifier_extension = true;
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &self.issuer).expect("signed");
+            (cert.pem(), key.serialize_pem())
+        }
+    }
+
+    fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).expect("write test file");
+        path
+    }
+
+    fn chain(pem: &str) -> Vec<CertificateDer<'static>> {
+        certificates(pem, "test").expect("certificates")
+    }
+
+    fn front_proxy_flags(ca: &Path, allowed: &[&str]) -> FrontProxyFlags {
+        FrontProxyFlags {
+            requestheader_client_ca_file: Some(ca.to_path_buf()),
+            requestheader_allowed_names: allowed.iter().map(|n| (*n).to_owned()).collect(),
+            ..FrontProxyFlags::default()
+        }
+    }
+
+    #[test]
+    fn a_front_proxy_name_not_in_allowed_names_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proxies = TestCa::new("front-proxy-ca");
+        let ca_file = write(dir.path(), "front-proxy-ca.crt", &proxies.pem);
+        let serving = prepare(
+            &dir.path().join("data"),
+            &[],
+            &TlsFlags::default(),
+            &front_proxy_flags(&ca_file, &["front-proxy", "aggregator"]),
+        )
+        .expect("prepare");
+        let (allowed, _) = proxies.client("aggregator", &[]);
+        assert_eq!(
+            serving.client_auth.identify(&chain(&allowed)),
+            PeerIdentity {
+                user: None,
+                front_proxy: Some("aggregator".to_owned()),
+            }
+        );
+        let (other, _) = proxies.client("intruder", &["system:masters"]);
+        assert_eq!(
+            serving.client_auth.identify(&chain(&other)),
+            PeerIdentity::default()
+        );
+    }
+
+    #[test]
+    fn empty_allowed_names_accepts_any_name_signed_by_the_requestheader_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proxies = TestCa::new("front-proxy-ca");
+        let ca_file = write(dir.path(), "front-proxy-ca.crt", &proxies.pem);
+        let serving = prepare(
+            &dir.path().join("data"),
+            &[],
+            &TlsFlags::default(),
+            &front_proxy_flags(&ca_file, &[]),
+        )
+        .expect("prepare");
+        let (any, _) = proxies.client("whatever-proxy", &["system:masters"]);
+        let id = serving.client_auth.identify(&chain(&any));
+        assert_eq!(id.front_proxy.as_deref(), Some("whatever-proxy"));
+        assert_eq!(
+            id.user, None,
+            "a front-proxy certificate not signed by the client CA is no user by itself"
+        );
+        let (stranger, _) = TestCa::new("other-ca").client("whatever-proxy", &[]);
+        assert_eq!(
+            serving.client_auth.identify(&chain(&stranger)),
+            PeerIdentity::default()
+        );
+        assert!(serving.client_auth.request_headers().is_some());
+    }
+
+    #[test]
+    fn a_certificate_trusted_by_both_cas_is_a_user_and_a_front_proxy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let pki = ensure_pki(&data, &[]).expect("pki");
+        let serving = prepare(
+            &data,
+            &[],
+            &TlsFlags::default(),
+            &front_proxy_flags(&data.join(CA_CERT_FILE), &[]),
+        )
+        .expect("prepare");
+        let id = serving.client_auth.identify(&chain(&pki.admin_cert_pem));
+        assert_eq!(id.front_proxy.as_deref(), Some("admin"));
+        assert_eq!(id.user.map(|u| u.name).as_deref(), Some("admin"));
+    }
+
+    #[test]
+    fn without_front_proxy_flags_the_generated_ca_makes_users_and_no_front_proxies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let serving = prepare(
+            dir.path(),
+            &[],
+            &TlsFlags::default(),
+            &FrontProxyFlags::default(),
+        )
+        .expect("prepare");
+        assert_eq!(serving.pki.serving_ca_pem, serving.pki.ca_cert_pem);
+        assert!(serving.client_auth.request_headers().is_none());
+        let id = serving
+            .client_auth
+            .identify(&chain(&serving.pki.admin_cert_pem));
+        assert_eq!(
+            id,
+            PeerIdentity::from_certificate(leaf(&serving.pki.admin_cert_pem).as_ref())
+        );
+        assert_eq!(id.front_proxy, None);
+    }
+
+    #[test]
+    fn client_ca_file_replaces_the_generated_ca_for_client_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clients = TestCa::new("clients-ca");
+        let bundle = write(dir.path(), "clients.crt", &clients.pem);
+        let tls = TlsFlags {
+            client_ca_file: Some(bundle),
+            ..TlsFlags::default()
+        };
+        let serving = prepare(
+            &dir.path().join("data"),
+            &[],
+            &tls,
+            &FrontProxyFlags::default(),
+        )
+        .expect("prepare");
+        let (bob, _) = clients.client("bob", &["team-b"]);
+        let user = serving
+            .client_auth
+            .identify(&chain(&bob))
+            .user
+            .expect("bob is a user");
+        assert_eq!(
+            (user.name.as_str(), user.groups),
+            ("bob", vec!["team-b".to_owned()])
+        );
+        assert_eq!(
+            serving
+                .client_auth
+                .identify(&chain(&serving.pki.admin_cert_pem)),
+            PeerIdentity::default(),
+            "the generated admin certificate is not trusted by this bundle"
+        );
+    }
+
+    #[test]
+    fn a_client_ca_bundle_that_includes_the_generated_ca_keeps_the_admin_certificate_working() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let pki = ensure_pki(&data, &[]).expect("pki");
+        let clients = TestCa::new("clients-ca");
+        let bundle = write(
+            dir.path(),
+            "clients.crt",
+            &format!("{}{}", clients.pem, pki.ca_cert_pem),
+        );
+        let tls = TlsFlags {
+            client_ca_file: Some(bundle),
+            ..TlsFlags::default()
+        };
+        let serving = prepare(&data, &[], &tls, &FrontProxyFlags::default()).expect("prepare");
+        for (cert, name) in [
+            (pki.admin_cert_pem.clone(), "admin"),
+            (clients.client("bob", &[]).0, "bob"),
+        ] {
+            let id = serving.client_auth.identify(&chain(&cert));
+            assert_eq!(id.user.map(|u| u.name).as_deref(), Some(name));
+        }
+    }
+
+    #[test]
+    fn tls_cert_file_signed_by_the_generated_ca_keeps_the_generated_ca_in_the_kubeconfig() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let pki = ensure_pki(&data, &[]).expect("pki");
+        let tls = TlsFlags {
+            tls_cert_file: Some(write(dir.path(), "own.crt", &pki.serving_cert_pem)),
+            tls_private_key_file: Some(write(dir.path(), "own.key", &pki.serving_key_pem)),
+            client_ca_file: None,
+        };
+        let serving = prepare(&data, &[], &tls, &FrontProxyFlags::default()).expect("prepare");
+        assert_eq!(serving.pki.serving_ca_pem, pki.ca_cert_pem);
+    }
+
+    #[test]
+    fn tls_cert_file_without_a_key_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls = TlsFlags {
+            tls_cert_file: Some(dir.path().join("serving.crt")),
+            ..TlsFlags::default()
+        };
+        let err =
+            prepare(dir.path(), &[], &tls, &FrontProxyFlags::default()).expect_err("must fail");
+        assert!(
+            err.to_string().contains("needs --tls-private-key-file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_the_tls_cert_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let external = TestCa::new("external-ca");
+        let (cert, _) = external.server(&["localhost"]);
+        let (_, other_key) = external.server(&["localhost"]);
+        let cert_file = write(dir.path(), "tls.crt", &cert);
+        let tls = TlsFlags {
+            tls_cert_file: Some(cert_file.clone()),
+            tls_private_key_file: Some(write(dir.path(), "tls.key", &other_key)),
+            client_ca_file: None,
+        };
+        let err = prepare(
+            &dir.path().join("data"),
+            &[],
+            &tls,
+            &FrontProxyFlags::default(),
+        )
+        .expect_err("must fail");
+        assert!(
+            err.to_string().contains(&cert_file.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_requestheader_ca_file_or_a_bad_header_name_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope.crt");
+        let err = prepare(
+            &dir.path().join("data"),
+            &[],
+            &TlsFlags::default(),
+            &front_proxy_flags(&missing, &[]),
+        )
+        .expect_err("must fail");
+        assert!(
+            err.to_string().contains("--requestheader-client-ca-file"),
+            "{err}"
+        );
+
+        let ca_file = write(dir.path(), "proxy-ca.crt", &TestCa::new("proxy-ca").pem);
+        let mut flags = front_proxy_flags(&ca_file, &[]);
+        flags.requestheader_group_headers = vec!["X Remote Group".to_owned()];
+        let err = prepare(&dir.path().join("data"), &[], &TlsFlags::default(), &flags)
+            .expect_err("must fail");
+        assert!(
+            err.to_string()
+                .starts_with("--requestheader-group-headers: request header \"X Remote Group\""),
+            "{err}"
+        );
+    }
+
+    fn client(roots: &[&str], identity: Option<(&str, &str)>) -> reqwest::Client {
+        let roots = roots
+            .iter()
+            .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).expect("root"));
+        let mut builder = reqwest::Client::builder().tls_certs_only(roots);
+        if let Some((cert, key)) = identity {
+            builder = builder.identity(
+                reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).expect("identity"),
+            );
+        }
+        builder.build().expect("client")
+    }
+
+    #[tokio::test]
+    async fn tls_cert_file_replaces_the_generated_serving_certificate() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let external = TestCa::new("external-ca");
+        let (cert, key) = external.server(&["localhost", "127.0.0.1"]);
+        let tls = TlsFlags {
+            // The file holds the chain up to the root: the kubeconfig takes its last certificate.
+            tls_cert_file: Some(write(
+                dir.path(),
+                "tls.crt",
+                &format!("{cert}{}", external.pem),
+            )),
+            tls_private_key_file: Some(write(dir.path(), "tls.key", &key)),
+            client_ca_file: None,
+        };
+        let serving = prepare(&data, &[], &tls, &FrontProxyFlags::default()).expect("prepare");
+        assert_eq!(
+            chain(&serving.pki.serving_ca_pem),
+            vec![external.der.clone()]
+        );
+        assert_eq!(leaf(&serving.pki.serving_cert_pem), leaf(&cert));
+        let kubeconfig =
+            write_admin_kubeconfig(&data, "https://127.0.0.1:6443", &serving.pki).expect("write");
+        let text = std::fs::read_to_string(kubeconfig).expect("read");
+        assert!(
+            text.contains(&BASE64_STANDARD.encode(&serving.pki.serving_ca_pem)),
+            "{text}"
+        );
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let app = axum::Router::new().route("/whoami", get(whoami));
+        let server = tokio::spawn(serve(
+            listener,
+            serving.server_config.clone(),
+            app,
+            std::future::pending(),
+        ));
+        let url = format!("https://127.0.0.1:{port}/whoami");
+        let checks = async {
+            let admin = client(
+                &[&serving.pki.serving_ca_pem],
+                Some((&serving.pki.admin_cert_pem, &serving.pki.admin_key_pem)),
+            );
+            let body = admin
+                .get(&url)
+                .send()
+                .await
+                .expect("the given certificate verifies with the kubeconfig's CA")
+                .text()
+                .await
+                .expect("body");
+            assert_eq!(body, "admin|system:masters");
+            let generated = client(&[&serving.pki.ca_cert_pem], None);
+            assert!(
+                generated.get(&url).send().await.is_err(),
+                "the generated serving certificate is no longer served"
+            );
+        };
+        tokio::time::timeout(TEST_TIMEOUT, checks)
+            .await
+            .expect("requests finish in time");
+        server.abort();
+    }
+
+    /// Echoes the user the authenticator finds, as `name|groups|extra` or `anonymous`
+    /// (`unauthorized` for an unknown bearer token), like the server's authentication layer.
+    async fn authenticated_user(
+        axum::extract::State(authn): axum::extract::State<Arc<crate::server::authn::Authenticator>>,
+        Extension(peer): Extension<PeerIdentity>,
+        headers: axum::http::HeaderMap,
+    ) -> String {
+        match authn.authenticate_or_reject(&peer, &headers) {
+            Ok(Some(user)) => {
+                let extra: Vec<String> = user
+                    .extra
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.join("+")))
+                    .collect();
+                format!(
+                    "{}|{}|{}",
+                    user.name,
+                    user.groups.join(","),
+                    extra.join(";")
+                )
+            }
+            Ok(None) => "anonymous".to_owned(),
+            Err(_) => "unauthorized".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn front_proxy_headers_are_honoured_only_on_a_front_proxy_connection() {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let proxies = TestCa::new("front-proxy-ca");
+        let ca_file = write(dir.path(), "front-proxy-ca.crt", &proxies.pem);
+        let serving = prepare(
+            &dir.path().join("data"),
+            &[],
+            &TlsFlags::default(),
+            &front_proxy_flags(&ca_file, &["front-proxy"]),
+        )
+        .expect("prepare");
+        let tokens =
+            crate::server::authn::TokenFile::parse("tok,carol,u-3,viewers").expect("tokens");
+        let authn = crate::server::authn::Authenticator::new(Some(tokens))
+            .with_client_auth(serving.client_auth.clone());
+        let app = axum::Router::new()
+            .route("/whoami", get(authenticated_user))
+            .with_state(Arc::new(authn));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(serve(
+            listener,
+            serving.server_config.clone(),
+            app,
+            std::future::pending(),
+        ));
+        let url = format!("https://127.0.0.1:{port}/whoami");
+        let ca = serving.pki.serving_ca_pem.as_str();
+        let proxy_identity = proxies.client("front-proxy", &[]);
+        let intruder_identity = proxies.client("intruder", &[]);
+        let front_proxy = client(&[ca], Some((&proxy_identity.0, &proxy_identity.1)));
+        let intruder = client(&[ca], Some((&intruder_identity.0, &intruder_identity.1)));
+        let admin = client(
+            &[ca],
+            Some((&serving.pki.admin_cert_pem, &serving.pki.admin_key_pem)),
+        );
+        let anonymous = client(&[ca], None);
+
+        let ask = |client: &reqwest::Client, bearer: Option<&str>, as_alice: bool| {
+            let mut request = client.get(&url);
+            if as_alice {
+                request = request
+                    .header("X-Remote-User", "alice")
+                    .header("X-Remote-Group", "team-a")
+                    .header("X-Remote-Group", "system:masters")
+                    .header("X-Remote-Extra-Scopes", "read");
+            }
+            if let Some(token) = bearer {
+                request = request.bearer_auth(token);
+            }
+            async move {
+                request
+                    .send()
+                    .await
+                    .expect("request")
+                    .text()
+                    .await
+                    .expect("body")
+            }
+        };
+        let checks = async {
+            assert_eq!(
+                ask(&front_proxy, None, true).await,
+                "alice|team-a,system:masters,system:authenticated|scopes=read"
+            );
+            assert_eq!(
+                ask(&front_proxy, Some("tok"), true).await,
+                "alice|team-a,system:masters,system:authenticated|scopes=read",
+                "the front proxy's headers come before a bearer token"
+            );
+            assert_eq!(
+                ask(&admin, None, true).await,
+                "admin|system:masters,system:authenticated|",
+                "a plain client certificate's headers are ignored"
+            );
+            assert_eq!(
+                ask(&anonymous, Some("tok"), true).await,
+                "carol|viewers,system:authenticated|",
+                "a bearer token's headers are ignored"
+            );
+            assert_eq!(ask(&anonymous, None, true).await, "anonymous");
+            assert_eq!(
+                ask(&intruder, None, true).await,
+                "anonymous",
+                "a name not in --requestheader-allowed-names is no front proxy"
+            );
+            assert_eq!(
+                ask(&front_proxy, None, false).await,
+                "anonymous",
+                "a front-proxy certificate is no user by itself"
+            );
+            assert_eq!(
+                ask(&front_proxy, Some("tok"), false).await,
+                "carol|viewers,system:authenticated|"
+            );
+        };
+        tokio::time::timeout(TEST_TIMEOUT, checks)
+            .await
+            .expect("requests finish in time");
         server.abort();
     }
 }

@@ -9,8 +9,9 @@
 //! `LogicalCluster`) and the namespace must exist; Secrets fold `stringData` into `data`; CRDs
 //! are compiled and marked Established; custom resources are pruned, defaulted and validated
 //! against their CRD; CachedResources follow `kcp-reference.md` §2.5; kcp objects get the
-//! workspace's `kcp.io/path`. Controllers and the seed loader write through these same
-//! functions.
+//! workspace's `kcp.io/path`; annotations over 256 KiB and ConfigMap or Secret data over 1 MiB
+//! are invalid, as kube-apiserver's size rules say. Controllers and the seed loader write
+//! through these same functions.
 
 use super::registry::{self, Kind};
 use crate::api::child_map;
@@ -265,6 +266,9 @@ pub struct Workspaces {
     pub store: Arc<dyn Store>,
     builtins: Vec<Kind>,
     crds: Mutex<CrdCache>,
+    /// The cache server, for what other shards hold (a provider's export, slice and schema
+    /// behind a binding of this shard); unset when every workspace is on this shard.
+    elsewhere: std::sync::OnceLock<Arc<dyn crate::cache_client::CacheWrite>>,
 }
 
 fn crd_gr() -> GroupResource {
@@ -332,7 +336,57 @@ impl Workspaces {
             store,
             builtins: registry::builtins(),
             crds: Mutex::new(HashMap::new()),
+            elsewhere: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Look up what this shard does not hold (other shards' exports, slices, schemas and
+    /// workspace paths) in `cache`.
+    pub fn set_elsewhere(&self, cache: Arc<dyn crate::cache_client::CacheWrite>) {
+        let _ = self.elsewhere.set(cache);
+    }
+
+    /// A cluster-scoped kcp object another shard replicated into the cache.
+    async fn elsewhere_value(
+        &self,
+        group: &str,
+        resource: &str,
+        cluster: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let cache = self.elsewhere.get()?;
+        let version = match resource {
+            "apiexports" | "apibindings" => "v1alpha2",
+            _ => "v1alpha1",
+        };
+        let records = cache
+            .list(crate::cache_client::Collection {
+                group,
+                version,
+                resource,
+                shard: None,
+                cluster: Some(cluster),
+            })
+            .await
+            .ok()?;
+        records
+            .into_iter()
+            .find(|r| r.key.name == name)
+            .and_then(|r| serde_json::from_slice(&r.value).ok())
+    }
+
+    /// A kcp object of this shard, else of another shard (through the cache).
+    async fn value_anywhere(
+        &self,
+        group: &str,
+        resource: &str,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<Value>, WsError> {
+        if let Some(v) = self.builtin_value(group, resource, cluster, name).await? {
+            return Ok(Some(v));
+        }
+        Ok(self.elsewhere_value(group, resource, cluster, name).await)
     }
 
     /// The store key of an object.
@@ -505,7 +559,7 @@ impl Workspaces {
         };
         let export_name = s(&b, "/spec/reference/export/name");
         let Some(export) = self
-            .builtin_value("apis.kcp.io", "apiexports", &export_cluster, &export_name)
+            .value_anywhere("apis.kcp.io", "apiexports", &export_cluster, &export_name)
             .await?
         else {
             return Ok(None);
@@ -527,7 +581,7 @@ impl Workspaces {
             return Ok(None);
         };
         let Some(slice) = self
-            .builtin_value(
+            .value_anywhere(
                 "cache.kcp.io",
                 "cachedresourceendpointslices",
                 &export_cluster,
@@ -541,7 +595,7 @@ impl Workspaces {
         let cr_cluster = if path.is_empty() {
             export_cluster.clone()
         } else {
-            match self.resolve(&path).await {
+            match self.resolve_anywhere(&path).await {
                 Ok(c) => c,
                 Err(_) => return Ok(None),
             }
@@ -549,7 +603,7 @@ impl Workspaces {
         let cr_name = s(&slice, "/spec/cachedResource/name");
         let schema_name = s(&bound, "/schema/name");
         let Some(schema) = self
-            .builtin_value(
+            .value_anywhere(
                 "apis.kcp.io",
                 "apiresourceschemas",
                 &export_cluster,
@@ -636,6 +690,38 @@ impl Workspaces {
             .map_err(WsError::Store)?;
         listing
             .records
+            .iter()
+            .find(|r| {
+                serde_json::from_slice::<Value>(&r.value)
+                    .ok()
+                    .is_some_and(|v| {
+                        v.pointer("/metadata/annotations/kcp.io~1path")
+                            .and_then(Value::as_str)
+                            == Some(reference)
+                    })
+            })
+            .map(|r| r.key.cluster.clone())
+            .ok_or_else(|| WsError::NoWorkspace(reference.to_string()))
+    }
+
+    /// Like [`Workspaces::resolve`], then among the workspaces of other shards (through the
+    /// cache): for references this shard follows, never for requests to its own API.
+    pub async fn resolve_anywhere(&self, reference: &str) -> Result<String, WsError> {
+        let local = self.resolve(reference).await;
+        let Some(cache) = self.elsewhere.get().filter(|_| local.is_err()) else {
+            return local;
+        };
+        let records = cache
+            .list(crate::cache_client::Collection {
+                group: "core.kcp.io",
+                version: "v1alpha1",
+                resource: "logicalclusters",
+                shard: None,
+                cluster: None,
+            })
+            .await
+            .map_err(|_| WsError::NoWorkspace(reference.to_string()))?;
+        records
             .iter()
             .find(|r| {
                 serde_json::from_slice::<Value>(&r.value)
@@ -909,6 +995,7 @@ impl Workspaces {
             | ("cache.kcp.io", "cachedresourceendpointslices") => set_path(body, path.as_deref()),
             _ => {}
         }
+        check_size_limits(kind, name, body)?;
         if let Some(schema) = &kind.schema
             && let Err(errors) = schema.prepare(body)
         {
@@ -1406,6 +1493,64 @@ fn fold_string_data(body: &mut Value) {
             }
         }
     }
+}
+
+/// Total bytes (keys and values) kube-apiserver allows in one object's annotations.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+/// Bytes kube-apiserver allows in a ConfigMap's `data` and `binaryData` together, or in a
+/// Secret's `data` (decoded values).
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// Bytes a base64 text decodes to.
+fn base64_decoded_len(text: &str) -> usize {
+    text.trim_end_matches('=').len() * 3 / 4
+}
+
+/// kube-apiserver's size rules for every object's annotations and for ConfigMap and Secret
+/// data: over them the object is invalid (422), as kube words it.
+fn check_size_limits(kind: &Kind, name: &str, body: &Value) -> Result<(), WsError> {
+    let too_long = |field: &str, limit: usize| {
+        WsError::invalid(
+            kind,
+            name,
+            field,
+            format!("Too long: must have at most {limit} bytes"),
+        )
+    };
+    if let Some(Value::Object(annotations)) = body.pointer("/metadata/annotations") {
+        let total: usize = annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+            .sum();
+        if total > MAX_ANNOTATIONS_BYTES {
+            return Err(too_long("metadata.annotations", MAX_ANNOTATIONS_BYTES));
+        }
+    }
+    let values = |field: &str, decode: bool| -> usize {
+        match body.get(field) {
+            Some(Value::Object(m)) => m
+                .values()
+                .filter_map(Value::as_str)
+                .map(|v| {
+                    if decode {
+                        base64_decoded_len(v)
+                    } else {
+                        v.len()
+                    }
+                })
+                .sum(),
+            _ => 0,
+        }
+    };
+    let data = match (kind.group.as_str(), kind.resource.as_str()) {
+        ("", "configmaps") => values("data", false) + values("binaryData", true),
+        ("", "secrets") => values("data", true),
+        _ => 0,
+    };
+    if data > MAX_DATA_BYTES {
+        return Err(too_long("data", MAX_DATA_BYTES));
+    }
+    Ok(())
 }
 
 /// A CRD must be named `<plural>.<group>` and compile; it is then Established at once.

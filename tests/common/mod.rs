@@ -59,6 +59,8 @@ pub struct Server {
     logs: mpsc::Receiver<String>,
     kubectl: PathBuf,
     cache_dir: tempfile::TempDir,
+    role: String,
+    extra: Vec<String>,
 }
 
 impl Drop for Server {
@@ -82,53 +84,61 @@ impl Server {
 
     /// Start the binary with extra arguments.
     pub fn start(extra: &[&str]) -> Server {
+        Server::launch("serve", extra)
+    }
+
+    /// Start one role (`serve`, `cache-server`, `virtual-workspace`) on a free loopback port
+    /// with a fresh data directory and extra arguments; returns once `/readyz` answers 200.
+    pub fn launch(role: &str, extra: &[&str]) -> Server {
+        let server = Server::spawn(
+            role,
+            "127.0.0.1:0",
+            tempfile::tempdir().unwrap(),
+            extra.iter().map(|s| s.to_string()).collect(),
+        );
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(role: &str, listen: &str, data_dir: tempfile::TempDir, extra: Vec<String>) -> Server {
         let kubectl = kubectl_path();
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replication-vw"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let logs = line_reader(child.stderr.take().unwrap());
-        let kubeconfig = data_dir.path().join("admin.kubeconfig");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
-            if let Ok(text) = std::fs::read_to_string(&kubeconfig)
-                && let Some(line) = text.lines().find(|l| l.trim_start().starts_with("server:"))
-            {
-                let u = line
-                    .trim_start()
-                    .trim_start_matches("server:")
-                    .trim()
-                    .trim_matches('"')
-                    .to_string();
-                if !u.is_empty() {
-                    break u;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server never wrote its kubeconfig"
-            );
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("the server exited early: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let server = Server {
+        let (child, logs, url) = spawn_child(role, listen, data_dir.path(), &extra);
+        Server {
             child,
             url,
             data_dir,
             logs,
             kubectl,
             cache_dir: tempfile::tempdir().unwrap(),
-        };
-        server.wait_ready();
-        server
+            role: role.to_string(),
+            extra,
+        }
+    }
+
+    /// `kill -9` the process and start it again on the same address with the same data
+    /// directory and arguments (a memory store comes back empty); waits for its kubeconfig,
+    /// not for readiness.
+    pub fn crash_and_restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let listen = self.url.trim_start_matches("https://").to_string();
+        let (child, logs, url) =
+            spawn_child(&self.role, &listen, self.data_dir.path(), &self.extra);
+        assert_eq!(url, self.url, "the restart listens where the first run did");
+        self.child = child;
+        self.logs = logs;
+    }
+
+    /// Wait until `/readyz` answers 200 (30 s at most).
+    pub fn wait_until_ready(&self) {
+        self.wait_ready();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn wait_ready(&self) {
@@ -250,6 +260,52 @@ impl Server {
             "{}/services/cache/shards/root/clusters/{cluster}/apis/{group_version_resource}",
             self.url
         )
+    }
+}
+
+/// Start `replication-vw <role>` and wait for the kubeconfig it writes; returns the child, its
+/// log lines and its URL.
+fn spawn_child(
+    role: &str,
+    listen: &str,
+    data_dir: &Path,
+    extra: &[String],
+) -> (Child, mpsc::Receiver<String>, String) {
+    let kubeconfig = data_dir.join("admin.kubeconfig");
+    let _ = std::fs::remove_file(&kubeconfig);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_replication-vw"))
+        .args([role, "--listen", listen, "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let logs = line_reader(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&kubeconfig)
+            && let Some(line) = text.lines().find(|l| l.trim_start().starts_with("server:"))
+        {
+            let u = line
+                .trim_start()
+                .trim_start_matches("server:")
+                .trim()
+                .trim_matches('"')
+                .to_string();
+            if !u.is_empty() {
+                return (child, logs, u);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never wrote its kubeconfig"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the server exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -1,0 +1,263 @@
+//! What a request addresses, read once from its method, path and query at the edge (as
+//! kube-apiserver's RequestInfo): the surface (cache server, virtual workspace, workspaces) and
+//! its cluster segments, and the Kubernetes part — verb, group, version, namespace, resource,
+//! name, subresource. Layers (metrics, logs) read it from the request's extensions.
+
+use axum::http::Method;
+
+/// Which API a path belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Surface {
+    /// `[/services/cache]/shards/<shard>/clusters/<cluster>/…`
+    Cache {
+        /// Shard segment (`*` = every shard).
+        shard: String,
+        /// Cluster segment.
+        cluster: String,
+    },
+    /// `/services/replication/<crCluster>/<crName>/clusters/<cluster>/…`
+    Replication {
+        /// The CachedResource's logical cluster.
+        cr_cluster: String,
+        /// The CachedResource's name.
+        cr_name: String,
+        /// The consumer cluster segment.
+        cluster: String,
+    },
+    /// `/clusters/<cluster>/…` (the shard's workspaces API).
+    Workspaces {
+        /// Cluster or workspace path.
+        cluster: String,
+    },
+    /// Anything else (health, metrics, `/version`, unknown paths).
+    Other,
+}
+
+impl Surface {
+    /// The role serving this surface, as a metrics label.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Surface::Cache { .. } => "cache-server",
+            Surface::Replication { .. } => "virtual-workspace",
+            Surface::Workspaces { .. } => "shard",
+            Surface::Other => "none",
+        }
+    }
+}
+
+/// A request as kube-apiserver's RequestInfo sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The surface and its cluster segments.
+    pub surface: Surface,
+    /// Whether the path names a resource (`/api/v1/…`, `/apis/<g>/<v>/…` with a resource).
+    pub is_resource_request: bool,
+    /// get, list, watch, create, update, patch, delete, deletecollection; for other requests
+    /// the lowercase HTTP method.
+    pub verb: String,
+    /// API group ("" = core).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Namespace ("" = none).
+    pub namespace: String,
+    /// Plural resource.
+    pub resource: String,
+    /// Object name ("" = collection).
+    pub name: String,
+    /// Subresource ("" = none).
+    pub subresource: String,
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+impl RequestInfo {
+    /// Read a request's method, (already percent-decoded or raw) path and query.
+    pub fn parse(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
+        let segs = segments(path);
+        let (surface, rest): (Surface, &[&str]) = match segs.as_slice() {
+            [
+                "services",
+                "cache",
+                "shards",
+                shard,
+                "clusters",
+                cluster,
+                rest @ ..,
+            ]
+            | ["shards", shard, "clusters", cluster, rest @ ..] => (
+                Surface::Cache {
+                    shard: shard.to_string(),
+                    cluster: cluster.to_string(),
+                },
+                rest,
+            ),
+            [
+                "services",
+                "replication",
+                crc,
+                crn,
+                "clusters",
+                cluster,
+                rest @ ..,
+            ] => (
+                Surface::Replication {
+                    cr_cluster: crc.to_string(),
+                    cr_name: crn.to_string(),
+                    cluster: cluster.to_string(),
+                },
+                rest,
+            ),
+            ["clusters", cluster, rest @ ..] => (
+                Surface::Workspaces {
+                    cluster: cluster.to_string(),
+                },
+                rest,
+            ),
+            _ => (Surface::Other, &[][..]),
+        };
+        let mut info = RequestInfo {
+            surface,
+            is_resource_request: false,
+            verb: method.as_str().to_ascii_lowercase(),
+            group: String::new(),
+            version: String::new(),
+            namespace: String::new(),
+            resource: String::new(),
+            name: String::new(),
+            subresource: String::new(),
+        };
+        let mut parts: &[&str] = match rest {
+            ["api", version, more @ ..] => {
+                info.version = version.to_string();
+                more
+            }
+            ["apis", group, version, more @ ..] => {
+                info.group = group.to_string();
+                info.version = version.to_string();
+                more
+            }
+            _ => return info,
+        };
+        let mut watch_path = false;
+        if let ["watch", more @ ..] = parts {
+            watch_path = true;
+            parts = more;
+        }
+        if let ["namespaces", ns, more @ ..] = parts
+            && !more.is_empty()
+        {
+            info.namespace = ns.to_string();
+            parts = more;
+        }
+        match parts {
+            [] => return info,
+            [resource] => info.resource = resource.to_string(),
+            [resource, name] => {
+                info.resource = resource.to_string();
+                info.name = name.to_string();
+            }
+            [resource, name, sub, ..] => {
+                info.resource = resource.to_string();
+                info.name = name.to_string();
+                info.subresource = sub.to_string();
+            }
+        }
+        // `/api/v1/namespaces/<ns>` is a namespace.
+        if info.resource == "namespaces" && info.namespace.is_empty() && !info.name.is_empty() {
+            info.namespace = info.name.clone();
+        }
+        info.is_resource_request = true;
+        let watch = watch_path
+            || query.is_some_and(|q| {
+                q.split('&').any(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+                    k == "watch" && super::params::truthy(v)
+                })
+            });
+        let named = !info.name.is_empty();
+        info.verb = match *method {
+            Method::GET | Method::HEAD if watch => "watch",
+            Method::GET | Method::HEAD if named => "get",
+            Method::GET | Method::HEAD => "list",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE if named => "delete",
+            Method::DELETE => "deletecollection",
+            _ => return info,
+        }
+        .to_string();
+        info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_virtual_workspace_watch_is_read_with_its_clusters_and_resource() {
+        let i = RequestInfo::parse(
+            &Method::GET,
+            "/services/replication/p1/cpuflavors-v1/clusters/*/apis/cloud.example.com/v1/cpuflavors",
+            Some("watch=1&resourceVersion=5"),
+        );
+        assert_eq!(i.surface.role(), "virtual-workspace");
+        assert_eq!(
+            (i.verb.as_str(), i.group.as_str(), i.resource.as_str()),
+            ("watch", "cloud.example.com", "cpuflavors")
+        );
+    }
+
+    #[test]
+    fn cache_server_paths_with_and_without_the_prefix_are_the_same_request() {
+        let a = RequestInfo::parse(
+            &Method::PUT,
+            "/services/cache/shards/s1/clusters/c1/apis/cache.kcp.io/v1alpha1/cachedobjects/x",
+            None,
+        );
+        let b = RequestInfo::parse(
+            &Method::PUT,
+            "/shards/s1/clusters/c1/apis/cache.kcp.io/v1alpha1/cachedobjects/x",
+            None,
+        );
+        assert_eq!(a, b);
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("update", "x"));
+    }
+
+    #[test]
+    fn namespaced_names_subresources_and_legacy_watch_paths_are_recognised() {
+        let i = RequestInfo::parse(
+            &Method::GET,
+            "/clusters/root:cloudco/api/v1/watch/namespaces/kcp-system/secrets",
+            None,
+        );
+        assert_eq!(
+            (i.verb.as_str(), i.namespace.as_str(), i.resource.as_str()),
+            ("watch", "kcp-system", "secrets")
+        );
+        let s = RequestInfo::parse(
+            &Method::PUT,
+            "/clusters/c/apis/cache.kcp.io/v1alpha1/cachedresources/x/status",
+            None,
+        );
+        assert_eq!(s.subresource, "status");
+        let ns = RequestInfo::parse(&Method::DELETE, "/clusters/c/api/v1/namespaces/team", None);
+        assert_eq!(
+            (ns.verb.as_str(), ns.namespace.as_str()),
+            ("delete", "team")
+        );
+    }
+
+    #[test]
+    fn discovery_and_health_are_not_resource_requests() {
+        let d = RequestInfo::parse(&Method::GET, "/clusters/c/apis/cloud.example.com/v1", None);
+        assert!(!d.is_resource_request);
+        assert_eq!(d.verb, "get");
+        let h = RequestInfo::parse(&Method::GET, "/readyz", None);
+        assert_eq!(h.surface, Surface::Other);
+    }
+}

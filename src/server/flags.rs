@@ -1,0 +1,217 @@
+//! Command-line flags every role of the binary shares, named as kube-apiserver's: the serving
+//! certificate and client CA (`--tls-cert-file`, `--tls-private-key-file`, `--client-ca-file`)
+//! and the front proxy's request-header authentication (`--requestheader-*`). Each role flattens
+//! [`TlsFlags`] and [`FrontProxyFlags`] into its subcommand and hands them to [`prepare`]
+//! (implemented in [`crate::server::tls`], re-exported here); this module only describes and
+//! parses them.
+
+use std::path::PathBuf;
+
+pub use crate::server::tls::{Serving, prepare};
+
+use crate::server::authn::{
+    DEFAULT_EXTRA_HEADERS_PREFIX, DEFAULT_GROUP_HEADER, DEFAULT_USERNAME_HEADER,
+};
+
+/// Serving certificate and client CA. Without them the server uses the PKI it generates in its
+/// data directory (`ca.crt`, `serving.crt`, `admin.crt`).
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    /// Serving certificate (PEM: the certificate, then any intermediates) used instead of the
+    /// generated `serving.crt`; needs --tls-private-key-file.
+    ///
+    /// The admin kubeconfig's certificate-authority-data then is the generated CA if this
+    /// certificate chains to it, otherwise the last certificate of this file (the root of the
+    /// chain, or the certificate itself when it is alone).
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) verifying client certificates (CN = user, O = groups) instead of the
+    /// generated CA.
+    ///
+    /// The generated admin client certificate (CN admin, O system:masters) is still written to
+    /// the admin kubeconfig, but is accepted only if this bundle trusts the generated CA
+    /// (`ca.crt` in the data directory); a warning at start says when it does not.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Front proxy (kube-apiserver's request-header authenticator): a client certificate signed by
+/// the request-header CA, with an allowed common name, lets the proxy name the user in request
+/// headers. Those headers are ignored on every other connection.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct FrontProxyFlags {
+    /// CA bundle (PEM) of front-proxy client certificates. Without it no request headers are
+    /// honoured.
+    ///
+    /// A certificate of this CA authenticates as its own CN only if --client-ca-file (or the
+    /// generated CA) also trusts it.
+    #[arg(long, value_name = "FILE")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+
+    /// Common names of front-proxy client certificates (comma list). Empty: any certificate
+    /// signed by --requestheader-client-ca-file.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+
+    /// Request headers naming the user, in order: the first non-empty one wins (comma list).
+    #[arg(
+        long,
+        value_name = "HEADERS",
+        value_delimiter = ',',
+        default_value = DEFAULT_USERNAME_HEADER
+    )]
+    pub requestheader_username_headers: Vec<String>,
+
+    /// Request headers naming the user's groups; every value of every one is a group (comma
+    /// list).
+    #[arg(
+        long,
+        value_name = "HEADERS",
+        value_delimiter = ',',
+        default_value = DEFAULT_GROUP_HEADER
+    )]
+    pub requestheader_group_headers: Vec<String>,
+
+    /// Prefixes of request headers carrying extra user attributes: `<prefix><key>: <value>`,
+    /// the key lowercased and percent-decoded (comma list).
+    #[arg(
+        long,
+        value_name = "PREFIXES",
+        value_delimiter = ',',
+        default_value = DEFAULT_EXTRA_HEADERS_PREFIX
+    )]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+}
+
+impl Default for FrontProxyFlags {
+    /// The command line's defaults: no request-header CA, any name, `X-Remote-User`,
+    /// `X-Remote-Group`, `X-Remote-Extra-`.
+    fn default() -> Self {
+        Self {
+            requestheader_client_ca_file: None,
+            requestheader_allowed_names: Vec::new(),
+            requestheader_username_headers: vec![DEFAULT_USERNAME_HEADER.to_owned()],
+            requestheader_group_headers: vec![DEFAULT_GROUP_HEADER.to_owned()],
+            requestheader_extra_headers_prefix: vec![DEFAULT_EXTRA_HEADERS_PREFIX.to_owned()],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory as _, Parser};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        tls: TlsFlags,
+        #[command(flatten)]
+        front_proxy: FrontProxyFlags,
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("replication-vw").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn without_flags_the_header_names_are_kubes_defaults_and_nothing_is_replaced() {
+        let cli = parse(&[]).expect("parses");
+        assert_eq!(cli.tls, TlsFlags::default());
+        assert_eq!(cli.front_proxy, FrontProxyFlags::default());
+        assert_eq!(
+            cli.front_proxy.requestheader_username_headers,
+            vec!["X-Remote-User"]
+        );
+        assert_eq!(
+            cli.front_proxy.requestheader_group_headers,
+            vec!["X-Remote-Group"]
+        );
+        assert_eq!(
+            cli.front_proxy.requestheader_extra_headers_prefix,
+            vec!["X-Remote-Extra-"]
+        );
+    }
+
+    #[test]
+    fn header_and_name_flags_accept_comma_lists() {
+        let cli = parse(&[
+            "--requestheader-client-ca-file",
+            "/etc/front-proxy-ca.crt",
+            "--requestheader-allowed-names=front-proxy,aggregator",
+            "--requestheader-username-headers=X-Remote-User,X-Forwarded-User",
+            "--requestheader-group-headers",
+            "X-Remote-Group,X-Forwarded-Groups",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-,X-Forwarded-Extra-",
+        ])
+        .expect("parses");
+        let fp = cli.front_proxy;
+        assert_eq!(
+            fp.requestheader_client_ca_file,
+            Some(PathBuf::from("/etc/front-proxy-ca.crt"))
+        );
+        assert_eq!(
+            fp.requestheader_allowed_names,
+            vec!["front-proxy", "aggregator"]
+        );
+        assert_eq!(
+            fp.requestheader_username_headers,
+            vec!["X-Remote-User", "X-Forwarded-User"]
+        );
+        assert_eq!(
+            fp.requestheader_group_headers,
+            vec!["X-Remote-Group", "X-Forwarded-Groups"]
+        );
+        assert_eq!(
+            fp.requestheader_extra_headers_prefix,
+            vec!["X-Remote-Extra-", "X-Forwarded-Extra-"]
+        );
+    }
+
+    #[test]
+    fn tls_cert_file_without_its_key_is_refused_on_the_command_line() {
+        let err = parse(&["--tls-cert-file", "serving.crt"]).expect_err("must fail");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = parse(&["--tls-private-key-file", "serving.key"]).expect_err("must fail");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let cli = parse(&[
+            "--tls-cert-file=serving.crt",
+            "--tls-private-key-file=serving.key",
+            "--client-ca-file=clients.crt",
+        ])
+        .expect("parses");
+        assert_eq!(cli.tls.tls_cert_file, Some(PathBuf::from("serving.crt")));
+        assert_eq!(
+            cli.tls.tls_private_key_file,
+            Some(PathBuf::from("serving.key"))
+        );
+        assert_eq!(cli.tls.client_ca_file, Some(PathBuf::from("clients.crt")));
+    }
+
+    #[test]
+    fn help_says_what_the_admin_kubeconfig_holds_when_a_flag_replaces_the_generated_pki() {
+        let help = Cli::command().render_long_help().to_string();
+        for flag in [
+            "--tls-cert-file",
+            "--tls-private-key-file",
+            "--client-ca-file",
+            "--requestheader-client-ca-file",
+            "--requestheader-allowed-names",
+            "--requestheader-username-headers",
+            "--requestheader-group-headers",
+            "--requestheader-extra-headers-prefix",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+        assert!(help.contains("certificate-authority-data"), "{help}");
+        assert!(
+            help.contains("accepted only if this bundle trusts the generated CA"),
+            "{help}"
+        );
+    }
+}

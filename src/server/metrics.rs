@@ -1,0 +1,299 @@
+//! Prometheus metrics of every role, through `prometheus-client`: requests by role, verb,
+//! resource and code class, their latency, requests in flight and open watches (recorded by
+//! the [`track`] middleware from the request's [`RequestInfo`]), plus the index's and the
+//! controllers' counters read at scrape time. Label sets are bounded: verbs and code classes
+//! are fixed sets, and resources beyond [`MAX_RESOURCES`] distinct names (or of requests that
+//! found nothing) are reported as `other`.
+
+use crate::api::request::RequestInfo;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Distinct resource label values kept before others are reported as `other`.
+pub const MAX_RESOURCES: usize = 200;
+
+/// Labels of a request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// cache-server, virtual-workspace, shard, none.
+    pub role: &'static str,
+    /// Kubernetes verb.
+    pub verb: String,
+    /// Plural resource (or `other`, or "" for non-resource requests).
+    pub resource: String,
+    /// 2xx, 3xx, 4xx, 5xx.
+    pub code: &'static str,
+}
+
+/// Labels of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    /// Role.
+    pub role: &'static str,
+    /// Verb.
+    pub verb: String,
+    /// Resource.
+    pub resource: String,
+}
+
+/// Labels of the in-flight and open-watch gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    /// Role.
+    pub role: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … about 65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// The request metrics of one process.
+#[derive(Clone)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    in_flight: Family<RoleLabels, Gauge>,
+    watches: Family<RoleLabels, Gauge>,
+    resources: Arc<parking_lot::Mutex<HashSet<String>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            in_flight: Family::default(),
+            watches: Family::default(),
+            resources: Arc::default(),
+        }
+    }
+}
+
+fn code_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Counters read from other parts of the process at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Cached objects refused at ingest.
+    pub invalid_objects: u64,
+    /// Store events applied to the index.
+    pub store_events: u64,
+    /// Controller passes, writes and the last pass's duration (shards only).
+    pub controllers: Option<(u64, u64, f64)>,
+}
+
+impl Metrics {
+    /// The resource label for a request: bounded, and `other` for requests that found nothing.
+    fn resource_label(&self, info: &RequestInfo, status: u16) -> String {
+        if !info.is_resource_request {
+            return String::new();
+        }
+        if status == 404 || status == 400 {
+            return "other".into();
+        }
+        let mut known = self.resources.lock();
+        if known.contains(&info.resource) {
+            return info.resource.clone();
+        }
+        if known.len() < MAX_RESOURCES {
+            known.insert(info.resource.clone());
+            return info.resource.clone();
+        }
+        "other".into()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let mut registry = Registry::with_prefix("replication_vw");
+        registry.register(
+            "requests",
+            "Requests by role, verb, resource and code class.",
+            self.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request (watches excluded), by role, verb and resource.",
+            self.latency.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests being answered (watches included).",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "open_watches",
+            "Watches whose response stream is open.",
+            self.watches.clone(),
+        );
+        registry.register(
+            "invalid_objects",
+            "Cached objects refused at ingest (failed to unwrap or validate).",
+            ConstCounter::new(snapshot.invalid_objects),
+        );
+        registry.register(
+            "store_events",
+            "Store events applied to the virtual workspace index.",
+            ConstCounter::new(snapshot.store_events),
+        );
+        if let Some((passes, writes, last)) = snapshot.controllers {
+            registry.register(
+                "controller_passes",
+                "Passes of the local shard's controllers.",
+                ConstCounter::new(passes),
+            );
+            registry.register(
+                "controller_writes",
+                "Writes the controllers made (workspaces and cache).",
+                ConstCounter::new(writes),
+            );
+            registry.register(
+                "controller_last_pass_seconds",
+                "Duration of the last controller pass.",
+                ConstGauge::new(last),
+            );
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            tracing::warn!("Encoding the metrics failed.");
+        }
+        out
+    }
+}
+
+/// Decrements a gauge when the response body it travels with is dropped.
+struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Middleware: put the request's [`RequestInfo`] in its extensions and record its metrics.
+pub async fn track(State(metrics): State<Metrics>, mut req: Request, next: Next) -> Response {
+    let info = RequestInfo::parse(req.method(), req.uri().path(), req.uri().query());
+    req.extensions_mut().insert(info.clone());
+    let role = info.surface.role();
+    let in_flight = metrics
+        .in_flight
+        .get_or_create(&RoleLabels { role })
+        .clone();
+    in_flight.inc();
+    let in_flight_guard = GaugeGuard(in_flight);
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let resource = metrics.resource_label(&info, status);
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            role,
+            verb: info.verb.clone(),
+            resource: resource.clone(),
+            code: code_class(status),
+        })
+        .inc();
+    if info.verb == "watch" && status < 300 {
+        let watches = metrics.watches.get_or_create(&RoleLabels { role }).clone();
+        watches.inc();
+        let guards = (in_flight_guard, GaugeGuard(watches));
+        let (parts, body) = response.into_parts();
+        let body = Body::from_stream(WithGuard {
+            inner: body.into_data_stream(),
+            _guard: guards,
+        });
+        return Response::from_parts(parts, body);
+    }
+    metrics
+        .latency
+        .get_or_create(&LatencyLabels {
+            role,
+            verb: info.verb,
+            resource,
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A body stream that holds guards until it is dropped.
+struct WithGuard<S, G> {
+    inner: S,
+    _guard: G,
+}
+
+impl<S: futures_util::Stream + Unpin, G: Unpin> futures_util::Stream for WithGuard<S, G> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn resource_labels_stay_bounded() {
+        let m = Metrics::default();
+        for i in 0..(MAX_RESOURCES + 50) {
+            let info = RequestInfo::parse(
+                &Method::GET,
+                &format!("/clusters/c/apis/g.io/v1/r{i}"),
+                None,
+            );
+            m.resource_label(&info, 200);
+        }
+        let extra = RequestInfo::parse(&Method::GET, "/clusters/c/apis/g.io/v1/late", None);
+        assert_eq!(m.resource_label(&extra, 200), "other");
+        let missing = RequestInfo::parse(&Method::GET, "/clusters/c/apis/g.io/v1/r1", None);
+        assert_eq!(m.resource_label(&missing, 404), "other");
+    }
+
+    #[test]
+    fn the_exposition_names_requests_by_role_verb_resource_and_code_class() {
+        let m = Metrics::default();
+        m.requests
+            .get_or_create(&RequestLabels {
+                role: "virtual-workspace",
+                verb: "list".into(),
+                resource: "cpuflavors".into(),
+                code: "2xx",
+            })
+            .inc();
+        let text = m.render(&Snapshot::default());
+        assert!(
+            text.contains(
+                "replication_vw_requests_total{role=\"virtual-workspace\",verb=\"list\",resource=\"cpuflavors\",code=\"2xx\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("replication_vw_invalid_objects_total 0"),
+            "{text}"
+        );
+    }
+}

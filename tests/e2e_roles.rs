@@ -1,0 +1,356 @@
+//! End-to-end: the three roles as separate processes on loopback — one `cache-server`, two
+//! shards (`serve --cache-kubeconfig`, the provider on one, the consumer on the other) and two
+//! standalone `virtual-workspace` replicas — driven with the real kubectl, including a
+//! `kill -9` of the cache server and its restart on the same port.
+
+mod common;
+
+use common::{PROVIDER, Server, TEAM_A, repo};
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn example(file: &str) -> String {
+    repo()
+        .join("examples/cloud-co")
+        .join(file)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn tokens() -> String {
+    example("tokens.csv")
+}
+
+/// Run a kubectl command; stdout on success, the failure otherwise.
+fn run(mut c: Command) -> Result<String, String> {
+    let out = c.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Poll `f` until it returns `Some` (at most `limit`).
+fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match f() {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen in {limit:?}; last: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The flavor names alice lists through the virtual workspace of `server` (trusting its CA).
+fn alice_lists(server: &Server) -> Result<Vec<String>, String> {
+    let base = &server.url;
+    let url = format!("{base}/services/replication/{PROVIDER}/cpuflavors-v1/clusters/{TEAM_A}");
+    let mut c = server.kubectl_token(&url, Some("alice-token"));
+    c.args([
+        "get",
+        "cpuflavors",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.metadata.annotations.kcp\\.io/cluster}{\"\\n\"}{end}",
+    ]);
+    let out = run(c)?;
+    let mut names = Vec::new();
+    for line in out.lines().filter(|l| !l.is_empty()) {
+        let (name, cluster) = line.split_once(' ').unwrap_or((line, ""));
+        if cluster != TEAM_A {
+            return Err(format!("{name} has kcp.io/cluster {cluster:?}"));
+        }
+        names.push(name.to_string());
+    }
+    names.sort();
+    Ok(names)
+}
+
+struct Topology {
+    cache: Server,
+    provider: Server,
+    consumer: Server,
+    vws: Vec<Server>,
+}
+
+fn topology() -> Topology {
+    let cache = Server::launch("cache-server", &[]);
+    let ck = cache.kubeconfig().to_string_lossy().into_owned();
+    let tokens = tokens();
+    let (provider_yaml, export_yaml, rbac_yaml, flavors_yaml, team_a_yaml) = (
+        example("provider.yaml"),
+        example("export.yaml"),
+        example("rbac.yaml"),
+        example("flavors.yaml"),
+        example("team-a.yaml"),
+    );
+    let provider = Server::launch(
+        "serve",
+        &[
+            "--cache-kubeconfig",
+            &ck,
+            "--shard-name",
+            "shard-a",
+            "--token-auth-file",
+            &tokens,
+            "--seed",
+            &provider_yaml,
+            "--seed",
+            &export_yaml,
+            "--seed",
+            &rbac_yaml,
+            "--seed",
+            &flavors_yaml,
+        ],
+    );
+    let consumer = Server::launch(
+        "serve",
+        &[
+            "--cache-kubeconfig",
+            &ck,
+            "--cache-server",
+            &cache.url,
+            "--shard-name",
+            "shard-b",
+            "--token-auth-file",
+            &tokens,
+            "--seed",
+            &team_a_yaml,
+        ],
+    );
+    let vws = (0..2)
+        .map(|_| {
+            Server::launch(
+                "virtual-workspace",
+                &["--cache-kubeconfig", &ck, "--token-auth-file", &tokens],
+            )
+        })
+        .collect();
+    Topology {
+        cache,
+        provider,
+        consumer,
+        vws,
+    }
+}
+
+/// A running `kubectl get -w` whose output lines arrive on a channel.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Watch {
+    fn start(server: &Server) -> Watch {
+        let base = &server.url;
+        let url = format!("{base}/services/replication/{PROVIDER}/cpuflavors-v1/clusters/{TEAM_A}");
+        let mut c = server.kubectl_token(&url, Some("alice-token"));
+        c.args([
+            "get",
+            "cpuflavors",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "custom-columns=EVENT:.type,NAME:.object.metadata.name,CORES:.object.spec.cores",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("kubectl starts");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+            let _ = tx.send("<stdout closed>".into());
+        });
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(format!("stderr: {l}"));
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// Wait (up to `limit`) for a line containing every needle; returns it.
+    fn expect(&self, needles: &[&str], limit: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if needles.iter().all(|n| l.contains(n)) => return Ok(l),
+                Ok(l) => seen.push(l),
+                Err(_) => return Err(format!("no line with {needles:?}; saw {seen:?}")),
+            }
+        }
+    }
+}
+
+fn patch_cores(provider: &Server, cores: u32) {
+    let mut c = provider.kubectl_admin(&format!("{}/clusters/root:cloudco", provider.url));
+    c.args([
+        "patch",
+        "cpuflavor",
+        "cpu-small",
+        "--type=merge",
+        "-p",
+        &format!("{{\"spec\":{{\"cores\":{cores}}}}}"),
+    ]);
+    run(c).expect("the provider shard takes the patch");
+}
+
+#[test]
+fn cloud_co_reads_work_through_every_virtual_workspace_of_a_three_role_topology() {
+    let t = topology();
+    // The consumer's binding on shard B resolves the export on shard A through the cache.
+    let phase = eventually(
+        Duration::from_secs(20),
+        "the binding on shard B binds",
+        || {
+            let mut c = t
+                .consumer
+                .kubectl_admin(&format!("{}/clusters/root:team-a", t.consumer.url));
+            c.args([
+                "get",
+                "apibinding",
+                "compute",
+                "-o",
+                "jsonpath={.status.phase}",
+            ]);
+            let phase = run(c)?;
+            (phase == "Bound").then_some(phase.clone()).ok_or(phase)
+        },
+    );
+    assert_eq!(phase, "Bound");
+    let expected = vec!["cpu-large", "cpu-medium", "cpu-small"];
+    for vw in t.vws.iter().chain([&t.consumer]) {
+        let names = eventually(
+            Duration::from_secs(20),
+            &format!("alice lists the flavors through {}", vw.url),
+            || {
+                let names = alice_lists(vw)?;
+                (names == expected)
+                    .then_some(names.clone())
+                    .ok_or(format!("{names:?}"))
+            },
+        );
+        assert_eq!(names, expected);
+    }
+    // The consumer workspace on shard B serves the virtual resource its binding provides,
+    // although export, slice and schema live on shard A.
+    let in_workspace = eventually(
+        Duration::from_secs(20),
+        "the consumer workspace on shard B lists the flavors",
+        || {
+            let mut c = t
+                .consumer
+                .kubectl_admin(&format!("{}/clusters/root:team-a", t.consumer.url));
+            c.args(["get", "cpuflavors", "-o", "name"]);
+            let out = run(c)?;
+            (out.lines().count() == 3).then_some(out.clone()).ok_or(out)
+        },
+    );
+    assert!(in_workspace.contains("cpuflavor.cloud.example.com/cpu-small"));
+    // The provider's slice lists the URL of the shard that hosts the binding (shard B).
+    let want = format!(
+        "{}/services/replication/{PROVIDER}/cpuflavors-v1",
+        t.consumer.url
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the slice lists shard B's URL",
+        || {
+            let mut c = t
+                .provider
+                .kubectl_admin(&format!("{}/clusters/root:cloudco", t.provider.url));
+            c.args([
+                "get",
+                "cachedresourceendpointslice",
+                "cpuflavors-v1",
+                "-o",
+                "jsonpath={.status.endpoints[*].url}",
+            ]);
+            let urls = run(c)?;
+            urls.split(' ').any(|u| u == want).then_some(()).ok_or(urls)
+        },
+    );
+    // A change on shard A reaches a watcher on a standalone virtual workspace.
+    let watch = Watch::start(&t.vws[0]);
+    watch
+        .expect(&["ADDED", "cpu-small"], Duration::from_secs(10))
+        .expect("the watch starts with the flavors");
+    patch_cores(&t.provider, 5);
+    watch
+        .expect(&["MODIFIED", "cpu-small", "5"], Duration::from_secs(5))
+        .expect("the change reaches the watcher within 5 s");
+    drop(t.cache);
+}
+
+#[test]
+fn virtual_workspaces_recover_from_a_cache_server_that_crashed_and_restarted_empty() {
+    let mut t = topology();
+    let expected = vec!["cpu-large", "cpu-medium", "cpu-small"];
+    for vw in &t.vws {
+        eventually(Duration::from_secs(20), "the flavors are served", || {
+            let names = alice_lists(vw)?;
+            (names == expected)
+                .then_some(())
+                .ok_or(format!("{names:?}"))
+        });
+    }
+    let watch = Watch::start(&t.vws[1]);
+    watch
+        .expect(&["ADDED", "cpu-small"], Duration::from_secs(10))
+        .expect("the watch starts");
+
+    t.cache.crash_and_restart();
+    // While the cache is empty and being refilled, the replicas stay ready (they serve what
+    // they had), and they converge to the refilled cache without a restart of their own.
+    for vw in &t.vws {
+        vw.wait_until_ready();
+    }
+    for vw in &t.vws {
+        eventually(
+            Duration::from_secs(30),
+            "the flavors are served again after the refill",
+            || {
+                let names = alice_lists(vw)?;
+                (names == expected)
+                    .then_some(())
+                    .ok_or(format!("{names:?}"))
+            },
+        );
+    }
+    // The open watch either continues (it sees the next change) or ends (kubectl exits, so a
+    // client relists); it never hangs.
+    patch_cores(&t.provider, 7);
+    let outcome = watch.expect(&["cpu-small", "7"], Duration::from_secs(15));
+    match outcome {
+        Ok(_) => {}
+        Err(seen) => assert!(
+            seen.contains("<stdout closed>"),
+            "the watch neither continued nor ended: {seen}"
+        ),
+    }
+}
