@@ -9,15 +9,15 @@
 
 #![forbid(unsafe_code)]
 
-pub mod api;
+pub use kube_api as api;
 pub mod cache_client;
 pub mod cache_server;
 pub mod controllers;
-pub mod model;
+pub use kcp_model as model;
 pub mod replication;
 pub mod rest;
-pub mod schema;
+pub use schema;
 pub mod seed;
 pub mod server;
-pub mod store;
+pub use store;
 pub mod workspaces;

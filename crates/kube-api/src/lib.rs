@@ -1,6 +1,8 @@
 //! Kubernetes API machinery shared by every server surface: Status errors, selectors, list and
 //! watch options, content negotiation, watch framing and small JSON helpers.
 
+#![forbid(unsafe_code)]
+
 pub mod encoding;
 pub mod negotiate;
 pub mod params;

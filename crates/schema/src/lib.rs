@@ -1,4 +1,6 @@
 //! APIResourceSchema handling: compiling a version's structural schema into a validator.
 
+#![forbid(unsafe_code)]
+
 pub mod structural;
 pub mod validate;

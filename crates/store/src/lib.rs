@@ -6,6 +6,8 @@
 //! (older ones get [`StoreError::Expired`]). Backends: [`memory::MemoryStore`] now; durable and
 //! etcd backends plug in behind the same trait.
 
+#![forbid(unsafe_code)]
+
 pub mod memory;
 
 use async_trait::async_trait;
