@@ -9,8 +9,8 @@
 //! a binding, so answers never tell which logical clusters exist.
 
 use super::index::{ObjKey, State};
-use super::rbac::{self, ResourceAttributes, UserRef};
 use super::url::Target;
+use crate::api::rbac::{self, ResourceAttributes, UserRef};
 use crate::api::user::UserInfo;
 use crate::model::types::ApiExport;
 use std::sync::Arc;

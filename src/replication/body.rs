@@ -7,8 +7,8 @@
 //! produced lazily, [`CHUNK`] bytes at a time.
 
 use super::index::ServedObject;
-use super::table::IncludeObject;
 use crate::model::types::PrinterColumn;
+use crate::rest::printing::IncludeObject;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 
@@ -49,7 +49,11 @@ pub fn write_item(
             .for_each(|p| buf.put_slice(p)),
         ItemView::Row(include) => {
             buf.put_slice(b"{\"cells\":");
-            super::table::write_cells(buf, &o.table_parts(columns).cells, super::table::now_unix());
+            crate::rest::printing::write_cells(
+                buf,
+                &o.table_parts(columns).cells,
+                crate::rest::printing::now_unix(),
+            );
             match include {
                 IncludeObject::None => {}
                 IncludeObject::Metadata => {

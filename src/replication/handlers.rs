@@ -9,7 +9,6 @@ use super::body::{ItemView, ListBody, write_item};
 use super::index::{
     Change, Index, ObjKey, ResolvedApi, ServedEvent, ServedObject, cluster_literal,
 };
-use super::table::{self, IncludeObject};
 use super::url::{self, Digest, Target};
 use crate::api::Status;
 use crate::api::negotiate::{Format, Offer, negotiate};
@@ -19,6 +18,7 @@ use crate::api::status::qualified;
 use crate::api::user::{RequestUser, UserInfo};
 use crate::api::watch::{self, EventType};
 use crate::model::types::PrinterColumn;
+use crate::rest::printing::{self as table, IncludeObject};
 use crate::rest::verb_of;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -163,7 +163,7 @@ async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
         return Err(no_cached_resource(&key));
     }
     match kube_path {
-        KubePath::Version => Ok(json_ok(version_document())),
+        KubePath::Version => Ok(json_ok(crate::api::version_document())),
         KubePath::Root | KubePath::Other => Err(Status::path_not_found()),
         KubePath::Resource(rp) => serve_resource(&index, &digest, &key, &user, rp, req).await,
         discovery => {
@@ -958,16 +958,6 @@ fn json_ok(body: impl Into<axum::body::Body>) -> Response {
 fn to_bytes(v: &serde_json::Value) -> Bytes {
     // invariant: json! values serialize.
     Bytes::from(serde_json::to_vec(v).expect("invariant: document serializes"))
-}
-
-/// `/version`: a semver gitVersion so `kubectl version` is happy.
-pub fn version_document() -> Bytes {
-    to_bytes(&json!({
-        "major": "1", "minor": "34",
-        "gitVersion": format!("v1.34.0-replication-vw.{}", env!("CARGO_PKG_VERSION").replace('.', "-")),
-        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "n/a", "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
-    }))
 }
 
 fn storage_version_hash(key: &str) -> String {

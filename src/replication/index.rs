@@ -10,11 +10,11 @@
 //! answered `410 Gone`. Objects that fail to unwrap or validate are not served, counted, and
 //! logged once with their key.
 
-use super::rbac::{ClusterRole, ClusterRoleBinding};
-use super::table::{self, TableParts};
+use crate::api::rbac::{ClusterRole, ClusterRoleBinding};
 use crate::api::watch::EventType;
 use crate::cache_client::CacheRead;
 use crate::model::types::*;
+use crate::rest::printing::{self as table, TableParts};
 use crate::schema::structural::Structural as Validator;
 use crate::store::{Event, EventKind, Key, Listing, Record, StoreError};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -27,64 +27,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::broadcast;
 
-/// `(logical cluster, name)` of a cluster-scoped object.
-pub type ObjKey = (String, String);
+pub use super::resolved::{ObjKey, ResolvedApi};
 
 /// Served events kept per CachedResource for watch resume.
 const HISTORY_PER_RESOURCE: usize = 10_000;
 /// Broadcast buffer per CachedResource; a watcher further behind catches up from history.
 const BROADCAST_CAPACITY: usize = 1024;
-
-/// The API a CachedResource is served as (§5.4), resolved once per catalog change.
-#[derive(Debug)]
-pub struct ResolvedApi {
-    /// Group.
-    pub group: String,
-    /// Version.
-    pub version: String,
-    /// Plural resource.
-    pub resource: String,
-    /// Schema names.
-    pub names: Names,
-    /// Namespaced (the VW follows the schema's scope).
-    pub namespaced: bool,
-    /// Whether the version declares a status subresource.
-    pub has_status: bool,
-    /// The printer columns of the served version.
-    pub printer_columns: Vec<PrinterColumn>,
-    /// Selectable fields (`spec.color` for `.spec.color`).
-    pub selectable_fields: Vec<String>,
-    /// The CachedResource's identity hash.
-    pub identity_hash: String,
-    /// The chosen export `(cluster, name)`.
-    pub export: ObjKey,
-    /// Compiled schema of the served version: prunes, defaults and validates at ingest.
-    pub validator: Arc<Validator>,
-    /// Changes whenever the schema or the chosen export changes.
-    pub fingerprint: String,
-    /// The served version's OpenAPI v3 schema (as in the APIResourceSchema).
-    pub schema: Arc<Value>,
-}
-
-impl ResolvedApi {
-    /// `<group>/<version>`.
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// The list kind.
-    pub fn list_kind(&self) -> String {
-        if self.names.list_kind.is_empty() {
-            format!("{}List", self.names.kind)
-        } else {
-            self.names.list_kind.clone()
-        }
-    }
-}
 
 /// One served object: unwrapped, validated JSON split around its `kcp.io/cluster` value.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! CachedResource per URL (`kcp-reference.md` §5, §6).
 //!
 //! [`url`] digests the URL, [`index`] keeps the catalog and the served objects in memory,
-//! [`authz`] (with [`rbac`]) decides who may read, and [`handlers`] serves discovery, get, list
+//! [`authz`] (with `kube_api::rbac`) decides who may read, and [`handlers`] serves discovery, get, list
 //! and watch.
 
 pub mod authz;
@@ -10,8 +10,7 @@ pub mod body;
 pub mod handlers;
 pub mod index;
 pub mod openapi;
-pub mod rbac;
-pub mod table;
+pub mod resolved;
 pub mod url;
 
 pub use handlers::router;

@@ -6,7 +6,7 @@
 //! (the APIResourceSchema version's schema plus `apiVersion`, `kind`, `metadata`) and its list.
 //! Documents are rendered once per resolved API and served as bytes.
 
-use super::index::ResolvedApi;
+use super::resolved::ResolvedApi;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 

@@ -6,6 +6,7 @@
 //! to readers.
 
 pub mod discovery;
+pub mod printing;
 pub mod table;
 
 use crate::api::Status;

@@ -3,8 +3,8 @@
 //! renders them: `Name`, the columns (or `Age` alone), ages computed at request time, and each
 //! row's object as PartialObjectMetadata.
 
+use super::printing::{cell, column_definitions, effective_columns, human_duration};
 use crate::model::types::PrinterColumn;
-use crate::replication::table::{cell, column_definitions, effective_columns, human_duration};
 use serde_json::{Value, json};
 
 /// One row of `obj`.
@@ -44,7 +44,7 @@ pub fn table(
     columns: &[PrinterColumn],
     metadata: Value,
 ) -> Value {
-    let now = crate::replication::table::now_unix();
+    let now = super::printing::now_unix();
     json!({
         "kind": "Table",
         "apiVersion": api_version,

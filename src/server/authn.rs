@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::server::tls::PeerIdentity;
-
 /// Group every authenticated user belongs to (as in Kubernetes).
 pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 /// Superuser group: members bypass authorization (as in Kubernetes).
@@ -352,7 +350,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     /// An authenticator accepting client certificates and, when given, the file's bearer tokens.
-    /// Front-proxy headers are ignored until [`Authenticator::with_client_auth`] (or
+    /// Front-proxy headers are ignored until [`Authenticator::with_front_proxy_headers`] (or
     /// [`Authenticator::with_request_headers`]) configures them.
     pub fn new(tokens: Option<TokenFile>) -> Self {
         Self {
@@ -361,10 +359,12 @@ impl Authenticator {
         }
     }
 
-    /// Honours the request headers of the front proxies `client_auth` recognises (from
-    /// [`crate::server::tls::prepare`]); a `client_auth` without front proxies changes nothing.
-    pub fn with_client_auth(mut self, client_auth: crate::server::tls::ClientAuth) -> Self {
-        self.request_headers = client_auth.request_headers().cloned();
+    /// Honours these request headers from front-proxy connections (those the TLS layer marked
+    /// in [`PeerIdentity::front_proxy`]); `None` (no request-header CA) changes nothing.
+    pub fn with_front_proxy_headers(mut self, headers: Option<RequestHeaders>) -> Self {
+        if headers.is_some() {
+            self.request_headers = headers;
+        }
         self
     }
 
@@ -430,6 +430,27 @@ fn with_authenticated_group(mut user: UserInfo) -> UserInfo {
         user.groups.push(AUTHENTICATED_GROUP.to_owned());
     }
     user
+}
+
+/// Who the connection's client certificate says the caller is, as a request extension.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The user of a certificate the client CA accepted: CN = name, all O = groups (in order).
+    /// `None` without such a certificate or when its CN is empty.
+    pub user: Option<UserInfo>,
+    /// The CN of a certificate the request-header CA accepted and whose CN is an allowed
+    /// front-proxy name: the request's `X-Remote-*` headers name the user.
+    pub front_proxy: Option<String>,
+}
+
+impl PeerIdentity {
+    /// A caller authenticated as `user` by a client certificate.
+    pub fn from_user(user: UserInfo) -> Self {
+        Self {
+            user: Some(user),
+            front_proxy: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -668,8 +689,7 @@ mod tests {
         let authn = Authenticator::new(None);
         let headers = front_proxy_headers(&[("X-Remote-User", "alice")]);
         assert_eq!(authn.authenticate(&front_proxy(), &headers), None);
-        let no_proxy =
-            Authenticator::new(None).with_client_auth(crate::server::tls::ClientAuth::default());
+        let no_proxy = Authenticator::new(None).with_front_proxy_headers(None);
         assert_eq!(no_proxy.authenticate(&front_proxy(), &headers), None);
     }
 

@@ -1,13 +1,10 @@
 //! Command-line flags every role of the binary shares, named as kube-apiserver's: the serving
 //! certificate and client CA (`--tls-cert-file`, `--tls-private-key-file`, `--client-ca-file`)
 //! and the front proxy's request-header authentication (`--requestheader-*`). Each role flattens
-//! [`TlsFlags`] and [`FrontProxyFlags`] into its subcommand and hands them to [`prepare`]
-//! (implemented in [`crate::server::tls`], re-exported here); this module only describes and
-//! parses them.
+//! [`TlsFlags`] and [`FrontProxyFlags`] into its subcommand and hands them to
+//! `crate::server::tls::prepare`; this module only describes and parses them.
 
 use std::path::PathBuf;
-
-pub use crate::server::tls::{Serving, prepare};
 
 use crate::server::authn::{
     DEFAULT_EXTRA_HEADERS_PREFIX, DEFAULT_GROUP_HEADER, DEFAULT_USERNAME_HEADER,

@@ -161,7 +161,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn version() -> Response {
-    crate::api::json_response(200, crate::replication::handlers::version_document())
+    crate::api::json_response(200, crate::api::version_document())
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -389,13 +389,14 @@ async fn listen(opts: &ListenOptions) -> anyhow::Result<Listening> {
     if let Some(h) = url_host(&external_url) {
         hosts.push(h);
     }
-    let serving = flags::prepare(&data_dir, &hosts, &opts.tls, &opts.front_proxy)?;
+    let serving = tls::prepare(&data_dir, &hosts, &opts.tls, &opts.front_proxy)?;
     let kubeconfig = tls::write_admin_kubeconfig(&data_dir, &url, &serving.pki)?;
     let tokens = match &opts.token_auth_file {
         Some(p) => Some(authn::TokenFile::load(p)?),
         None => None,
     };
-    let authenticator = Authenticator::new(tokens).with_client_auth(serving.client_auth.clone());
+    let authenticator = Authenticator::new(tokens)
+        .with_front_proxy_headers(serving.client_auth.request_headers().cloned());
     Ok(Listening {
         listener,
         url,

@@ -44,6 +44,7 @@ use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::x509::X509Name;
 
+pub use crate::server::authn::PeerIdentity;
 use crate::server::authn::{AuthnError, RequestHeaders, UserInfo};
 use crate::server::flags::{FrontProxyFlags, TlsFlags};
 
@@ -707,7 +708,7 @@ fn certificate_pem(der: &CertificateDer<'_>) -> String {
 
 /// The serving side of the process, from [`prepare`]: the PKI (for
 /// [`write_admin_kubeconfig_with`]), what [`serve`] takes, and how client certificates map to
-/// users and front proxies (for [`crate::server::authn::Authenticator::with_client_auth`]).
+/// users and front proxies (for [`crate::server::authn::Authenticator::with_front_proxy_headers`]).
 #[derive(Debug, Clone)]
 pub struct Serving {
     /// The generated PKI, with the serving certificate, key and serving CA replaced as the flags
@@ -1034,26 +1035,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Who the connection's client certificate says the caller is, as a request extension.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerIdentity {
-    /// The user of a certificate the client CA accepted: CN = name, all O = groups (in order).
-    /// `None` without such a certificate or when its CN is empty.
-    pub user: Option<UserInfo>,
-    /// The CN of a certificate the request-header CA accepted and whose CN is an allowed
-    /// front-proxy name: the request's `X-Remote-*` headers name the user.
-    pub front_proxy: Option<String>,
-}
-
 impl PeerIdentity {
-    /// A caller authenticated as `user` by a client certificate.
-    pub fn from_user(user: UserInfo) -> Self {
-        Self {
-            user: Some(user),
-            front_proxy: None,
-        }
-    }
-
     /// The user in a DER certificate already verified against the client CA.
     pub fn from_certificate(der: &[u8]) -> Self {
         let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
@@ -1929,7 +1911,7 @@ mod tests {
         let tokens =
             crate::server::authn::TokenFile::parse("tok,carol,u-3,viewers").expect("tokens");
         let authn = crate::server::authn::Authenticator::new(Some(tokens))
-            .with_client_auth(serving.client_auth.clone());
+            .with_front_proxy_headers(serving.client_auth.request_headers().cloned());
         let app = axum::Router::new()
             .route("/whoami", get(authenticated_user))
             .with_state(Arc::new(authn));

@@ -345,9 +345,7 @@ async fn authorize(
     verb: &str,
     raw_path: &str,
 ) -> Result<(), Status> {
-    use crate::replication::rbac::{
-        self, ClusterRole, ClusterRoleBinding, ResourceAttributes, UserRef,
-    };
+    use crate::api::rbac::{self, ClusterRole, ClusterRoleBinding, ResourceAttributes, UserRef};
     let denied = || {
         Status::forbidden(match path {
             Some(p) => {
@@ -587,7 +585,7 @@ async fn non_resource(
     match segs {
         ["version"] => Ok(crate::api::json_response(
             200,
-            crate::replication::handlers::version_document(),
+            crate::api::version_document(),
         )),
         ["openapi", "v3"] => {
             let mut entries = Vec::new();

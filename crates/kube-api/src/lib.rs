@@ -8,6 +8,7 @@ pub mod negotiate;
 pub mod params;
 pub mod patch;
 pub mod protobuf;
+pub mod rbac;
 pub mod request;
 pub mod selector;
 pub mod status;
@@ -97,4 +98,16 @@ pub fn random_suffix() -> String {
     (0..5)
         .map(|_| char::from(ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()]))
         .collect()
+}
+
+/// The `/version` document every surface answers (kube 1.34 compatible).
+pub fn version_document() -> bytes::Bytes {
+    let doc = serde_json::json!({
+        "major": "1", "minor": "34",
+        "gitVersion": format!("v1.34.0-replication-vw.{}", env!("CARGO_PKG_VERSION").replace('.', "-")),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a", "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    });
+    bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
 }
