@@ -9,13 +9,13 @@
 
 #![forbid(unsafe_code)]
 
+pub use cache_client;
 pub use kube_api as api;
-pub mod cache_client;
 pub mod cache_server;
 pub mod controllers;
 pub use kcp_model as model;
 pub mod replication;
-pub mod rest;
+pub use rest;
 pub use schema;
 pub mod seed;
 pub mod server;

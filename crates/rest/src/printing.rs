@@ -6,8 +6,8 @@
 //! metadata view are computed once, on the first request that needs them, and kept as bytes
 //! split around the consumer cluster like the object itself.
 
-use crate::model::types::PrinterColumn;
 use bytes::Bytes;
+use kcp_model::types::PrinterColumn;
 use serde_json::{Value, json};
 
 /// Which object each Table row carries (`includeObject`).

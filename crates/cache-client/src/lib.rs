@@ -4,7 +4,7 @@
 //!
 //! - [`CacheRead`] ([`reader`]): what readers (the virtual workspace's index) take from the
 //!   cache — every resource they need listed at one revision, then watched from it.
-//!   [`reader::StoreRead`] reads a [`Store`](crate::store::Store) in process;
+//!   [`reader::StoreRead`] reads a [`Store`](store::Store) in process;
 //!   [`reader::HttpsRead`] lists and watches a remote cache server over its HTTP API, resumes
 //!   after outages, and reports a cache that restarted empty as an expired watch so readers
 //!   relist.
@@ -16,15 +16,17 @@
 //! kubeconfig (`--cache-kubeconfig`) whose current context names the cache server, its CA and a
 //! client certificate.
 
+#![forbid(unsafe_code)]
+
 pub mod reader;
 
-use crate::store::{Key, Record};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use store::{Key, Record};
 
 pub use reader::{CacheRead, HttpsRead, StoreRead};
 
@@ -329,10 +331,10 @@ struct ItemMeta {
 fn record_of(group: &str, resource: &str, raw: &[u8]) -> Option<Record> {
     let head: ItemHead = serde_json::from_slice(raw).ok()?;
     let md = head.metadata;
-    let cluster = md.annotations.get(crate::model::ANN_CLUSTER)?.clone();
+    let cluster = md.annotations.get(kcp_model::ANN_CLUSTER)?.clone();
     let shard = md
         .annotations
-        .get(crate::model::ANN_SHARD)
+        .get(kcp_model::ANN_SHARD)
         .cloned()
         .unwrap_or_default();
     if md.name.is_empty() || cluster.is_empty() {

@@ -2,10 +2,10 @@
 //! `/apis`, `/apis/<g>`, `/apis/<g>/<v>`) and aggregated `apidiscovery.k8s.io/v2`, which
 //! kubectl asks for first and caches.
 
-use crate::api::Status;
-use crate::api::negotiate::{Format, Offer, negotiate};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use kube_api::Status;
+use kube_api::negotiate::{Format, Offer, negotiate};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -154,7 +154,7 @@ fn resource_list(resources: &[ApiResource], group: &str, version: &str) -> Value
 
 fn respond(doc: &Value, content_type: &'static str) -> Result<Response, Status> {
     let body = serde_json::to_vec(doc).map_err(Status::internal)?;
-    let mut r = crate::api::json_response(200, body);
+    let mut r = kube_api::json_response(200, body);
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(r)

@@ -11,7 +11,6 @@
 //! [`StoreError::Expired`] so the reader relists (as it does on a `410 Gone`).
 
 use super::{Backoff, CacheError, Collection, Connection, ListError, list_collection, record_of};
-use crate::store::{Event, EventKind, Listing, Scope, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -19,6 +18,7 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use store::{Event, EventKind, Listing, Scope, Store, StoreError, WatchStream};
 
 /// The header a cache server of ours answers with: an id of the running instance, new at every
 /// start (a restarted memory cache is empty).

@@ -4,7 +4,7 @@
 //! row's object as PartialObjectMetadata.
 
 use super::printing::{cell, column_definitions, effective_columns, human_duration};
-use crate::model::types::PrinterColumn;
+use kcp_model::types::PrinterColumn;
 use serde_json::{Value, json};
 
 /// One row of `obj`.

@@ -5,24 +5,26 @@
 //! passing a [`Collection`] that says which resource is read and how a stored record is shown
 //! to readers.
 
+#![forbid(unsafe_code)]
+
 pub mod discovery;
 pub mod printing;
 pub mod table;
 
-use crate::api::Status;
-use crate::api::json_response;
-use crate::api::labels_of;
-use crate::api::params::{ListOptions, check_fields, parse_revision};
-use crate::api::selector::{FieldSelector, LabelSelector};
-use crate::api::watch::{self, EventType};
-use crate::store::{EventKind, Key, Scope, Store, StoreError};
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use kube_api::Status;
+use kube_api::json_response;
+use kube_api::labels_of;
+use kube_api::params::{ListOptions, check_fields, parse_revision};
+use kube_api::selector::{FieldSelector, LabelSelector};
+use kube_api::watch::{self, EventType};
 use serde_json::Value;
 use std::sync::Arc;
+use store::{EventKind, Key, Scope, Store, StoreError};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 16 << 20;
@@ -47,13 +49,13 @@ pub struct Collection {
     /// Presents records.
     pub present: Presenter,
     /// Printer columns: with them, Table output is offered (`Age` alone when empty).
-    pub columns: Option<Arc<Vec<crate::model::types::PrinterColumn>>>,
+    pub columns: Option<Arc<Vec<kcp_model::types::PrinterColumn>>>,
 }
 
 impl Collection {
     /// The Table apiVersion the `Accept` header asks for, when this collection prints tables.
     fn wants_table(&self, accept: Option<&str>) -> Result<Option<&'static str>, Status> {
-        use crate::api::negotiate::{Format, Offer, negotiate};
+        use kube_api::negotiate::{Format, Offer, negotiate};
         match negotiate(accept, Offer::Resource)? {
             Format::Table(v) if self.columns.is_some() => Ok(Some(v)),
             _ => Ok(None),
@@ -88,9 +90,9 @@ impl Collection {
 /// The Kubernetes verb of a request.
 pub fn verb_of(method: &Method, named: bool, query: Option<&str>, watch_path: bool) -> String {
     let watch = watch_path
-        || crate::api::params::parse_query(query)
+        || kube_api::params::parse_query(query)
             .iter()
-            .any(|(k, v)| k == "watch" && crate::api::params::truthy(v));
+            .any(|(k, v)| k == "watch" && kube_api::params::truthy(v));
     match *method {
         Method::GET | Method::HEAD if watch => "watch",
         Method::GET | Method::HEAD if named => "get",
@@ -200,8 +202,8 @@ pub async fn list(
     accept: Option<&str>,
 ) -> Result<Response, Status> {
     let table_version = c.wants_table(accept)?;
-    use crate::api::params::RvMatch;
     use base64::Engine;
+    use kube_api::params::RvMatch;
     check_fields(&opts.field_selector, c.namespaced)?;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let requested = opts.revision()?;
@@ -420,7 +422,7 @@ pub async fn watch(
 
 /// The frame for one store event as a selector-filtered watcher sees it (kube's transitions).
 fn event_frame(
-    event: &crate::store::Event,
+    event: &store::Event,
     ls: &LabelSelector,
     fs: &FieldSelector,
     c: &Collection,
