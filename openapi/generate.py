@@ -2,12 +2,12 @@
 
 The cache server stores kcp's types schemaless (every object is accepted as it is sent), so the
 documents describe each kind's envelope (apiVersion, kind, metadata) and leave spec and status
-open. Run `python3 openapi/generate.py` after changing src/cache_server/resources.rs.
+open. Run `python3 openapi/generate.py` after changing crates/cache-server/src/resources.rs.
 """
 import json, os, re
 
 here = os.path.dirname(os.path.abspath(__file__))
-table = open(os.path.join(here, "..", "src", "cache_server", "resources.rs")).read()
+table = open(os.path.join(here, "..", "crates", "cache-server", "src", "resources.rs")).read()
 rows = re.findall(r'r\(\s*"([^"]*)",\s*"([^"]*)",\s*&\[([^\]]*)\],\s*"([^"]*)",\s*(true|false),?\s*\)', table)
 
 DESCRIPTIONS = {

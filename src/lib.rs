@@ -1,23 +1,26 @@
-//! replication-vw: kcp's CachedResource read path in Rust.
+//! replication-vw: kcp's CachedResource read path in Rust — the server layer and the binary's
+//! library.
 //!
-//! The **cache server** ([`cache_server`]) stores what kcp shards replicate, over a [`store`]
-//! with one global revision; the **Replication virtual workspace** ([`replication`]) serves the
-//! cached objects of each CachedResource read-only to bound consumer workspaces, validated
-//! against their APIResourceSchema ([`schema`]). [`seed`] applies manifests as a local shard
-//! would, and [`server`] wires TLS, authentication and the routes into one binary.
-//! Layering is one-way: api/model → store → schema → cache_server/replication → seed → server.
+//! The work lives in the workspace's crates, in the one-way order the compiler enforces:
+//! `kube-api` (Kubernetes API machinery) → `kcp-model` → `store` → `schema` → `rest` (generic
+//! REST over a store) and `cache-client` (the read and write seams to the cache server, in
+//! process or over HTTPS) → `cache-server`, `virtual-workspace` and `shard` (workspaces API,
+//! controllers, seed) → [`server`] (TLS, authentication, tower layers, metrics and the three
+//! roles) → the binary. They are re-exported here under their module names ([`api`],
+//! [`model`], [`store`], [`schema`], [`rest`], [`cache_client`], [`cache_server`],
+//! [`replication`], [`workspaces`], [`controllers`], [`seed`]).
 
 #![forbid(unsafe_code)]
 
 pub use cache_client;
-pub use kube_api as api;
-pub mod cache_server;
-pub mod controllers;
+pub use cache_server;
 pub use kcp_model as model;
-pub mod replication;
+pub use kube_api as api;
 pub use rest;
 pub use schema;
+pub use shard::controllers;
+pub use virtual_workspace as replication;
 pub mod seed;
 pub mod server;
+pub use shard::workspaces;
 pub use store;
-pub mod workspaces;

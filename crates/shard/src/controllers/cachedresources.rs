@@ -9,7 +9,7 @@
 //! deleted keeps its copy until it is gone, as kcp HEAD does); counts; `Ready`.
 
 use super::*;
-use crate::cache_client::{CacheError, Collection};
+use cache_client::{CacheError, Collection};
 use std::collections::BTreeMap;
 
 /// The CachedResource finalizer.
@@ -147,7 +147,7 @@ async fn reconcile(
             "ResourceNotClusterScoped",
             &format!(
                 "Resource {} is not cluster-scoped",
-                crate::api::status::qualified(&gvr.group, &gvr.resource)
+                kube_api::status::qualified(&gvr.group, &gvr.resource)
             ),
         );
         status["conditions"] = json!(conditions);
@@ -304,7 +304,7 @@ pub async fn identity_hash_of(
         return Ok(Err(format!("secrets \"{name}\" not found")));
     };
     Ok(match secret_key(&s) {
-        Some(k) if !k.is_empty() => Ok(crate::model::naming::identity_hash(&k)),
+        Some(k) if !k.is_empty() => Ok(kcp_model::naming::identity_hash(&k)),
         _ => Err("secret is missing data.key".to_string()),
     })
 }
@@ -398,14 +398,14 @@ struct SourceView {
 
 /// One CachedObject of a GVR: its record, wrapper labels and inner resourceVersion.
 struct Cached {
-    record: crate::store::Record,
+    record: store::Record,
     labels: Arc<BTreeMap<String, String>>,
     inner_rv: Arc<str>,
 }
 
 /// The labels (and, for a CachedObject, inner resourceVersion) of a record: from the memo when
 /// the record has not changed since a pass read it, decoded otherwise.
-fn read_light(c: &Controllers, record: &crate::store::Record, cached_object: bool) -> Option<Seen> {
+fn read_light(c: &Controllers, record: &store::Record, cached_object: bool) -> Option<Seen> {
     let pass = c.passes();
     let mut seen = c.seen.lock();
     if let Some(s) = seen.get_mut(&record.key)

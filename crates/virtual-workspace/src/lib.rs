@@ -5,6 +5,8 @@
 //! [`authz`] (with `kube_api::rbac`) decides who may read, and [`handlers`] serves discovery, get, list
 //! and watch.
 
+#![forbid(unsafe_code)]
+
 pub mod authz;
 pub mod body;
 pub mod handlers;

@@ -3,8 +3,8 @@
 //! custom resources of the workspace's CustomResourceDefinitions, each compiled once into a
 //! [`Structural`] schema for pruning, defaulting and validation.
 
-use crate::rest::discovery::ApiResource;
-use crate::schema::structural::Structural;
+use rest::discovery::ApiResource;
+use schema::structural::Structural;
 use serde_json::Value;
 use std::sync::Arc;
 

@@ -7,9 +7,8 @@
 //! name) or `kcp.io/path` (a workspace path such as `root:cloudco`).
 
 use crate::controllers::Controllers;
-use crate::model::{ANN_CLUSTER, ANN_PATH};
-use crate::store::Store;
 use crate::workspaces::objects::{Part, Workspaces, WsError};
+use kcp_model::{ANN_CLUSTER, ANN_PATH};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -150,7 +149,7 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, SeedError> {
                 .to_string()
         };
         let cluster = match (annotation(ANN_CLUSTER), annotation(ANN_PATH)) {
-            (c, _) if crate::model::is_cluster_name(&c) => c,
+            (c, _) if kcp_model::is_cluster_name(&c) => c,
             (c, p) if c.is_empty() && !p.is_empty() => p,
             _ => {
                 return Err(err(
@@ -252,20 +251,15 @@ pub async fn apply(ws: &Workspaces, mut manifests: Vec<Manifest>) -> Result<Summ
 /// controllers run until they settle, replicating into `cache` as shard `root` with `vw_url`
 /// as this server's URL. For tests and benchmarks that need a filled cache.
 pub async fn load(
-    cache: Arc<dyn Store>,
+    cache: Arc<dyn cache_client::CacheWrite>,
     manifests: Vec<Manifest>,
     vw_url: &str,
 ) -> Result<Summary, SeedError> {
     let ws = Arc::new(Workspaces::new(Arc::new(
-        crate::store::memory::MemoryStore::default(),
+        store::memory::MemoryStore::default(),
     )));
     let summary = apply(&ws, manifests).await?;
-    let controllers = Controllers::new(
-        ws,
-        Arc::new(crate::cache_server::local::LocalWrite(cache)),
-        LOCAL_SHARD,
-        vw_url,
-    );
+    let controllers = Controllers::new(ws, cache, LOCAL_SHARD, vw_url);
     controllers
         .settle(50)
         .await

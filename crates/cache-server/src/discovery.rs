@@ -1,11 +1,11 @@
 //! Discovery for the cache server API, so that kubectl pointed at
 //! `/services/cache/shards/<s>/clusters/<c>` finds the stored resources: the served-resource
-//! table shown through [`crate::rest::discovery`] (legacy and aggregated documents).
+//! table shown through [`rest::discovery`] (legacy and aggregated documents).
 
 use super::resources::RESOURCES;
-use crate::api::Status;
-use crate::rest::discovery::ApiResource;
 use axum::response::Response;
+use kube_api::Status;
+use rest::discovery::ApiResource;
 
 const VERBS: [&str; 7] = [
     "create",
@@ -40,13 +40,13 @@ fn resources() -> Vec<ApiResource> {
 
 /// Answer one discovery request (`tail` is `api`, `apis`, `apis/<g>` or `apis/<g>/<v>`).
 pub fn serve(tail: &[String], accept: Option<&str>) -> Result<Response, Status> {
-    crate::rest::discovery::serve(&resources(), tail, accept)
+    rest::discovery::serve(&resources(), tail, accept)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rest::discovery::groups;
+    use rest::discovery::groups;
 
     #[test]
     fn apiexports_prefer_their_storage_version() {

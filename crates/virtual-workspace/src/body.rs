@@ -7,9 +7,9 @@
 //! produced lazily, [`CHUNK`] bytes at a time.
 
 use super::index::ServedObject;
-use crate::model::types::PrinterColumn;
-use crate::rest::printing::IncludeObject;
 use bytes::{BufMut, Bytes, BytesMut};
+use kcp_model::types::PrinterColumn;
+use rest::printing::IncludeObject;
 use std::sync::Arc;
 
 /// How each item of a list is shown.
@@ -49,10 +49,10 @@ pub fn write_item(
             .for_each(|p| buf.put_slice(p)),
         ItemView::Row(include) => {
             buf.put_slice(b"{\"cells\":");
-            crate::rest::printing::write_cells(
+            rest::printing::write_cells(
                 buf,
                 &o.table_parts(columns).cells,
-                crate::rest::printing::now_unix(),
+                rest::printing::now_unix(),
             );
             match include {
                 IncludeObject::None => {}

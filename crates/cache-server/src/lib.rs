@@ -5,23 +5,25 @@
 //! members of `system:masters` may use it. Object semantics live in [`objects`]; the served
 //! resources in [`resources`].
 
+#![forbid(unsafe_code)]
+
 pub mod discovery;
 pub mod local;
 pub mod objects;
 pub mod openapi;
 pub mod resources;
 
-use crate::api::params::{ListOptions, name_selector};
-use crate::api::user::RequestUser;
-use crate::api::{Status, json_response};
-use crate::model::is_cluster_name;
-use crate::rest::{self, Collection, read_json, selected, to_vec, verb_of};
-use crate::store::{GroupResource, Scope, Store, StoreError};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use kcp_model::is_cluster_name;
+use kube_api::params::{ListOptions, name_selector};
+use kube_api::user::RequestUser;
+use kube_api::{Status, json_response};
+use rest::{self, Collection, read_json, selected, to_vec, verb_of};
+use store::{GroupResource, Scope, Store, StoreError};
 
 use objects::{Location, ObjectError};
 use resources::ServedResource;
@@ -165,7 +167,7 @@ async fn handle(State(cs): State<CacheServer>, req: Request) -> Response {
 
 async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let user = RequestUser::require(req.extensions())?;
-    let decoded = crate::api::params::decoded_path(req.uri().path());
+    let decoded = kube_api::params::decoded_path(req.uri().path());
     let path = match parse_path(&decoded) {
         Ok(p) => p,
         Err(e) if e.code == 404 => {
@@ -199,7 +201,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     if !user.is_master() {
         return Err(Status::forbidden(format!(
             "{} is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\" at the cluster scope",
-            crate::api::status::qualified(&path.group, &path.resource),
+            kube_api::status::qualified(&path.group, &path.resource),
             user.name,
             path.resource,
             path.group

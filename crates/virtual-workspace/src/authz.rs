@@ -10,9 +10,9 @@
 
 use super::index::{ObjKey, State};
 use super::url::Target;
-use crate::api::rbac::{self, ResourceAttributes, UserRef};
-use crate::api::user::UserInfo;
-use crate::model::types::ApiExport;
+use kcp_model::types::ApiExport;
+use kube_api::rbac::{self, ResourceAttributes, UserRef};
+use kube_api::user::UserInfo;
 use std::sync::Arc;
 
 /// An authorization decision with kcp's raw reasons.
@@ -79,7 +79,7 @@ pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
                     );
                 }
             };
-            let gr = crate::api::status::qualified(group, resource);
+            let gr = kube_api::status::qualified(group, resource);
             let binding = bindings
                 .get(&gr)
                 .filter(|lock| !lock.n.is_empty())

@@ -4,7 +4,7 @@
 
 use super::global::Global;
 use super::*;
-use crate::model::types::BindingLock;
+use kcp_model::types::BindingLock;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// APIExport identity (§4.1): the secret `kcp-system/<export>` unless one is referenced, its
@@ -150,7 +150,7 @@ pub async fn bindings(c: &Controllers, pass: &mut Pass) -> Result<(), Controller
                         "schema": {"name": schema_name, "UID": uid, "identityHash": hash},
                         "storageVersions": storage_versions,
                     }));
-                    let gr = crate::api::status::qualified(group, resource);
+                    let gr = kube_api::status::qualified(group, resource);
                     bound
                         .entry(cluster.to_string())
                         .or_default()
@@ -202,7 +202,7 @@ pub async fn bindings(c: &Controllers, pass: &mut Pass) -> Result<(), Controller
     // The resource-bindings annotation: entries owned by bindings follow them; CRD locks stay.
     for (lc, key, _) in c.ws.list_values(&lc_kind, None).await? {
         let cluster = key.cluster.as_str();
-        let current = crate::model::types::LogicalCluster::bindings_of(&lc);
+        let current = kcp_model::types::LogicalCluster::bindings_of(&lc);
         let mut desired: BTreeMap<String, BindingLock> = current
             .iter()
             .filter(|(_, l)| l.n.is_empty())

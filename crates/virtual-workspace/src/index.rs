@@ -10,21 +10,21 @@
 //! answered `410 Gone`. Objects that fail to unwrap or validate are not served, counted, and
 //! logged once with their key.
 
-use crate::api::rbac::{ClusterRole, ClusterRoleBinding};
-use crate::api::watch::EventType;
-use crate::cache_client::CacheRead;
-use crate::model::types::*;
-use crate::rest::printing::{self as table, TableParts};
-use crate::schema::structural::Structural as Validator;
-use crate::store::{Event, EventKind, Key, Listing, Record, StoreError};
 use bytes::{BufMut, Bytes, BytesMut};
+use cache_client::CacheRead;
 use futures_util::StreamExt;
+use kcp_model::types::*;
+use kube_api::rbac::{ClusterRole, ClusterRoleBinding};
+use kube_api::watch::EventType;
 use parking_lot::RwLock;
+use rest::printing::{self as table, TableParts};
+use schema::structural::Structural as Validator;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use store::{Event, EventKind, Key, Listing, Record, StoreError};
 use tokio::sync::broadcast;
 
 pub use super::resolved::{ObjKey, ResolvedApi};
@@ -175,7 +175,7 @@ impl ServedEvent {
     /// and shared by every watcher that sends it.
     pub fn frame(&self, kind: EventType, cluster: &[u8]) -> Bytes {
         self.memo(kind, cluster, 0, || {
-            crate::api::watch::frame(kind, &self.object.parts(cluster))
+            kube_api::watch::frame(kind, &self.object.parts(cluster))
         })
     }
 
@@ -484,7 +484,7 @@ fn unwrap_inner(
     if name.is_empty() {
         return Err("inner object has no metadata.name".into());
     }
-    let labels = crate::api::labels_of(&inner);
+    let labels = kube_api::labels_of(&inner);
     let fields = api
         .selectable_fields
         .iter()
@@ -629,7 +629,7 @@ impl State {
         if exports.is_empty() {
             return BTreeSet::new();
         }
-        let gr = crate::api::status::qualified(group, resource);
+        let gr = kube_api::status::qualified(group, resource);
         let mut out = BTreeSet::new();
         for ((cluster, name), binding) in &self.bindings {
             let Some((ek, _)) = self.binding_export(cluster, binding) else {
@@ -1218,7 +1218,7 @@ impl Index {
     }
 
     /// Where the index reads from and whether that is reachable (`None` before [`Index::run`]).
-    pub fn source_health(&self) -> Option<crate::cache_client::reader::ReadHealth> {
+    pub fn source_health(&self) -> Option<cache_client::reader::ReadHealth> {
         self.source.lock().as_ref().map(|s| s.health())
     }
 
@@ -1227,7 +1227,7 @@ impl Index {
     /// already synced meanwhile.
     pub async fn run(self: Arc<Self>, cache: Arc<dyn CacheRead>) {
         *self.source.lock() = Some(cache.clone());
-        let mut backoff = crate::cache_client::Backoff::new(
+        let mut backoff = cache_client::Backoff::new(
             std::time::Duration::from_millis(100),
             std::time::Duration::from_secs(10),
         );
@@ -1292,8 +1292,8 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Record;
     use serde_json::json;
+    use store::Record;
 
     fn api() -> ResolvedApi {
         ResolvedApi {

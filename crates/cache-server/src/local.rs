@@ -4,11 +4,11 @@
 
 use super::objects::{self, Location, ObjectError};
 use super::resources;
-use crate::cache_client::{CacheError, CacheWrite, Collection};
-use crate::store::{GroupResource, Record, Scope, Store, StoreError};
 use async_trait::async_trait;
+use cache_client::{CacheError, CacheWrite, Collection};
 use serde_json::Value;
 use std::sync::Arc;
+use store::{GroupResource, Record, Scope, Store, StoreError};
 
 /// The cache server's store, written in process.
 #[derive(Clone)]

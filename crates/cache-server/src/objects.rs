@@ -9,11 +9,11 @@
 //! rule on annotations, applied to bodies written over HTTP.
 
 use super::resources::ServedResource;
-use crate::api::{Status, child_map, metadata_mut};
-use crate::model::{ANN_CLUSTER, ANN_SHARD};
-use crate::store::{Key, Record, Store, StoreError};
 use bytes::Bytes;
+use kcp_model::{ANN_CLUSTER, ANN_SHARD};
+use kube_api::{Status, child_map, metadata_mut};
 use serde_json::{Map, Value};
+use store::{Key, Record, Store, StoreError};
 
 /// Errors of object handling, mapped to a Status at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -155,11 +155,11 @@ pub fn check_annotations(res: &ServedResource, name: &str, body: &Value) -> Resu
     let field = "metadata.annotations";
     let message = format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes");
     let mut st = Status::invalid(format!("{kind} \"{name}\" is invalid: {field}: {message}"));
-    st.details = Some(Box::new(crate::api::status::StatusDetails {
+    st.details = Some(Box::new(kube_api::status::StatusDetails {
         name: name.to_string(),
         group: res.group.to_string(),
         kind: res.kind.to_string(),
-        causes: vec![crate::api::status::StatusCause {
+        causes: vec![kube_api::status::StatusCause {
             reason: "FieldValueTooLong".into(),
             message,
             field: field.into(),
@@ -197,7 +197,7 @@ pub async fn create(
         ));
     };
     let md = metadata_mut(obj);
-    let Some(name) = crate::api::name_or_generate(md) else {
+    let Some(name) = kube_api::name_or_generate(md) else {
         return Err(ObjectError::BadRequest(
             "metadata.name: Required value: name or generateName is required".into(),
         ));
@@ -216,7 +216,7 @@ pub async fn create(
     if !keep(md, "creationTimestamp") {
         md.insert(
             "creationTimestamp".into(),
-            Value::String(crate::api::now_rfc3339()),
+            Value::String(kube_api::now_rfc3339()),
         );
     }
     if !keep(md, "generation") {
@@ -320,9 +320,9 @@ pub fn present(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache_server::resources::find;
-    use crate::store::memory::MemoryStore;
+    use crate::resources::find;
     use serde_json::json;
+    use store::memory::MemoryStore;
 
     fn loc() -> Location<'static> {
         Location {

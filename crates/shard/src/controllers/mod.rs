@@ -19,18 +19,18 @@ pub mod cachedresources;
 pub mod global;
 pub mod replicate;
 
-use crate::cache_client::CacheWrite;
-use crate::model::naming::cached_object_name;
-use crate::model::types::*;
-use crate::store::StoreError;
 use crate::workspaces::objects::{Part, Workspaces, WsError};
 use crate::workspaces::registry::Kind;
 use base64::Engine;
+use cache_client::CacheWrite;
 use futures_util::StreamExt;
+use kcp_model::naming::cached_object_name;
+use kcp_model::types::*;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use store::StoreError;
 
 /// A pass runs at least this often, changes or not (level-triggered resync).
 pub const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
@@ -49,8 +49,8 @@ pub enum ControllerError {
     Store(#[from] StoreError),
 }
 
-impl From<crate::cache_client::CacheError> for ControllerError {
-    fn from(e: crate::cache_client::CacheError) -> Self {
+impl From<cache_client::CacheError> for ControllerError {
+    fn from(e: cache_client::CacheError) -> Self {
         ControllerError::Cache(e.to_string())
     }
 }
@@ -68,7 +68,7 @@ pub struct Controllers {
     passes: AtomicU64,
     /// What passes read of each source object and CachedObject, by key and revision, so an
     /// unchanged record is not decoded again.
-    pub(crate) seen: parking_lot::Mutex<std::collections::HashMap<Arc<crate::store::Key>, Seen>>,
+    pub(crate) seen: parking_lot::Mutex<std::collections::HashMap<Arc<store::Key>, Seen>>,
     writes: AtomicU64,
     last_pass_micros: AtomicU64,
     settled: AtomicBool,
@@ -184,7 +184,7 @@ impl Controllers {
     /// [`Controllers::trigger`]), forever. A failed pass (a cache server that is down) is retried
     /// with capped exponential back-off and jitter until one succeeds.
     pub async fn run(self: Arc<Self>) {
-        let mut backoff = crate::cache_client::Backoff::new(
+        let mut backoff = cache_client::Backoff::new(
             std::time::Duration::from_millis(200),
             std::time::Duration::from_secs(10),
         );
@@ -202,7 +202,7 @@ impl Controllers {
                 tracing::warn!(error = %e, "A controller pass failed; retrying.");
                 failing = true;
             }
-            let mut stream = match self.ws.store.watch(crate::store::Scope::all(), from).await {
+            let mut stream = match self.ws.store.watch(store::Scope::all(), from).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "Controllers cannot watch the store; relisting.");
@@ -313,7 +313,7 @@ pub fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
 
 /// An object's labels.
 pub fn labels(v: &Value) -> BTreeMap<String, String> {
-    crate::api::labels_of(v)
+    kube_api::labels_of(v)
 }
 
 /// `spec.labelSelector.matchLabels` (matchExpressions are ignored, as kcp does).
@@ -343,7 +343,7 @@ pub fn set_condition(
         .cloned();
     let time = match &previous {
         Some(p) if str_at(p, "/status") == status => str_at(p, "/lastTransitionTime").to_string(),
-        _ => crate::api::now_rfc3339(),
+        _ => kube_api::now_rfc3339(),
     };
     let mut c = json!({"type": type_, "status": status, "lastTransitionTime": time});
     if !ok {
@@ -390,8 +390,8 @@ pub fn selects(match_labels: &BTreeMap<String, String>, labels: &BTreeMap<String
 }
 
 fn annotations_mut(obj: &mut Value) -> Option<&mut Map<String, Value>> {
-    let md = crate::api::metadata_mut(obj.as_object_mut()?);
-    Some(crate::api::child_map(md, "annotations"))
+    let md = kube_api::metadata_mut(obj.as_object_mut()?);
+    Some(kube_api::child_map(md, "annotations"))
 }
 
 /// A group as CachedObject labels name it: `core` for the core group.
@@ -442,7 +442,7 @@ pub fn wrap(source: &Value, group: &str, version: &str, resource: &str, shard: &
         "kind": "CachedObject",
         "metadata": {
             "name": cached_object_name(group, version, resource, ns, name),
-            "creationTimestamp": crate::api::now_rfc3339(),
+            "creationTimestamp": kube_api::now_rfc3339(),
             "labels": labels,
             "annotations": annotations,
         },
@@ -461,12 +461,12 @@ pub fn endpoint_url(vw_url: &str, cr_cluster: &str, cr_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use store::memory::MemoryStore;
 
     /// A local shard with workspace `p` (root:p) holding a cluster-scoped CRD `things.g.io`.
     async fn world() -> Controllers {
         let ws = Arc::new(Workspaces::new(Arc::new(MemoryStore::default())));
-        let cache = crate::cache_server::local::LocalWrite(Arc::new(MemoryStore::default()));
+        let cache = cache_server::local::LocalWrite(Arc::new(MemoryStore::default()));
         let c = Controllers::new(ws, Arc::new(cache), "root", "https://vw:1");
         for (cluster, path) in [("p", "root:p"), ("q", "root:q")] {
             let lc = c.kind("core.kcp.io", "logicalclusters").unwrap();
@@ -591,7 +591,7 @@ mod tests {
             "p",
             "kcp-system",
             "things",
-            crate::api::patch::PatchType::Merge,
+            kube_api::patch::PatchType::Merge,
             br#"{"data":{"key":"b3RoZXI="}}"#,
             Part::Main,
             false,
@@ -706,7 +706,7 @@ mod tests {
             let cache = c.cache.clone();
             async move {
                 cache
-                    .list(crate::cache_client::Collection {
+                    .list(cache_client::Collection {
                         group: "cache.kcp.io",
                         version: "v1alpha1",
                         resource: "cachedobjects",

@@ -10,16 +10,6 @@ use super::index::{
     Change, Index, ObjKey, ResolvedApi, ServedEvent, ServedObject, cluster_literal,
 };
 use super::url::{self, Digest, Target};
-use crate::api::Status;
-use crate::api::negotiate::{Format, Offer, negotiate};
-use crate::api::params::{ListOptions, check_fields_with, name_selector};
-use crate::api::selector::{FieldSelector, LabelSelector};
-use crate::api::status::qualified;
-use crate::api::user::{RequestUser, UserInfo};
-use crate::api::watch::{self, EventType};
-use crate::model::types::PrinterColumn;
-use crate::rest::printing::{self as table, IncludeObject};
-use crate::rest::verb_of;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,6 +17,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use kcp_model::types::PrinterColumn;
+use kube_api::Status;
+use kube_api::negotiate::{Format, Offer, negotiate};
+use kube_api::params::{ListOptions, check_fields_with, name_selector};
+use kube_api::selector::{FieldSelector, LabelSelector};
+use kube_api::status::qualified;
+use kube_api::user::{RequestUser, UserInfo};
+use kube_api::watch::{self, EventType};
+use rest::printing::{self as table, IncludeObject};
+use rest::verb_of;
 use serde_json::json;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -140,7 +140,7 @@ fn no_cached_resource(key: &ObjKey) -> Status {
 }
 
 async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
-    let digest = url::parse(&crate::api::params::decoded_path(req.uri().path()));
+    let digest = url::parse(&kube_api::params::decoded_path(req.uri().path()));
     if digest == Err(url::DigestError::NotHandled) {
         return Err(Status::path_not_found());
     }
@@ -163,7 +163,7 @@ async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
         return Err(no_cached_resource(&key));
     }
     match kube_path {
-        KubePath::Version => Ok(json_ok(crate::api::version_document())),
+        KubePath::Version => Ok(json_ok(kube_api::version_document())),
         KubePath::Root | KubePath::Other => Err(Status::path_not_found()),
         KubePath::Resource(rp) => serve_resource(&index, &digest, &key, &user, rp, req).await,
         discovery => {
@@ -284,7 +284,7 @@ async fn serve_resource(
         .and_then(|v| v.to_str().ok());
     let format = negotiate(accept, Offer::Resource)?;
     let include = IncludeObject::parse(
-        crate::api::params::parse_query(req.uri().query())
+        kube_api::params::parse_query(req.uri().query())
             .iter()
             .find(|(k, _)| k == "includeObject")
             .map(|(_, v)| v.as_str()),
@@ -293,7 +293,7 @@ async fn serve_resource(
     let opts = ListOptions::from_query(req.uri().query(), rp.watch_path)?;
     check_fields_with(&opts.field_selector, api.namespaced, &api.selectable_fields)?;
     let ns = rp.namespace.as_deref();
-    let gzip = crate::api::encoding::accepts_gzip(req.headers());
+    let gzip = kube_api::encoding::accepts_gzip(req.headers());
     let yaml = format == Format::Yaml;
     let doc_format = if yaml { Format::Json } else { format };
     let document = match (verb.as_str(), &rp.name) {
@@ -324,7 +324,7 @@ async fn serve_resource(
     };
     if let Some(resp) = document {
         let resp = if yaml { to_yaml(resp?).await? } else { resp? };
-        return Ok(crate::api::encoding::maybe_gzip(resp, gzip));
+        return Ok(kube_api::encoding::maybe_gzip(resp, gzip));
     }
     if yaml {
         return Err(Status::not_acceptable(
@@ -562,8 +562,8 @@ fn too_large(requested: u64, current: u64) -> Status {
         "Timeout",
         format!("Too large resource version: {requested}, current: {current}"),
     );
-    s.details = Some(Box::new(crate::api::status::StatusDetails {
-        causes: vec![crate::api::status::StatusCause {
+    s.details = Some(Box::new(kube_api::status::StatusDetails {
+        causes: vec![kube_api::status::StatusCause {
             reason: "ResourceVersionTooLarge".into(),
             message: "Too large resource version".into(),
             field: String::new(),
@@ -584,7 +584,7 @@ async fn list(
     format: Format,
     include: IncludeObject,
 ) -> Result<Response, Status> {
-    use crate::api::params::RvMatch;
+    use kube_api::params::RvMatch;
     let filter = Filter {
         namespace: ns.map(str::to_string),
         labels: opts.label_selector.clone(),
@@ -952,7 +952,7 @@ async fn to_yaml(resp: Response) -> Result<Response, Status> {
 }
 
 fn json_ok(body: impl Into<axum::body::Body>) -> Response {
-    crate::api::json_response(200, body)
+    kube_api::json_response(200, body)
 }
 
 fn to_bytes(v: &serde_json::Value) -> Bytes {
@@ -1059,7 +1059,7 @@ fn serve_openapi(
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
                 h.insert(header::ETAG, etag);
             }
-            let asked = crate::api::params::parse_query(query)
+            let asked = kube_api::params::parse_query(query)
                 .into_iter()
                 .find(|(k, _)| k == "hash")
                 .map(|(_, v)| v);

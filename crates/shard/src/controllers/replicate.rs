@@ -11,7 +11,7 @@
 //! anything else differs; delete it when the source is gone or terminating.
 
 use super::*;
-use crate::cache_client::{CacheError, Collection};
+use cache_client::{CacheError, Collection};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// (group, resource, version) replicated to the cache.
@@ -138,8 +138,7 @@ pub async fn all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError
             shard: Some(&c.shard),
             cluster: None,
         };
-        let mut existing: BTreeMap<(String, String), (crate::store::Record, Value)> =
-            BTreeMap::new();
+        let mut existing: BTreeMap<(String, String), (store::Record, Value)> = BTreeMap::new();
         for r in c.cache.list(mine).await? {
             if let Ok(v) = serde_json::from_slice::<Value>(&r.value) {
                 existing.insert((r.key.cluster.clone(), r.key.name.clone()), (r, v));

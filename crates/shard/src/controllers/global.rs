@@ -5,7 +5,7 @@
 //! each collection is read at most once per controller pass.
 
 use super::*;
-use crate::cache_client::Collection;
+use cache_client::Collection;
 use std::collections::BTreeMap;
 
 /// The kcp Shard object's resource, in logical cluster `root` of the cache.
@@ -177,14 +177,14 @@ pub async fn publish_shard(c: &Controllers, pass: &mut Pass) -> Result<(), Contr
         .find(|r| r.key.name == c.shard);
     match existing {
         None => match c.cache.create(at, desired).await {
-            Ok(()) | Err(crate::cache_client::CacheError::AlreadyExists) => pass.wrote(),
+            Ok(()) | Err(cache_client::CacheError::AlreadyExists) => pass.wrote(),
             Err(e) => return Err(e.into()),
         },
         Some(r) => {
             let stored: Value = serde_json::from_slice(&r.value).unwrap_or(Value::Null);
             if stored.get("spec") != desired.get("spec") {
                 match c.cache.update(at, &c.shard, desired).await {
-                    Ok(()) | Err(crate::cache_client::CacheError::Conflict) => pass.wrote(),
+                    Ok(()) | Err(cache_client::CacheError::Conflict) => pass.wrote(),
                     Err(e) => return Err(e.into()),
                 }
             }

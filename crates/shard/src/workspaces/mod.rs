@@ -12,21 +12,21 @@ pub mod objects;
 pub mod openapi;
 pub mod registry;
 
-use crate::api::Status;
-use crate::api::params::{ListOptions, name_selector};
-use crate::api::patch::PatchType;
-use crate::api::user::RequestUser;
-use crate::rest::{self, Collection, read_body, to_vec, verb_of};
-use crate::store::Scope;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use kube_api::Status;
+use kube_api::params::{ListOptions, name_selector};
+use kube_api::patch::PatchType;
+use kube_api::user::RequestUser;
 use objects::{Part, Workspaces, WsError};
 use registry::Kind;
+use rest::{self, Collection, read_body, to_vec, verb_of};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use store::Scope;
 
 /// Shared state of the workspaces API handlers.
 #[derive(Clone)]
@@ -103,7 +103,7 @@ fn ws_status(e: WsError) -> Status {
 async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
     let ws = st.ws;
     let user = RequestUser::require(req.extensions())?;
-    let decoded = crate::api::params::decoded_path(req.uri().path());
+    let decoded = kube_api::params::decoded_path(req.uri().path());
     let rest = decoded.strip_prefix("/clusters/").unwrap_or("");
     let (reference, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let segs: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
@@ -200,7 +200,7 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
             "a concrete workspace is required for this request, not *",
         ));
     }
-    let params = crate::api::params::parse_query(query.as_deref());
+    let params = kube_api::params::parse_query(query.as_deref());
     let strict = params
         .iter()
         .any(|(k, v)| k == "fieldValidation" && v == "Strict");
@@ -338,14 +338,14 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
 /// wildcard requests across workspaces are for `system:masters` only.
 async fn authorize(
     ws: &Workspaces,
-    user: &crate::api::user::UserInfo,
+    user: &kube_api::user::UserInfo,
     wildcard: bool,
     cluster: &str,
     path: Option<&ResourcePath>,
     verb: &str,
     raw_path: &str,
 ) -> Result<(), Status> {
-    use crate::api::rbac::{self, ClusterRole, ClusterRoleBinding, ResourceAttributes, UserRef};
+    use kube_api::rbac::{self, ClusterRole, ClusterRoleBinding, ResourceAttributes, UserRef};
     let denied = || {
         Status::forbidden(match path {
             Some(p) => {
@@ -356,7 +356,7 @@ async fn authorize(
                 };
                 format!(
                     "{}{} is forbidden: User \"{}\" cannot {verb} resource \"{}{}\" in API group \"{}\" {scope}",
-                    crate::api::status::qualified(&p.group, &p.resource),
+                    kube_api::status::qualified(&p.group, &p.resource),
                     p.name
                         .as_ref()
                         .map(|n| format!(" \"{n}\""))
@@ -490,7 +490,7 @@ fn check_strict(strict: bool, kind: &Kind, body: &Value) -> Result<(), Status> {
 }
 
 async fn read_object(req: Request) -> Result<Value, Status> {
-    use crate::api::protobuf::{self, ProtoError};
+    use kube_api::protobuf::{self, ProtoError};
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -520,10 +520,10 @@ fn collection(kind: &Kind) -> Collection {
     }
 }
 
-fn respond(kind: &Kind, code: u16, rec: &crate::store::Record) -> Result<Response, Status> {
+fn respond(kind: &Kind, code: u16, rec: &store::Record) -> Result<Response, Status> {
     let v = objects::present(&rec.value, &rec.key, rec.revision, &kind.api_version())
         .ok_or_else(|| Status::internal("stored object does not decode"))?;
-    Ok(crate::api::json_response(code, to_vec(&v)?))
+    Ok(kube_api::json_response(code, to_vec(&v)?))
 }
 
 async fn delete_collection(
@@ -566,7 +566,7 @@ async fn delete_collection(
         "apiVersion": kind.api_version(), "kind": kind.list_kind,
         "metadata": {"resourceVersion": rv.to_string()}, "items": items,
     });
-    Ok(crate::api::json_response(200, to_vec(&list)?))
+    Ok(kube_api::json_response(200, to_vec(&list)?))
 }
 
 /// Discovery, OpenAPI and `/version` of a workspace.
@@ -583,17 +583,14 @@ async fn non_resource(
         ws.kinds(cluster).await.map_err(ws_status)?
     };
     match segs {
-        ["version"] => Ok(crate::api::json_response(
-            200,
-            crate::api::version_document(),
-        )),
+        ["version"] => Ok(kube_api::json_response(200, kube_api::version_document())),
         ["openapi", "v3"] => {
             let mut entries = Vec::new();
             for (g, v) in group_versions(&kinds) {
                 let (_, hash) = openapi::render(&openapi_doc(&kinds, &g, &v));
                 entries.push((openapi::gv_path(&g, &v), hash));
             }
-            Ok(crate::api::json_response(
+            Ok(kube_api::json_response(
                 200,
                 to_vec(&openapi::index(&entries))?,
             ))
@@ -637,7 +634,7 @@ fn openapi_response(kinds: &[Kind], group: &str, version: &str) -> Result<Respon
         return Err(Status::path_not_found());
     }
     let (body, _) = openapi::render(&openapi_doc(kinds, group, version));
-    let mut r = crate::api::json_response(200, body);
+    let mut r = kube_api::json_response(200, body);
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         axum::http::HeaderValue::from_static("no-cache, private"),

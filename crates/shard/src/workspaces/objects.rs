@@ -14,17 +14,17 @@
 //! through these same functions.
 
 use super::registry::{self, Kind};
-use crate::api::child_map;
-pub use crate::api::metadata_mut;
-use crate::api::patch::{self, PatchType};
-use crate::api::status::{Status, StatusCause, StatusDetails, qualified};
-use crate::model::{ANN_CLUSTER, ANN_PATH};
-use crate::store::{GroupResource, Key, Record, Scope, Store, StoreError};
 use bytes::Bytes;
+use kcp_model::{ANN_CLUSTER, ANN_PATH};
+use kube_api::child_map;
+pub use kube_api::metadata_mut;
+use kube_api::patch::{self, PatchType};
+use kube_api::status::{Status, StatusCause, StatusDetails, qualified};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+use store::{GroupResource, Key, Record, Scope, Store, StoreError};
 
 /// The shard name under which the workspaces' objects are stored (and replicated).
 pub const SHARD: &str = "root";
@@ -186,7 +186,7 @@ impl WsError {
 
     fn invalid(kind: &Kind, name: &str, field: &str, message: impl Into<String>) -> WsError {
         let message = message.into();
-        let reason = crate::schema::validate::FieldError {
+        let reason = schema::validate::FieldError {
             path: field.to_string(),
             message: message.clone(),
         }
@@ -268,7 +268,7 @@ pub struct Workspaces {
     crds: Mutex<CrdCache>,
     /// The cache server, for what other shards hold (a provider's export, slice and schema
     /// behind a binding of this shard); unset when every workspace is on this shard.
-    elsewhere: std::sync::OnceLock<Arc<dyn crate::cache_client::CacheWrite>>,
+    elsewhere: std::sync::OnceLock<Arc<dyn cache_client::CacheWrite>>,
 }
 
 fn crd_gr() -> GroupResource {
@@ -342,7 +342,7 @@ impl Workspaces {
 
     /// Look up what this shard does not hold (other shards' exports, slices, schemas and
     /// workspace paths) in `cache`.
-    pub fn set_elsewhere(&self, cache: Arc<dyn crate::cache_client::CacheWrite>) {
+    pub fn set_elsewhere(&self, cache: Arc<dyn cache_client::CacheWrite>) {
         let _ = self.elsewhere.set(cache);
     }
 
@@ -360,7 +360,7 @@ impl Workspaces {
             _ => "v1alpha1",
         };
         let records = cache
-            .list(crate::cache_client::Collection {
+            .list(cache_client::Collection {
                 group,
                 version,
                 resource,
@@ -497,7 +497,7 @@ impl Workspaces {
         let Some(lc) = self.logical_cluster(cluster).await? else {
             return Ok(Vec::new());
         };
-        let locks = crate::model::types::LogicalCluster::bindings_of(&lc);
+        let locks = kcp_model::types::LogicalCluster::bindings_of(&lc);
         let mut out = Vec::new();
         for (gr, lock) in locks {
             if lock.n.is_empty() {
@@ -712,7 +712,7 @@ impl Workspaces {
             return local;
         };
         let records = cache
-            .list(crate::cache_client::Collection {
+            .list(cache_client::Collection {
                 group: "core.kcp.io",
                 version: "v1alpha1",
                 resource: "logicalclusters",
@@ -891,7 +891,7 @@ impl Workspaces {
             return Err(WsError::BadRequest("the body must be a JSON object".into()));
         };
         let md = metadata_mut(obj);
-        let Some(name) = crate::api::name_or_generate(md) else {
+        let Some(name) = kube_api::name_or_generate(md) else {
             return Err(WsError::invalid(
                 kind,
                 "",
@@ -914,7 +914,7 @@ impl Workspaces {
         );
         md.insert(
             "creationTimestamp".into(),
-            Value::String(crate::api::now_rfc3339()),
+            Value::String(kube_api::now_rfc3339()),
         );
         md.insert("generation".into(), Value::from(1));
         if kind.status_subresource {
@@ -1333,7 +1333,7 @@ impl Workspaces {
                 let md = metadata_mut(o);
                 md.insert(
                     "deletionTimestamp".into(),
-                    Value::String(crate::api::now_rfc3339()),
+                    Value::String(kube_api::now_rfc3339()),
                 );
                 md.insert("deletionGracePeriodSeconds".into(), Value::from(0));
             }
@@ -1580,10 +1580,10 @@ fn admit_crd(kind: &Kind, name: &str, lc: Option<&Value>, body: &mut Value) -> R
             "Invalid value: must have exactly one version marked as storage version",
         ));
     }
-    let now = crate::api::now_rfc3339();
+    let now = kube_api::now_rfc3339();
     // A resource an APIBinding provides in this workspace cannot also come from a CRD.
     let bound_by = lc
-        .map(crate::model::types::LogicalCluster::bindings_of)
+        .map(kcp_model::types::LogicalCluster::bindings_of)
         .and_then(|mut b| b.remove(name))
         .map(|lock| lock.n)
         .filter(|n| !n.is_empty());
@@ -1633,7 +1633,7 @@ fn admit_crd(kind: &Kind, name: &str, lc: Option<&Value>, body: &mut Value) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use store::memory::MemoryStore;
 
     async fn ws() -> Workspaces {
         let w = Workspaces::new(Arc::new(MemoryStore::default()));
