@@ -22,7 +22,7 @@ use kcp_model::is_cluster_name;
 use kube_api::params::{ListOptions, name_selector};
 use kube_api::user::RequestUser;
 use kube_api::{Status, json_response};
-use rest::{self, Collection, read_json, selected, to_vec, verb_of};
+use rest::{self, Collection, read_json, selected, to_vec};
 use store::{GroupResource, Scope, Store, StoreError};
 
 use objects::{Location, ObjectError};
@@ -192,12 +192,9 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
         }
         Err(e) => return Err(e),
     };
-    let verb = verb_of(
-        req.method(),
-        path.name.is_some(),
-        req.uri().query(),
-        path.watch_path,
-    );
+    // The request as the edge read it: verb and query, decoded once.
+    let info = kube_api::request::RequestInfo::of(&req);
+    let verb = info.verb.clone();
     if !user.is_master() {
         return Err(Status::forbidden(format!(
             "{} is forbidden: User \"{}\" cannot {verb} resource \"{}\" in API group \"{}\" at the cluster scope",
@@ -216,7 +213,6 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     }
     let api_version = format!("{}/{}", res.group, path.version);
     let method = req.method().clone();
-    let query = req.uri().query().map(str::to_string);
     let store = cs.store.as_ref();
     let collection = collection(res, &api_version);
     let accept = req
@@ -226,7 +222,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
         .map(str::to_string);
     match (method, path.name.clone()) {
         (Method::GET, None) => {
-            let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
+            let opts = ListOptions::from_pairs(&info.query, path.watch_path)?;
             let scope = scope_of(res, &path);
             if opts.watch {
                 rest::watch(cs.store.clone(), collection, scope, opts, accept.as_deref()).await
@@ -235,7 +231,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             }
         }
         (Method::GET, Some(name)) => {
-            let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
+            let opts = ListOptions::from_pairs(&info.query, path.watch_path)?;
             if opts.watch {
                 let mut opts = opts;
                 opts.field_selector = name_selector(&opts.field_selector, &name)?;
@@ -314,7 +310,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             Ok(json_response(200, to_vec(&v)?))
         }
         (Method::DELETE, None) => {
-            let opts = ListOptions::from_query(query.as_deref(), false)?;
+            let opts = ListOptions::from_pairs(&info.query, false)?;
             let scope = scope_of(res, &path);
             let listing = store
                 .list(&scope)
@@ -346,10 +342,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             });
             Ok(json_response(200, to_vec(&list)?))
         }
-        (m, name) => {
-            let verb = verb_of(&m, name.is_some(), query.as_deref(), false);
-            Err(Status::method_not_allowed(&verb, res.group, res.resource))
-        }
+        _ => Err(Status::method_not_allowed(&verb, res.group, res.resource)),
     }
 }
 

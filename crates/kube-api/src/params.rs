@@ -92,8 +92,13 @@ impl ListOptions {
     /// Parse and validate the options of a request whose path is a collection or (for a
     /// named watch) an object; `watch_path` is true for the legacy `/watch/` path form.
     pub fn from_query(raw: Option<&str>, watch_path: bool) -> Result<Self, Status> {
-        let pairs = parse_query(raw);
-        let get = |k: &str| first(&pairs, k);
+        Self::from_pairs(&parse_query(raw), watch_path)
+    }
+
+    /// [`ListOptions::from_query`] over a query already decoded into pairs (a
+    /// [`crate::request::RequestInfo`]'s).
+    pub fn from_pairs(pairs: &[(String, String)], watch_path: bool) -> Result<Self, Status> {
+        let get = |k: &str| first(pairs, k);
         let label_selector = match get("labelSelector") {
             Some(s) => LabelSelector::parse(s).map_err(|e| Status::bad_request(e.to_string()))?,
             None => LabelSelector::everything(),

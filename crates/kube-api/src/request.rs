@@ -67,6 +67,25 @@ pub struct RequestInfo {
     pub name: String,
     /// Subresource ("" = none).
     pub subresource: String,
+    /// Whether the path used the legacy `/watch/` form.
+    pub watch_path: bool,
+    /// The query, decoded once into pairs in order.
+    pub query: Vec<(String, String)>,
+}
+
+/// The Kubernetes verb of a request method on a collection or (`named`) an object.
+pub fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
+    match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "",
+    }
 }
 
 fn segments(path: &str) -> Vec<&str> {
@@ -74,9 +93,29 @@ fn segments(path: &str) -> Vec<&str> {
 }
 
 impl RequestInfo {
-    /// Read a request's method, (already percent-decoded or raw) path and query.
+    /// The request's info as the edge read it (a request extension), or read now for a request
+    /// that did not pass the edge (a router driven on its own).
+    pub fn of<B>(req: &axum::http::Request<B>) -> RequestInfo {
+        req.extensions()
+            .get::<RequestInfo>()
+            .cloned()
+            .unwrap_or_else(|| {
+                RequestInfo::parse(req.method(), req.uri().path(), req.uri().query())
+            })
+    }
+
+    /// The value of the first query parameter named `key`.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Read a request's method, raw (percent-encoded) path and query.
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> RequestInfo {
-        let segs = segments(path);
+        let decoded = super::params::decoded_path(path);
+        let segs = segments(&decoded);
         let (surface, rest): (Surface, &[&str]) = match segs.as_slice() {
             [
                 "services",
@@ -128,6 +167,8 @@ impl RequestInfo {
             resource: String::new(),
             name: String::new(),
             subresource: String::new(),
+            watch_path: false,
+            query: super::params::parse_query(query),
         };
         let mut parts: &[&str] = match rest {
             ["api", version, more @ ..] => {
@@ -141,9 +182,8 @@ impl RequestInfo {
             }
             _ => return info,
         };
-        let mut watch_path = false;
         if let ["watch", more @ ..] = parts {
-            watch_path = true;
+            info.watch_path = true;
             parts = more;
         }
         if let ["namespaces", ns, more @ ..] = parts
@@ -170,26 +210,15 @@ impl RequestInfo {
             info.namespace = info.name.clone();
         }
         info.is_resource_request = true;
-        let watch = watch_path
-            || query.is_some_and(|q| {
-                q.split('&').any(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
-                    k == "watch" && super::params::truthy(v)
-                })
-            });
-        let named = !info.name.is_empty();
-        info.verb = match *method {
-            Method::GET | Method::HEAD if watch => "watch",
-            Method::GET | Method::HEAD if named => "get",
-            Method::GET | Method::HEAD => "list",
-            Method::POST => "create",
-            Method::PUT => "update",
-            Method::PATCH => "patch",
-            Method::DELETE if named => "delete",
-            Method::DELETE => "deletecollection",
-            _ => return info,
+        let watch = info.watch_path
+            || info
+                .query
+                .iter()
+                .any(|(k, v)| k == "watch" && super::params::truthy(v));
+        let v = verb(method, !info.name.is_empty(), watch);
+        if !v.is_empty() {
+            info.verb = v.to_string();
         }
-        .to_string();
         info
     }
 }

@@ -12,7 +12,6 @@ pub mod printing;
 pub mod table;
 
 use axum::extract::Request;
-use axum::http::Method;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -85,26 +84,6 @@ impl Collection {
         }
         Ok(json_response(code, to_vec(object)?))
     }
-}
-
-/// The Kubernetes verb of a request.
-pub fn verb_of(method: &Method, named: bool, query: Option<&str>, watch_path: bool) -> String {
-    let watch = watch_path
-        || kube_api::params::parse_query(query)
-            .iter()
-            .any(|(k, v)| k == "watch" && kube_api::params::truthy(v));
-    match *method {
-        Method::GET | Method::HEAD if watch => "watch",
-        Method::GET | Method::HEAD if named => "get",
-        Method::GET | Method::HEAD => "list",
-        Method::POST => "create",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE if named => "delete",
-        Method::DELETE => "deletecollection",
-        _ => return method.as_str().to_ascii_lowercase(),
-    }
-    .to_string()
 }
 
 /// JSON-encode a value for a response.

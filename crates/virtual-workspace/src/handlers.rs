@@ -21,12 +21,12 @@ use kcp_model::types::PrinterColumn;
 use kube_api::Status;
 use kube_api::negotiate::{Format, Offer, negotiate};
 use kube_api::params::{ListOptions, check_fields_with, name_selector};
+use kube_api::request::RequestInfo;
 use kube_api::selector::{FieldSelector, LabelSelector};
 use kube_api::status::qualified;
 use kube_api::user::{RequestUser, UserInfo};
 use kube_api::watch::{self, EventType};
 use rest::printing::{self as table, IncludeObject};
-use rest::verb_of;
 use serde_json::json;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -194,7 +194,8 @@ async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
                 discovery,
                 KubePath::OpenApiIndex | KubePath::OpenApiGroupVersion(..)
             ) {
-                return serve_openapi(&index, &api, discovery, req.uri().query());
+                let info = RequestInfo::of(&req);
+                return serve_openapi(&index, &api, discovery, info.param("hash"));
             }
             serve_discovery(&api, &digest, discovery, accept.as_deref(), req.headers())
         }
@@ -224,12 +225,9 @@ async fn serve_resource(
     rp: ResourcePath,
     req: Request,
 ) -> Result<Response, Status> {
-    let verb = verb_of(
-        req.method(),
-        rp.name.is_some(),
-        req.uri().query(),
-        rp.watch_path,
-    );
+    // The request as the edge read it: verb and query, decoded once.
+    let info = RequestInfo::of(&req);
+    let verb = info.verb.clone();
     if !user.is_master() {
         if !authz::is_read_only(&verb) {
             return Err(forbidden_resource(user, &verb, &rp));
@@ -283,14 +281,8 @@ async fn serve_resource(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
     let format = negotiate(accept, Offer::Resource)?;
-    let include = IncludeObject::parse(
-        kube_api::params::parse_query(req.uri().query())
-            .iter()
-            .find(|(k, _)| k == "includeObject")
-            .map(|(_, v)| v.as_str()),
-    )
-    .map_err(Status::bad_request)?;
-    let opts = ListOptions::from_query(req.uri().query(), rp.watch_path)?;
+    let include = IncludeObject::parse(info.param("includeObject")).map_err(Status::bad_request)?;
+    let opts = ListOptions::from_pairs(&info.query, rp.watch_path)?;
     check_fields_with(&opts.field_selector, api.namespaced, &api.selectable_fields)?;
     let ns = rp.namespace.as_deref();
     let gzip = kube_api::encoding::accepts_gzip(req.headers());
@@ -1048,7 +1040,7 @@ fn serve_openapi(
     index: &Index,
     api: &ResolvedApi,
     path: KubePath,
-    query: Option<&str>,
+    asked_hash: Option<&str>,
 ) -> Result<Response, Status> {
     let (doc, hash) = index.openapi(api);
     match path {
@@ -1059,11 +1051,7 @@ fn serve_openapi(
             if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
                 h.insert(header::ETAG, etag);
             }
-            let asked = kube_api::params::parse_query(query)
-                .into_iter()
-                .find(|(k, _)| k == "hash")
-                .map(|(_, v)| v);
-            if asked.as_deref() == Some(hash.as_str()) {
+            if asked_hash == Some(hash.as_str()) {
                 h.insert(
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("public, immutable"),

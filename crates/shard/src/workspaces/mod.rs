@@ -23,7 +23,7 @@ use kube_api::patch::PatchType;
 use kube_api::user::RequestUser;
 use objects::{Part, Workspaces, WsError};
 use registry::Kind;
-use rest::{self, Collection, read_body, to_vec, verb_of};
+use rest::{self, Collection, read_body, to_vec};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use store::Scope;
@@ -108,12 +108,9 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
     let (reference, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let segs: Vec<&str> = tail.split('/').filter(|s| !s.is_empty()).collect();
     let resource_path = parse_resource(&segs);
-    let verb = verb_of(
-        req.method(),
-        resource_path.as_ref().is_some_and(|p| p.name.is_some()),
-        req.uri().query(),
-        resource_path.as_ref().is_some_and(|p| p.watch_path),
-    );
+    // The request as the edge read it: verb and query, decoded once.
+    let info = kube_api::request::RequestInfo::of(&req);
+    let verb = info.verb.clone();
     let wildcard = reference == "*";
     let cluster = if wildcard {
         String::new()
@@ -188,7 +185,6 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
         Part::Main
     };
     let method = req.method().clone();
-    let query = req.uri().query().map(str::to_string);
     let collection = collection(&kind);
     let scope = Workspaces::scope(
         &kind,
@@ -200,7 +196,7 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
             "a concrete workspace is required for this request, not *",
         ));
     }
-    let params = kube_api::params::parse_query(query.as_deref());
+    let params = &info.query;
     let strict = params
         .iter()
         .any(|(k, v)| k == "fieldValidation" && v == "Strict");
@@ -214,7 +210,7 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
     }
     match (method, path.name.clone()) {
         (Method::GET, None) => {
-            let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
+            let opts = ListOptions::from_pairs(&info.query, path.watch_path)?;
             if opts.watch {
                 rest::watch(ws.store.clone(), collection, scope, opts, accept.as_deref()).await
             } else {
@@ -229,7 +225,7 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
             }
         }
         (Method::GET, Some(name)) => {
-            let opts = ListOptions::from_query(query.as_deref(), path.watch_path)?;
+            let opts = ListOptions::from_pairs(&info.query, path.watch_path)?;
             if opts.watch {
                 let mut opts = opts;
                 opts.field_selector = name_selector(&opts.field_selector, &name)?;
@@ -316,17 +312,14 @@ async fn serve(st: WsState, req: Request) -> Result<Response, Status> {
             respond(&kind, 200, &d.record)
         }
         (Method::DELETE, None) => {
-            let opts = ListOptions::from_query(query.as_deref(), false)?;
+            let opts = ListOptions::from_pairs(&info.query, false)?;
             delete_collection(&ws, &kind, &cluster, scope, &opts).await
         }
-        (m, name) => {
-            let verb = verb_of(&m, name.is_some(), query.as_deref(), false);
-            Err(Status::method_not_allowed(
-                &verb,
-                &kind.group,
-                &kind.resource,
-            ))
-        }
+        _ => Err(Status::method_not_allowed(
+            &verb,
+            &kind.group,
+            &kind.resource,
+        )),
     }
 }
 
