@@ -44,7 +44,7 @@ impl ObjectError {
             ObjectError::AlreadyExists => Status::already_exists(res.group, res.resource, name),
             ObjectError::Conflict => Status::conflict(res.group, res.resource, name),
             ObjectError::Store(StoreError::Expired { requested, oldest }) => {
-                Status::expired(format!("too old resource version: {requested} ({oldest})"))
+                kube_api::continuation::too_old(*requested, *oldest)
             }
             ObjectError::Store(e) => Status::internal(e),
         }

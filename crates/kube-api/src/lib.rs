@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod continuation;
 pub mod encoding;
 pub mod negotiate;
 pub mod params;

@@ -16,6 +16,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use kube_api::Status;
+use kube_api::continuation;
 use kube_api::json_response;
 use kube_api::labels_of;
 use kube_api::params::{ListOptions, check_fields, parse_revision};
@@ -142,14 +143,6 @@ pub fn selected(v: &Value, ls: &LabelSelector, fs: &FieldSelector) -> bool {
         })
 }
 
-/// A `continue` token: the snapshot revision and the last key returned.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ContinueToken {
-    v: String,
-    rv: u64,
-    start: [String; 6],
-}
-
 fn key_parts(k: &Key) -> [String; 6] {
     [
         k.group.clone(),
@@ -163,9 +156,7 @@ fn key_parts(k: &Key) -> [String; 6] {
 
 fn store_status(e: StoreError, c: &Collection) -> Status {
     match e {
-        StoreError::Expired { requested, oldest } => {
-            Status::expired(format!("too old resource version: {requested} ({oldest})"))
-        }
+        StoreError::Expired { requested, oldest } => continuation::too_old(requested, oldest),
         StoreError::NotFound => Status::not_found(&c.group, &c.resource, ""),
         other => Status::internal(other),
     }
@@ -181,31 +172,24 @@ pub async fn list(
     accept: Option<&str>,
 ) -> Result<Response, Status> {
     let table_version = c.wants_table(accept)?;
-    use base64::Engine;
     use kube_api::params::RvMatch;
     check_fields(&opts.field_selector, c.namespaced)?;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let requested = opts.revision()?;
-    let resume: Option<ContinueToken> = match &opts.continue_token {
-        Some(t) => Some(
-            b64.decode(t.trim_end_matches('='))
-                .ok()
-                .and_then(|raw| serde_json::from_slice(&raw).ok())
-                .ok_or_else(|| Status::bad_request("continue key is not valid"))?,
-        ),
+    let resume = match &opts.continue_token {
+        Some(t) => Some(continuation::decode(t, 6)?),
         None => None,
     };
     let exact = match (opts.resource_version_match, requested, opts.limit) {
         (Some(RvMatch::Exact), Some(n), _) | (None, Some(n), Some(_)) => Some(n),
         _ => None,
     };
-    let listing = match (resume.as_ref().map(|t| t.rv), exact) {
+    let listing = match (resume.as_ref().map(|t| t.0), exact) {
         (Some(rv), _) => store.list_at(scope, rv).await.map_err(|e| match e {
-            StoreError::Expired { .. } => Status::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
+            StoreError::Expired { .. } => continuation::expired_continue(),
             other => Status::internal(other),
         })?,
         (None, Some(rv)) => store.list_at(scope, rv).await.map_err(|e| match e {
-            StoreError::Expired { .. } => Status::expired("The resourceVersion for the provided list is too old."),
+            StoreError::Expired { .. } => continuation::expired_list(),
             other => Status::internal(other),
         })?,
         (None, None) => store.list(scope).await.map_err(|e| store_status(e, c))?,
@@ -216,7 +200,7 @@ pub async fn list(
     let mut more = 0u64;
     for record in &listing.records {
         if let Some(t) = &resume
-            && key_parts(&record.key) <= t.start
+            && key_parts(&record.key).as_slice() <= t.1.as_slice()
         {
             continue;
         }
@@ -238,14 +222,8 @@ pub async fn list(
     if more > 0
         && let Some(start) = last_key
     {
-        let token = ContinueToken {
-            v: "meta.k8s.io/v1".into(),
-            rv: listing.revision,
-            start,
-        };
-        metadata["continue"] = Value::String(b64.encode(to_vec(
-            &serde_json::to_value(&token).map_err(Status::internal)?,
-        )?));
+        let start: Vec<&str> = start.iter().map(String::as_str).collect();
+        metadata["continue"] = Value::String(continuation::encode(listing.revision, &start));
         if opts.label_selector.is_everything() && opts.field_selector.is_everything() {
             metadata["remainingItemCount"] = Value::from(more);
         }
@@ -342,7 +320,7 @@ pub async fn watch(
     let stream = match store.watch(scope, after).await {
         Ok(s) => s,
         Err(StoreError::Expired { requested, oldest }) => {
-            let st = Status::expired(format!("too old resource version: {requested} ({oldest})"));
+            let st = continuation::too_old(requested, oldest);
             let one = futures_util::stream::once(async move {
                 Ok::<_, std::io::Error>(watch::error_frame(&st))
             });
@@ -377,7 +355,7 @@ pub async fn watch(
                             let event = match next {
                                 None => return None,
                                 Some(Err(StoreError::Expired { requested, oldest })) => {
-                                    let st = Status::expired(format!("too old resource version: {requested} ({oldest})"));
+                                    let st = continuation::too_old(requested, oldest);
                                     return Some((Ok(watch::error_frame(&st)), (stream, last, true)));
                                 }
                                 Some(Err(e)) => {

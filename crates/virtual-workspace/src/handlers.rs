@@ -504,44 +504,20 @@ fn get(
     )))
 }
 
-/// A `continue` token: the snapshot revision and the last key returned.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct ContinueToken {
-    v: String,
-    rv: u64,
-    start: String,
-}
+/// The VW's `continue` tokens: the snapshot revision and the last (namespace, name, cluster).
+struct ContinueToken;
 
 impl ContinueToken {
     fn encode(rv: u64, ns: &str, name: &str, cluster: &str) -> String {
-        use base64::Engine;
-        let t = ContinueToken {
-            v: "meta.k8s.io/v1".into(),
-            rv,
-            start: format!("{ns}\u{0}{name}\u{0}{cluster}"),
-        };
-        // invariant: a struct of strings and integers serializes.
-        let json = serde_json::to_vec(&t).expect("invariant: token serializes");
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+        kube_api::continuation::encode(rv, &[ns, name, cluster])
     }
 
     fn decode(s: &str) -> Result<(u64, (String, String, String)), Status> {
-        use base64::Engine;
-        let bad = |e: &dyn std::fmt::Display| {
-            Status::bad_request(format!("continue key is not valid: {e}"))
-        };
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(s.trim_end_matches('='))
-            .map_err(|e| bad(&e))?;
-        let t: ContinueToken = serde_json::from_slice(&raw).map_err(|e| bad(&e))?;
-        let mut parts = t.start.splitn(3, '\u{0}');
-        let (ns, name, cluster) = (parts.next(), parts.next(), parts.next());
-        match (ns, name, cluster) {
-            (Some(ns), Some(name), Some(cluster)) => {
-                Ok((t.rv, (ns.into(), name.into(), cluster.into())))
-            }
-            _ => Err(bad(&"malformed start key")),
-        }
+        let (rv, mut parts) = kube_api::continuation::decode(s, 3)?;
+        let cluster = parts.pop().unwrap_or_default();
+        let name = parts.pop().unwrap_or_default();
+        let ns = parts.pop().unwrap_or_default();
+        Ok((rv, (ns, name, cluster)))
     }
 }
 
@@ -618,8 +594,8 @@ async fn list(
         match at {
             Some(rv) if rv < st.revision => {
                 let snapshot = served.snapshot_at(rv).map_err(|_| match resume {
-                    Some(_) => Status::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
-                    None => Status::expired("The resourceVersion for the provided list is too old."),
+                    Some(_) => kube_api::continuation::expired_continue(),
+                    None => kube_api::continuation::expired_list(),
                 })?;
                 objects = snapshot
                     .into_values()
@@ -830,7 +806,7 @@ async fn next_frame(mut st: WatchState) -> Option<(Result<Bytes, std::io::Error>
                     match replay {
                         Ok(events) => for ev in events { st.push_event(&ev) },
                         Err(oldest) => {
-                            let status = Status::expired(format!("too old resource version: {} ({oldest})", st.last));
+                            let status = kube_api::continuation::too_old(st.last, oldest);
                             st.pending.push_back(watch::error_frame(&status));
                             st.done = true;
                         }
@@ -909,7 +885,7 @@ fn watch(
             }
             Err(oldest) => {
                 let status =
-                    Status::expired(format!("too old resource version: {after} ({oldest})"));
+                    kube_api::continuation::too_old(after, oldest);
                 let one = futures_util::stream::once(async move {
                     Ok::<_, std::io::Error>(watch::error_frame(&status))
                 });

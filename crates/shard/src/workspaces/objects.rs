@@ -178,7 +178,7 @@ impl WsError {
                 Status::forbidden(format!("access denied: workspace \"{c}\" does not exist"))
             }
             WsError::Store(StoreError::Expired { requested, oldest }) => {
-                Status::expired(format!("too old resource version: {requested} ({oldest})"))
+                kube_api::continuation::too_old(*requested, *oldest)
             }
             WsError::Store(e) => Status::internal(e),
         }
