@@ -29,7 +29,8 @@ pub fn encode(rv: u64, start: &[&str]) -> String {
 
 /// The snapshot revision and the `n` key parts of a token; 400 when it is not one of ours.
 pub fn decode(token: &str, n: usize) -> Result<(u64, Vec<String>), Status> {
-    let bad = |e: &dyn std::fmt::Display| Status::bad_request(format!("continue key is not valid: {e}"));
+    let bad =
+        |e: &dyn std::fmt::Display| Status::bad_request(format!("continue key is not valid: {e}"));
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
         .map_err(|e| bad(&e))?;
