@@ -4,11 +4,14 @@
 //! clients holding the admin certificate. Each scenario (GET, LIST, WATCH fan-out, ingest, GET
 //! under churn, wildcard LIST over many consumers) prints markdown table rows with throughput,
 //! latency percentiles, peak RSS and the ratio to a baseline measured in the same run over the
-//! same transport. Goals that are missed are marked `MISSED`; the harness still exits 0 (only a
-//! broken setup fails it).
+//! same transport. The distributed scenario instead starts the binary's roles as processes on
+//! loopback (the embedded `serve` as its baseline; `cache-server`, two shards and a standalone
+//! `virtual-workspace`) and times a write on a shard until watchers on a virtual workspace have
+//! it. Goals that are missed are marked `MISSED`; the harness still exits 0 (only a broken setup
+//! fails it).
 //! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
 //! [--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
-//! [--shared-runtime]`; see `benches/README.md`.
+//! [--changes N] [--shared-runtime]`; see `benches/README.md`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -68,7 +71,15 @@ const SEED_FLAVORS: usize = 3;
 // Command line
 
 /// The scenarios, in the order `all` runs them (ingest first, on a clean heap).
-const SCENARIOS: [&str; 6] = ["ingest", "get", "list", "watch", "churn", "wildcard"];
+const SCENARIOS: [&str; 7] = [
+    "ingest",
+    "get",
+    "list",
+    "watch",
+    "churn",
+    "wildcard",
+    "distributed",
+];
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -83,6 +94,8 @@ struct Args {
     consumers: usize,
     /// Served objects of the wildcard scenario (the seed's three flavors included).
     wildcard_objects: usize,
+    /// Writes on a shard per set-up of the distributed scenario.
+    changes: usize,
     quick: bool,
     shared_runtime: bool,
     /// Run as the ingest child of a bigger run: rows and notes only.
@@ -90,8 +103,9 @@ struct Args {
 }
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
-[--scenario ingest|get|list|watch|churn|wildcard|all] [--objects N] [--duration SECS] [--quick] \
-[--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--shared-runtime]";
+[--scenario ingest|get|list|watch|churn|wildcard|distributed|all] [--objects N] [--duration SECS] \
+[--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
+[--shared-runtime]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut scenario = "all".to_string();
@@ -101,6 +115,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut watchers = None;
     let mut consumers = None;
     let mut wildcard_objects = None;
+    let mut changes = None;
     let mut quick = false;
     let mut shared_runtime = false;
     let mut child = false;
@@ -133,6 +148,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--wildcard-objects" => {
                 wildcard_objects = Some(number("--wildcard-objects", it.next())? as usize)
             }
+            "--changes" => changes = Some(number("--changes", it.next())? as usize),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -176,6 +192,7 @@ fn parse_args() -> anyhow::Result<Args> {
         consumers: consumers.unwrap_or(if quick { 100 } else { 1_000 }).max(1),
         // At least one generated flavor beside the seed's three.
         wildcard_objects: wildcard_objects.unwrap_or(100).max(SEED_FLAVORS + 1),
+        changes: changes.unwrap_or(if quick { 10 } else { 50 }).max(1),
         quick,
         shared_runtime,
         child,
@@ -2072,6 +2089,749 @@ async fn scenario_wildcard(ctx: &mut Ctx) -> anyhow::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Distributed: the binary's roles as processes
+
+/// Watch streams on each set-up's virtual workspace (one client, so one connection, each).
+const DISTRIBUTED_WATCHERS: usize = 10;
+/// The flavor the distributed scenario changes.
+const CHANGED_FLAVOR: &str = "cpu-small";
+/// Change `k` of a set-up writes `spec.cores = CORES_BASE + k` (the seed has 2), so every
+/// watch line names the change it carries.
+const CORES_BASE: u64 = 100;
+/// Pause before each change.
+const CHANGE_PAUSE: Duration = Duration::from_millis(100);
+/// Issue 12: a change on shard A reaches a watcher on a virtual workspace within a second.
+const DISTRIBUTED_GOAL: Duration = Duration::from_secs(1);
+/// How long a role may take to write its kubeconfig and answer `/readyz` with 200.
+const ROLE_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a set-up's virtual workspace may take to serve the three seeded flavors.
+const FLAVORS_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of one request (PATCH, LIST, `/readyz`, the response head of a watch).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `examples/cloud-co/<file>`.
+fn cloud_co(file: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/cloud-co")
+        .join(file)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// One `replication-vw` process on `127.0.0.1:0` with its own data directory (its stderr goes
+/// to `role.log` there). Dropping it kills the process and waits for it, so no role outlives
+/// the scenario, whether it ends or fails.
+struct RoleProcess {
+    label: &'static str,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    /// `https://127.0.0.1:<port>`, known once the role wrote its kubeconfig.
+    url: String,
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RoleProcess {
+    /// Start `replication-vw <role> --listen 127.0.0.1:0 --data-dir <temp> <extra>` with
+    /// `RUST_LOG=warn`; [`RoleProcess::wait_ready`] waits for it.
+    fn spawn(label: &'static str, role: &str, extra: &[String]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating a data directory")?;
+        let log = std::fs::File::create(dir.path().join("role.log"))
+            .with_context(|| format!("creating the log file of {label}"))?;
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_replication-vw"))
+            .args([role, "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting `replication-vw {role}` ({label})"))?;
+        Ok(RoleProcess {
+            label,
+            child,
+            dir,
+            url: String::new(),
+        })
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The last lines the process logged, for error messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.file("role.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+        if tail.is_empty() {
+            "(nothing logged)".into()
+        } else {
+            tail
+        }
+    }
+
+    /// Fail with the log's tail when the process has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); its log ends with:\n{}",
+                self.label,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    /// Wait for the kubeconfig (its `server:` line has the port), then for `/readyz` 200.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + ROLE_START_TIMEOUT;
+        let kubeconfig = self.file("admin.kubeconfig");
+        while self.url.is_empty() {
+            self.check_alive()?;
+            if let Ok(text) = std::fs::read_to_string(&kubeconfig)
+                && let Some(server) = text
+                    .lines()
+                    .find_map(|l| l.trim_start().strip_prefix("server:"))
+            {
+                self.url = server.trim().trim_matches('"').to_string();
+            }
+            if self.url.is_empty() {
+                if Instant::now() > deadline {
+                    bail!(
+                        "{} wrote no kubeconfig in {ROLE_START_TIMEOUT:?}; its log ends with:\n{}",
+                        self.label,
+                        self.log_tail()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let client = self.client(Some(REQUEST_TIMEOUT))?;
+        let readyz = format!("{}/readyz", self.url);
+        loop {
+            self.check_alive()?;
+            let last = match client.get(&readyz).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => r.status().to_string(),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                bail!(
+                    "{} at {} was not ready in {ROLE_START_TIMEOUT:?} (last: {last}); its log ends with:\n{}",
+                    self.label,
+                    self.url,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An HTTPS client trusting this role's `ca.crt`, with its admin client certificate
+    /// (`admin.crt`, `admin.key`); `timeout` bounds whole requests (not for watches).
+    fn client(&self, timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
+        let read = |name: &str| {
+            std::fs::read(self.file(name))
+                .with_context(|| format!("reading {name} of {}", self.label))
+        };
+        let ca = reqwest::Certificate::from_pem(&read("ca.crt")?)?;
+        let mut pem = read("admin.crt")?;
+        pem.extend(read("admin.key")?);
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(reqwest::Identity::from_pem(&pem)?)
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        Ok(b.build()?)
+    }
+
+    /// CPU seconds the process used so far (`utime + stime` of `/proc/<pid>/stat`).
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    }
+
+    /// Peak RSS of the process (`VmHWM`).
+    fn peak_rss(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+/// One set-up of the distributed scenario: its processes, where the write goes and where the
+/// watchers read.
+struct Setup {
+    label: &'static str,
+    /// Every process of the set-up (the writer is `roles[writer]`, the VW `roles[vw]`).
+    roles: Vec<RoleProcess>,
+    writer: usize,
+    vw: usize,
+}
+
+impl Setup {
+    /// The embedded `serve`: shard, cache and virtual workspace in one process, with the whole
+    /// Cloud Co example.
+    fn spawn_embedded() -> anyhow::Result<Self> {
+        let serve = RoleProcess::spawn("serve", "serve", &["--seed".into(), cloud_co("")])?;
+        Ok(Setup {
+            label: "embedded",
+            roles: vec![serve],
+            writer: 0,
+            vw: 0,
+        })
+    }
+
+    /// A cache server, the provider shard A, the consumer shard B and a standalone virtual
+    /// workspace; `cache` must be ready (its kubeconfig is the others' `--cache-kubeconfig`).
+    fn spawn_distributed(cache: RoleProcess) -> anyhow::Result<Self> {
+        let ck = cache
+            .file("admin.kubeconfig")
+            .to_string_lossy()
+            .into_owned();
+        let mut shard_a = vec![
+            "--cache-kubeconfig".to_string(),
+            ck.clone(),
+            "--shard-name".into(),
+            "shard-a".into(),
+        ];
+        for f in ["provider.yaml", "export.yaml", "rbac.yaml", "flavors.yaml"] {
+            shard_a.extend(["--seed".to_string(), cloud_co(f)]);
+        }
+        let shard_b = [
+            "--cache-kubeconfig".to_string(),
+            ck.clone(),
+            "--shard-name".into(),
+            "shard-b".into(),
+            "--seed".into(),
+            cloud_co("team-a.yaml"),
+        ];
+        let mut roles = vec![cache];
+        roles.push(RoleProcess::spawn("shard-a", "serve", &shard_a)?);
+        roles.push(RoleProcess::spawn("shard-b", "serve", &shard_b)?);
+        roles.push(RoleProcess::spawn(
+            "virtual-workspace",
+            "virtual-workspace",
+            &["--cache-kubeconfig".to_string(), ck],
+        )?);
+        Ok(Setup {
+            label: "distributed",
+            roles,
+            writer: 1,
+            vw: 3,
+        })
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        for r in &mut self.roles {
+            r.wait_ready().await?;
+        }
+        Ok(())
+    }
+
+    fn write_url(&self) -> String {
+        format!(
+            "{}/clusters/root:cloudco/apis/cloud.example.com/v1/cpuflavors/{CHANGED_FLAVOR}",
+            self.roles[self.writer].url
+        )
+    }
+
+    fn collection_url(&self) -> String {
+        format!(
+            "{}/services/replication/{PROVIDER}/cpuflavors-v1/clusters/{CONSUMER}/apis/cloud.example.com/v1/cpuflavors",
+            self.roles[self.vw].url
+        )
+    }
+
+    /// Poll the virtual workspace until it lists the three seeded flavors; returns the list's
+    /// resourceVersion.
+    async fn wait_for_flavors(&self) -> anyhow::Result<String> {
+        let client = self.roles[self.vw].client(Some(REQUEST_TIMEOUT))?;
+        let url = self.collection_url();
+        let want = ["cpu-large", "cpu-medium", "cpu-small"];
+        let deadline = Instant::now() + FLAVORS_TIMEOUT;
+        loop {
+            let last = match client.get(&url).send().await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    match resp.bytes().await {
+                        Ok(body) if status.is_success() => {
+                            let list: Value = serde_json::from_slice(&body)
+                                .with_context(|| format!("LIST {url} is not JSON"))?;
+                            let mut names: Vec<&str> = list["items"]
+                                .as_array()
+                                .map(|items| {
+                                    items
+                                        .iter()
+                                        .filter_map(|i| i.pointer("/metadata/name"))
+                                        .filter_map(Value::as_str)
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            names.sort_unstable();
+                            if names == want {
+                                return list
+                                    .pointer("/metadata/resourceVersion")
+                                    .and_then(Value::as_str)
+                                    .map(str::to_string)
+                                    .ok_or_else(|| anyhow!("LIST {url} has no resourceVersion"));
+                            }
+                            format!("flavors {names:?}")
+                        }
+                        Ok(body) => format!("{status}: {}", String::from_utf8_lossy(&body)),
+                        Err(e) => format!("{status}: {e}"),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: the virtual workspace did not list {want:?} in {FLAVORS_TIMEOUT:?} (last: {last})",
+                    self.label
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// CPU seconds per process so far.
+    fn cpu(&self) -> Vec<Option<f64>> {
+        self.roles.iter().map(RoleProcess::cpu_seconds).collect()
+    }
+}
+
+/// A set-up's open watches: when each watcher had the line of change `k`, as `(k, time)`.
+struct Watchers {
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    arrivals: tokio::sync::mpsc::UnboundedReceiver<(usize, Instant)>,
+    http2: usize,
+}
+
+impl Watchers {
+    /// Open `n` watches from `rv`, each on its own client (connection); returns once every
+    /// response head arrived.
+    async fn open(setup: &Setup, rv: &str, n: usize, changes: usize) -> anyhow::Result<Self> {
+        let url = format!("{}?watch=true&resourceVersion={rv}", setup.collection_url());
+        let (tx, arrivals) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::with_capacity(n);
+        let mut http2 = 0;
+        for _ in 0..n {
+            let client = setup.roles[setup.vw].client(None)?;
+            let resp = tokio::time::timeout(REQUEST_TIMEOUT, client.get(&url).send())
+                .await
+                .map_err(|_| anyhow!("{}: no watch response in {REQUEST_TIMEOUT:?}", setup.label))?
+                .with_context(|| format!("{}: opening a watch", setup.label))?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                bail!("{}: watch answered {status}: {body}", setup.label);
+            }
+            if resp.version() == reqwest::Version::HTTP_2 {
+                http2 += 1;
+            }
+            tasks.push(tokio::spawn(change_watcher(resp, changes, tx.clone())));
+        }
+        Ok(Watchers {
+            tasks,
+            arrivals,
+            http2,
+        })
+    }
+
+    /// Wait (until `deadline`) for `n` arrivals of change `k`; returns their times.
+    async fn collect(&mut self, k: usize, n: usize, deadline: Instant) -> Vec<Instant> {
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, self.arrivals.recv()).await {
+                Ok(Some((j, at))) if j == k => got.push(at),
+                // A late line of an earlier change that timed out.
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        got
+    }
+
+    /// Stop the watches; returns how many had failed, and the first error.
+    async fn close(self) -> (usize, Option<String>) {
+        let mut failed = 0;
+        let mut first = None;
+        for t in self.tasks {
+            if !t.is_finished() {
+                t.abort();
+                continue;
+            }
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failed += 1;
+                    first.get_or_insert(format!("{e:#}"));
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        (failed, first)
+    }
+}
+
+/// Read one watch stream; for each MODIFIED line of the changed flavor whose `spec.cores`
+/// names change `k` (first time only), send `(k, time the chunk arrived)`.
+async fn change_watcher(
+    mut resp: reqwest::Response,
+    changes: usize,
+    tx: tokio::sync::mpsc::UnboundedSender<(usize, Instant)>,
+) -> anyhow::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = vec![false; changes];
+    while let Some(chunk) = resp.chunk().await? {
+        let now = Instant::now();
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = memchr::memchr(b'\n', &buf) {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let event: Value = serde_json::from_slice(&line).with_context(|| {
+                format!(
+                    "a watch line is not JSON: {}",
+                    String::from_utf8_lossy(&line)
+                )
+            })?;
+            match event["type"].as_str() {
+                Some("MODIFIED") => {}
+                Some("ERROR") => bail!("watch error: {}", event["object"]),
+                _ => continue,
+            }
+            if event
+                .pointer("/object/metadata/name")
+                .and_then(Value::as_str)
+                != Some(CHANGED_FLAVOR)
+            {
+                continue;
+            }
+            let k = event
+                .pointer("/object/spec/cores")
+                .and_then(Value::as_u64)
+                .and_then(|c| c.checked_sub(CORES_BASE))
+                .and_then(|k| usize::try_from(k).ok());
+            if let Some(slot) = k.and_then(|k| seen.get_mut(k))
+                && !std::mem::replace(slot, true)
+                && let Some(k) = k
+            {
+                let _ = tx.send((k, now));
+            }
+        }
+    }
+    if seen.iter().all(|s| *s) {
+        Ok(())
+    } else {
+        bail!("the watch ended before every change arrived")
+    }
+}
+
+/// What one set-up measured.
+#[derive(Default)]
+struct Propagation {
+    /// Write acknowledged → the last watcher has the line, for changes every watcher got.
+    delays: Vec<Duration>,
+    /// Write acknowledged → the first watcher has the line.
+    first: Vec<Duration>,
+    /// Write sent → the last watcher has the line (never clamped: the line cannot come first).
+    from_sent: Vec<Duration>,
+    /// PATCH sent → response head received.
+    write_rtt: Vec<Duration>,
+    /// Changes some watcher did not get within `EVENT_TIMEOUT`.
+    incomplete: usize,
+    /// Changes whose line reached a watcher before the write's response did.
+    before_ack: usize,
+}
+
+/// One change: PATCH `spec.cores` of the flavor on the set-up's writer, then wait for every
+/// watcher's line; `out` is `None` for the untimed warm-up change.
+async fn one_change(
+    setup: &Setup,
+    writer: &reqwest::Client,
+    watchers: &mut Watchers,
+    open: usize,
+    k: usize,
+    out: Option<&mut Propagation>,
+) -> anyhow::Result<()> {
+    let url = setup.write_url();
+    let patch = json!({"spec": {"cores": CORES_BASE + k as u64}}).to_string();
+    let sent = Instant::now();
+    let resp = writer
+        .patch(&url)
+        .header(CONTENT_TYPE, "application/merge-patch+json")
+        .body(patch)
+        .send()
+        .await
+        .with_context(|| format!("{}: PATCH {url}", setup.label))?;
+    let ack = Instant::now();
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "{}: PATCH {url} answered {status}: {}",
+            setup.label,
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let got = watchers.collect(k, open, ack + EVENT_TIMEOUT).await;
+    let Some(out) = out else {
+        return Ok(());
+    };
+    out.write_rtt.push(ack - sent);
+    if got.len() < open {
+        out.incomplete += 1;
+        return Ok(());
+    }
+    if let (Some(first), Some(last)) = (got.iter().min(), got.iter().max()) {
+        if *first < ack {
+            out.before_ack += 1;
+        }
+        out.first.push(first.saturating_duration_since(ack));
+        out.delays.push(last.saturating_duration_since(ack));
+        out.from_sent.push(last.saturating_duration_since(sent));
+    }
+    Ok(())
+}
+
+/// Write on a shard → watchers on a virtual workspace have it: the embedded `serve` against
+/// cache server + shard A + shard B + standalone virtual workspace, as processes, their
+/// changes interleaved.
+async fn scenario_distributed(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let changes = ctx.args.changes;
+    let watchers_per = DISTRIBUTED_WATCHERS;
+    let started = Instant::now();
+    progress("distributed: starting the embedded `serve` and a `cache-server`");
+    let mut embedded = Setup::spawn_embedded()?;
+    let mut cache = RoleProcess::spawn("cache-server", "cache-server", &[])?;
+    cache.wait_ready().await?;
+    progress("distributed: starting shard A, shard B and a standalone `virtual-workspace`");
+    let mut distributed = Setup::spawn_distributed(cache)?;
+    embedded.wait_ready().await?;
+    distributed.wait_ready().await?;
+    let ready = started.elapsed();
+    let mut setups = [embedded, distributed];
+    let mut rvs = Vec::new();
+    for s in &setups {
+        rvs.push(s.wait_for_flavors().await?);
+    }
+    let serving = started.elapsed();
+    progress(&format!(
+        "distributed: every role ready in {:.2} s, both VWs list the flavors after {:.2} s; opening {watchers_per} watches on each",
+        ready.as_secs_f64(),
+        serving.as_secs_f64()
+    ));
+    let mut watchers = Vec::new();
+    for (s, rv) in setups.iter().zip(&rvs) {
+        watchers.push(Watchers::open(s, rv, watchers_per, changes + 1).await?);
+    }
+    let writers = setups
+        .iter()
+        .map(|s| s.roles[s.writer].client(Some(REQUEST_TIMEOUT)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Change 0 is an untimed warm-up: the writer's connection, the shard's connection to the
+    // cache and every code path on the way are warm before the timed changes.
+    for ((s, w), writer) in setups.iter().zip(watchers.iter_mut()).zip(&writers) {
+        one_change(s, writer, w, watchers_per, 0, None).await?;
+    }
+    progress(&format!(
+        "distributed: {changes} changes of {CHANGED_FLAVOR} per set-up, interleaved, {} ms apart",
+        CHANGE_PAUSE.as_millis()
+    ));
+    let cpu_before: Vec<_> = setups.iter().map(Setup::cpu).collect();
+    let mut results: Vec<Propagation> = setups.iter().map(|_| Propagation::default()).collect();
+    for k in 1..=changes {
+        for ((s, w), (writer, out)) in setups
+            .iter()
+            .zip(watchers.iter_mut())
+            .zip(writers.iter().zip(results.iter_mut()))
+        {
+            tokio::time::sleep(CHANGE_PAUSE).await;
+            one_change(s, writer, w, watchers_per, k, Some(out)).await?;
+        }
+    }
+    let cpu_after: Vec<_> = setups.iter().map(Setup::cpu).collect();
+    let peaks: Vec<Vec<Option<u64>>> = setups
+        .iter()
+        .map(|s| s.roles.iter().map(RoleProcess::peak_rss).collect())
+        .collect();
+    let http2: Vec<usize> = watchers.iter().map(|w| w.http2).collect();
+    let mut closed = Vec::new();
+    for w in watchers {
+        closed.push(w.close().await);
+    }
+    for r in &mut results {
+        r.delays.sort_unstable();
+        r.first.sort_unstable();
+        r.from_sent.sort_unstable();
+        r.write_rtt.sort_unstable();
+    }
+    let (base, dist) = (&results[0], &results[1]);
+    let ratio = |b: &[Duration], d: &[Duration], q: f64| {
+        let (b, d) = (percentile(b, q), percentile(d, q));
+        if b > Duration::ZERO {
+            format!("{:.2}×", d.as_secs_f64() / b.as_secs_f64())
+        } else {
+            "n/a (baseline 0)".into()
+        }
+    };
+    let p99 = percentile(&dist.delays, 0.99);
+    let rows = [
+        (
+            format!(
+                "baseline: embedded `serve` (shard, cache and VW in one process); PATCH `{CHANGED_FLAVOR}` on its workspaces API, {watchers_per} watchers on its own VW"
+            ),
+            "1×".to_string(),
+            String::new(),
+        ),
+        (
+            format!(
+                "`cache-server` + shard A + shard B (`serve --cache-kubeconfig`) + standalone `virtual-workspace`, 4 processes; PATCH on shard A, {watchers_per} watchers on the standalone VW"
+            ),
+            format!(
+                "p50 {}, p99 {}; from PATCH sent: p50 {}, p99 {}",
+                ratio(&base.delays, &dist.delays, 0.5),
+                ratio(&base.delays, &dist.delays, 0.99),
+                ratio(&base.from_sent, &dist.from_sent, 0.5),
+                ratio(&base.from_sent, &dist.from_sent, 0.99)
+            ),
+            format!(
+                "p99 ≤ 1 s {}",
+                verdict(dist.incomplete == 0 && !dist.delays.is_empty() && p99 <= DISTRIBUTED_GOAL)
+            ),
+        ),
+    ];
+    for (i, ((what, vs, goal), r)) in rows.into_iter().zip(&results).enumerate() {
+        let (failed, _) = &closed[i];
+        let peak: Option<u64> = peaks[i].iter().copied().sum();
+        Row {
+            scenario: "distributed",
+            what: format!(
+                "{what}{}",
+                if *failed > 0 {
+                    format!(", {failed} watchers failed")
+                } else {
+                    String::new()
+                }
+            ),
+            result: format!(
+                "{} / {changes} changes reached all {watchers_per} watchers; max {}; from PATCH sent: p50 {}, p99 {}",
+                r.delays.len(),
+                ms(r.delays.last().copied().unwrap_or_default()),
+                ms(percentile(&r.from_sent, 0.5)),
+                ms(percentile(&r.from_sent, 0.99))
+            ),
+            p50: ms(percentile(&r.delays, 0.5)),
+            p99: ms(percentile(&r.delays, 0.99)),
+            rss: opt_mib(peak),
+            ratio: vs,
+            goal,
+        }
+        .print();
+    }
+    let cpu_of = |i: usize| {
+        setups[i]
+            .roles
+            .iter()
+            .zip(cpu_before[i].iter().zip(&cpu_after[i]))
+            .map(|(role, (b, a))| match (b, a) {
+                (Some(b), Some(a)) => format!("{} {:.2} s", role.label, a - b),
+                _ => format!("{} n/a", role.label),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let rss_of = |i: usize| {
+        setups[i]
+            .roles
+            .iter()
+            .zip(&peaks[i])
+            .map(|(role, p)| format!("{} {}", role.label, opt_mib(*p)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let per_setup = |i: usize| {
+        let r = &results[i];
+        format!(
+            "{}: PATCH round trip p50 {} / max {}; first watcher p50 {} / max {}; {} of {changes} \
+             changes reached a watcher before the PATCH response did; watches on HTTP/2: {} of \
+             {watchers_per}{}",
+            setups[i].label,
+            ms(percentile(&r.write_rtt, 0.5)),
+            ms(r.write_rtt.last().copied().unwrap_or_default()),
+            ms(percentile(&r.first, 0.5)),
+            ms(r.first.last().copied().unwrap_or_default()),
+            r.before_ack,
+            http2[i],
+            if r.incomplete > 0 {
+                format!(
+                    "; {} changes did not reach every watcher within {EVENT_TIMEOUT:?}",
+                    r.incomplete
+                )
+            } else {
+                String::new()
+            }
+        )
+    };
+    ctx.notes.push(format!(
+        "distributed: each role is the binary cargo built for this bench \
+         (`CARGO_BIN_EXE_replication-vw`, release profile) in its own process on `127.0.0.1:0` \
+         with a temp data dir and `RUST_LOG=warn`; clients trust each process's own `ca.crt` and use \
+         its admin certificate. Measured (p50/p99/max columns): the PATCH (merge patch of \
+         `spec.cores`) answered → the last of {watchers_per} watchers (`?watch=true&resourceVersion=<list RV>`, one connection \
+         each) has the MODIFIED line of `{CHANGED_FLAVOR}` with the new value; {changes} changes per \
+         set-up after one untimed warm-up change, one at a time, the set-ups taking turns, {} ms \
+         pause before each; p99 of {changes} samples is their {}. A change whose last watcher had \
+         the line before the PATCH response arrived counts as 0, so the result column also gives \
+         PATCH sent → last watcher, which includes the write's round trip. Set-up: every role ready after \
+         {:.2} s, both VWs list the three flavors after {:.2} s.",
+        CHANGE_PAUSE.as_millis(),
+        if changes <= 100 {
+            "maximum (nearest rank)"
+        } else {
+            "nearest-rank 99th percentile"
+        },
+        ready.as_secs_f64(),
+        serving.as_secs_f64()
+    ));
+    ctx.notes
+        .push(format!("distributed: {}; {}", per_setup(0), per_setup(1)));
+    ctx.notes.push(format!(
+        "distributed: CPU of the processes during the changes (incl. pauses): {}; {}. Peak RSS \
+         (VmHWM, summed in the table): {}; {}.{}",
+        cpu_of(0),
+        cpu_of(1),
+        rss_of(0),
+        rss_of(1),
+        closed
+            .iter()
+            .zip(&setups)
+            .filter_map(|((_, e), s)| e
+                .as_ref()
+                .map(|e| format!(" First {} watcher error: {e}", s.label)))
+            .collect::<String>()
+    ));
+    for s in &mut setups {
+        for r in &mut s.roles {
+            r.check_alive()?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Main
 
 fn print_header(args: &Args) {
@@ -2090,13 +2850,14 @@ fn print_header(args: &Args) {
         cpu_model()
     );
     println!(
-        "- mode: {}; objects: {}; watchers: {}; ingest: {}; wildcard: {} consumers × {} objects; timed runs: {} s (+{} ms warm-up)",
+        "- mode: {}; objects: {}; watchers: {}; ingest: {}; wildcard: {} consumers × {} objects; distributed: {} changes; timed runs: {} s (+{} ms warm-up)",
         if args.quick { "quick" } else { "default" },
         args.objects,
         args.watchers,
         args.ingest_objects,
         args.consumers,
         args.wildcard_objects,
+        args.changes,
         args.duration.as_secs(),
         args.warmup.as_millis()
     );
@@ -2142,6 +2903,7 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             "watch" => scenario_watch(&mut ctx).await,
             "churn" => scenario_churn(&mut ctx).await,
             "wildcard" => scenario_wildcard(&mut ctx).await,
+            "distributed" => scenario_distributed(&mut ctx).await,
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let elapsed = started.elapsed();
@@ -2150,6 +2912,12 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             let used = thread_cpu().since(threads_before);
             let split = if *s == "ingest" && args.scenarios.len() > 1 {
                 "run in a child process (counted as this run's CPU below)".to_string()
+            } else if *s == "distributed" {
+                format!(
+                    "the servers ran as child processes (the notes above give their CPU), the \
+                     harness and watchers used {:.1} s",
+                    used.rest
+                )
             } else {
                 format!(
                     "CPU used by the server runtime {:.1} s, by clients and harness {:.1} s",

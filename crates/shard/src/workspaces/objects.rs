@@ -269,7 +269,16 @@ pub struct Workspaces {
     /// The cache server, for what other shards hold (a provider's export, slice and schema
     /// behind a binding of this shard); unset when every workspace is on this shard.
     elsewhere: std::sync::OnceLock<Arc<dyn cache_client::CacheWrite>>,
+    /// Collections read from the cache lately, by (resource, cluster): requests in a consumer
+    /// workspace look them up every time, the cache is asked at most every [`ELSEWHERE_TTL`].
+    elsewhere_seen: Mutex<HashMap<(String, String), ElsewhereRead>>,
 }
+
+/// When a collection was read from the cache, and what it held.
+type ElsewhereRead = (std::time::Instant, Arc<Vec<store::Record>>);
+
+/// How long what was read of other shards through the cache is reused.
+const ELSEWHERE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn crd_gr() -> GroupResource {
     GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions")
@@ -337,6 +346,7 @@ impl Workspaces {
             builtins: registry::builtins(),
             crds: Mutex::new(HashMap::new()),
             elsewhere: std::sync::OnceLock::new(),
+            elsewhere_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -359,18 +369,36 @@ impl Workspaces {
             "apiexports" | "apibindings" => "v1alpha2",
             _ => "v1alpha1",
         };
-        let records = cache
-            .list(cache_client::Collection {
-                group,
-                version,
-                resource,
-                shard: None,
-                cluster: Some(cluster),
-            })
-            .await
-            .ok()?;
+        let slot = (resource.to_string(), cluster.to_string());
+        let fresh = self
+            .elsewhere_seen
+            .lock()
+            .get(&slot)
+            .filter(|(at, _)| at.elapsed() < ELSEWHERE_TTL)
+            .map(|(_, r)| r.clone());
+        let records = match fresh {
+            Some(r) => r,
+            None => {
+                let r = Arc::new(
+                    cache
+                        .list(cache_client::Collection {
+                            group,
+                            version,
+                            resource,
+                            shard: None,
+                            cluster: Some(cluster),
+                        })
+                        .await
+                        .ok()?,
+                );
+                let mut seen = self.elsewhere_seen.lock();
+                seen.retain(|_, (at, _)| at.elapsed() < ELSEWHERE_TTL);
+                seen.insert(slot, (std::time::Instant::now(), r.clone()));
+                r
+            }
+        };
         records
-            .into_iter()
+            .iter()
             .find(|r| r.key.name == name)
             .and_then(|r| serde_json::from_slice(&r.value).ok())
     }
