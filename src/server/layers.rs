@@ -1,5 +1,16 @@
-//! Tower layers around the whole HTTP surface that keep errors and connections right whatever
-//! answers a request.
+//! Tower layers around the whole HTTP surface: cross-cutting concerns (request ids and tracing,
+//! compression, request timeouts) from tower-http, and the layers that keep errors and
+//! connections right whatever answers a request.
+//!
+//! [`edge`] is the outermost stack: tower-http's request id (`x-request-id`, taken from the
+//! request or a new UUID, echoed on the response) and trace layers open one span per request
+//! (method, path, request id) in which everything the request logs is logged, and log its
+//! status and latency when its answer is ready (debug; a warning for a 5xx). [`per_request`]
+//! sits inside the metrics middleware and tells watches from other requests by their
+//! `RequestInfo`: [`RequestTimeoutLayer`] answers any other request within
+//! [`REQUEST_TIMEOUT`] or with a 504 `Timeout` Status, and [`GzipLayer`] gzips successful
+//! responses of [`MIN_GZIP_SIZE`] or more for clients that ask for gzip; watches are neither
+//! timed out nor compressed.
 //!
 //! [`RequestBodyLayer`] hands every handler its request body through a shared slot. The slot
 //! enforces kube-apiserver's write limit (3 MiB: a body over it fails to read and the response
@@ -13,9 +24,10 @@
 //! text.
 
 use crate::api::Status;
+use crate::api::request::RequestInfo;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Version, header};
+use axum::http::{self as http, HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -27,7 +39,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tower::{Layer, Service};
+use tower::layer::util::Stack;
+use tower::{Layer, Service, ServiceExt as _};
+use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
+use tower_http::compression::predicate::{Predicate, SizeAbove};
+use tower_http::compression::{Compression, CompressionLevel};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::Timeout;
+use tower_http::trace::{DefaultOnBodyChunk, MakeSpan, OnFailure, OnResponse, TraceLayer};
+use tracing::Span;
 
 /// The largest request body kube-apiserver reads (`--max-request-bytes` default): 3 MiB.
 pub const MAX_REQUEST_BODY: u64 = 3 * 1024 * 1024;
@@ -378,6 +398,340 @@ where
     }
 }
 
+/// How long a request other than a watch may take to answer (kube-apiserver's default
+/// `--request-timeout`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The smallest response gzipped for a client that asks for it (kube-apiserver's threshold);
+/// smaller ones are sent as they are.
+pub const MIN_GZIP_SIZE: u64 = 128 * 1024;
+/// The request id header: taken from the request, or generated, and set on the response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Whether a request is a watch: by the [`RequestInfo`] the metrics middleware put in its
+/// extensions, or by reading the request again when it did not pass there.
+fn is_watch(req: &Request) -> bool {
+    match req.extensions().get::<RequestInfo>() {
+        Some(info) => info.verb == "watch",
+        None => {
+            RequestInfo::parse(req.method(), req.uri().path(), req.uri().query()).verb == "watch"
+        }
+    }
+}
+
+/// The layers that depend on what a request is (a watch or not): [`GzipLayer`] around
+/// [`RequestTimeoutLayer`] with this timeout. They go inside the metrics middleware, which
+/// reads the request's [`RequestInfo`] once for them, so that a timeout is counted as a 504.
+pub fn per_request(request_timeout: Duration) -> Stack<RequestTimeoutLayer, GzipLayer> {
+    Stack::new(RequestTimeoutLayer::new(request_timeout), GzipLayer::new())
+}
+
+/// The layers around everything, outermost first: a request id ([`REQUEST_ID`], taken from
+/// the request or a new UUID), the request's span and its completion log, the request id
+/// copied to the response, the body limit ([`RequestBodyLayer`]) and errors as Status objects
+/// ([`StatusErrorsLayer`]). The span is outside every other layer so that whatever they and
+/// the handler log carries the request id, 413s and timeouts included.
+pub fn edge() -> EdgeLayer {
+    Stack::new(
+        Stack::new(
+            Stack::new(
+                Stack::new(StatusErrorsLayer, RequestBodyLayer::new()),
+                PropagateRequestIdLayer::x_request_id(),
+            ),
+            TraceLayer::new_for_http()
+                .make_span_with(RequestSpan)
+                .on_request(())
+                .on_response(LogResponse)
+                .on_eos(())
+                .on_failure(LogFailure),
+        ),
+        SetRequestIdLayer::x_request_id(MakeRequestUuid),
+    )
+}
+
+/// The trace layer of [`edge`].
+pub type RequestTraceLayer = TraceLayer<
+    SharedClassifier<ServerErrorsAsFailures>,
+    RequestSpan,
+    (),
+    LogResponse,
+    DefaultOnBodyChunk,
+    (),
+    LogFailure,
+>;
+
+/// The layer [`edge`] builds.
+pub type EdgeLayer = Stack<
+    Stack<
+        Stack<Stack<StatusErrorsLayer, RequestBodyLayer>, PropagateRequestIdLayer>,
+        RequestTraceLayer,
+    >,
+    SetRequestIdLayer<MakeRequestUuid>,
+>;
+
+/// The span of one request: method, path and request id. Whatever is logged while the
+/// request is handled, or its response body is produced, is logged inside it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestSpan;
+
+impl<B> MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, req: &http::Request<B>) -> Span {
+        let id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        // A span's level only decides whether it is recorded: at ERROR it is recorded under any
+        // filter that lets a handler's warning through, so that warning names its request.
+        tracing::error_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            request_id = %id,
+        )
+    }
+}
+
+/// Logs a request's status and latency once its response head is ready: at debug, or as a
+/// warning for a 5xx.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogResponse;
+
+impl<B> OnResponse<B> for LogResponse {
+    fn on_response(self, response: &http::Response<B>, latency: Duration, _: &Span) {
+        let status = response.status().as_u16();
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        if response.status().is_server_error() {
+            tracing::warn!(status, latency_ms, "Request failed.");
+        } else {
+            tracing::debug!(status, latency_ms, "Request done.");
+        }
+    }
+}
+
+/// Logs a response body that failed while it was sent; 5xx answers are logged by
+/// [`LogResponse`] already.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogFailure;
+
+impl OnFailure<ServerErrorsFailureClass> for LogFailure {
+    fn on_failure(&mut self, class: ServerErrorsFailureClass, latency: Duration, _: &Span) {
+        if let ServerErrorsFailureClass::Error(error) = class {
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            tracing::warn!(%error, latency_ms, "Sending the response failed.");
+        }
+    }
+}
+
+/// Answers requests other than watches within a time limit, else with a plain 504 that
+/// [`StatusErrorsLayer`] turns into a `Timeout` Status, as kube-apiserver's timeout handler
+/// answers. Watches last as long as they are meant to (`timeoutSeconds`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTimeoutLayer {
+    timeout: Duration,
+}
+
+impl RequestTimeoutLayer {
+    /// Requests other than watches get `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        RequestTimeoutLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for RequestTimeoutLayer {
+    type Service = RequestTimeoutService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestTimeoutService {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The service of [`RequestTimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestTimeoutService<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Service<Request> for RequestTimeoutService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        if is_watch(&req) {
+            return Box::pin(inner.call(req));
+        }
+        let mut timed = Timeout::with_status_code(inner, StatusCode::GATEWAY_TIMEOUT, self.timeout);
+        Box::pin(timed.call(req))
+    }
+}
+
+/// Whether the request's `Accept-Encoding` names gzip with a non-zero quality. Only then is a
+/// response compressed: `*` does not count, as for kube-apiserver, and a request that accepts
+/// nothing else still gets its answer uncompressed rather than a 406.
+fn asks_for_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
+                && parts.all(|p| {
+                    let Some((k, v)) = p.split_once('=') else {
+                        return true;
+                    };
+                    !k.trim().eq_ignore_ascii_case("q")
+                        || v.trim().parse::<f32>().is_ok_and(|q| q > 0.0)
+                })
+        })
+}
+
+/// A response whose body ends for good: polled after its end, it ends again.
+fn fuse(response: Response) -> Response {
+    response.map(|body| Body::new(Fused { body, ended: false }))
+}
+
+/// A body that is not polled again once it ended (see [`fuse`]).
+struct Fused {
+    body: Body,
+    ended: bool,
+}
+
+impl http_body::Body for Fused {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.ended {
+            SizeHint::with_exact(0)
+        } else {
+            self.body.size_hint()
+        }
+    }
+}
+
+/// Which responses [`GzipLayer`] compresses: successful ones of [`MIN_GZIP_SIZE`] or more, or
+/// of unknown size (a LIST streamed in chunks is only streamed when it is larger than one
+/// chunk, 128 KiB).
+#[derive(Debug, Clone, Copy)]
+pub struct GzipPredicate {
+    min_size: SizeAbove,
+}
+
+impl Default for GzipPredicate {
+    fn default() -> Self {
+        GzipPredicate {
+            min_size: SizeAbove::new(MIN_GZIP_SIZE),
+        }
+    }
+}
+
+impl Predicate for GzipPredicate {
+    fn should_compress<B: http_body::Body>(&self, response: &http::Response<B>) -> bool {
+        response.status().is_success() && self.min_size.should_compress(response)
+    }
+}
+
+/// gzip, through tower-http's compression, of large successful responses to requests that
+/// ask for it ([`GzipPredicate`]), as kube-apiserver compresses them (fastest level, as its
+/// level 1). Watches are never compressed: the encoder holds small events back until it has
+/// a block's worth, so a watch would stall.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GzipLayer {
+    predicate: GzipPredicate,
+}
+
+impl GzipLayer {
+    /// Responses of [`MIN_GZIP_SIZE`] or more.
+    pub fn new() -> Self {
+        GzipLayer::default()
+    }
+}
+
+impl<S> Layer<S> for GzipLayer {
+    type Service = GzipService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GzipService {
+            inner,
+            predicate: self.predicate,
+        }
+    }
+}
+
+/// The service of [`GzipLayer`].
+#[derive(Debug, Clone)]
+pub struct GzipService<S> {
+    inner: S,
+    predicate: GzipPredicate,
+}
+
+impl<S> Service<Request> for GzipService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        if is_watch(&req) || !asks_for_gzip(req.headers()) {
+            return Box::pin(inner.call(req));
+        }
+        // tower-http polls a body again after its end (tower-http#732), which a body streamed
+        // from `unfold` (a large LIST) does not survive: the body goes in fused.
+        let fused = inner.map_response(fuse as fn(Response) -> Response);
+        let mut gzip = Compression::new(fused)
+            .compress_when(self.predicate)
+            .quality(CompressionLevel::Fastest);
+        let answer = gzip.call(req);
+        Box::pin(async move {
+            let Ok(response) = answer.await;
+            Ok(response.map(Body::new))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,6 +862,39 @@ mod tests {
             .unwrap();
         let resp = svc.oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn gzip_is_asked_for_by_name_with_a_non_zero_quality_only() {
+        let asks = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(v));
+            asks_for_gzip(&h)
+        };
+        assert!(asks("gzip"));
+        assert!(asks("deflate, GZIP;q=0.5"));
+        assert!(asks("gzip;q=1.0, identity;q=0"));
+        assert!(!asks("gzip;q=0"));
+        assert!(!asks("gzip; q=0.000"));
+        assert!(!asks("*"));
+        assert!(!asks("identity"));
+        assert!(!asks_for_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn only_large_or_unsized_successful_responses_are_compressed() {
+        let p = GzipPredicate::default();
+        let sized = |code: u16, len: usize| {
+            let mut r = Response::new(Body::from(vec![b'x'; len]));
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            r
+        };
+        assert!(p.should_compress(&sized(200, 128 * 1024)));
+        assert!(!p.should_compress(&sized(200, 128 * 1024 - 1)));
+        assert!(!p.should_compress(&sized(500, 1 << 20)));
+        assert!(!p.should_compress(&sized(404, 1 << 20)));
+        let chunks = futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from("{}"))]);
+        assert!(p.should_compress(&Response::new(Body::from_stream(chunks))));
     }
 
     #[tokio::test]

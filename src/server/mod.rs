@@ -138,6 +138,10 @@ pub fn app(state: AppState) -> Router {
         .merge(health)
         .fallback(|| async { Status::path_not_found() })
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Requests other than watches answer within 60 s (a 504 Timeout Status), and large
+        // successful ones are gzipped when asked, watches never: inside the metrics
+        // middleware, which reads the request's RequestInfo once for both and counts 504s.
+        .layer(layers::per_request(layers::REQUEST_TIMEOUT))
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track,
@@ -154,10 +158,11 @@ pub fn app(state: AppState) -> Router {
                 r
             }
         }))
-        // Layers' own errors become Status objects; the outermost layer limits request
-        // bodies and drains what a handler left unread, so early errors keep the connection.
-        .layer(layers::StatusErrorsLayer)
-        .layer(layers::RequestBodyLayer::new())
+        // Outermost, in one stack: the request id and the request's span (so every log line
+        // of the request carries its id, 413s and timeouts included), then the body limit,
+        // which drains what a handler left unread so early errors keep the connection, and
+        // layers' own errors (504, 413 …) turned into Status objects.
+        .layer(layers::edge())
 }
 
 async fn version() -> Response {

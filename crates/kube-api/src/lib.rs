@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod continuation;
-pub mod encoding;
 pub mod negotiate;
 pub mod params;
 pub mod patch;

@@ -285,7 +285,6 @@ async fn serve_resource(
     let opts = ListOptions::from_pairs(&info.query, rp.watch_path)?;
     check_fields_with(&opts.field_selector, api.namespaced, &api.selectable_fields)?;
     let ns = rp.namespace.as_deref();
-    let gzip = kube_api::encoding::accepts_gzip(req.headers());
     let yaml = format == Format::Yaml;
     let doc_format = if yaml { Format::Json } else { format };
     let document = match (verb.as_str(), &rp.name) {
@@ -316,7 +315,7 @@ async fn serve_resource(
     };
     if let Some(resp) = document {
         let resp = if yaml { to_yaml(resp?).await? } else { resp? };
-        return Ok(kube_api::encoding::maybe_gzip(resp, gzip));
+        return Ok(resp);
     }
     if yaml {
         return Err(Status::not_acceptable(
@@ -884,8 +883,7 @@ fn watch(
                 ws.last = ws.last.max(st.revision);
             }
             Err(oldest) => {
-                let status =
-                    kube_api::continuation::too_old(after, oldest);
+                let status = kube_api::continuation::too_old(after, oldest);
                 let one = futures_util::stream::once(async move {
                     Ok::<_, std::io::Error>(watch::error_frame(&status))
                 });
