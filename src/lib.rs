@@ -1,12 +1,12 @@
-//! replication-vw: kcp's CachedResource read path in Rust — the server layer and the binary's
-//! library.
+//! replication-vw: kcp's CachedResource read path in Rust — the binary's library, which
+//! re-exports the workspace's crates under their module names.
 //!
 //! The work lives in the workspace's crates, in the one-way order the compiler enforces:
 //! `kube-api` (Kubernetes API machinery) → `kcp-model` → `store` → `schema` → `rest` (generic
 //! REST over a store) and `cache-client` (the read and write seams to the cache server, in
 //! process or over HTTPS) → `cache-server`, `virtual-workspace` and `shard` (workspaces API,
-//! controllers, seed) → [`server`] (TLS, authentication, tower layers, metrics and the three
-//! roles) → the binary. They are re-exported here under their module names ([`api`],
+//! controllers, seed) → `server` (TLS, authentication, tower layers, metrics and the three
+//! roles) → the binary (`src/main.rs`). They are re-exported here under their module names ([`api`],
 //! [`model`], [`store`], [`schema`], [`rest`], [`cache_client`], [`cache_server`],
 //! [`replication`], [`workspaces`], [`controllers`], [`seed`]).
 
@@ -21,6 +21,6 @@ pub use schema;
 pub use shard::controllers;
 pub use virtual_workspace as replication;
 pub mod seed;
-pub mod server;
+pub use server;
 pub use shard::workspaces;
 pub use store;

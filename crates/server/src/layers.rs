@@ -23,8 +23,6 @@
 //! clients always get a code, a reason and a message; the health endpoints keep their plain
 //! text.
 
-use crate::api::Status;
-use crate::api::request::RequestInfo;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{self as http, HeaderMap, HeaderValue, StatusCode, Version, header};
@@ -33,6 +31,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
+use kube_api::Status;
+use kube_api::request::RequestInfo;
 use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::pin::Pin;

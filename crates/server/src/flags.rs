@@ -2,13 +2,11 @@
 //! certificate and client CA (`--tls-cert-file`, `--tls-private-key-file`, `--client-ca-file`)
 //! and the front proxy's request-header authentication (`--requestheader-*`). Each role flattens
 //! [`TlsFlags`] and [`FrontProxyFlags`] into its subcommand and hands them to
-//! `crate::server::tls::prepare`; this module only describes and parses them.
+//! `crate::tls::prepare`; this module only describes and parses them.
 
 use std::path::PathBuf;
 
-use crate::server::authn::{
-    DEFAULT_EXTRA_HEADERS_PREFIX, DEFAULT_GROUP_HEADER, DEFAULT_USERNAME_HEADER,
-};
+use crate::authn::{DEFAULT_EXTRA_HEADERS_PREFIX, DEFAULT_GROUP_HEADER, DEFAULT_USERNAME_HEADER};
 
 /// Serving certificate and client CA. Without them the server uses the PKI it generates in its
 /// data directory (`ca.crt`, `serving.crt`, `admin.crt`).

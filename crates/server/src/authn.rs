@@ -2,7 +2,7 @@
 //! kube-apiserver-style static token file (`--token-auth-file` CSV), the front proxy's request
 //! headers (`X-Remote-User`, `X-Remote-Group`, `X-Remote-Extra-<key>`, as kube-apiserver's
 //! request-header authenticator), and the resolution order for a request: a front proxy's headers
-//! first (only on a connection whose client certificate [`crate::server::tls`] recognised as an
+//! first (only on a connection whose client certificate [`crate::tls`] recognised as an
 //! allowed front proxy), then a verified client certificate, then a bearer token, otherwise
 //! anonymous.
 
@@ -24,7 +24,7 @@ pub const DEFAULT_GROUP_HEADER: &str = "X-Remote-Group";
 pub const DEFAULT_EXTRA_HEADERS_PREFIX: &str = "X-Remote-Extra-";
 
 /// An authenticated caller.
-pub use crate::api::user::UserInfo;
+pub use kube_api::user::UserInfo;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]

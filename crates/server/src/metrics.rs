@@ -5,11 +5,11 @@
 //! are fixed sets, and resources beyond [`MAX_RESOURCES`] distinct names (or of requests that
 //! found nothing) are reported as `other`.
 
-use crate::api::request::RequestInfo;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use kube_api::request::RequestInfo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;

@@ -3,7 +3,9 @@
 //! controllers and listener together: the embedded all-in-one or a shard writing to a remote
 //! cache ([`run`]), the cache server alone ([`run_cache_server`]) and the virtual workspace
 //! alone ([`run_virtual_workspace`]). Roles talk to the cache only through the seams of
-//! [`crate::cache_client`], in process or over HTTPS.
+//! `cache_client`, in process or over HTTPS.
+
+#![forbid(unsafe_code)]
 
 pub mod authn;
 pub mod flags;
@@ -11,10 +13,6 @@ pub mod layers;
 pub mod metrics;
 pub mod tls;
 
-use crate::api::Status;
-use crate::api::user::RequestUser;
-use crate::replication::Index;
-use crate::store::Store;
 use authn::Authenticator;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -22,10 +20,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use kube_api::Status;
+use kube_api::user::RequestUser;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use store::Store;
 use tls::PeerIdentity;
+use virtual_workspace::Index;
 
 /// Which roles a process runs; [`app`] mounts the routes of these only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +73,7 @@ pub struct AppState {
     /// The roles this process runs.
     pub roles: Roles,
     /// This process's id, new at every start; a cache server answers with it in
-    /// [`crate::cache_client::reader::INSTANCE_HEADER`] so readers notice a restart.
+    /// [`cache_client::reader::INSTANCE_HEADER`] so readers notice a restart.
     pub instance: Arc<str>,
     /// The cache store.
     pub store: Arc<dyn Store>,
@@ -82,11 +84,11 @@ pub struct AppState {
     /// Set once the seed has been written.
     pub seed_loaded: Arc<AtomicBool>,
     /// The local shard's workspaces.
-    pub workspaces: Arc<crate::workspaces::objects::Workspaces>,
+    pub workspaces: Arc<shard::workspaces::objects::Workspaces>,
     /// Request metrics (`/metrics`).
     pub metrics: metrics::Metrics,
     /// The local shard's controllers, once running (for `/metrics`).
-    pub controllers: Arc<std::sync::OnceLock<Arc<crate::controllers::Controllers>>>,
+    pub controllers: Arc<std::sync::OnceLock<Arc<shard::controllers::Controllers>>>,
 }
 
 impl AppState {
@@ -100,8 +102,8 @@ impl AppState {
             index,
             authenticator: Arc::new(authenticator),
             seed_loaded: Arc::new(AtomicBool::new(false)),
-            workspaces: Arc::new(crate::workspaces::objects::Workspaces::new(Arc::new(
-                crate::store::memory::MemoryStore::default(),
+            workspaces: Arc::new(shard::workspaces::objects::Workspaces::new(Arc::new(
+                store::memory::MemoryStore::default(),
             ))),
             controllers: Arc::new(std::sync::OnceLock::new()),
             metrics: metrics::Metrics::default(),
@@ -120,15 +122,15 @@ pub fn app(state: AppState) -> Router {
     let roles = state.roles;
     let mut router = Router::new();
     if roles.cache_server {
-        router = router.merge(crate::cache_server::router(state.store.clone()));
+        router = router.merge(cache_server::router(state.store.clone()));
     }
     if roles.virtual_workspace {
-        router = router.merge(crate::replication::router(state.index.clone()));
+        router = router.merge(virtual_workspace::router(state.index.clone()));
     }
     if roles.shard {
-        router = router.merge(crate::workspaces::router(
+        router = router.merge(shard::workspaces::router(
             state.workspaces.clone(),
-            crate::replication::router(state.index.clone()),
+            virtual_workspace::router(state.index.clone()),
         ));
     } else if roles.virtual_workspace {
         router = router.route("/version", get(version));
@@ -153,7 +155,7 @@ pub fn app(state: AppState) -> Router {
                     && let Some(v) = instance
                 {
                     r.headers_mut()
-                        .insert(crate::cache_client::reader::INSTANCE_HEADER, v);
+                        .insert(cache_client::reader::INSTANCE_HEADER, v);
                 }
                 r
             }
@@ -166,7 +168,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn version() -> Response {
-    crate::api::json_response(200, crate::api::version_document())
+    kube_api::json_response(200, kube_api::version_document())
 }
 
 async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -446,9 +448,9 @@ async fn serve_until_interrupted(
 use std::future::Future;
 
 /// A connection to the remote cache server of `--cache-kubeconfig`.
-fn cache_connection(cache: &CacheOptions) -> anyhow::Result<crate::cache_client::Connection> {
+fn cache_connection(cache: &CacheOptions) -> anyhow::Result<cache_client::Connection> {
     tls::install_crypto_provider();
-    Ok(crate::cache_client::Connection::from_kubeconfig(
+    Ok(cache_client::Connection::from_kubeconfig(
         &cache.kubeconfig,
         cache.server.as_deref(),
     )?)
@@ -457,7 +459,7 @@ fn cache_connection(cache: &CacheOptions) -> anyhow::Result<crate::cache_client:
 /// `replication-vw cache-server`: the cache server API alone, over an in-memory store.
 pub async fn run_cache_server(opts: ListenOptions) -> anyhow::Result<()> {
     let l = listen(&opts).await?;
-    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+    let store: Arc<dyn Store> = Arc::new(store::memory::MemoryStore::default());
     let mut state = AppState::new(store, Arc::new(Index::new()), l.authenticator.clone());
     state.roles = Roles::CACHE_SERVER;
     tracing::info!(
@@ -473,11 +475,11 @@ pub async fn run_virtual_workspace(opts: ListenOptions, cache: CacheOptions) -> 
     let conn = cache_connection(&cache)?;
     let l = listen(&opts).await?;
     let index = Arc::new(Index::new());
-    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+    let store: Arc<dyn Store> = Arc::new(store::memory::MemoryStore::default());
     let mut state = AppState::new(store, index.clone(), l.authenticator.clone());
     state.roles = Roles::VIRTUAL_WORKSPACE;
     tracing::info!(cache = %conn.base, "Reading the cache server.");
-    tokio::spawn(index.run(Arc::new(crate::cache_client::HttpsRead::new(conn))));
+    tokio::spawn(index.run(Arc::new(cache_client::HttpsRead::new(conn))));
     serve_until_interrupted(l, state, async { Ok(()) }).await
 }
 
@@ -498,41 +500,41 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         front_proxy: opts.front_proxy.clone(),
     })
     .await?;
-    let store: Arc<dyn Store> = Arc::new(crate::store::memory::MemoryStore::default());
+    let store: Arc<dyn Store> = Arc::new(store::memory::MemoryStore::default());
     let index = Arc::new(Index::new());
     let mut state = AppState::new(store.clone(), index.clone(), l.authenticator.clone());
     let (writer, reader): (
-        Arc<dyn crate::cache_client::CacheWrite>,
-        Arc<dyn crate::cache_client::CacheRead>,
+        Arc<dyn cache_client::CacheWrite>,
+        Arc<dyn cache_client::CacheRead>,
     ) = match remote {
         Some(conn) => {
             state.roles = Roles::SHARD;
             state
                 .workspaces
-                .set_elsewhere(Arc::new(crate::cache_client::HttpsWrite::new(conn.clone())));
+                .set_elsewhere(Arc::new(cache_client::HttpsWrite::new(conn.clone())));
             tracing::info!(cache = %conn.base, shard = %opts.shard_name, "Shard writing to a remote cache server.");
             (
-                Arc::new(crate::cache_client::HttpsWrite::new(conn.clone())),
-                Arc::new(crate::cache_client::HttpsRead::new(conn)),
+                Arc::new(cache_client::HttpsWrite::new(conn.clone())),
+                Arc::new(cache_client::HttpsRead::new(conn)),
             )
         }
         None => (
-            Arc::new(crate::cache_server::local::LocalWrite(store.clone())),
-            Arc::new(crate::cache_client::StoreRead(store.clone())),
+            Arc::new(cache_server::local::LocalWrite(store.clone())),
+            Arc::new(cache_client::StoreRead(store.clone())),
         ),
     };
     let remote = state.roles != Roles::ALL;
-    let controllers = Arc::new(crate::controllers::Controllers::new(
+    let controllers = Arc::new(shard::controllers::Controllers::new(
         state.workspaces.clone(),
         writer,
         &opts.shard_name,
         &l.external_url,
     ));
-    let manifests = crate::seed::read_dirs(&opts.seeds)?;
+    let manifests = shard::seed::read_dirs(&opts.seeds)?;
     let (url, data_dir, pki) = (l.url.clone(), l.data_dir.clone(), l.pki.clone());
     let router_state = state.clone();
     let ready = async move {
-        let summary = crate::seed::apply(&state.workspaces, manifests).await?;
+        let summary = shard::seed::apply(&state.workspaces, manifests).await?;
         // A remote cache may be down: the controllers then keep retrying in the background.
         let passes = match controllers.settle(50).await {
             Ok(p) => p,
@@ -611,8 +613,7 @@ fn log_endpoints(index: &Index, kubeconfig: &std::path::Path) {
             st.logical_clusters
                 .iter()
                 .find(|(_, lc)| {
-                    lc.metadata.annotation(crate::model::ANN_PATH)
-                        == slice.spec.cached_resource.path
+                    lc.metadata.annotation(kcp_model::ANN_PATH) == slice.spec.cached_resource.path
                 })
                 .map(|(c, _)| c.clone())
                 .unwrap_or_else(|| slice.spec.cached_resource.path.clone())
@@ -641,7 +642,7 @@ fn log_endpoints(index: &Index, kubeconfig: &std::path::Path) {
             let path = st
                 .logical_clusters
                 .get(consumer)
-                .map(|lc| lc.metadata.annotation(crate::model::ANN_PATH).to_string())
+                .map(|lc| lc.metadata.annotation(kcp_model::ANN_PATH).to_string())
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| consumer.clone());
             tracing::info!(

@@ -4,7 +4,7 @@
 //! against the CA), and the accept loop that runs each connection's handshake in its own task and
 //! hands the verified client-certificate identity to the axum router as a request extension.
 //!
-//! [`prepare`] applies kube-apiserver's TLS and front-proxy flags ([`crate::server::flags`]) on
+//! [`prepare`] applies kube-apiserver's TLS and front-proxy flags ([`crate::flags`]) on
 //! top of the generated PKI: a given serving certificate, a given client CA bundle, and a
 //! request-header CA whose allowed names are front proxies. Each connection's certificate is then
 //! checked against the client CA (a user: CN, O) and the request-header CA (a front proxy: CN)
@@ -44,9 +44,9 @@ use x509_parser::der_parser::asn1_rs::Tag;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::x509::X509Name;
 
-pub use crate::server::authn::PeerIdentity;
-use crate::server::authn::{AuthnError, RequestHeaders, UserInfo};
-use crate::server::flags::{FrontProxyFlags, TlsFlags};
+pub use crate::authn::PeerIdentity;
+use crate::authn::{AuthnError, RequestHeaders, UserInfo};
+use crate::flags::{FrontProxyFlags, TlsFlags};
 
 /// CA certificate file name in the data directory.
 pub const CA_CERT_FILE: &str = "ca.crt";
@@ -708,7 +708,7 @@ fn certificate_pem(der: &CertificateDer<'_>) -> String {
 
 /// The serving side of the process, from [`prepare`]: the PKI (for
 /// [`write_admin_kubeconfig_with`]), what [`serve`] takes, and how client certificates map to
-/// users and front proxies (for [`crate::server::authn::Authenticator::with_front_proxy_headers`]).
+/// users and front proxies (for [`crate::authn::Authenticator::with_front_proxy_headers`]).
 #[derive(Debug, Clone)]
 pub struct Serving {
     /// The generated PKI, with the serving certificate, key and serving CA replaced as the flags
@@ -1872,7 +1872,7 @@ mod tests {
     /// Echoes the user the authenticator finds, as `name|groups|extra` or `anonymous`
     /// (`unauthorized` for an unknown bearer token), like the server's authentication layer.
     async fn authenticated_user(
-        axum::extract::State(authn): axum::extract::State<Arc<crate::server::authn::Authenticator>>,
+        axum::extract::State(authn): axum::extract::State<Arc<crate::authn::Authenticator>>,
         Extension(peer): Extension<PeerIdentity>,
         headers: axum::http::HeaderMap,
     ) -> String {
@@ -1908,9 +1908,8 @@ mod tests {
             &front_proxy_flags(&ca_file, &["front-proxy"]),
         )
         .expect("prepare");
-        let tokens =
-            crate::server::authn::TokenFile::parse("tok,carol,u-3,viewers").expect("tokens");
-        let authn = crate::server::authn::Authenticator::new(Some(tokens))
+        let tokens = crate::authn::TokenFile::parse("tok,carol,u-3,viewers").expect("tokens");
+        let authn = crate::authn::Authenticator::new(Some(tokens))
             .with_front_proxy_headers(serving.client_auth.request_headers().cloned());
         let app = axum::Router::new()
             .route("/whoami", get(authenticated_user))
