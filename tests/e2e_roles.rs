@@ -354,3 +354,58 @@ fn virtual_workspaces_recover_from_a_cache_server_that_crashed_and_restarted_emp
         ),
     }
 }
+
+#[test]
+fn a_virtual_workspace_without_a_cache_kubeconfig_exits_with_a_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_replication-vw"))
+        .args(["virtual-workspace", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--cache-kubeconfig"), "{stderr}");
+}
+
+#[test]
+fn roles_start_without_their_cache_server_and_become_ready_once_it_is_up() {
+    // The cache server's address and credentials exist, but nothing answers there yet.
+    let mut cache = Server::launch("cache-server", &[]);
+    cache.kill();
+    let ck = cache.kubeconfig().to_string_lossy().into_owned();
+    let tokens = tokens();
+    let mut vw = Server::launch_unready(
+        "virtual-workspace",
+        &["--cache-kubeconfig", &ck, "--token-auth-file", &tokens],
+    );
+    let provider_yaml = example("provider.yaml");
+    let mut shard = Server::launch_unready(
+        "serve",
+        &[
+            "--cache-kubeconfig",
+            &ck,
+            "--shard-name",
+            "shard-a",
+            "--seed",
+            &provider_yaml,
+        ],
+    );
+    // Both keep running and answer, not ready, while the cache is away.
+    eventually(Duration::from_secs(10), "the roles answer /readyz", || {
+        let codes = (vw.readyz_code(), shard.readyz_code());
+        (codes.0 != "000" && codes.1 != "000")
+            .then_some(())
+            .ok_or(format!("{codes:?}"))
+    });
+    assert_ne!(
+        vw.readyz_code(),
+        "200",
+        "not ready before the cache answers"
+    );
+    assert!(vw.is_running() && shard.is_running());
+    cache.restart();
+    vw.wait_until_ready();
+    shard.wait_until_ready();
+}

@@ -100,6 +100,50 @@ impl Server {
         server
     }
 
+    /// Like [`Server::launch`], but returns once the kubeconfig is written, ready or not.
+    pub fn launch_unready(role: &str, extra: &[&str]) -> Server {
+        Server::spawn(
+            role,
+            "127.0.0.1:0",
+            tempfile::tempdir().unwrap(),
+            extra.iter().map(|s| s.to_string()).collect(),
+        )
+    }
+
+    /// The HTTP code of `/readyz` right now.
+    pub fn readyz_code(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(self.ca())
+            .arg(format!("{}/readyz", self.url))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `kill -9` the process (it stays dead until [`Server::restart`]).
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Start the process again on the same address, data directory and arguments.
+    pub fn restart(&mut self) {
+        let listen = self.url.trim_start_matches("https://").to_string();
+        let (child, logs, url) =
+            spawn_child(&self.role, &listen, self.data_dir.path(), &self.extra);
+        assert_eq!(url, self.url, "the restart listens where the first run did");
+        self.child = child;
+        self.logs = logs;
+    }
+
     fn spawn(role: &str, listen: &str, data_dir: tempfile::TempDir, extra: Vec<String>) -> Server {
         let kubectl = kubectl_path();
         let (child, logs, url) = spawn_child(role, listen, data_dir.path(), &extra);
