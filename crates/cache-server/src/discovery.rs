@@ -33,6 +33,7 @@ fn resources() -> Vec<ApiResource> {
                 short_names: Vec::new(),
                 categories: Vec::new(),
                 subresources: Vec::new(),
+                storage_version_hash: None,
             })
         })
         .collect()
@@ -40,7 +41,7 @@ fn resources() -> Vec<ApiResource> {
 
 /// Answer one discovery request (`tail` is `api`, `apis`, `apis/<g>` or `apis/<g>/<v>`).
 pub fn serve(tail: &[String], accept: Option<&str>) -> Result<Response, Status> {
-    rest::discovery::serve(&resources(), tail, accept)
+    rest::discovery::serve(&resources(), tail, accept, None)
 }
 
 #[cfg(test)]

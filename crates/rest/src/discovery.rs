@@ -35,6 +35,9 @@ pub struct ApiResource {
     pub categories: Vec<String>,
     /// Subresources (`status`) with their verbs.
     pub subresources: Vec<(String, Vec<String>)>,
+    /// `storageVersionHash` of the legacy resource list (kube's hash of the storage version),
+    /// when the surface has one.
+    pub storage_version_hash: Option<String>,
 }
 
 /// Kubernetes version priority: GA over beta over alpha, then the higher numbers.
@@ -133,6 +136,9 @@ fn resource_list(resources: &[ApiResource], group: &str, version: &str) -> Value
     let mut list = Vec::new();
     for r in of(resources, group, version) {
         let mut d = json!({"name": r.resource, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": r.verbs});
+        if let Some(h) = &r.storage_version_hash {
+            d["storageVersionHash"] = json!(h);
+        }
         if !r.short_names.is_empty() {
             d["shortNames"] = json!(r.short_names);
         }
@@ -160,18 +166,44 @@ fn respond(doc: &Value, content_type: &'static str) -> Result<Response, Status> 
     Ok(r)
 }
 
+/// Aggregated discovery with an ETag (a hash of the document), answered `304 Not Modified`
+/// when the client's `If-None-Match` names it: kubectl keeps it in its discovery cache.
+fn respond_aggregated(doc: &Value, if_none_match: Option<&str>) -> Result<Response, Status> {
+    use sha2::Digest as _;
+    let body = serde_json::to_vec(doc).map_err(Status::internal)?;
+    let etag = format!("\"{}\"", hex::encode(&sha2::Sha256::digest(&body)[..16]));
+    let mut r = if if_none_match == Some(etag.as_str()) {
+        let mut r = Response::new(axum::body::Body::empty());
+        *r.status_mut() = axum::http::StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        kube_api::json_response(200, body)
+    };
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(AGGREGATED));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(r)
+}
+
 /// Answer one discovery request (`tail` is `api`, `api/v1`, `apis`, `apis/<g>` or
-/// `apis/<g>/<v>`) from `resources`.
+/// `apis/<g>/<v>`) from `resources`; `if_none_match` is the request's `If-None-Match`.
 pub fn serve(
     resources: &[ApiResource],
     tail: &[String],
     accept: Option<&str>,
+    if_none_match: Option<&str>,
 ) -> Result<Response, Status> {
     let shape: Vec<&str> = tail.iter().map(String::as_str).collect();
     let all = groups(resources);
     match shape.as_slice() {
         ["api"] => match negotiate(accept, Offer::DiscoveryRoot)? {
-            Format::AggregatedDiscovery => respond(&aggregated(resources, true), AGGREGATED),
+            Format::AggregatedDiscovery => {
+                respond_aggregated(&aggregated(resources, true), if_none_match)
+            }
             _ => respond(
                 &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}),
                 "application/json",
@@ -179,7 +211,9 @@ pub fn serve(
         },
         ["api", "v1"] => respond(&resource_list(resources, "", "v1"), "application/json"),
         ["apis"] => match negotiate(accept, Offer::DiscoveryRoot)? {
-            Format::AggregatedDiscovery => respond(&aggregated(resources, false), AGGREGATED),
+            Format::AggregatedDiscovery => {
+                respond_aggregated(&aggregated(resources, false), if_none_match)
+            }
             _ => {
                 let gs: Vec<Value> = all
                     .iter()
@@ -227,7 +261,25 @@ mod tests {
             short_names: vec![],
             categories: vec![],
             subresources: vec![("status".into(), vec!["get".into()])],
+            storage_version_hash: None,
         }
+    }
+
+    #[test]
+    fn aggregated_discovery_is_not_sent_again_to_a_client_holding_its_etag() {
+        let rs = [res("g", "v1", "things")];
+        let tail = ["apis".to_string()];
+        let first = serve(&rs, &tail, Some(AGGREGATED), None).expect("served");
+        assert_eq!(first.status(), 200);
+        let etag = first.headers()[header::ETAG]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        let again = serve(&rs, &tail, Some(AGGREGATED), Some(&etag)).expect("served");
+        assert_eq!(again.status(), 304);
+        let changed = [res("g", "v1", "others")];
+        let fresh = serve(&changed, &tail, Some(AGGREGATED), Some(&etag)).expect("served");
+        assert_eq!(fresh.status(), 200, "another document has another ETag");
     }
 
     #[test]

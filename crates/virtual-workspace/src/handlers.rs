@@ -12,7 +12,7 @@ use super::index::{
 use super::url::{self, Digest, Target};
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
@@ -933,83 +933,6 @@ fn storage_version_hash(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(&h[..8])
 }
 
-fn discovery_resources(api: &ResolvedApi, digest: &Digest) -> serde_json::Value {
-    let mut main = json!({
-        "name": api.resource, "singularName": api.names.singular, "namespaced": api.namespaced,
-        "kind": api.names.kind, "verbs": ["get", "list", "watch"],
-        "storageVersionHash": storage_version_hash(&format!("{}/{}/{}/{}", digest.cr_cluster, api.group, api.version, api.names.kind)),
-    });
-    if !api.names.short_names.is_empty() {
-        main["shortNames"] = json!(api.names.short_names);
-    }
-    if !api.names.categories.is_empty() {
-        main["categories"] = json!(api.names.categories);
-    }
-    let mut resources = vec![main];
-    if api.has_status {
-        resources.push(json!({"name": format!("{}/status", api.resource), "singularName": "", "namespaced": api.namespaced, "kind": api.names.kind, "verbs": []}));
-    }
-    json!(resources)
-}
-
-fn aggregated(api: Option<&ResolvedApi>) -> serde_json::Value {
-    let items = match api {
-        None => json!([]),
-        Some(api) => {
-            let kind = json!({"group": api.group, "version": api.version, "kind": api.names.kind});
-            let mut res = json!({
-                "resource": api.resource, "responseKind": kind,
-                "scope": if api.namespaced { "Namespaced" } else { "Cluster" },
-                "singularResource": api.names.singular, "verbs": ["get", "list", "watch"],
-            });
-            if !api.names.short_names.is_empty() {
-                res["shortNames"] = json!(api.names.short_names);
-            }
-            if !api.names.categories.is_empty() {
-                res["categories"] = json!(api.names.categories);
-            }
-            if api.has_status {
-                res["subresources"] =
-                    json!([{"subresource": "status", "responseKind": kind, "verbs": []}]);
-            }
-            json!([{"metadata": {"name": api.group}, "versions": [{"version": api.version, "resources": [res], "freshness": "Current"}]}])
-        }
-    };
-    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
-}
-
-const AGGREGATED_CT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-
-fn aggregated_response(doc: serde_json::Value, headers: &HeaderMap) -> Response {
-    let body = to_bytes(&doc);
-    let etag = {
-        use sha2::Digest as _;
-        format!("\"{}\"", hex::encode(&sha2::Sha256::digest(&body)[..16]))
-    };
-    let not_modified = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == etag);
-    let mut r = if not_modified {
-        let mut r = Response::new(axum::body::Body::empty());
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
-    } else {
-        Response::new(axum::body::Body::from(body))
-    };
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(AGGREGATED_CT),
-    );
-    h.insert(header::VARY, HeaderValue::from_static("Accept"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
-    r
-}
-
 fn serve_openapi(
     index: &Index,
     api: &ResolvedApi,
@@ -1042,6 +965,8 @@ fn serve_openapi(
     }
 }
 
+/// Discovery of the one resource a CachedResource URL serves (read-only verbs, the status
+/// subresource when the schema has one), through the shared [`rest::discovery`].
 fn serve_discovery(
     api: &ResolvedApi,
     digest: &Digest,
@@ -1049,40 +974,38 @@ fn serve_discovery(
     accept: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response, Status> {
-    let gv = json!({"groupVersion": api.api_version(), "version": api.version});
-    let group = json!({"name": api.group, "versions": [gv.clone()], "preferredVersion": gv});
-    match path {
-        KubePath::Api => match negotiate(accept, Offer::DiscoveryRoot)? {
-            Format::AggregatedDiscovery => Ok(aggregated_response(aggregated(None), headers)),
-            // Only JSON or aggregated discovery are negotiated for discovery roots.
-            _ => Ok(json_ok(to_bytes(
-                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
-            ))),
+    let tail: Vec<String> = match path {
+        KubePath::Api => vec!["api".into()],
+        KubePath::ApiV1 => vec!["api".into(), "v1".into()],
+        KubePath::Apis => vec!["apis".into()],
+        KubePath::Group(g) => vec!["apis".into(), g],
+        KubePath::GroupVersion(g, v) => vec!["apis".into(), g, v],
+        _ => return Err(Status::path_not_found()),
+    };
+    let resource = rest::discovery::ApiResource {
+        group: api.group.clone(),
+        version: api.version.clone(),
+        resource: api.resource.clone(),
+        singular: api.names.singular.clone(),
+        kind: api.names.kind.clone(),
+        namespaced: api.namespaced,
+        verbs: ["get", "list", "watch"].map(String::from).to_vec(),
+        short_names: api.names.short_names.clone(),
+        categories: api.names.categories.clone(),
+        subresources: if api.has_status {
+            vec![("status".into(), Vec::new())]
+        } else {
+            Vec::new()
         },
-        KubePath::ApiV1 => Ok(json_ok(to_bytes(
-            &json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": []}),
+        storage_version_hash: Some(storage_version_hash(&format!(
+            "{}/{}/{}/{}",
+            digest.cr_cluster, api.group, api.version, api.names.kind
         ))),
-        KubePath::Apis => match negotiate(accept, Offer::DiscoveryRoot)? {
-            Format::AggregatedDiscovery => Ok(aggregated_response(aggregated(Some(api)), headers)),
-            // Only JSON or aggregated discovery are negotiated for discovery roots.
-            _ => Ok(json_ok(to_bytes(
-                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}),
-            ))),
-        },
-        KubePath::Group(g) if g == api.group => {
-            let mut doc = group;
-            doc["kind"] = json!("APIGroup");
-            doc["apiVersion"] = json!("v1");
-            Ok(json_ok(to_bytes(&doc)))
-        }
-        KubePath::GroupVersion(g, v) if g == api.group && v == api.version => {
-            Ok(json_ok(to_bytes(&json!({
-                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api.api_version(),
-                "resources": discovery_resources(api, digest),
-            }))))
-        }
-        _ => Err(Status::path_not_found()),
-    }
+    };
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    rest::discovery::serve(&[resource], &tail, accept, if_none_match)
 }
 
 #[cfg(test)]

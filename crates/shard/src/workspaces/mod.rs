@@ -593,7 +593,7 @@ async fn non_resource(
         ["api"] | ["api", "v1"] | ["apis"] | ["apis", _] | ["apis", _, _] => {
             let resources: Vec<_> = kinds.iter().map(Kind::discovery).collect();
             let tail: Vec<String> = segs.iter().map(|s| s.to_string()).collect();
-            rest::discovery::serve(&resources, &tail, accept)
+            rest::discovery::serve(&resources, &tail, accept, None)
         }
         _ => Err(Status::path_not_found()),
     }

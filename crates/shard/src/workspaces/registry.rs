@@ -99,6 +99,7 @@ impl Kind {
             } else {
                 Vec::new()
             },
+            storage_version_hash: None,
         }
     }
 
