@@ -18,12 +18,6 @@ use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use replication_vw::api::Status;
 use replication_vw::api::user::UserInfo;
-use replication_vw::model::naming::cached_object_name;
-use replication_vw::model::{
-    ANN_CLUSTER, ANN_ORIGINAL_RV, ANN_ORIGINAL_UID, ANN_SHARD, LABEL_OBJECT_GROUP,
-    LABEL_OBJECT_NAME, LABEL_OBJECT_NAMESPACE, LABEL_OBJECT_RESOURCE, LABEL_OBJECT_SCHEMA,
-    LABEL_OBJECT_VERSION,
-};
 use replication_vw::replication::Index;
 use replication_vw::seed;
 use replication_vw::server::authn::Authenticator;
@@ -150,40 +144,7 @@ fn cpuflavors(rest: &str) -> String {
 
 /// A CachedObject as a shard writes it for a public CPU flavor of the provider.
 fn cpu_flavor(name: &str, spec: Value) -> Value {
-    let uid = format!("uid-{name}");
-    json!({
-        "apiVersion": "cache.kcp.io/v1alpha1",
-        "kind": "CachedObject",
-        "metadata": {
-            "name": cached_object_name("cloud.example.com", "v1", "cpuflavors", "", name),
-            "labels": {
-                LABEL_OBJECT_SCHEMA: "v1.cpuflavors.cloud.example.com",
-                LABEL_OBJECT_GROUP: "cloud.example.com",
-                LABEL_OBJECT_VERSION: "v1",
-                LABEL_OBJECT_RESOURCE: "cpuflavors",
-                LABEL_OBJECT_NAME: name,
-                LABEL_OBJECT_NAMESPACE: "",
-                "cloud.example.com/visibility": "Public",
-            },
-            "annotations": {ANN_SHARD: "root"},
-        },
-        "spec": {"raw": {
-            "apiVersion": "cloud.example.com/v1",
-            "kind": "CPUFlavor",
-            "metadata": {
-                "name": name,
-                "uid": uid,
-                "labels": {"cloud.example.com/visibility": "Public"},
-                "annotations": {
-                    ANN_CLUSTER: PROVIDER,
-                    ANN_SHARD: "root",
-                    ANN_ORIGINAL_UID: uid,
-                    ANN_ORIGINAL_RV: "42",
-                },
-            },
-            "spec": spec,
-        }},
-    })
+    common::cpu_flavor_cached_object(name, &format!("uid-{name}"), spec)
 }
 
 async fn body_bytes(response: Response<Body>) -> Result<Vec<u8>> {

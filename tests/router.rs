@@ -4,19 +4,17 @@
 //! `Index::apply` of the store's events) instead of by its background task, so every test
 //! decides exactly when cache writes become visible to the virtual workspace.
 
+mod common;
+
 use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, Response, StatusCode, header};
+use common::cpu_flavor_cached_object;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use replication_vw::api::user::UserInfo;
-use replication_vw::model::naming::cached_object_name;
-use replication_vw::model::{
-    ANN_CLUSTER, ANN_ORIGINAL_RV, ANN_ORIGINAL_UID, ANN_SHARD, LABEL_OBJECT_GROUP,
-    LABEL_OBJECT_NAME, LABEL_OBJECT_NAMESPACE, LABEL_OBJECT_RESOURCE, LABEL_OBJECT_SCHEMA,
-    LABEL_OBJECT_VERSION,
-};
+use replication_vw::model::{ANN_CLUSTER, ANN_ORIGINAL_UID, ANN_SHARD, LABEL_OBJECT_RESOURCE};
 use replication_vw::replication::Index;
 use replication_vw::seed;
 use replication_vw::server::authn::{Authenticator, TokenFile};
@@ -256,43 +254,6 @@ fn assert_status(v: &Value, code: u16, reason: &str) {
     assert_eq!(v["status"], "Failure", "{v}");
     assert_eq!(v["code"], code, "{v}");
     assert_eq!(v["reason"], reason, "{v}");
-}
-
-/// A CachedObject as a shard would write it for a CPU flavor of the provider.
-fn cpu_flavor_cached_object(name: &str, uid: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "cache.kcp.io/v1alpha1",
-        "kind": "CachedObject",
-        "metadata": {
-            "name": cached_object_name("cloud.example.com", "v1", "cpuflavors", "", name),
-            "labels": {
-                LABEL_OBJECT_SCHEMA: "v1.cpuflavors.cloud.example.com",
-                LABEL_OBJECT_GROUP: "cloud.example.com",
-                LABEL_OBJECT_VERSION: "v1",
-                LABEL_OBJECT_RESOURCE: "cpuflavors",
-                LABEL_OBJECT_NAME: name,
-                LABEL_OBJECT_NAMESPACE: "",
-                "cloud.example.com/visibility": "Public",
-            },
-            "annotations": {ANN_SHARD: "root"},
-        },
-        "spec": {"raw": {
-            "apiVersion": "cloud.example.com/v1",
-            "kind": "CPUFlavor",
-            "metadata": {
-                "name": name,
-                "uid": uid,
-                "labels": {"cloud.example.com/visibility": "Public"},
-                "annotations": {
-                    ANN_CLUSTER: PROVIDER,
-                    ANN_SHARD: "root",
-                    ANN_ORIGINAL_UID: uid,
-                    ANN_ORIGINAL_RV: "42",
-                },
-            },
-            "spec": spec,
-        }},
-    })
 }
 
 /// Reads a watch response body event by event (one JSON document per `\n`-terminated line).

@@ -390,3 +390,44 @@ pub fn example(path: &str) -> PathBuf {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A CachedObject as a shard would write it for a CPU flavor of the provider.
+pub fn cpu_flavor_cached_object(
+    name: &str,
+    uid: &str,
+    spec: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "cache.kcp.io/v1alpha1",
+        "kind": "CachedObject",
+        "metadata": {
+            "name": replication_vw::model::naming::cached_object_name("cloud.example.com", "v1", "cpuflavors", "", name),
+            "labels": {
+                replication_vw::model::LABEL_OBJECT_SCHEMA: "v1.cpuflavors.cloud.example.com",
+                replication_vw::model::LABEL_OBJECT_GROUP: "cloud.example.com",
+                replication_vw::model::LABEL_OBJECT_VERSION: "v1",
+                replication_vw::model::LABEL_OBJECT_RESOURCE: "cpuflavors",
+                replication_vw::model::LABEL_OBJECT_NAME: name,
+                replication_vw::model::LABEL_OBJECT_NAMESPACE: "",
+                "cloud.example.com/visibility": "Public",
+            },
+            "annotations": {replication_vw::model::ANN_SHARD: "root"},
+        },
+        "spec": {"raw": {
+            "apiVersion": "cloud.example.com/v1",
+            "kind": "CPUFlavor",
+            "metadata": {
+                "name": name,
+                "uid": uid,
+                "labels": {"cloud.example.com/visibility": "Public"},
+                "annotations": {
+                    replication_vw::model::ANN_CLUSTER: PROVIDER,
+                    replication_vw::model::ANN_SHARD: "root",
+                    replication_vw::model::ANN_ORIGINAL_UID: uid,
+                    replication_vw::model::ANN_ORIGINAL_RV: "42",
+                },
+            },
+            "spec": spec,
+        }},
+    })
+}
