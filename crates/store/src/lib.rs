@@ -3,11 +3,13 @@
 //! A [`Store`] keeps encoded objects under kcp's key layout (group/resource, shard, cluster,
 //! namespace, name; `kcp-reference.md` §8.3), stamps every write with one global, monotonically
 //! increasing revision, and lets watchers resume from any revision still in its bounded history
-//! (older ones get [`StoreError::Expired`]). Backends: [`memory::MemoryStore`] now; durable and
-//! etcd backends plug in behind the same trait.
+//! (older ones get [`StoreError::Expired`]). Backends: [`memory::MemoryStore`], and
+//! [`local::LocalStore`], a crash-safe file (redb) whose reads are served by a `MemoryStore`; an
+//! etcd backend plugs in behind the same trait.
 
 #![forbid(unsafe_code)]
 
+pub mod local;
 pub mod memory;
 
 use async_trait::async_trait;

@@ -64,6 +64,104 @@ impl MemoryStore {
     }
 }
 
+/// A change committed elsewhere first (by a durable backend), applied to a [`MemoryStore`] at
+/// the revision the backend assigned.
+#[derive(Debug, Clone)]
+pub(crate) enum Change {
+    /// Create or overwrite `key`.
+    Put {
+        /// The key.
+        key: Key,
+        /// The new value.
+        value: Bytes,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Key,
+    },
+}
+
+impl MemoryStore {
+    /// A store filled with `records` (each at its own revision) whose revision counter continues
+    /// from `revision` (raised to the newest record's revision if that is higher).
+    ///
+    /// The history starts empty: a watch or `list_at` from a revision before `revision` gets
+    /// [`StoreError::Expired`], never a different history.
+    pub fn restore(
+        history_limit: usize,
+        records: impl IntoIterator<Item = Record>,
+        revision: u64,
+    ) -> Self {
+        let store = Self::new(history_limit);
+        {
+            let mut inner = store.shared.inner.write();
+            let mut newest = revision.max(1);
+            for r in records {
+                newest = newest.max(r.revision);
+                inner.objects.insert(r.key.clone(), r);
+            }
+            inner.revision = newest;
+            inner.compacted = newest;
+        }
+        store
+    }
+
+    /// The record at `key` right now (synchronous).
+    pub(crate) fn lookup(&self, key: &Key) -> Option<Record> {
+        self.shared.inner.read().objects.get(key).cloned()
+    }
+
+    /// The current revision (synchronous).
+    pub(crate) fn current_revision(&self) -> u64 {
+        self.shared.inner.read().revision
+    }
+
+    /// Apply `changes`, in order, under one write lock, so a reader sees all of them or none.
+    /// The `n`-th change gets revision `current_revision() + 1 + n`; the caller (the one writer
+    /// of this store) has validated them and assigned those same revisions elsewhere. Returns
+    /// the record of each change: the new state for puts, the last state stamped with the
+    /// deletion's revision for deletes (`None` for a delete of an absent key, which the caller
+    /// never sends).
+    pub(crate) fn apply(&self, changes: Vec<Change>) -> Vec<Option<Record>> {
+        let mut inner = self.shared.inner.write();
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                Change::Put { key, value } => {
+                    let prev = inner.objects.get(&key).cloned();
+                    let (kind, key) = match &prev {
+                        Some(p) => (EventKind::Updated, p.key.clone()),
+                        None => (EventKind::Created, Arc::new(key)),
+                    };
+                    out.push(Some(self.shared.put(&mut inner, kind, key, value, prev)));
+                }
+                Change::Delete { key } => {
+                    let Some(removed) = inner.objects.remove(&key) else {
+                        out.push(None);
+                        continue;
+                    };
+                    let value = removed.value.clone();
+                    let key = removed.key.clone();
+                    let revision = self.shared.commit(
+                        &mut inner,
+                        EventKind::Deleted,
+                        key.clone(),
+                        value.clone(),
+                        Some(removed),
+                    );
+                    out.push(Some(Record {
+                        key,
+                        revision,
+                        value,
+                    }));
+                }
+            }
+        }
+        out
+    }
+}
+
 impl Shared {
     /// Commit a create or update and store the record under its shared key.
     fn put(
@@ -471,6 +569,30 @@ mod tests {
             last = e.revision;
             seen += 1;
         }
+    }
+
+    #[tokio::test]
+    async fn a_restored_store_continues_its_revision_and_has_no_older_history() {
+        let rec = Record {
+            key: Arc::new(key("a")),
+            revision: 7,
+            value: Bytes::from_static(b"1"),
+        };
+        let s = MemoryStore::restore(10, [rec.clone()], 9);
+        assert_eq!(s.revision().await.unwrap(), 9);
+        assert_eq!(s.get(&key("a")).await.unwrap(), Some(rec));
+        let b = s.create(key("b"), Bytes::new()).await.unwrap();
+        assert_eq!(b.revision, 10);
+        assert!(matches!(
+            s.watch(Scope::all(), 8).await,
+            Err(StoreError::Expired { .. })
+        ));
+        assert!(matches!(
+            s.list_at(&Scope::all(), 8).await,
+            Err(StoreError::Expired { .. })
+        ));
+        let mut w = s.watch(Scope::all(), 9).await.unwrap();
+        assert_eq!(w.next().await.unwrap().unwrap().revision, 10);
     }
 
     #[tokio::test]
