@@ -6,7 +6,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use replication_vw::server::flags::{FrontProxyFlags, TlsFlags};
-use replication_vw::server::{self, CacheOptions, ListenOptions, ServeOptions};
+use replication_vw::server::{self, CacheOptions, ListenOptions, ServeOptions, StorageKind};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -83,12 +83,20 @@ enum Command {
         /// This shard's name in the cache server (`kcp.io/shard`).
         #[arg(long, default_value = "root")]
         shard_name: String,
+        /// Where the stores keep their data: `local` (crash-safe files `cache.db` and
+        /// `workspaces.db` in the data directory), `memory` (gone at exit) or `etcd` (not yet).
+        #[arg(long, value_enum, default_value_t = StorageKind::Local)]
+        storage: StorageKind,
     },
     /// Run the cache server alone: the API kcp shards write into and virtual workspaces read
     /// from. Its `DATA_DIR/admin.kubeconfig` is their `--cache-kubeconfig`.
     CacheServer {
         #[command(flatten)]
         common: Common,
+        /// Where the cache keeps its data: `local` (crash-safe file `cache.db` in the data
+        /// directory), `memory` (gone at exit; shards write everything back) or `etcd` (not yet).
+        #[arg(long, value_enum, default_value_t = StorageKind::Local)]
+        storage: StorageKind,
     },
     /// Run the Replication virtual workspace alone, reading everything it serves from a remote
     /// cache server; stateless, so any number of replicas can share one cache server.
@@ -129,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
             external_url,
             cache,
             shard_name,
+            storage,
         } => {
             if cache.cache_server.is_some() && cache.cache_kubeconfig.is_none() {
                 anyhow::bail!(
@@ -145,11 +154,12 @@ async fn main() -> anyhow::Result<()> {
                 front_proxy: common.front_proxy,
                 cache: cache_options(cache),
                 shard_name,
+                storage,
             })
             .await
         }
-        Command::CacheServer { common } => {
-            server::run_cache_server(common.listen_options(None)).await
+        Command::CacheServer { common, storage } => {
+            server::run_cache_server(common.listen_options(None), storage).await
         }
         Command::VirtualWorkspace {
             common,

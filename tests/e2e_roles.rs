@@ -85,7 +85,11 @@ struct Topology {
 }
 
 fn topology() -> Topology {
-    let cache = Server::launch("cache-server", &[]);
+    topology_with_cache(&[])
+}
+
+fn topology_with_cache(cache_args: &[&str]) -> Topology {
+    let cache = Server::launch("cache-server", cache_args);
     let ck = cache.kubeconfig().to_string_lossy().into_owned();
     let tokens = tokens();
     let (provider_yaml, export_yaml, rbac_yaml, flavors_yaml, team_a_yaml) = (
@@ -309,7 +313,7 @@ fn cloud_co_reads_work_through_every_virtual_workspace_of_a_three_role_topology(
 
 #[test]
 fn virtual_workspaces_recover_from_a_cache_server_that_crashed_and_restarted_empty() {
-    let mut t = topology();
+    let mut t = topology_with_cache(&["--storage", "memory"]);
     let expected = vec!["cpu-large", "cpu-medium", "cpu-small"];
     for vw in &t.vws {
         eventually(Duration::from_secs(20), "the flavors are served", || {

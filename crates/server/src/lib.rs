@@ -290,6 +290,52 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
     r
 }
 
+/// The storage backend of a role's stores (`--storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StorageKind {
+    /// In memory only: everything is gone when the process ends.
+    Memory,
+    /// Crash-safe files under the data directory ([`CACHE_STORE_FILE`],
+    /// [`WORKSPACES_STORE_FILE`]); every acknowledged write is on disk.
+    #[default]
+    Local,
+    /// etcd (not available yet).
+    Etcd,
+}
+
+/// The cache server's store under the data directory (`--storage local`).
+pub const CACHE_STORE_FILE: &str = "cache.db";
+/// The shard's workspaces store under the data directory (`--storage local`).
+pub const WORKSPACES_STORE_FILE: &str = "workspaces.db";
+
+/// Open one store of `kind` (a `local` one from `data_dir/file`; its whole content is read
+/// into memory, off the async workers).
+async fn open_store(
+    kind: StorageKind,
+    data_dir: &std::path::Path,
+    file: &str,
+) -> anyhow::Result<Arc<dyn Store>> {
+    match kind {
+        StorageKind::Memory => Ok(Arc::new(store::memory::MemoryStore::default())),
+        StorageKind::Local => {
+            let path = data_dir.join(file);
+            let started = std::time::Instant::now();
+            let opened = tokio::task::spawn_blocking(move || store::local::LocalStore::open(&path))
+                .await??;
+            tracing::info!(
+                file = %opened.path().display(),
+                objects = opened.stats().loaded,
+                elapsed = ?started.elapsed(),
+                "Store opened."
+            );
+            Ok(Arc::new(opened))
+        }
+        StorageKind::Etcd => anyhow::bail!(
+            "--storage etcd is not available in this build yet; use --storage local (the default) or memory"
+        ),
+    }
+}
+
 /// Where a role finds a remote cache server.
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
@@ -338,6 +384,8 @@ pub struct ServeOptions {
     pub cache: Option<CacheOptions>,
     /// This shard's name (`kcp.io/shard`, the cache URL's shard segment).
     pub shard_name: String,
+    /// The storage backend of the cache (embedded) and the workspaces.
+    pub storage: StorageKind,
 }
 
 fn url_host(url: &str) -> Option<String> {
@@ -456,10 +504,10 @@ fn cache_connection(cache: &CacheOptions) -> anyhow::Result<cache_client::Connec
     )?)
 }
 
-/// `replication-vw cache-server`: the cache server API alone, over an in-memory store.
-pub async fn run_cache_server(opts: ListenOptions) -> anyhow::Result<()> {
+/// `replication-vw cache-server`: the cache server API alone, over a store of `storage`.
+pub async fn run_cache_server(opts: ListenOptions, storage: StorageKind) -> anyhow::Result<()> {
     let l = listen(&opts).await?;
-    let store: Arc<dyn Store> = Arc::new(store::memory::MemoryStore::default());
+    let store = open_store(storage, &l.data_dir, CACHE_STORE_FILE).await?;
     let mut state = AppState::new(store, Arc::new(Index::new()), l.authenticator.clone());
     state.roles = Roles::CACHE_SERVER;
     tracing::info!(
@@ -500,9 +548,18 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         front_proxy: opts.front_proxy.clone(),
     })
     .await?;
-    let store: Arc<dyn Store> = Arc::new(store::memory::MemoryStore::default());
+    // A shard writing to a remote cache keeps no cache store of its own.
+    let store = if remote.is_some() {
+        Arc::new(store::memory::MemoryStore::default())
+    } else {
+        open_store(opts.storage, &l.data_dir, CACHE_STORE_FILE).await?
+    };
+    let ws_store = open_store(opts.storage, &l.data_dir, WORKSPACES_STORE_FILE).await?;
     let index = Arc::new(Index::new());
     let mut state = AppState::new(store.clone(), index.clone(), l.authenticator.clone());
+    state.workspaces = Arc::new(shard::workspaces::objects::Workspaces::new(
+        ws_store.clone(),
+    ));
     let (writer, reader): (
         Arc<dyn cache_client::CacheWrite>,
         Arc<dyn cache_client::CacheRead>,
@@ -534,7 +591,20 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let (url, data_dir, pki) = (l.url.clone(), l.data_dir.clone(), l.pki.clone());
     let router_state = state.clone();
     let ready = async move {
-        let summary = shard::seed::apply(&state.workspaces, manifests).await?;
+        // A store that kept data from an earlier run is not seeded again: what the user changed
+        // since stays.
+        let kept = !ws_store
+            .list(&store::Scope::all())
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the workspaces store: {e}"))?
+            .records
+            .is_empty();
+        let summary = if kept && !manifests.is_empty() {
+            tracing::info!("The workspaces store holds data from an earlier run; --seed skipped.");
+            shard::seed::Summary::default()
+        } else {
+            shard::seed::apply(&state.workspaces, manifests).await?
+        };
         // A remote cache may be down: the controllers then keep retrying in the background.
         let passes = match controllers.settle(50).await {
             Ok(p) => p,
@@ -546,13 +616,11 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         };
         tokio::spawn(controllers.clone().run());
         let _ = state.controllers.set(controllers.clone());
-        let contexts: Vec<(String, String)> = summary
-            .workspaces
-            .iter()
-            .map(|(cluster, path)| {
-                let name = if path.is_empty() { cluster } else { path };
-                (name.clone(), format!("{url}/clusters/{name}"))
-            })
+        // A context per workspace the store holds (seeded now or in an earlier run).
+        let contexts: Vec<(String, String)> = workspace_names(&state.workspaces)
+            .await
+            .into_iter()
+            .map(|name| (name.clone(), format!("{url}/clusters/{name}")))
             .collect();
         let kubeconfig = tls::write_admin_kubeconfig_with(&data_dir, &url, &pki, &contexts)?;
         state.seed_loaded.store(true, Ordering::Release);
@@ -601,6 +669,28 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Ok(())
     };
     serve_until_interrupted(l, router_state, ready).await
+}
+
+/// Every workspace of the shard by its path (its logical cluster name when it has none).
+async fn workspace_names(ws: &shard::workspaces::objects::Workspaces) -> Vec<String> {
+    let Some(kind) = ws.builtin("core.kcp.io", "logicalclusters").cloned() else {
+        return Vec::new();
+    };
+    let Ok(all) = ws.list_values(&kind, None).await else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = all
+        .into_iter()
+        .map(|(v, key, _)| {
+            v.pointer("/metadata/annotations/kcp.io~1path")
+                .and_then(serde_json::Value::as_str)
+                .filter(|p| !p.is_empty())
+                .map_or_else(|| key.cluster.clone(), str::to_string)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Log a ready-to-paste kubectl command per endpoint slice URL and bound consumer.
