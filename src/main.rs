@@ -109,8 +109,36 @@ enum Command {
         #[command(flatten)]
         cache: Cache,
     },
+    /// Back up or restore the durable stores of a data directory (`--storage local`).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Save every store of the data directory (the cache and the workspaces, at one instant)
+    /// into FILE, with a checksum. Works while a server runs on the directory: it then asks that
+    /// server through the directory's `admin.kubeconfig`. The certificates are not included.
+    Save {
+        /// The snapshot file to write.
+        file: PathBuf,
+        /// The data directory of the server.
+        #[arg(long, default_value = "./.replication-vw")]
+        data_dir: PathBuf,
+    },
+    /// Restore FILE into the data directory, which must be absent or empty; a damaged or
+    /// truncated file is refused and nothing is changed. Start the server on it without --seed.
+    Restore {
+        /// The snapshot file to read.
+        file: PathBuf,
+        /// The new data directory.
+        #[arg(long, default_value = "./.replication-vw")]
+        data_dir: PathBuf,
+    },
 }
 
 fn cache_options(cache: Cache) -> Option<CacheOptions> {
@@ -173,6 +201,28 @@ async fn main() -> anyhow::Result<()> {
             };
             server::run_virtual_workspace(common.listen_options(external_url), cache).await
         }
+        Command::Snapshot { command } => match command {
+            SnapshotCommand::Save { file, data_dir } => {
+                let summary = server::storage_admin::save(&file, &data_dir).await?;
+                println!(
+                    "Saved {}:\n{}",
+                    file.display(),
+                    server::storage_admin::describe(&summary)
+                );
+                Ok(())
+            }
+            SnapshotCommand::Restore { file, data_dir } => {
+                let summary = server::storage_admin::restore(&file, &data_dir).await?;
+                println!(
+                    "Restored {} into {}:\n{}\nStart the server with --data-dir {} (without --seed); it generates new certificates unless you copy the old ones in first.",
+                    file.display(),
+                    data_dir.display(),
+                    server::storage_admin::describe(&summary),
+                    data_dir.display()
+                );
+                Ok(())
+            }
+        },
         Command::Version => {
             println!("replication-vw {}", env!("CARGO_PKG_VERSION"));
             Ok(())

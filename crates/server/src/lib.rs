@@ -11,6 +11,7 @@ pub mod authn;
 pub mod flags;
 pub mod layers;
 pub mod metrics;
+pub mod storage_admin;
 pub mod tls;
 
 use authn::Authenticator;
@@ -89,6 +90,9 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// The local shard's controllers, once running (for `/metrics`).
     pub controllers: Arc<std::sync::OnceLock<Arc<shard::controllers::Controllers>>>,
+    /// This process's durable stores by file name (`--storage local`), for snapshots and
+    /// `/metrics`; empty with `--storage memory`.
+    pub local_stores: Arc<Vec<(String, store::local::LocalStore)>>,
 }
 
 impl AppState {
@@ -107,6 +111,7 @@ impl AppState {
             ))),
             controllers: Arc::new(std::sync::OnceLock::new()),
             metrics: metrics::Metrics::default(),
+            local_stores: Arc::new(Vec::new()),
         }
     }
 }
@@ -118,6 +123,7 @@ pub fn app(state: AppState) -> Router {
         .route("/livez", get(ok))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(SNAPSHOT_PATH, get(snapshot))
         .with_state(state.clone());
     let roles = state.roles;
     let mut router = Router::new();
@@ -281,6 +287,11 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
             .controllers
             .get()
             .map(|ctl| (ctl.passes(), ctl.writes(), ctl.last_pass().as_secs_f64())),
+        stores: state
+            .local_stores
+            .iter()
+            .map(|(file, s)| (file.trim_end_matches(".db").to_string(), s.stats()))
+            .collect(),
     };
     let mut r = text(StatusCode::OK, state.metrics.render(&snapshot));
     r.headers_mut().insert(
@@ -288,6 +299,98 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     r
+}
+
+/// Where a running server hands out a snapshot of its durable stores (`system:masters` only):
+/// `replication-vw snapshot save` asks for it through the data directory's admin kubeconfig.
+pub const SNAPSHOT_PATH: &str = "/storage/snapshot";
+
+/// `GET /storage/snapshot`: every local store of this process frozen at one instant (each
+/// writer paused between two commits, views taken, writers resumed), then streamed in the
+/// format of `store::snapshot` while writes go on.
+async fn snapshot(State(state): State<AppState>, req: Request) -> Response {
+    let user = req
+        .extensions()
+        .get::<RequestUser>()
+        .and_then(|u| u.0.clone());
+    match user {
+        None => return Status::unauthorized().into_response(),
+        Some(u) if !u.is_master() => {
+            return Status::forbidden(format!(
+                "User \"{}\" cannot get path \"{SNAPSHOT_PATH}\"",
+                u.name
+            ))
+            .into_response();
+        }
+        Some(_) => {}
+    }
+    if state.local_stores.is_empty() {
+        return Status::bad_request(
+            "this server keeps no durable store (--storage memory): there is nothing to snapshot",
+        )
+        .into_response();
+    }
+    let mut frozen = Vec::new();
+    for (file, s) in state.local_stores.iter() {
+        match s.freeze().await {
+            Ok(f) => frozen.push((file.clone(), f)),
+            Err(e) => {
+                return Status::new(500, "InternalError", format!("freezing {file}: {e}"))
+                    .into_response();
+            }
+        }
+    }
+    let views: Vec<(String, store::local::StoreView)> =
+        frozen.into_iter().map(|(f, z)| (f, z.resume())).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        match store::snapshot::write(&mut out, &views) {
+            Ok(summary) => tracing::info!(stores = ?summary, "Snapshot sent."),
+            Err(e) => {
+                tracing::warn!(error = %e, "Sending a snapshot failed.");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// A blocking writer feeding a response body, a chunk at a time.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+    }
 }
 
 /// The storage backend of a role's stores (`--storage`).
@@ -314,20 +417,30 @@ async fn open_store(
     kind: StorageKind,
     data_dir: &std::path::Path,
     file: &str,
+    locals: &mut Vec<(String, store::local::LocalStore)>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     match kind {
         StorageKind::Memory => Ok(Arc::new(store::memory::MemoryStore::default())),
         StorageKind::Local => {
             let path = data_dir.join(file);
             let started = std::time::Instant::now();
-            let opened = tokio::task::spawn_blocking(move || store::local::LocalStore::open(&path))
-                .await??;
+            let options = store::local::LocalOptions {
+                label: file.to_string(),
+                ..Default::default()
+            };
+            let opened = tokio::task::spawn_blocking(move || {
+                store::local::LocalStore::open_with(&path, options)
+            })
+            .await??;
+            let stats = opened.stats();
             tracing::info!(
                 file = %opened.path().display(),
-                objects = opened.stats().loaded,
+                objects = stats.loaded,
+                skipped = stats.skipped,
                 elapsed = ?started.elapsed(),
                 "Store opened."
             );
+            locals.push((file.to_string(), opened.clone()));
             Ok(Arc::new(opened))
         }
         StorageKind::Etcd => anyhow::bail!(
@@ -507,9 +620,11 @@ fn cache_connection(cache: &CacheOptions) -> anyhow::Result<cache_client::Connec
 /// `replication-vw cache-server`: the cache server API alone, over a store of `storage`.
 pub async fn run_cache_server(opts: ListenOptions, storage: StorageKind) -> anyhow::Result<()> {
     let l = listen(&opts).await?;
-    let store = open_store(storage, &l.data_dir, CACHE_STORE_FILE).await?;
+    let mut locals = Vec::new();
+    let store = open_store(storage, &l.data_dir, CACHE_STORE_FILE, &mut locals).await?;
     let mut state = AppState::new(store, Arc::new(Index::new()), l.authenticator.clone());
     state.roles = Roles::CACHE_SERVER;
+    state.local_stores = Arc::new(locals);
     tracing::info!(
         kubeconfig = %l.kubeconfig.display(),
         "Cache server: shards and virtual workspaces reach it with this kubeconfig (--cache-kubeconfig)."
@@ -549,14 +664,22 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     })
     .await?;
     // A shard writing to a remote cache keeps no cache store of its own.
+    let mut locals = Vec::new();
     let store = if remote.is_some() {
         Arc::new(store::memory::MemoryStore::default())
     } else {
-        open_store(opts.storage, &l.data_dir, CACHE_STORE_FILE).await?
+        open_store(opts.storage, &l.data_dir, CACHE_STORE_FILE, &mut locals).await?
     };
-    let ws_store = open_store(opts.storage, &l.data_dir, WORKSPACES_STORE_FILE).await?;
+    let ws_store = open_store(
+        opts.storage,
+        &l.data_dir,
+        WORKSPACES_STORE_FILE,
+        &mut locals,
+    )
+    .await?;
     let index = Arc::new(Index::new());
     let mut state = AppState::new(store.clone(), index.clone(), l.authenticator.clone());
+    state.local_stores = Arc::new(locals);
     state.workspaces = Arc::new(shard::workspaces::objects::Workspaces::new(
         ws_store.clone(),
     ));

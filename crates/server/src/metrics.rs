@@ -48,6 +48,13 @@ pub struct LatencyLabels {
 }
 
 /// Labels of the in-flight and open-watch gauges.
+/// Labels of the durable-store metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    /// `cache` or `workspaces`.
+    pub store: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabels {
     /// Role.
@@ -99,6 +106,8 @@ pub struct Snapshot {
     pub store_events: u64,
     /// Controller passes, writes and the last pass's duration (shards only).
     pub controllers: Option<(u64, u64, f64)>,
+    /// Durable stores (`--storage local`) by name (`cache`, `workspaces`).
+    pub stores: Vec<(String, store::local::LocalStats)>,
 }
 
 impl Metrics {
@@ -170,6 +179,37 @@ impl Metrics {
                 "Duration of the last controller pass.",
                 ConstGauge::new(last),
             );
+        }
+        if !snapshot.stores.is_empty() {
+            let loaded = Family::<StoreLabels, Gauge>::default();
+            let skipped = Family::<StoreLabels, Gauge>::default();
+            let commits = Family::<StoreLabels, Counter>::default();
+            let writes = Family::<StoreLabels, Counter>::default();
+            for (name, st) in &snapshot.stores {
+                let l = StoreLabels {
+                    store: name.clone(),
+                };
+                loaded.get_or_create(&l).set(st.loaded as i64);
+                skipped.get_or_create(&l).set(st.skipped as i64);
+                commits.get_or_create(&l).inc_by(st.commits);
+                writes.get_or_create(&l).inc_by(st.writes);
+            }
+            registry.register(
+                "store_loaded_records",
+                "Records a durable store loaded into memory at start.",
+                loaded,
+            );
+            registry.register(
+                "store_skipped_records",
+                "Records a durable store skipped at start because they could not be read (undecodable or undecryptable); each was logged once with its key.",
+                skipped,
+            );
+            registry.register(
+                "store_commits",
+                "Durable commits (one fsync each; concurrent writes share one).",
+                commits,
+            );
+            registry.register("store_writes", "Writes made durable.", writes);
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {

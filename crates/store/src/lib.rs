@@ -11,6 +11,7 @@
 
 pub mod local;
 pub mod memory;
+pub mod snapshot;
 
 use async_trait::async_trait;
 use bytes::Bytes;

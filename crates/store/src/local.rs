@@ -32,8 +32,10 @@ use super::memory::{Change, DEFAULT_HISTORY, MemoryStore};
 use super::{Key, Listing, Record, Scope, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::collections::HashMap;
+use redb::{
+    Builder, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -108,6 +110,8 @@ pub struct LocalStats {
     pub full_repair: bool,
     /// Records loaded at open.
     pub loaded: u64,
+    /// Records skipped at open because they could not be read.
+    pub skipped: u64,
 }
 
 /// A durable [`Store`]: one redb file, reads from memory, group-committed writes.
@@ -122,6 +126,7 @@ struct Shared {
     tx: mpsc::UnboundedSender<Request>,
     counters: Arc<Counters>,
     loaded: u64,
+    skipped: u64,
     full_repair: bool,
     path: PathBuf,
 }
@@ -156,13 +161,38 @@ enum Request {
     Close {
         reply: oneshot::Sender<()>,
     },
+    Freeze {
+        reply: oneshot::Sender<Result<StoreView, StoreError>>,
+        resume: oneshot::Receiver<()>,
+    },
 }
+
+/// How a [`LocalStore`] is opened.
+#[derive(Clone)]
+pub struct LocalOptions {
+    /// Events kept in memory for watch resume.
+    pub history_limit: usize,
+    /// A name for progress log lines (the file name when empty).
+    pub label: String,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            history_limit: DEFAULT_HISTORY,
+            label: String::new(),
+        }
+    }
+}
+
+/// How often a long load logs its progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl LocalStore {
     /// Open (or create) the store file at `path`, keeping [`DEFAULT_HISTORY`] events for watch
     /// resume. Blocking: it reads the whole file (call it from `spawn_blocking` in async code).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LocalError> {
-        Self::open_with_history(path, DEFAULT_HISTORY)
+        Self::open_with(path, LocalOptions::default())
     }
 
     /// Open (or create) the store file at `path`, keeping `history_limit` events in memory.
@@ -170,7 +200,25 @@ impl LocalStore {
         path: impl AsRef<Path>,
         history_limit: usize,
     ) -> Result<Self, LocalError> {
+        Self::open_with(
+            path,
+            LocalOptions {
+                history_limit,
+                ..LocalOptions::default()
+            },
+        )
+    }
+
+    /// Open (or create) the store file at `path` with `options`. Records that cannot be read
+    /// (an undecodable key or value) are skipped, counted in [`LocalStats::skipped`] and logged
+    /// once each; their keys still exist for writes (a create is `AlreadyExists`).
+    pub fn open_with(path: impl AsRef<Path>, options: LocalOptions) -> Result<Self, LocalError> {
         let path = path.as_ref().to_path_buf();
+        let label = if options.label.is_empty() {
+            path.display().to_string()
+        } else {
+            options.label.clone()
+        };
         let storage = |e: &dyn std::fmt::Display| LocalError::Storage {
             path: path.clone(),
             message: e.to_string(),
@@ -180,57 +228,45 @@ impl LocalStore {
         let db = Builder::new()
             .set_repair_callback(move |_session| flag.store(true, Ordering::Relaxed))
             .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    LocalError::Locked { path: path.clone() }
-                }
-                e => storage(&e),
-            })?;
+            .map_err(|e| locked_or(e, &path))?;
 
         // Read (or initialize) the meta table, then load every record.
+        let mut skipped = HashSet::new();
+        let mut skipped_unnamed = 0u64;
         let (revision, records, fresh) = {
             let rtx = db.begin_read().map_err(|e| storage(&e))?;
-            let meta = match rtx.open_table(META) {
-                Ok(t) => Some(t),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(storage(&e)),
-            };
-            let (format, revision) = match &meta {
-                Some(t) => {
-                    let get = |k: &str| -> Result<Option<u64>, LocalError> {
-                        Ok(t.get(k).map_err(|e| storage(&e))?.map(|g| g.value()))
-                    };
-                    (get(META_FORMAT)?, get(META_REVISION)?)
-                }
-                None => (None, None),
-            };
-            if let Some(found) = format
-                && found > FORMAT_VERSION
-            {
-                return Err(LocalError::NewerFormat {
-                    path,
-                    found,
-                    supported: FORMAT_VERSION,
-                });
-            }
+            let (format, revision) = read_meta(&rtx, &path)?;
             let mut records = Vec::new();
             match rtx.open_table(OBJECTS) {
                 Ok(t) => {
+                    let total = t.len().map_err(|e| storage(&e))?;
+                    let started = std::time::Instant::now();
+                    let mut last_log = started;
                     for entry in t.iter().map_err(|e| storage(&e))? {
                         let (k, v) = entry.map_err(|e| storage(&e))?;
-                        let corrupt = |reason: String| LocalError::Corrupt {
-                            path: path.clone(),
-                            reason,
+                        let Some(key) = decode_key(k.value()) else {
+                            skipped_unnamed += 1;
+                            tracing::warn!(
+                                store = %label,
+                                raw_key = %hex::encode(k.value()),
+                                "Skipping a stored record whose key cannot be decoded."
+                            );
+                            continue;
                         };
-                        let key = decode_key(k.value())
-                            .ok_or_else(|| corrupt("an undecodable key".into()))?;
-                        let (rev, value) = decode_value(v.value())
-                            .ok_or_else(|| corrupt(format!("a short value at {key}")))?;
+                        let Some((rev, value)) = decode_value(v.value()) else {
+                            tracing::warn!(store = %label, key = %key, "Skipping a stored record whose value is truncated.");
+                            skipped.insert(key);
+                            continue;
+                        };
                         records.push(Record {
                             key: Arc::new(key),
                             revision: rev,
                             value: Bytes::copy_from_slice(value),
                         });
+                        if records.len() % 4096 == 0 && last_log.elapsed() >= PROGRESS_EVERY {
+                            last_log = std::time::Instant::now();
+                            log_progress(&label, records.len() as u64, total, started.elapsed());
+                        }
                     }
                 }
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -256,8 +292,9 @@ impl LocalStore {
             }
             commit(wtx).map_err(|e| storage(&e))?;
         }
-
+        let history_limit = options.history_limit;
         let loaded = records.len() as u64;
+        let skipped_count = skipped.len() as u64 + skipped_unnamed;
         let memory = MemoryStore::restore(history_limit, records, revision);
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -266,6 +303,7 @@ impl LocalStore {
             memory: memory.clone(),
             counters: counters.clone(),
             failed: None,
+            skipped,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -277,6 +315,7 @@ impl LocalStore {
                 tx,
                 counters,
                 loaded,
+                skipped: skipped_count,
                 full_repair: full_repair.load(Ordering::Relaxed),
                 path,
             }),
@@ -295,6 +334,7 @@ impl LocalStore {
             writes: self.shared.counters.writes.load(Ordering::Relaxed),
             full_repair: self.shared.full_repair,
             loaded: self.shared.loaded,
+            skipped: self.shared.skipped,
         }
     }
 
@@ -306,6 +346,25 @@ impl LocalStore {
             // An error means the writer is gone already, which is what we want.
             let _ = done.await;
         }
+    }
+
+    /// Stop this store's writes between two commits and return a consistent read view of
+    /// everything committed (the revision of the view is the store's revision). Writes sent
+    /// meanwhile wait (nothing is refused) until [`Frozen::resume`] is called or the
+    /// [`Frozen`] is dropped. Freezing several stores one after the other and resuming them
+    /// after the last freeze gives views of all of them at one instant.
+    pub async fn freeze(&self) -> Result<Frozen, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let (resume, resumed) = oneshot::channel();
+        self.shared
+            .tx
+            .send(Request::Freeze {
+                reply,
+                resume: resumed,
+            })
+            .map_err(|_| closed())?;
+        let view = answer.await.map_err(|_| closed())??;
+        Ok(Frozen { view, resume })
     }
 
     async fn write(&self, op: Op) -> Result<Record, StoreError> {
@@ -320,6 +379,244 @@ impl LocalStore {
 
 fn closed() -> StoreError {
     StoreError::Internal("the local store is closed".into())
+}
+
+/// A frozen store (see [`LocalStore::freeze`]): its writer waits until this is resumed or
+/// dropped.
+pub struct Frozen {
+    view: StoreView,
+    resume: oneshot::Sender<()>,
+}
+
+impl Frozen {
+    /// The view's revision.
+    pub fn revision(&self) -> u64 {
+        self.view.revision
+    }
+
+    /// Let the writer go on; the view keeps reading the frozen state.
+    pub fn resume(self) -> StoreView {
+        let _ = self.resume.send(());
+        self.view
+    }
+}
+
+/// A consistent read-only view of a store file's committed records, as stored (encoded key,
+/// 8-byte big-endian revision followed by the stored value).
+pub struct StoreView {
+    txn: redb::ReadTransaction,
+    revision: u64,
+    /// The database when the view opened the file itself (dropped after the transaction).
+    _db: Option<Database>,
+}
+
+impl StoreView {
+    /// Open a view of the store file at `path` when no process has it open
+    /// ([`LocalError::Locked`] otherwise). The file must exist.
+    pub fn open(path: &Path) -> Result<StoreView, LocalError> {
+        if !path.is_file() {
+            return Err(LocalError::Storage {
+                path: path.to_path_buf(),
+                message: "no such store file".into(),
+            });
+        }
+        let db = Builder::new()
+            .create(path)
+            .map_err(|e| locked_or(e, path))?;
+        let txn = db.begin_read().map_err(|e| LocalError::Storage {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let (_, revision) = read_meta(&txn, path)?;
+        Ok(StoreView {
+            txn,
+            revision: revision.unwrap_or(1),
+            _db: Some(db),
+        })
+    }
+
+    /// The store's revision at this view.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Call `f` with every record's raw key and raw value, in key order; stops at `f`'s first
+    /// error.
+    pub fn for_each<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let internal = |e: &dyn std::fmt::Display| StoreError::Internal(e.to_string());
+        let table = match self.txn.open_table(OBJECTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(internal(&e).into()),
+        };
+        for entry in table.iter().map_err(|e| internal(&e))? {
+            let (k, v) = entry.map_err(|e| internal(&e))?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    /// How many records the view holds.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        match self.txn.open_table(OBJECTS) {
+            Ok(t) => t.len().map_err(|e| StoreError::Internal(e.to_string())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(StoreError::Internal(e.to_string())),
+        }
+    }
+
+    /// Whether the view holds no record.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// A new store file being written record by record (a restore): [`NewFile::insert`] the raw
+/// key and value of each record as [`StoreView::for_each`] gives them, then
+/// [`NewFile::finish`] commits everything in one durable transaction. Each record is checked to
+/// decode, with a revision no newer than the file's.
+pub struct NewFile {
+    path: PathBuf,
+    revision: u64,
+    count: u64,
+    // invariant: the transaction borrows nothing from the database handle; redb keeps the
+    // database alive while a transaction exists.
+    wtx: Option<redb::WriteTransaction>,
+    _db: Database,
+}
+
+impl NewFile {
+    /// Create the file at `path` (which must not exist) for a store at `revision`.
+    pub fn create(path: &Path, revision: u64) -> Result<NewFile, LocalError> {
+        if path.exists() {
+            return Err(LocalError::Storage {
+                path: path.to_path_buf(),
+                message: "the file exists already".into(),
+            });
+        }
+        let db = Builder::new()
+            .create(path)
+            .map_err(|e| locked_or(e, path))?;
+        let wtx = db.begin_write().map_err(|e| LocalError::Storage {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(NewFile {
+            path: path.to_path_buf(),
+            revision,
+            count: 0,
+            wtx: Some(wtx),
+            _db: db,
+        })
+    }
+
+    fn storage(&self, e: &dyn std::fmt::Display) -> LocalError {
+        LocalError::Storage {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Add one record.
+    pub fn insert(&mut self, k: &[u8], v: &[u8]) -> Result<(), LocalError> {
+        let corrupt = |reason: String| LocalError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        let key = decode_key(k).ok_or_else(|| corrupt("an undecodable key".into()))?;
+        let (rev, _) = decode_value(v).ok_or_else(|| corrupt(format!("a short value at {key}")))?;
+        if rev > self.revision {
+            return Err(corrupt(format!(
+                "{key} has revision {rev}, newer than the store's {}",
+                self.revision
+            )));
+        }
+        let Some(wtx) = self.wtx.as_ref() else {
+            return Err(self.storage(&"finished already"));
+        };
+        let mut objects = wtx.open_table(OBJECTS).map_err(|e| self.storage(&e))?;
+        objects.insert(k, v).map_err(|e| self.storage(&e))?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Write the meta table and commit durably; returns the record count.
+    pub fn finish(mut self) -> Result<u64, LocalError> {
+        let Some(wtx) = self.wtx.take() else {
+            return Err(self.storage(&"finished already"));
+        };
+        {
+            wtx.open_table(OBJECTS).map_err(|e| self.storage(&e))?;
+            let mut meta = wtx.open_table(META).map_err(|e| self.storage(&e))?;
+            meta.insert(META_FORMAT, FORMAT_VERSION)
+                .map_err(|e| self.storage(&e))?;
+            meta.insert(META_REVISION, self.revision)
+                .map_err(|e| self.storage(&e))?;
+        }
+        commit(wtx).map_err(|e| self.storage(&e))?;
+        Ok(self.count)
+    }
+}
+
+/// Map redb's "already open" to [`LocalError::Locked`].
+fn locked_or(e: redb::DatabaseError, path: &Path) -> LocalError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => LocalError::Locked {
+            path: path.to_path_buf(),
+        },
+        e => LocalError::Storage {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// The format version and revision in the meta table (`None` when the file is new); a newer
+/// format than [`FORMAT_VERSION`] is refused.
+fn read_meta(
+    rtx: &redb::ReadTransaction,
+    path: &Path,
+) -> Result<(Option<u64>, Option<u64>), LocalError> {
+    let storage = |e: &dyn std::fmt::Display| LocalError::Storage {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let meta = match rtx.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((None, None)),
+        Err(e) => return Err(storage(&e)),
+    };
+    let get = |k: &str| -> Result<Option<u64>, LocalError> {
+        Ok(meta.get(k).map_err(|e| storage(&e))?.map(|g| g.value()))
+    };
+    let (format, revision) = (get(META_FORMAT)?, get(META_REVISION)?);
+    if let Some(found) = format
+        && found > FORMAT_VERSION
+    {
+        return Err(LocalError::NewerFormat {
+            path: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok((format, revision))
+}
+
+/// One progress line of a long load: objects so far, rate, time left.
+fn log_progress(label: &str, done: u64, total: u64, elapsed: std::time::Duration) {
+    let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
+    let left = total.saturating_sub(done) as f64 / rate.max(1.0);
+    tracing::info!(
+        store = %label,
+        loaded = done,
+        total,
+        per_second = rate as u64,
+        seconds_left = left.ceil() as u64,
+        "Loading the store."
+    );
 }
 
 /// Commit durably, with quick-repair, so that opening after a crash is fast.
@@ -337,6 +634,8 @@ struct Writer {
     counters: Arc<Counters>,
     /// Set after a failed commit: every later write is refused with this.
     failed: Option<String>,
+    /// Keys on disk whose records could not be read at open: they exist for creates.
+    skipped: HashSet<Key>,
 }
 
 type Reply = oneshot::Sender<Result<Record, StoreError>>;
@@ -349,12 +648,17 @@ impl Writer {
                 break;
             };
             let mut batch = Vec::new();
+            let mut freeze = None;
             let mut next = Some(first);
             while let Some(req) = next.take() {
                 match req {
                     Request::Write { op, reply } => batch.push((op, reply)),
                     Request::Close { reply } => {
                         closing = Some(reply);
+                        break;
+                    }
+                    Request::Freeze { reply, resume } => {
+                        freeze = Some((reply, resume));
                         break;
                     }
                 }
@@ -365,6 +669,9 @@ impl Writer {
             }
             if !batch.is_empty() {
                 self.write_batch(batch);
+            }
+            if let Some((reply, resume)) = freeze {
+                self.freeze(reply, resume);
             }
         }
         // Release the file before saying it is closed.
@@ -378,10 +685,38 @@ impl Writer {
                 Request::Close { reply } => {
                     let _ = reply.send(());
                 }
+                Request::Freeze { reply, .. } => {
+                    let _ = reply.send(Err(closed()));
+                }
             }
         }
         if let Some(reply) = closing {
             let _ = reply.send(());
+        }
+    }
+
+    /// Hand out a read transaction on everything committed so far, then write nothing until
+    /// `resume` fires or its sender is dropped.
+    fn freeze(
+        &mut self,
+        reply: oneshot::Sender<Result<StoreView, StoreError>>,
+        resume: oneshot::Receiver<()>,
+    ) {
+        let Some(db) = self.db.as_ref() else {
+            let _ = reply.send(Err(closed()));
+            return;
+        };
+        let view = db
+            .begin_read()
+            .map_err(|e| StoreError::Internal(format!("reading the local store: {e}")))
+            .map(|txn| StoreView {
+                txn,
+                revision: self.memory.current_revision(),
+                _db: None,
+            });
+        if reply.send(view).is_ok() {
+            // Either a resume or the sender dropped: both end the freeze.
+            let _ = resume.blocking_recv();
         }
     }
 
@@ -412,6 +747,9 @@ impl Writer {
             let checked = match op {
                 Op::Create { key, value } => match current(&key, &overlay) {
                     Some(_) => Err(StoreError::AlreadyExists),
+                    None if self.skipped.contains(&key) && !overlay.contains_key(&key) => {
+                        Err(StoreError::AlreadyExists)
+                    }
                     None => Ok(Change::Put { key, value }),
                 },
                 Op::Update {
@@ -835,6 +1173,7 @@ mod tests {
             memory: memory.clone(),
             counters: Arc::new(Counters::default()),
             failed: None,
+            skipped: HashSet::new(),
         };
         let ops = vec![
             Op::Create {
@@ -917,6 +1256,35 @@ mod tests {
             Err(e) => panic!("expected NewerFormat, got {e}"),
             Ok(_) => panic!("expected NewerFormat, got a store"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_is_skipped_and_counted_and_its_key_cannot_be_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let s = LocalStore::open(&path).unwrap();
+        s.create(key("good"), b("{}")).await.unwrap();
+        s.close().await;
+        {
+            let db = Database::create(&path).unwrap();
+            let wtx = db.begin_write().unwrap();
+            {
+                let mut t = wtx.open_table(OBJECTS).unwrap();
+                t.insert(encode_key(&key("bad")).as_slice(), &b"\x01"[..])
+                    .unwrap();
+                t.insert(&b"\xFFnot a key"[..], &[0u8; 9][..]).unwrap();
+            }
+            wtx.commit().unwrap();
+        }
+        let s = LocalStore::open(&path).unwrap();
+        assert_eq!((s.stats().loaded, s.stats().skipped), (1, 2));
+        assert_eq!(s.get(&key("good")).await.unwrap().unwrap().value, b("{}"));
+        assert_eq!(s.get(&key("bad")).await.unwrap(), None);
+        assert_eq!(
+            s.create(key("bad"), b("{}")).await,
+            Err(StoreError::AlreadyExists)
+        );
+        s.create(key("other"), b("{}")).await.unwrap();
     }
 
     #[test]

@@ -1,0 +1,104 @@
+//! Offline and online administration of a data directory's durable stores: `snapshot save`
+//! (from the files when no server runs on the directory, else from the running server's
+//! [`crate::SNAPSHOT_PATH`] through the directory's admin kubeconfig) and `snapshot restore`.
+
+use crate::{CACHE_STORE_FILE, WORKSPACES_STORE_FILE};
+use anyhow::Context;
+use futures_util::StreamExt;
+use std::path::Path;
+use store::local::LocalError;
+use store::snapshot::{self, SnapshotError, StoreSummary};
+use tokio::io::AsyncWriteExt;
+
+/// The store files a data directory may hold.
+pub const STORE_FILES: [&str; 2] = [CACHE_STORE_FILE, WORKSPACES_STORE_FILE];
+
+/// `replication-vw snapshot save FILE --data-dir DIR`.
+pub async fn save(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSummary>> {
+    if !STORE_FILES.iter().any(|f| data_dir.join(f).is_file()) {
+        anyhow::bail!(
+            "{}: no store file ({}) here: is this a data directory of a server with --storage local?",
+            data_dir.display(),
+            STORE_FILES.join(", ")
+        );
+    }
+    let (dir, file) = (data_dir.to_path_buf(), target.to_path_buf());
+    let offline =
+        tokio::task::spawn_blocking(move || snapshot::save_files(&dir, &STORE_FILES, &file))
+            .await?;
+    match offline {
+        Ok(summary) => Ok(summary),
+        Err(SnapshotError::Local(LocalError::Locked { .. })) => {
+            tracing::info!(
+                "A server is running on the data directory: asking it for the snapshot."
+            );
+            save_from_server(target, data_dir).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Download the running server's snapshot into `target` (through a `.partial` file), then check
+/// it end to end before renaming it into place.
+async fn save_from_server(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSummary>> {
+    crate::tls::install_crypto_provider();
+    let kubeconfig = data_dir.join("admin.kubeconfig");
+    let conn = cache_client::Connection::from_kubeconfig(&kubeconfig, None)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let url = conn.url(crate::SNAPSHOT_PATH);
+    let resp = conn
+        .stream_client()
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("asking {url} for a snapshot"))?;
+    if !resp.status().is_success() {
+        let code = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        anyhow::bail!("{url} answered {code}: {body}");
+    }
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    let partial = target.with_file_name(name);
+    let result = async {
+        let mut out = tokio::fs::File::create(&partial)
+            .await
+            .with_context(|| format!("creating {}", partial.display()))?;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.context("the snapshot stream broke off")?;
+            out.write_all(&chunk).await?;
+        }
+        out.sync_all().await?;
+        drop(out);
+        let check = partial.clone();
+        let summary = tokio::task::spawn_blocking(move || snapshot::verify(&check)).await??;
+        tokio::fs::rename(&partial, target).await?;
+        anyhow::Ok(summary)
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&partial).await;
+    }
+    result
+}
+
+/// `replication-vw snapshot restore FILE --data-dir DIR`.
+pub async fn restore(file: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSummary>> {
+    let (file, dir) = (file.to_path_buf(), data_dir.to_path_buf());
+    Ok(tokio::task::spawn_blocking(move || snapshot::restore(&file, &dir)).await??)
+}
+
+/// One line per store of a snapshot, for the command's output.
+pub fn describe(summary: &[StoreSummary]) -> String {
+    summary
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} records at revision {}",
+                s.file, s.records, s.revision
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
