@@ -71,7 +71,7 @@ const SEED_FLAVORS: usize = 3;
 // Command line
 
 /// The scenarios, in the order `all` runs them (ingest first, on a clean heap).
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "ingest",
     "get",
     "list",
@@ -79,6 +79,7 @@ const SCENARIOS: [&str; 7] = [
     "churn",
     "wildcard",
     "distributed",
+    "storage",
 ];
 
 #[derive(Debug, Clone)]
@@ -100,10 +101,12 @@ struct Args {
     shared_runtime: bool,
     /// Run as the ingest child of a bigger run: rows and notes only.
     child: bool,
+    /// Stored CachedObjects of each restart measurement of the storage scenario.
+    restart_objects: Vec<usize>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
-[--scenario ingest|get|list|watch|churn|wildcard|distributed|all] [--objects N] [--duration SECS] \
+[--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|all] [--objects N] [--duration SECS] \
 [--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
 [--shared-runtime]";
 
@@ -116,6 +119,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut consumers = None;
     let mut wildcard_objects = None;
     let mut changes = None;
+    let mut restart_objects: Option<Vec<usize>> = None;
     let mut quick = false;
     let mut shared_runtime = false;
     let mut child = false;
@@ -149,6 +153,18 @@ fn parse_args() -> anyhow::Result<Args> {
                 wildcard_objects = Some(number("--wildcard-objects", it.next())? as usize)
             }
             "--changes" => changes = Some(number("--changes", it.next())? as usize),
+            "--restart-objects" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--restart-objects needs a value\n{USAGE}"))?;
+                restart_objects = Some(
+                    v.split(',')
+                        .map(|n| {
+                            number("--restart-objects", Some(n.to_string())).map(|n| n as usize)
+                        })
+                        .collect::<anyhow::Result<_>>()?,
+                );
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -196,6 +212,7 @@ fn parse_args() -> anyhow::Result<Args> {
         quick,
         shared_runtime,
         child,
+        restart_objects: restart_objects.unwrap_or(if quick { vec![2_000] } else { vec![100_000] }),
     })
 }
 
@@ -540,7 +557,22 @@ impl Vw {
         objects: usize,
         consumers: &[String],
     ) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        Self::start_on(
+            transport,
+            Arc::new(MemoryStore::default()),
+            objects,
+            consumers,
+        )
+        .await
+    }
+
+    /// [`Vw::start`] over a given (empty) store.
+    async fn start_on(
+        transport: &Transport,
+        store: Arc<dyn Store>,
+        objects: usize,
+        consumers: &[String],
+    ) -> anyhow::Result<Self> {
         let index = Arc::new(Index::new());
         let state = AppState::new(store.clone(), index.clone(), Authenticator::new(None));
         let listening = listen(transport, app(state.clone()))?;
@@ -2904,6 +2936,7 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             "churn" => scenario_churn(&mut ctx).await,
             "wildcard" => scenario_wildcard(&mut ctx).await,
             "distributed" => scenario_distributed(&mut ctx).await,
+            "storage" => scenario_storage(&mut ctx).await,
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let elapsed = started.elapsed();
@@ -2991,4 +3024,296 @@ fn main() -> ExitCode {
 fn stored(mut value: Vec<u8>) -> Bytes {
     value.shrink_to_fit();
     Bytes::from(value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage: the durable local store against memory
+
+/// Writers of the storage scenario's write measurement (each on its own connection).
+const STORAGE_WRITERS: usize = 50;
+
+/// Acknowledged writes (GET + PUT of a CachedObject through the cache API) by 50 writers as
+/// fast as they go, for `duration`.
+async fn write_flat_out(
+    clients: &[reqwest::Client],
+    urls: Arc<Vec<String>>,
+    duration: Duration,
+) -> (u64, u64, Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(WriteCounts::default());
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(w, c)| {
+            let (c, urls, stop, counts) = (c.clone(), urls.clone(), stop.clone(), counts.clone());
+            tokio::spawn(async move {
+                let mut i = w;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(url) = urls.get(i % urls.len().max(1)) else {
+                        return;
+                    };
+                    i += STORAGE_WRITERS;
+                    match write_once(&c, url).await {
+                        Ok(true) => counts.ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(false) => counts.conflicts.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => counts.errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    (
+        counts.ok.load(Ordering::Relaxed),
+        counts.errors.load(Ordering::Relaxed),
+        started.elapsed(),
+    )
+}
+
+/// `--storage local` against `--storage memory` in one run: acknowledged writes/s with 50
+/// writers, GET and LIST of the same objects, and restart to ready of a store holding
+/// `--restart-objects` CachedObjects.
+async fn scenario_storage(ctx: &mut Ctx) -> anyhow::Result<()> {
+    let (warmup, duration) = (ctx.args.warmup, ctx.args.duration);
+    let objects = ctx.args.objects;
+    let dir = tempfile::tempdir()?;
+    progress(&format!(
+        "storage: a memory and a local server with {objects} flavors each"
+    ));
+    let local = replication_vw::store::local::LocalStore::open(dir.path().join("cache.db"))?;
+    let mem_vw = Vw::start(&ctx.transport, objects, &[]).await?;
+    let local_vw = Vw::start_on(&ctx.transport, Arc::new(local.clone()), objects, &[]).await?;
+
+    // Writes.
+    let writers = ctx.transport.clients(STORAGE_WRITERS, true)?;
+    let urls = |vw: &Vw| -> Arc<Vec<String>> {
+        Arc::new(vw.cached_names.iter().map(|n| vw.cache_url(n)).collect())
+    };
+    let (mem_urls, local_urls) = (urls(&mem_vw), urls(&local_vw));
+    let commits_before = local.stats().commits;
+    let (mut mem_ok, mut local_ok, mut errors) = (0u64, 0u64, 0u64);
+    let (mut mem_t, mut local_t) = (Duration::ZERO, Duration::ZERO);
+    let rounds = rounds(duration);
+    let slice = duration / rounds;
+    write_flat_out(&writers, mem_urls.clone(), warmup).await;
+    write_flat_out(&writers, local_urls.clone(), warmup).await;
+    let local_writes_before = local.stats().writes;
+    for _ in 0..rounds {
+        let (ok, err, t) = write_flat_out(&writers, mem_urls.clone(), slice).await;
+        (mem_ok, errors, mem_t) = (mem_ok + ok, errors + err, mem_t + t);
+        let (ok, err, t) = write_flat_out(&writers, local_urls.clone(), slice).await;
+        (local_ok, errors, local_t) = (local_ok + ok, errors + err, local_t + t);
+    }
+    let stats = local.stats();
+    let per_commit = (stats.writes - local_writes_before) as f64
+        / (stats.commits - commits_before).max(1) as f64;
+    let (mem_rate, local_rate) = (
+        mem_ok as f64 / mem_t.as_secs_f64(),
+        local_ok as f64 / local_t.as_secs_f64(),
+    );
+    let ratio = local_rate / mem_rate;
+    let errs = if errors > 0 {
+        format!(", {errors} errors")
+    } else {
+        String::new()
+    };
+    Row {
+        scenario: "storage: writes",
+        what: format!(
+            "baseline: --storage memory, {STORAGE_WRITERS} writers (GET + PUT each){errs}"
+        ),
+        result: format!("{} writes/s", thousands(mem_rate)),
+        p50: String::new(),
+        p99: String::new(),
+        rss: String::new(),
+        ratio: "1×".into(),
+        goal: String::new(),
+    }
+    .print();
+    Row {
+        scenario: "storage: writes",
+        what: format!(
+            "--storage local (fsync per commit), {STORAGE_WRITERS} writers; {per_commit:.1} writes per commit"
+        ),
+        result: format!("{} writes/s", thousands(local_rate)),
+        p50: String::new(),
+        p99: String::new(),
+        rss: String::new(),
+        ratio: format!("{ratio:.2}×"),
+        goal: format!("≥ 0.5× {}", verdict(ratio >= 0.5)),
+    }
+    .print();
+
+    // Reads.
+    let clients = ctx.transport.clients(GET_CONNECTIONS, true)?;
+    let i = objects / 2;
+    let mut loads = compare(
+        &clients,
+        &[mem_vw.object_url(i), local_vw.object_url(i)],
+        warmup,
+        duration,
+    )
+    .await;
+    let (Some(l), Some(m)) = (loads.pop(), loads.pop()) else {
+        bail!("missing measurements");
+    };
+    let list_clients = ctx.transport.clients(LIST_CONNECTIONS, true)?;
+    let mut lists = compare(
+        &list_clients,
+        &[mem_vw.collection_url(), local_vw.collection_url()],
+        warmup,
+        duration,
+    )
+    .await;
+    let (Some(ll), Some(lm)) = (lists.pop(), lists.pop()) else {
+        bail!("missing measurements");
+    };
+    for (what, base, load) in [
+        ("GET one object, 50 HTTP/1.1 conns", &m, &l),
+        ("LIST every object, 4 HTTP/1.1 conns", &lm, &ll),
+    ] {
+        let ratio = load.rps() / base.rps();
+        Row {
+            scenario: "storage: reads",
+            what: format!("baseline: --storage memory, {what}{}", errors_note(base)),
+            result: format!("{} req/s", thousands(base.rps())),
+            p50: ms(base.p(0.5)),
+            p99: ms(base.p(0.99)),
+            rss: String::new(),
+            ratio: "1×".into(),
+            goal: String::new(),
+        }
+        .print();
+        Row {
+            scenario: "storage: reads",
+            what: format!("--storage local, {what}{}", errors_note(load)),
+            result: format!("{} req/s", thousands(load.rps())),
+            p50: ms(load.p(0.5)),
+            p99: ms(load.p(0.99)),
+            rss: String::new(),
+            ratio: format!("{ratio:.2}×"),
+            goal: format!("1.0× (±0.1) {}", verdict(ratio >= 0.9)),
+        }
+        .print();
+    }
+    drop(mem_vw);
+    drop(local_vw);
+    local.close().await;
+
+    // Restarts.
+    for &n in &ctx.args.restart_objects.clone() {
+        restart_to_ready(n, &mut ctx.notes).await?;
+    }
+    Ok(())
+}
+
+/// Fill a local store with the catalog and `n` CachedObjects, close it, then time opening it
+/// again until a fresh index has validated and indexed everything.
+async fn restart_to_ready(n: usize, notes: &mut Vec<String>) -> anyhow::Result<()> {
+    use replication_vw::store::local::LocalStore;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("cache.db");
+    progress(&format!(
+        "storage: filling a local store with {n} CachedObjects"
+    ));
+    let fill_started = Instant::now();
+    let raw_bytes;
+    {
+        let store = LocalStore::open(&path)?;
+        let shared: Arc<dyn Store> = Arc::new(store.clone());
+        seed_catalog(shared, "https://127.0.0.1:1").await?;
+        // Many writes in flight at once, so that they share commits.
+        let mut bytes = 0usize;
+        let mut pending = futures_util::stream::FuturesUnordered::new();
+        for i in 0..n {
+            let (key, value) = generated(i)?;
+            bytes += value.len();
+            let s = store.clone();
+            pending.push(async move { s.create(key, stored(value)).await });
+            if pending.len() >= 4096 {
+                use futures_util::StreamExt as _;
+                if let Some(r) = pending.next().await {
+                    r?;
+                }
+            }
+        }
+        use futures_util::StreamExt as _;
+        while let Some(r) = pending.next().await {
+            r?;
+        }
+        raw_bytes = bytes;
+        store.close().await;
+    }
+    let file_size = std::fs::metadata(&path)?.len();
+    progress(&format!(
+        "storage: filled in {:.1} s; restarting",
+        fill_started.elapsed().as_secs_f64()
+    ));
+    let started = Instant::now();
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || LocalStore::open(&path)).await??
+    };
+    let loaded = started.elapsed();
+    let store: Arc<dyn Store> = Arc::new(opened.clone());
+    let index = Arc::new(Index::new());
+    tokio::spawn(
+        index
+            .clone()
+            .run(Arc::new(replication_vw::cache_client::StoreRead(
+                store.clone(),
+            ))),
+    );
+    wait_synced(&index, store.as_ref()).await?;
+    let ready = started.elapsed();
+    let invalid = index.counters.invalid_total.load(Ordering::Relaxed);
+    let served = index
+        .read()
+        .served
+        .values()
+        .map(|s| s.objects.len())
+        .sum::<usize>();
+    if served < n {
+        bail!(
+            "after the restart the index serves {served} objects, expected at least {n} ({invalid} refused)"
+        );
+    }
+    let goal_secs = 15.0 * n as f64 / 1_000_000.0;
+    Row {
+        scenario: "storage: restart",
+        what: format!(
+            "--storage local, {} CachedObjects ({:.0} MB of values, file {:.0} MB): open + load, then index (validate) until ready",
+            thousands(n as f64),
+            raw_bytes as f64 / 1e6,
+            file_size as f64 / 1e6
+        ),
+        result: format!(
+            "ready in {:.2} s (load {:.2} s, index {:.2} s)",
+            ready.as_secs_f64(),
+            loaded.as_secs_f64(),
+            (ready - loaded).as_secs_f64()
+        ),
+        p50: String::new(),
+        p99: String::new(),
+        rss: opt_mib(rss()),
+        ratio: String::new(),
+        goal: format!(
+            "≤ 15 s per 1,000,000 ({goal_secs:.1} s here) {}",
+            verdict(ready.as_secs_f64() <= goal_secs.max(0.5))
+        ),
+    }
+    .print();
+    notes.push(format!(
+        "storage restart of {n}: {} records loaded, full repair: {}; the restart is timed in-process \
+         (store open + index sync), without the shard's controllers (a cache store holds no workspaces)",
+        opened.stats().loaded,
+        opened.stats().full_repair
+    ));
+    opened.close().await;
+    Ok(())
 }

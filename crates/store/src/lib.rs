@@ -209,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
     async fn watch(&self, scope: Scope, after: u64) -> Result<WatchStream, StoreError>;
     /// The current revision.
     async fn revision(&self) -> Result<u64, StoreError>;
+    /// Whether the stored bytes of `key` are stale: written under an encryption provider (or
+    /// key) other than the one writes use now. An update of a stale key must be written even
+    /// when it changes nothing, so that it is rewritten under the current provider.
+    fn is_stale(&self, _key: &Key) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -1230,7 +1230,10 @@ impl Workspaces {
                 gone: true,
             });
         }
-        if new == old {
+        // An unchanged object is not written again, unless its stored bytes are stale (under
+        // an older encryption provider or key): then the update rewrites them, as
+        // kube-apiserver does.
+        if new == old && !self.store.is_stale(&current.key) {
             return Ok(Deleted {
                 record: current.clone(),
                 gone: false,
