@@ -100,6 +100,18 @@ impl Server {
         server
     }
 
+    /// Like [`Server::launch`], on a given data directory (a restored one, say).
+    pub fn launch_in(role: &str, data_dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        let server = Server::spawn(
+            role,
+            "127.0.0.1:0",
+            data_dir,
+            extra.iter().map(|s| s.to_string()).collect(),
+        );
+        server.wait_ready();
+        server
+    }
+
     /// Like [`Server::launch`], but returns once the kubeconfig is written, ready or not.
     pub fn launch_unready(role: &str, extra: &[&str]) -> Server {
         Server::spawn(
