@@ -83,20 +83,16 @@ enum Command {
         /// This shard's name in the cache server (`kcp.io/shard`).
         #[arg(long, default_value = "root")]
         shard_name: String,
-        /// Where the stores keep their data: `local` (crash-safe files `cache.db` and
-        /// `workspaces.db` in the data directory), `memory` (gone at exit) or `etcd` (not yet).
-        #[arg(long, value_enum, default_value_t = StorageKind::Local)]
-        storage: StorageKind,
+        #[command(flatten)]
+        storage: StorageArgs,
     },
     /// Run the cache server alone: the API kcp shards write into and virtual workspaces read
     /// from. Its `DATA_DIR/admin.kubeconfig` is their `--cache-kubeconfig`.
     CacheServer {
         #[command(flatten)]
         common: Common,
-        /// Where the cache keeps its data: `local` (crash-safe file `cache.db` in the data
-        /// directory), `memory` (gone at exit; shards write everything back) or `etcd` (not yet).
-        #[arg(long, value_enum, default_value_t = StorageKind::Local)]
-        storage: StorageKind,
+        #[command(flatten)]
+        storage: StorageArgs,
     },
     /// Run the Replication virtual workspace alone, reading everything it serves from a remote
     /// cache server; stateless, so any number of replicas can share one cache server.
@@ -114,8 +110,51 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Maintain the durable stores of a data directory (`--storage local`).
+    Storage {
+        #[command(subcommand)]
+        command: StorageCommand,
+    },
     /// Print the version.
     Version,
+}
+
+/// Where a role keeps its data, and how values are encrypted at rest.
+#[derive(Args)]
+struct StorageArgs {
+    /// Where the stores keep their data: `local` (crash-safe files `cache.db` and
+    /// `workspaces.db` in the data directory), `memory` (gone at exit) or `etcd` (not yet).
+    #[arg(long, value_enum, default_value_t = StorageKind::Local)]
+    storage: StorageKind,
+    /// A Kubernetes EncryptionConfiguration (apiserver.config.k8s.io/v1): values of the
+    /// resources it names are encrypted at rest with its first provider (aescbc, aesgcm,
+    /// secretbox or identity) and read with any listed one.
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
+}
+
+impl StorageArgs {
+    fn options(self) -> server::StorageOptions {
+        server::StorageOptions {
+            kind: self.storage,
+            encryption_provider_config: self.encryption_provider_config,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// With no server running on the data directory, write every stored value again under the
+    /// first provider of FILE (the last step of a key rotation, or of turning encryption on or
+    /// off). Each store file is replaced by a fresh one, so no page of old data remains.
+    Rewrite {
+        /// The data directory.
+        #[arg(long, default_value = "./.replication-vw")]
+        data_dir: PathBuf,
+        /// The EncryptionConfiguration to write with (its other providers read old values).
+        #[arg(long, value_name = "FILE")]
+        encryption_provider_config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,12 +221,12 @@ async fn main() -> anyhow::Result<()> {
                 front_proxy: common.front_proxy,
                 cache: cache_options(cache),
                 shard_name,
-                storage,
+                storage: storage.options(),
             })
             .await
         }
         Command::CacheServer { common, storage } => {
-            server::run_cache_server(common.listen_options(None), storage).await
+            server::run_cache_server(common.listen_options(None), storage.options()).await
         }
         Command::VirtualWorkspace {
             common,
@@ -223,6 +262,28 @@ async fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Storage {
+            command:
+                StorageCommand::Rewrite {
+                    data_dir,
+                    encryption_provider_config,
+                },
+        } => {
+            let transformer = replication_vw::store::encryption::Transformer::from_file(
+                &encryption_provider_config,
+            )?;
+            let done = tokio::task::spawn_blocking(move || {
+                server::storage_admin::rewrite(&data_dir, &transformer)
+            })
+            .await??;
+            for r in done {
+                println!(
+                    "{}: {} records written again ({} were under an older provider or key)",
+                    r.file, r.records, r.stale
+                );
+            }
+            Ok(())
+        }
         Command::Version => {
             println!("replication-vw {}", env!("CARGO_PKG_VERSION"));
             Ok(())

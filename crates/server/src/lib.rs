@@ -406,6 +406,37 @@ pub enum StorageKind {
     Etcd,
 }
 
+/// How a role keeps its stores: `--storage` and `--encryption-provider-config`.
+#[derive(Debug, Clone, Default)]
+pub struct StorageOptions {
+    /// The backend.
+    pub kind: StorageKind,
+    /// A kube `EncryptionConfiguration` for values at rest.
+    pub encryption_provider_config: Option<PathBuf>,
+}
+
+impl StorageOptions {
+    /// Read and check the encryption configuration (identity without one). A config that does
+    /// not parse, names an unknown provider or has a key of the wrong size is an error naming
+    /// the entry. With `memory` it is still checked, though nothing reaches a disk.
+    pub fn transformer(&self) -> anyhow::Result<Arc<store::encryption::Transformer>> {
+        let Some(path) = &self.encryption_provider_config else {
+            return Ok(Arc::new(store::encryption::Transformer::identity()));
+        };
+        let transformer = store::encryption::Transformer::from_file(path)?;
+        match self.kind {
+            StorageKind::Memory => tracing::info!(
+                config = %path.display(),
+                "Encryption configuration checked; with --storage memory nothing is written to disk."
+            ),
+            _ => {
+                tracing::info!(config = %path.display(), providers = ?transformer, "Encryption at rest configured.")
+            }
+        }
+        Ok(Arc::new(transformer))
+    }
+}
+
 /// The cache server's store under the data directory (`--storage local`).
 pub const CACHE_STORE_FILE: &str = "cache.db";
 /// The shard's workspaces store under the data directory (`--storage local`).
@@ -415,6 +446,7 @@ pub const WORKSPACES_STORE_FILE: &str = "workspaces.db";
 /// into memory, off the async workers).
 async fn open_store(
     kind: StorageKind,
+    transformer: &Arc<store::encryption::Transformer>,
     data_dir: &std::path::Path,
     file: &str,
     locals: &mut Vec<(String, store::local::LocalStore)>,
@@ -426,6 +458,7 @@ async fn open_store(
             let started = std::time::Instant::now();
             let options = store::local::LocalOptions {
                 label: file.to_string(),
+                transformer: transformer.clone(),
                 ..Default::default()
             };
             let opened = tokio::task::spawn_blocking(move || {
@@ -437,6 +470,7 @@ async fn open_store(
                 file = %opened.path().display(),
                 objects = stats.loaded,
                 skipped = stats.skipped,
+                stale = stats.stale,
                 elapsed = ?started.elapsed(),
                 "Store opened."
             );
@@ -498,7 +532,7 @@ pub struct ServeOptions {
     /// This shard's name (`kcp.io/shard`, the cache URL's shard segment).
     pub shard_name: String,
     /// The storage backend of the cache (embedded) and the workspaces.
-    pub storage: StorageKind,
+    pub storage: StorageOptions,
 }
 
 fn url_host(url: &str) -> Option<String> {
@@ -618,10 +652,18 @@ fn cache_connection(cache: &CacheOptions) -> anyhow::Result<cache_client::Connec
 }
 
 /// `replication-vw cache-server`: the cache server API alone, over a store of `storage`.
-pub async fn run_cache_server(opts: ListenOptions, storage: StorageKind) -> anyhow::Result<()> {
+pub async fn run_cache_server(opts: ListenOptions, storage: StorageOptions) -> anyhow::Result<()> {
+    let transformer = storage.transformer()?;
     let l = listen(&opts).await?;
     let mut locals = Vec::new();
-    let store = open_store(storage, &l.data_dir, CACHE_STORE_FILE, &mut locals).await?;
+    let store = open_store(
+        storage.kind,
+        &transformer,
+        &l.data_dir,
+        CACHE_STORE_FILE,
+        &mut locals,
+    )
+    .await?;
     let mut state = AppState::new(store, Arc::new(Index::new()), l.authenticator.clone());
     state.roles = Roles::CACHE_SERVER;
     state.local_stores = Arc::new(locals);
@@ -650,6 +692,7 @@ pub async fn run_virtual_workspace(opts: ListenOptions, cache: CacheOptions) -> 
 /// workspace in one process), or, with a cache kubeconfig, a shard writing into that remote
 /// cache server plus a virtual workspace reading from it.
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    let transformer = opts.storage.transformer()?;
     let remote = match &opts.cache {
         Some(c) => Some(cache_connection(c)?),
         None => None,
@@ -668,10 +711,18 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let store = if remote.is_some() {
         Arc::new(store::memory::MemoryStore::default())
     } else {
-        open_store(opts.storage, &l.data_dir, CACHE_STORE_FILE, &mut locals).await?
+        open_store(
+            opts.storage.kind,
+            &transformer,
+            &l.data_dir,
+            CACHE_STORE_FILE,
+            &mut locals,
+        )
+        .await?
     };
     let ws_store = open_store(
-        opts.storage,
+        opts.storage.kind,
+        &transformer,
         &l.data_dir,
         WORKSPACES_STORE_FILE,
         &mut locals,

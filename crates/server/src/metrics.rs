@@ -183,6 +183,7 @@ impl Metrics {
         if !snapshot.stores.is_empty() {
             let loaded = Family::<StoreLabels, Gauge>::default();
             let skipped = Family::<StoreLabels, Gauge>::default();
+            let stale = Family::<StoreLabels, Gauge>::default();
             let commits = Family::<StoreLabels, Counter>::default();
             let writes = Family::<StoreLabels, Counter>::default();
             for (name, st) in &snapshot.stores {
@@ -191,6 +192,7 @@ impl Metrics {
                 };
                 loaded.get_or_create(&l).set(st.loaded as i64);
                 skipped.get_or_create(&l).set(st.skipped as i64);
+                stale.get_or_create(&l).set(st.stale as i64);
                 commits.get_or_create(&l).inc_by(st.commits);
                 writes.get_or_create(&l).inc_by(st.writes);
             }
@@ -203,6 +205,11 @@ impl Metrics {
                 "store_skipped_records",
                 "Records a durable store skipped at start because they could not be read (undecodable or undecryptable); each was logged once with its key.",
                 skipped,
+            );
+            registry.register(
+                "store_stale_records",
+                "Records stored under an encryption provider or key other than the first, not yet written again (0 once a key rotation is complete).",
+                stale,
             );
             registry.register(
                 "store_commits",

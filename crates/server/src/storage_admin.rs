@@ -1,6 +1,7 @@
 //! Offline and online administration of a data directory's durable stores: `snapshot save`
 //! (from the files when no server runs on the directory, else from the running server's
-//! [`crate::SNAPSHOT_PATH`] through the directory's admin kubeconfig) and `snapshot restore`.
+//! [`crate::SNAPSHOT_PATH`] through the directory's admin kubeconfig), `snapshot restore`, and
+//! `storage rewrite` (every value written again under the first encryption provider).
 
 use crate::{CACHE_STORE_FILE, WORKSPACES_STORE_FILE};
 use anyhow::Context;
@@ -101,4 +102,96 @@ pub fn describe(summary: &[StoreSummary]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What `storage rewrite` did to one store file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The store file.
+    pub file: String,
+    /// Records written again.
+    pub records: u64,
+    /// Of those, how many had been read with a provider other than the first (stale).
+    pub stale: u64,
+}
+
+/// `replication-vw storage rewrite --data-dir DIR --encryption-provider-config FILE`: with no
+/// server running on DIR, write every record of every store file again under the config's first
+/// provider, into a new file (same revisions) that replaces the old one once synced, so no page
+/// of the old file (plaintext or an old key's ciphertext) survives. A record that no listed
+/// provider can read stops the rewrite and changes nothing.
+pub fn rewrite(
+    data_dir: &Path,
+    transformer: &store::encryption::Transformer,
+) -> anyhow::Result<Vec<Rewritten>> {
+    let mut done = Vec::new();
+    let present: Vec<&str> = STORE_FILES
+        .iter()
+        .copied()
+        .filter(|f| data_dir.join(f).is_file())
+        .collect();
+    if present.is_empty() {
+        anyhow::bail!(
+            "{}: no store file ({}) here",
+            data_dir.display(),
+            STORE_FILES.join(", ")
+        );
+    }
+    for file in present {
+        let path = data_dir.join(file);
+        let fresh = data_dir.join(format!("{file}.rewrite"));
+        let _ = std::fs::remove_file(&fresh);
+        let view = match store::local::StoreView::open(&path) {
+            Err(LocalError::Locked { .. }) => anyhow::bail!(
+                "{}: a server is running on this data directory; stop it first (or update every object through the API)",
+                path.display()
+            ),
+            other => other?,
+        };
+        let mut out = store::local::NewFile::create(&fresh, view.revision())?;
+        let mut stale = 0u64;
+        let result = view.for_each(|k, v| -> anyhow::Result<()> {
+            let (key, revision, value) = store::local::decode_record(k, v)
+                .ok_or_else(|| anyhow::anyhow!("{}: an undecodable record", path.display()))?;
+            let storage_key = key.to_string();
+            let plain = transformer
+                .decode(&key.group, &key.resource, storage_key.as_bytes(), value)
+                .with_context(|| format!("{}: reading {key}", path.display()))?;
+            stale += u64::from(plain.stale);
+            let again = transformer
+                .encode(
+                    &key.group,
+                    &key.resource,
+                    storage_key.as_bytes(),
+                    &plain.value,
+                )
+                .with_context(|| format!("{}: writing {key}", path.display()))?;
+            let mut raw = Vec::with_capacity(8 + again.len());
+            raw.extend_from_slice(&revision.to_be_bytes());
+            raw.extend_from_slice(&again);
+            out.insert(k, &raw)?;
+            Ok(())
+        });
+        let finished = result.and_then(|()| Ok(out.finish()?));
+        drop(view);
+        match finished {
+            Ok(records) => {
+                std::fs::rename(&fresh, &path)
+                    .with_context(|| format!("replacing {}", path.display()))?;
+                if let Ok(dir) = std::fs::File::open(data_dir) {
+                    let _ = dir.sync_all();
+                }
+                done.push(Rewritten {
+                    file: file.to_string(),
+                    records,
+                    stale,
+                });
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&fresh);
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
 }

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod encryption;
 pub mod local;
 pub mod memory;
 pub mod snapshot;

@@ -27,7 +27,14 @@
 //! commits are two-phase), so opening after a crash loads the saved allocator state instead of
 //! walking the whole file. redb calls the [`Builder::set_repair_callback`] only for a full repair
 //! (a file last written without quick-repair); [`LocalStats::full_repair`] says if one ran.
+//!
+//! **Encryption at rest.** Values pass through a [`Transformer`] (an `EncryptionConfiguration`)
+//! on their way to the file and back: writes use the first provider of the value's resource,
+//! the load accepts every listed one. A value read with another provider is *stale*
+//! ([`Store::is_stale`]) until it is written again; a value no provider reads is skipped like
+//! any other unreadable record.
 
+use super::encryption::Transformer;
 use super::memory::{Change, DEFAULT_HISTORY, MemoryStore};
 use super::{Key, Listing, Record, Scope, Store, StoreError, WatchStream};
 use async_trait::async_trait;
@@ -37,8 +44,8 @@ use redb::{
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 /// The on-disk format this build writes; a file with a newer one is refused.
@@ -112,6 +119,8 @@ pub struct LocalStats {
     pub loaded: u64,
     /// Records skipped at open because they could not be read.
     pub skipped: u64,
+    /// Records read at open with a provider other than the first, not yet written again.
+    pub stale: u64,
 }
 
 /// A durable [`Store`]: one redb file, reads from memory, group-committed writes.
@@ -129,7 +138,12 @@ struct Shared {
     skipped: u64,
     full_repair: bool,
     path: PathBuf,
+    stale: Stale,
 }
+
+/// Keys whose stored value was read with a provider other than the first: shared by the
+/// writer (which forgets a key once it is written or deleted) and [`Store::is_stale`].
+type Stale = Arc<RwLock<HashSet<Key>>>;
 
 #[derive(Default)]
 struct Counters {
@@ -174,6 +188,8 @@ pub struct LocalOptions {
     pub history_limit: usize,
     /// A name for progress log lines (the file name when empty).
     pub label: String,
+    /// How values are encrypted on disk (identity: plaintext).
+    pub transformer: Arc<Transformer>,
 }
 
 impl Default for LocalOptions {
@@ -181,6 +197,7 @@ impl Default for LocalOptions {
         LocalOptions {
             history_limit: DEFAULT_HISTORY,
             label: String::new(),
+            transformer: Arc::new(Transformer::identity()),
         }
     }
 }
@@ -231,6 +248,9 @@ impl LocalStore {
             .map_err(|e| locked_or(e, &path))?;
 
         // Read (or initialize) the meta table, then load every record.
+        let transformer = options.transformer.clone();
+        let plain = transformer.is_identity();
+        let mut stale = HashSet::new();
         let mut skipped = HashSet::new();
         let mut skipped_unnamed = 0u64;
         let (revision, records, fresh) = {
@@ -258,10 +278,33 @@ impl LocalStore {
                             skipped.insert(key);
                             continue;
                         };
+                        let value = if plain && !value.starts_with(ENCRYPTED) {
+                            Bytes::copy_from_slice(value)
+                        } else {
+                            let storage_key = key.to_string();
+                            match transformer.decode(
+                                &key.group,
+                                &key.resource,
+                                storage_key.as_bytes(),
+                                value,
+                            ) {
+                                Ok(decoded) => {
+                                    if decoded.stale {
+                                        stale.insert(key.clone());
+                                    }
+                                    Bytes::from(decoded.value)
+                                }
+                                Err(e) => {
+                                    tracing::warn!(store = %label, key = %key, error = %e, "Skipping a stored record whose value cannot be decrypted.");
+                                    skipped.insert(key);
+                                    continue;
+                                }
+                            }
+                        };
                         records.push(Record {
                             key: Arc::new(key),
                             revision: rev,
-                            value: Bytes::copy_from_slice(value),
+                            value,
                         });
                         if records.len() % 4096 == 0 && last_log.elapsed() >= PROGRESS_EVERY {
                             last_log = std::time::Instant::now();
@@ -297,6 +340,10 @@ impl LocalStore {
         let skipped_count = skipped.len() as u64 + skipped_unnamed;
         let memory = MemoryStore::restore(history_limit, records, revision);
         let counters = Arc::new(Counters::default());
+        if !stale.is_empty() {
+            tracing::info!(store = %label, stale = stale.len(), "Values stored under an older encryption provider or key: they are written under the first one on their next update (or by `storage rewrite`).");
+        }
+        let stale: Stale = Arc::new(RwLock::new(stale));
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             db: Some(db),
@@ -304,6 +351,8 @@ impl LocalStore {
             counters: counters.clone(),
             failed: None,
             skipped,
+            transformer,
+            stale: stale.clone(),
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -318,6 +367,7 @@ impl LocalStore {
                 skipped: skipped_count,
                 full_repair: full_repair.load(Ordering::Relaxed),
                 path,
+                stale,
             }),
         })
     }
@@ -335,6 +385,7 @@ impl LocalStore {
             full_repair: self.shared.full_repair,
             loaded: self.shared.loaded,
             skipped: self.shared.skipped,
+            stale: stale_len(&self.shared.stale) as u64,
         }
     }
 
@@ -636,6 +687,10 @@ struct Writer {
     failed: Option<String>,
     /// Keys on disk whose records could not be read at open: they exist for creates.
     skipped: HashSet<Key>,
+    /// How values are encoded for the file.
+    transformer: Arc<Transformer>,
+    /// Keys whose stored value is under an older provider or key.
+    stale: Stale,
 }
 
 type Reply = oneshot::Sender<Result<Record, StoreError>>;
@@ -739,6 +794,7 @@ impl Writer {
         let mut revision = base;
         let mut overlay: HashMap<Key, Option<u64>> = HashMap::new();
         let mut accepted: Vec<(Change, u64, Reply)> = Vec::new();
+        let mut stored: Vec<Option<Vec<u8>>> = Vec::new();
         for (op, reply) in batch {
             let current = |key: &Key, overlay: &HashMap<Key, Option<u64>>| match overlay.get(key) {
                 Some(rev) => *rev,
@@ -761,8 +817,21 @@ impl Writer {
                     check(current(&key, &overlay), expected).map(|_| Change::Delete { key })
                 }
             };
+            // Encode (encrypt) an accepted value here, so that a value that cannot be encoded
+            // fails alone instead of the whole batch.
+            let checked = checked.and_then(|change| match &change {
+                Change::Put { key, value } => {
+                    let storage_key = key.to_string();
+                    self.transformer
+                        .encode(&key.group, &key.resource, storage_key.as_bytes(), value)
+                        .map(|bytes| (change, Some(bytes)))
+                        .map_err(|e| StoreError::Internal(e.to_string()))
+                }
+                Change::Delete { .. } => Ok((change, None)),
+            });
             match checked {
-                Ok(change) => {
+                Ok((change, bytes)) => {
+                    stored.push(bytes);
                     revision += 1;
                     let (key, now) = match &change {
                         Change::Put { key, .. } => (key.clone(), Some(revision)),
@@ -779,13 +848,21 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
-        if let Err(e) = persist(db, &accepted, revision) {
+        if let Err(e) = persist(db, &accepted, &stored, revision) {
             let why = format!("local store write failed, restart to recover: {e}");
             self.failed = Some(why.clone());
             for (_, _, reply) in accepted {
                 let _ = reply.send(Err(StoreError::Internal(why.clone())));
             }
             return;
+        }
+        if stale_len(&self.stale) > 0 {
+            let mut stale = self.stale.write().unwrap_or_else(|p| p.into_inner());
+            for (change, _, _) in &accepted {
+                match change {
+                    Change::Put { key, .. } | Change::Delete { key } => stale.remove(key),
+                };
+            }
         }
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -824,21 +901,23 @@ fn check(current: Option<u64>, expected: Option<u64>) -> Result<(), StoreError> 
 }
 
 /// Commit the accepted writes of one batch in one durable redb transaction.
+/// `stored[i]` is the encoded value of `accepted[i]` when it is a put.
 fn persist(
     db: &Database,
     accepted: &[(Change, u64, Reply)],
+    stored: &[Option<Vec<u8>>],
     revision: u64,
 ) -> Result<(), redb::Error> {
     let wtx = db.begin_write()?;
     {
         let mut objects = wtx.open_table(OBJECTS)?;
         let mut buf = Vec::new();
-        for (change, rev, _) in accepted {
+        for ((change, rev, _), value) in accepted.iter().zip(stored) {
             match change {
-                Change::Put { key, value } => {
+                Change::Put { key, .. } => {
                     buf.clear();
                     buf.extend_from_slice(&rev.to_be_bytes());
-                    buf.extend_from_slice(value);
+                    buf.extend_from_slice(value.as_deref().unwrap_or_default());
                     objects.insert(encode_key(key).as_slice(), buf.as_slice())?;
                 }
                 Change::Delete { key } => {
@@ -913,6 +992,21 @@ fn decode_value(bytes: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_be_bytes(*rev), value))
 }
 
+/// Decode one raw record of the `objects` table (as [`StoreView::for_each`] hands them out)
+/// into its key, revision and stored value (still encoded by the [`Transformer`]).
+pub fn decode_record<'a>(key: &[u8], value: &'a [u8]) -> Option<(Key, u64, &'a [u8])> {
+    let key = decode_key(key)?;
+    let (revision, value) = decode_value(value)?;
+    Some((key, revision, value))
+}
+
+/// The prefix of every encrypted value (`k8s:enc:<provider>:v1:<key>:`).
+const ENCRYPTED: &[u8] = b"k8s:enc:";
+
+fn stale_len(stale: &Stale) -> usize {
+    stale.read().unwrap_or_else(|p| p.into_inner()).len()
+}
+
 #[async_trait]
 impl Store for LocalStore {
     async fn get(&self, key: &Key) -> Result<Option<Record>, StoreError> {
@@ -955,6 +1049,11 @@ impl Store for LocalStore {
 
     async fn watch(&self, scope: Scope, after: u64) -> Result<WatchStream, StoreError> {
         self.shared.memory.watch(scope, after).await
+    }
+
+    fn is_stale(&self, key: &Key) -> bool {
+        let stale = self.shared.stale.read().unwrap_or_else(|p| p.into_inner());
+        !stale.is_empty() && stale.contains(key)
     }
 
     async fn revision(&self) -> Result<u64, StoreError> {
@@ -1174,6 +1273,8 @@ mod tests {
             counters: Arc::new(Counters::default()),
             failed: None,
             skipped: HashSet::new(),
+            transformer: Arc::new(Transformer::identity()),
+            stale: Stale::default(),
         };
         let ops = vec![
             Op::Create {
@@ -1285,6 +1386,117 @@ mod tests {
             Err(StoreError::AlreadyExists)
         );
         s.create(key("other"), b("{}")).await.unwrap();
+    }
+
+    fn aescbc(keys: &[(&str, &str)]) -> Arc<Transformer> {
+        let keys: String = keys
+            .iter()
+            .map(|(name, secret)| {
+                format!("\n          - name: {name}\n            secret: {secret}")
+            })
+            .collect();
+        let config = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [\"*.*\"]\n    providers:\n      - aescbc:\n          keys:{keys}\n"
+        );
+        Arc::new(Transformer::from_config(&config).unwrap())
+    }
+
+    const KEY1: (&str, &str) = ("key1", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    const KEY2: (&str, &str) = ("key2", "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=");
+
+    fn open_encrypted(path: &Path, transformer: Arc<Transformer>) -> LocalStore {
+        LocalStore::open_with(
+            path,
+            LocalOptions {
+                transformer,
+                ..LocalOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn raw_values(path: &Path) -> Vec<Vec<u8>> {
+        let view = StoreView::open(path).unwrap();
+        let mut out = Vec::new();
+        view.for_each(|k, v| -> Result<(), StoreError> {
+            let (_, _, value) = decode_record(k, v).unwrap();
+            out.push(value.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn with_aescbc_configured_values_are_encrypted_in_the_file_and_read_back_in_plain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let s = open_encrypted(&path, aescbc(&[KEY1]));
+        let written = s.create(key("a"), b("top-secret-value")).await.unwrap();
+        s.close().await;
+        let file = std::fs::read(&path).unwrap();
+        assert!(
+            !file.windows(16).any(|w| w == b"top-secret-value"),
+            "plaintext on disk"
+        );
+        let raw = raw_values(&path);
+        assert!(raw[0].starts_with(b"k8s:enc:aescbc:v1:key1:"), "{raw:?}");
+
+        let s = open_encrypted(&path, aescbc(&[KEY1]));
+        assert_eq!(s.get(&key("a")).await.unwrap().unwrap(), written);
+        assert_eq!(s.stats().stale, 0);
+    }
+
+    #[tokio::test]
+    async fn after_a_key_rotation_old_values_are_stale_until_an_update_rewrites_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let s = open_encrypted(&path, aescbc(&[KEY1]));
+        s.create(key("a"), b("one")).await.unwrap();
+        s.create(key("b"), b("two")).await.unwrap();
+        s.close().await;
+
+        // The new key goes first; the old one still reads.
+        let s = open_encrypted(&path, aescbc(&[KEY2, KEY1]));
+        assert_eq!(s.stats().stale, 2);
+        assert!(s.is_stale(&key("a")) && s.is_stale(&key("b")));
+        let a = s.get(&key("a")).await.unwrap().unwrap();
+        // An update that changes nothing still writes the value under the new key.
+        s.update(key("a"), a.value.clone(), Some(a.revision))
+            .await
+            .unwrap();
+        assert!(!s.is_stale(&key("a")) && s.is_stale(&key("b")));
+        s.delete(&key("b"), None).await.unwrap();
+        assert_eq!(s.stats().stale, 0);
+        s.close().await;
+
+        let raw = raw_values(&path);
+        assert_eq!(raw.len(), 1);
+        assert!(raw[0].starts_with(b"k8s:enc:aescbc:v1:key2:"));
+        // Without the old key, everything left still reads.
+        let s = open_encrypted(&path, aescbc(&[KEY2]));
+        assert_eq!(s.get(&key("a")).await.unwrap().unwrap().value, b("one"));
+        assert_eq!((s.stats().skipped, s.stats().stale), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_value_no_provider_can_read_is_skipped_and_its_key_cannot_be_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let s = open_encrypted(&path, aescbc(&[KEY1]));
+        s.create(key("a"), b("one")).await.unwrap();
+        s.close().await;
+
+        for transformer in [aescbc(&[KEY2]), Arc::new(Transformer::identity())] {
+            let s = open_encrypted(&path, transformer);
+            assert_eq!((s.stats().loaded, s.stats().skipped), (0, 1));
+            assert_eq!(s.get(&key("a")).await.unwrap(), None);
+            assert_eq!(
+                s.create(key("a"), b("other")).await,
+                Err(StoreError::AlreadyExists)
+            );
+            s.close().await;
+        }
     }
 
     #[test]
