@@ -108,7 +108,7 @@ struct Args {
 const USAGE: &str = "usage: cargo bench --bench load -- \
 [--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|all] [--objects N] [--duration SECS] \
 [--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
-[--shared-runtime]";
+[--restart-objects N[,N]] [--shared-runtime]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut scenario = "all".to_string();
