@@ -103,6 +103,12 @@ struct Args {
     child: bool,
     /// Stored CachedObjects of each restart measurement of the storage scenario.
     restart_objects: Vec<usize>,
+    /// Run as the restart child of the storage scenario: open this store file, sync an index,
+    /// print one `restart:` line, exit.
+    restart_file: Option<std::path::PathBuf>,
+    /// Run as the fill child of the storage scenario: fill this new store file with the
+    /// catalog and the first `restart_objects` CachedObjects, print one `filled:` line, exit.
+    fill_file: Option<std::path::PathBuf>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
@@ -120,6 +126,8 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut wildcard_objects = None;
     let mut changes = None;
     let mut restart_objects: Option<Vec<usize>> = None;
+    let mut restart_file = None;
+    let mut fill_file = None;
     let mut quick = false;
     let mut shared_runtime = false;
     let mut child = false;
@@ -153,6 +161,18 @@ fn parse_args() -> anyhow::Result<Args> {
                 wildcard_objects = Some(number("--wildcard-objects", it.next())? as usize)
             }
             "--changes" => changes = Some(number("--changes", it.next())? as usize),
+            "--restart-file" => {
+                restart_file =
+                    Some(std::path::PathBuf::from(it.next().ok_or_else(|| {
+                        anyhow!("--restart-file needs a value\n{USAGE}")
+                    })?))
+            }
+            "--fill-file" => {
+                fill_file =
+                    Some(std::path::PathBuf::from(it.next().ok_or_else(|| {
+                        anyhow!("--fill-file needs a value\n{USAGE}")
+                    })?))
+            }
             "--restart-objects" => {
                 let v = it
                     .next()
@@ -213,6 +233,8 @@ fn parse_args() -> anyhow::Result<Args> {
         shared_runtime,
         child,
         restart_objects: restart_objects.unwrap_or(if quick { vec![2_000] } else { vec![100_000] }),
+        restart_file,
+        fill_file,
     })
 }
 
@@ -3011,6 +3033,25 @@ fn main() -> ExitCode {
     } else {
         servers.handle().clone()
     };
+    if let Some(path) = args.fill_file.clone() {
+        let n = args.restart_objects.first().copied().unwrap_or(0);
+        return match clients.block_on(fill_child(path, n)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fill child failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(path) = args.restart_file.clone() {
+        return match clients.block_on(restart_child(path)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("restart child failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match clients.block_on(run(args, server_handle)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -3215,69 +3256,47 @@ async fn scenario_storage(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// Fill a local store with the catalog and `n` CachedObjects, close it, then time opening it
 /// again until a fresh index has validated and indexed everything.
 async fn restart_to_ready(n: usize, notes: &mut Vec<String>) -> anyhow::Result<()> {
-    use replication_vw::store::local::LocalStore;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("cache.db");
     progress(&format!(
         "storage: filling a local store with {n} CachedObjects"
     ));
     let fill_started = Instant::now();
-    let raw_bytes;
-    {
-        let store = LocalStore::open(&path)?;
-        let shared: Arc<dyn Store> = Arc::new(store.clone());
-        seed_catalog(shared, "https://127.0.0.1:1").await?;
-        // Many writes in flight at once, so that they share commits.
-        let mut bytes = 0usize;
-        let mut pending = futures_util::stream::FuturesUnordered::new();
-        for i in 0..n {
-            let (key, value) = generated(i)?;
-            bytes += value.len();
-            let s = store.clone();
-            pending.push(async move { s.create(key, stored(value)).await });
-            if pending.len() >= 4096 {
-                use futures_util::StreamExt as _;
-                if let Some(r) = pending.next().await {
-                    r?;
-                }
-            }
-        }
-        use futures_util::StreamExt as _;
-        while let Some(r) = pending.next().await {
-            r?;
-        }
-        raw_bytes = bytes;
-        store.close().await;
-    }
+    // Filled in one child process and reopened in another: a real restart is a fresh process
+    // (this one's heap, had it held and freed the filled store, slows a load down several times
+    // over), and the file stays in the page cache, as after a crash and restart.
+    let exe = std::env::current_exe()?;
+    let filled = child_line(
+        tokio::process::Command::new(&exe)
+            .arg("--fill-file")
+            .arg(&path)
+            .args(["--restart-objects", &n.to_string()]),
+        "filled: ",
+    )
+    .await?;
+    let raw_bytes = field(&filled, "raw_bytes")? as usize;
     let file_size = std::fs::metadata(&path)?.len();
     progress(&format!(
         "storage: filled in {:.1} s; restarting",
         fill_started.elapsed().as_secs_f64()
     ));
-    let started = Instant::now();
-    let opened = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || LocalStore::open(&path)).await??
-    };
-    let loaded = started.elapsed();
-    let store: Arc<dyn Store> = Arc::new(opened.clone());
-    let index = Arc::new(Index::new());
-    tokio::spawn(
-        index
-            .clone()
-            .run(Arc::new(replication_vw::cache_client::StoreRead(
-                store.clone(),
-            ))),
+    let line = child_line(
+        tokio::process::Command::new(&exe)
+            .arg("--restart-file")
+            .arg(&path),
+        "restart: ",
+    )
+    .await?;
+    let field = |name: &str| field(&line, name);
+    let loaded = Duration::from_secs_f64(field("load")?);
+    let ready = Duration::from_secs_f64(field("ready")?);
+    let (records, served, invalid, full_repair, peak) = (
+        field("records")? as u64,
+        field("served")? as usize,
+        field("invalid")? as u64,
+        field("full_repair")? != 0.0,
+        field("peak_rss")? as u64,
     );
-    wait_synced(&index, store.as_ref()).await?;
-    let ready = started.elapsed();
-    let invalid = index.counters.invalid_total.load(Ordering::Relaxed);
-    let served = index
-        .read()
-        .served
-        .values()
-        .map(|s| s.objects.len())
-        .sum::<usize>();
     if served < n {
         bail!(
             "after the restart the index serves {served} objects, expected at least {n} ({invalid} refused)"
@@ -3300,7 +3319,7 @@ async fn restart_to_ready(n: usize, notes: &mut Vec<String>) -> anyhow::Result<(
         ),
         p50: String::new(),
         p99: String::new(),
-        rss: opt_mib(rss()),
+        rss: opt_mib(Some(peak)),
         ratio: String::new(),
         goal: format!(
             "≤ 15 s per 1,000,000 ({goal_secs:.1} s here) {}",
@@ -3309,11 +3328,103 @@ async fn restart_to_ready(n: usize, notes: &mut Vec<String>) -> anyhow::Result<(
     }
     .print();
     notes.push(format!(
-        "storage restart of {n}: {} records loaded, full repair: {}; the restart is timed in-process \
-         (store open + index sync), without the shard's controllers (a cache store holds no workspaces)",
-        opened.stats().loaded,
-        opened.stats().full_repair
+        "storage restart of {n}: {records} records loaded, full repair: {full_repair}; the restart \
+         is timed in a fresh child process (store open + index sync; peak RSS is its VmHWM), \
+         without the shard's controllers (a cache store holds no workspaces)"
     ));
-    opened.close().await;
+    Ok(())
+}
+
+/// Run a child process of this harness and return the rest of its stdout line that starts
+/// with `prefix`.
+async fn child_line(cmd: &mut tokio::process::Command, prefix: &str) -> anyhow::Result<String> {
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("starting a child process")?;
+    if !out.status.success() {
+        bail!("the child process failed ({})", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("the child printed no {prefix:?} line: {stdout}"))
+}
+
+/// The number after `name=` in a child's `key=value …` line.
+fn field(line: &str, name: &str) -> anyhow::Result<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .ok_or_else(|| anyhow!("{name} missing in {line}"))?
+        .parse::<f64>()
+        .map_err(|e| anyhow!("{name} in {line}: {e}"))
+}
+
+/// The fill child: a new local store at `path` with the Cloud Co catalog and `n` generated
+/// CachedObjects, many writes in flight so that they share commits; prints
+/// `filled: raw_bytes=…`.
+async fn fill_child(path: std::path::PathBuf, n: usize) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
+    use replication_vw::store::local::LocalStore;
+    let store = LocalStore::open(&path)?;
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+    seed_catalog(shared, "https://127.0.0.1:1").await?;
+    let mut bytes = 0usize;
+    let mut pending = futures_util::stream::FuturesUnordered::new();
+    for i in 0..n {
+        let (key, value) = generated(i)?;
+        bytes += value.len();
+        let s = store.clone();
+        pending.push(async move { s.create(key, stored(value)).await });
+        if pending.len() >= 4096
+            && let Some(r) = pending.next().await
+        {
+            r?;
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r?;
+    }
+    store.close().await;
+    println!("filled: raw_bytes={bytes}");
+    Ok(())
+}
+
+/// The restart child: open the store at `path`, sync a fresh index from it, print
+/// `restart: load=… ready=… records=… served=… invalid=… full_repair=0|1 peak_rss=…`.
+async fn restart_child(path: std::path::PathBuf) -> anyhow::Result<()> {
+    use replication_vw::store::local::LocalStore;
+    let started = Instant::now();
+    let opened = tokio::task::spawn_blocking(move || LocalStore::open(&path)).await??;
+    let loaded = started.elapsed();
+    let store: Arc<dyn Store> = Arc::new(opened.clone());
+    let index = Arc::new(Index::new());
+    tokio::spawn(
+        index
+            .clone()
+            .run(Arc::new(replication_vw::cache_client::StoreRead(
+                store.clone(),
+            ))),
+    );
+    wait_synced(&index, store.as_ref()).await?;
+    let ready = started.elapsed();
+    let invalid = index.counters.invalid_total.load(Ordering::Relaxed);
+    let served = index
+        .read()
+        .served
+        .values()
+        .map(|s| s.objects.len())
+        .sum::<usize>();
+    println!(
+        "restart: load={} ready={} records={} served={served} invalid={invalid} full_repair={} peak_rss={}",
+        loaded.as_secs_f64(),
+        ready.as_secs_f64(),
+        opened.stats().loaded,
+        u8::from(opened.stats().full_repair),
+        status_bytes("VmHWM:").unwrap_or(0)
+    );
     Ok(())
 }

@@ -50,6 +50,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The on-disk format this build writes; a file with a newer one is refused.
 pub const FORMAT_VERSION: u64 = 1;
+/// redb's page cache. Reads are served from memory, so the file is read through once at open
+/// and then only for the B-tree pages writes touch: a small cache keeps the open from holding
+/// a second copy of the data (redb's default is 1 GiB).
+const CACHE_BYTES: usize = 64 << 20;
 /// The most writes one commit takes.
 pub const MAX_BATCH: usize = 4096;
 
@@ -243,6 +247,7 @@ impl LocalStore {
         let full_repair = Arc::new(AtomicBool::new(false));
         let flag = full_repair.clone();
         let db = Builder::new()
+            .set_cache_size(CACHE_BYTES)
             .set_repair_callback(move |_session| flag.store(true, Ordering::Relaxed))
             .create(&path)
             .map_err(|e| locked_or(e, &path))?;
