@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, TEAM_A};
+use common::{Server, TEAM_A, run_ok as run};
 use std::path::Path;
 use std::process::Command;
 
@@ -30,16 +30,6 @@ fn write_config(path: &Path, keys: &[(&str, &str)]) {
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{provider}  - resources: [\"*.*\"]\n    providers:\n{provider}"
     );
     std::fs::write(path, text).unwrap();
-}
-
-fn run(mut c: Command) -> String {
-    let out = c.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every file under `dir` (recursively) that contains `needle`.

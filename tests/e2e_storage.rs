@@ -3,18 +3,8 @@
 
 mod common;
 
-use common::{Server, TEAM_A};
+use common::{Server, TEAM_A, run_ok as run};
 use std::process::Command;
-
-fn run(mut c: Command) -> String {
-    let out = c.output().expect("kubectl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn cpu_small(server: &Server, jsonpath: &str) -> String {
     let mut c = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));

@@ -383,6 +383,13 @@ pub fn run(mut c: Command) -> Output {
     c.output().expect("command runs")
 }
 
+/// Run a command that must succeed (else the test fails with its stderr); its stdout.
+pub fn run_ok(c: Command) -> String {
+    let out = run(c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
 /// stdout as a string.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
