@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod discovery;
+pub mod identity;
 pub mod local;
 pub mod objects;
 pub mod openapi;
