@@ -19,6 +19,9 @@ DESCRIPTIONS = {
     "APIResourceSchema": "An immutable schema of one resource, referenced by APIExports.",
     "LogicalCluster": "The logical cluster behind a workspace; always named cluster.",
     "Shard": "A kcp shard and its URLs.",
+    "ClusterCachedResource": "kcp main's CachedResource: replicates one cluster-scoped resource, its objects stored as themselves under <plural>:<identity>.",
+    "ClusterCachedResourceEndpointSlice": "Lists the Replication virtual workspace URLs of a ClusterCachedResource exported through an APIExport.",
+    "LogicalClusterMigration": "A logical cluster moving between shards.",
 }
 
 OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"

@@ -2008,3 +2008,113 @@ async fn configmap_and_secret_data_over_1_mib_is_invalid_and_not_stored() -> Res
     assert_eq!(code, StatusCode::CREATED, "{body}");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Identity-based storage of kcp v0.32 and main (kcp-head.md §2)
+// ---------------------------------------------------------------------------------------------
+
+/// A publisher as a v0.32/main shard's generic replication writes it into the cache: a
+/// ClusterCachedResource (`main`) or a v0.32 CachedResource with identity and both annotations.
+fn publisher(kind: &str, name: &str, identity: &str, version: &str) -> Value {
+    json!({"apiVersion": "cache.kcp.io/v1alpha1", "kind": kind,
+        "metadata": {"name": name, "annotations": {
+            ANN_SHARD: "root",
+            "cache.kcp.io/resource-kind": "Sheriff",
+            "cache.kcp.io/resource-scope": "Cluster"}},
+        "spec": {"group": "wildwest.dev", "version": version, "resource": "sheriffs"},
+        "status": {"identityHash": identity}})
+}
+
+#[tokio::test]
+async fn objects_stored_as_themselves_under_an_identity_list_by_identity_across_clusters()
+-> Result<()> {
+    let fx = Fixture::new().await?;
+    let (a, b) = ("aaaa1111", "bbbb2222");
+    let cache = "/services/cache/shards";
+    // Two provider workspaces share identity A (one publishes through a main
+    // ClusterCachedResource, one through a v0.32 CachedResource); a third has identity B.
+    for (cluster, resource, kind, identity) in [
+        (
+            "provider-one",
+            "clustercachedresources",
+            "ClusterCachedResource",
+            a,
+        ),
+        ("provider-two", "cachedresources", "CachedResource", a),
+        (
+            "provider-three",
+            "clustercachedresources",
+            "ClusterCachedResource",
+            b,
+        ),
+    ] {
+        let uri = format!("{cache}/root/clusters/{cluster}/apis/cache.kcp.io/v1alpha1/{resource}");
+        let body = publisher(kind, "sheriffs", identity, "v1alpha1");
+        let (code, created) = fx
+            .json(Caller::Admin, Method::POST, &uri, Some(&body))
+            .await?;
+        assert_eq!(code, StatusCode::CREATED, "{created}");
+        for i in 0..7 {
+            let uri = format!(
+                "{cache}/root/clusters/{cluster}/apis/wildwest.dev/v1alpha1/sheriffs:{identity}"
+            );
+            let object = json!({"apiVersion": "wildwest.dev/v1alpha1", "kind": "Sheriff",
+                "metadata": {"name": format!("sheriff-{i}"), "labels": {"n": i.to_string()}},
+                "spec": {"intent": format!("keep {cluster} safe")}});
+            let (code, created) = fx
+                .json(Caller::Admin, Method::POST, &uri, Some(&object))
+                .await?;
+            assert_eq!(code, StatusCode::CREATED, "{created}");
+            assert!(
+                created["metadata"]["uid"]
+                    .as_str()
+                    .is_some_and(|u| !u.is_empty())
+            );
+        }
+    }
+
+    let list = |identity: &str| {
+        format!("{cache}/*/clusters/*/apis/wildwest.dev/v1alpha1/sheriffs:{identity}")
+    };
+    let (code, by_a) = fx.get(Caller::Admin, &list(a)).await?;
+    assert_eq!(code, StatusCode::OK, "{by_a}");
+    assert_eq!(by_a["kind"], "SheriffList");
+    assert_eq!(by_a["items"].as_array().map(Vec::len), Some(14));
+    let (code, by_b) = fx.get(Caller::Admin, &list(b)).await?;
+    assert_eq!(code, StatusCode::OK, "{by_b}");
+    assert_eq!(by_b["items"].as_array().map(Vec::len), Some(7));
+    let first = &by_b["items"][0];
+    assert_eq!(
+        first["metadata"]["annotations"][ANN_CLUSTER],
+        "provider-three"
+    );
+    assert_eq!(first["metadata"]["annotations"][ANN_SHARD], "root");
+
+    // In a concrete provider cluster the plural alone names that cluster's identity.
+    let (code, one) = fx
+        .get(
+            Caller::Admin,
+            &format!(
+                "{cache}/root/clusters/provider-two/apis/wildwest.dev/v1alpha1/sheriffs/sheriff-3"
+            ),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{one}");
+    assert_eq!(one["spec"]["intent"], "keep provider-two safe");
+
+    // An unknown identity, a version nobody publishes, a plural alone across clusters: 404;
+    // an empty identity: 400.
+    for uri in [
+        list("cccc3333"),
+        format!("{cache}/*/clusters/*/apis/wildwest.dev/v1/sheriffs:{a}"),
+        format!("{cache}/*/clusters/*/apis/wildwest.dev/v1alpha1/sheriffs"),
+        format!("{cache}/root/clusters/consumer/apis/wildwest.dev/v1alpha1/sheriffs"),
+    ] {
+        let (code, status) = fx.get(Caller::Admin, &uri).await?;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{uri}: {status}");
+    }
+    let (code, status) = fx.get(Caller::Admin, &list("")).await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
+    assert_status(&status, 400, "BadRequest");
+    Ok(())
+}

@@ -205,8 +205,9 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             path.group
         )));
     }
-    let Some(res) = resources::find(&path.group, &path.version, &path.resource) else {
-        return Err(Status::path_not_found());
+    let res = match resources::find(&path.group, &path.version, &path.resource) {
+        Some(res) => res,
+        None => identity_resource(cs.store.as_ref(), &path, req.headers()).await?,
     };
     let ns_given = !path.namespace.is_empty();
     if (ns_given && !res.namespaced) || (!ns_given && res.namespaced && path.name.is_some()) {
@@ -344,6 +345,63 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             Ok(json_response(200, to_vec(&list)?))
         }
         _ => Err(Status::method_not_allowed(&verb, res.group, res.resource)),
+    }
+}
+
+/// The resource of a request for `<plural>:<identity>` (or a bare plural in a concrete cluster)
+/// that the table does not have: synthesized from the ClusterCachedResources (main) and v0.32
+/// CachedResources replicated into this cache (`kcp-head.md` §2.2). 404 when none publishes it
+/// or the version is not one they publish; 400 for an empty identity.
+async fn identity_resource(
+    store: &dyn Store,
+    path: &CachePath,
+    headers: &axum::http::HeaderMap,
+) -> Result<&'static ServedResource, Status> {
+    let (_, requested) =
+        identity::split_identity(&path.resource).map_err(|e| Status::bad_request(e.to_string()))?;
+    let partial_metadata = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("as=PartialObjectMetadata"));
+    if requested.is_none() && path.cluster.is_none() && !partial_metadata {
+        return Err(Status::path_not_found());
+    }
+    let mut publishers = Vec::new();
+    for resource in ["clustercachedresources", "cachedresources"] {
+        let listing = store
+            .list(&Scope {
+                resource: Some(GroupResource::new("cache.kcp.io", resource)),
+                ..Scope::default()
+            })
+            .await
+            .map_err(Status::internal)?;
+        publishers.extend(listing.records.iter().filter_map(|r| {
+            let value: Value = serde_json::from_slice(&r.value).ok()?;
+            identity::Publisher::from_json(&r.key.cluster, &value)
+        }));
+    }
+    let request = identity::Request {
+        group: &path.group,
+        segment: &path.resource,
+        cluster: match &path.cluster {
+            Some(c) => identity::Cluster::Concrete(c),
+            None => identity::Cluster::Wildcard,
+        },
+        partial_metadata,
+    };
+    match identity::resolve(
+        &identity::Publishers::new(publishers),
+        resources::is_system,
+        request,
+    ) {
+        Ok(identity::Resolution::Identity(s)) if s.versions.contains(&path.version) => {
+            Ok(resources::intern(&s))
+        }
+        Ok(_) | Err(identity::IdentityError::NotFound) => Err(Status::path_not_found()),
+        Err(e @ identity::IdentityError::MissingIdentity(_)) => {
+            Err(Status::bad_request(e.to_string()))
+        }
     }
 }
 

@@ -13,6 +13,14 @@ pub const DOCUMENTS: &[(&str, &str)] = &[
         include_str!("../../../openapi/apis__admissionregistration.k8s.io__v1.json"),
     ),
     (
+        "apis/admissionregistration.k8s.io/v1alpha1",
+        include_str!("../../../openapi/apis__admissionregistration.k8s.io__v1alpha1.json"),
+    ),
+    (
+        "apis/admissionregistration.k8s.io/v1beta1",
+        include_str!("../../../openapi/apis__admissionregistration.k8s.io__v1beta1.json"),
+    ),
+    (
         "apis/apiextensions.k8s.io/v1",
         include_str!("../../../openapi/apis__apiextensions.k8s.io__v1.json"),
     ),
@@ -31,6 +39,10 @@ pub const DOCUMENTS: &[(&str, &str)] = &[
     (
         "apis/core.kcp.io/v1alpha1",
         include_str!("../../../openapi/apis__core.kcp.io__v1alpha1.json"),
+    ),
+    (
+        "apis/migration.kcp.io/v1alpha1",
+        include_str!("../../../openapi/apis__migration.kcp.io__v1alpha1.json"),
     ),
     (
         "apis/rbac.authorization.k8s.io/v1",

@@ -100,6 +100,42 @@ pub const RESOURCES: &[ServedResource] = &[
         "CachedResourceEndpointSlice",
         false,
     ),
+    // kcp main's names (kcp-head.md §1, §6.4), beside v0.30's.
+    r(
+        "cache.kcp.io",
+        "clustercachedresources",
+        &["v1alpha1"],
+        "ClusterCachedResource",
+        false,
+    ),
+    r(
+        "cache.kcp.io",
+        "clustercachedresourceendpointslices",
+        &["v1alpha1"],
+        "ClusterCachedResourceEndpointSlice",
+        false,
+    ),
+    r(
+        "migration.kcp.io",
+        "logicalclustermigrations",
+        &["v1alpha1"],
+        "LogicalClusterMigration",
+        false,
+    ),
+    r(
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicies",
+        &["v1beta1", "v1alpha1"],
+        "MutatingAdmissionPolicy",
+        false,
+    ),
+    r(
+        "admissionregistration.k8s.io",
+        "mutatingadmissionpolicybindings",
+        &["v1beta1", "v1alpha1"],
+        "MutatingAdmissionPolicyBinding",
+        false,
+    ),
     r(
         "tenancy.kcp.io",
         "workspacetypes",
@@ -171,6 +207,52 @@ pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static Serve
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.resource == resource && r.versions.contains(&version))
+}
+
+/// Whether the table has `resource` in `group` in any version (a system resource, which wins
+/// over an identity-based one of the same name).
+pub fn is_system(group: &str, resource: &str) -> bool {
+    RESOURCES
+        .iter()
+        .any(|r| r.group == group && r.resource == resource)
+}
+
+/// The served resource of an identity-based resource: synthesized from its publishers, made
+/// `'static` once per distinct shape (group, resource with identity, kind, scope, versions) and
+/// shared from then on, so the handlers treat it like a table entry. The number of shapes is
+/// bounded by the publishers ever seen, not by requests.
+pub fn intern(s: &super::identity::Synthesized) -> &'static ServedResource {
+    use std::sync::{Mutex, OnceLock};
+    static INTERNED: OnceLock<Mutex<Vec<&'static ServedResource>>> = OnceLock::new();
+    let storage = s.storage_resource();
+    let mut interned = INTERNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let same = |r: &&&'static ServedResource| {
+        r.group == s.group
+            && r.resource == storage
+            && r.kind == s.kind
+            && r.namespaced == s.namespaced
+            && r.versions
+                .iter()
+                .copied()
+                .eq(s.versions.iter().map(String::as_str))
+    };
+    if let Some(found) = interned.iter().find(same) {
+        return found;
+    }
+    let leak = |v: &str| -> &'static str { Box::leak(v.to_string().into_boxed_str()) };
+    let versions: Vec<&'static str> = s.versions.iter().map(|v| leak(v)).collect();
+    let res: &'static ServedResource = Box::leak(Box::new(ServedResource {
+        group: leak(&s.group),
+        resource: leak(&storage),
+        versions: Box::leak(versions.into_boxed_slice()),
+        kind: leak(&s.kind),
+        namespaced: s.namespaced,
+    }));
+    interned.push(res);
+    res
 }
 
 /// Look up by group and kind (any version), as the seed loader needs.
