@@ -2116,5 +2116,44 @@ async fn objects_stored_as_themselves_under_an_identity_list_by_identity_across_
     let (code, status) = fx.get(Caller::Admin, &list("")).await?;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{status}");
     assert_status(&status, 400, "BadRequest");
+
+    // The writer's PUT carries the cached copy's resourceVersion and uid; the counter is a GET
+    // of the collection, the purge a DELETE of it (kcp-head.md §2.3).
+    let collection =
+        format!("{cache}/root/clusters/provider-one/apis/wildwest.dev/v1alpha1/sheriffs:{a}");
+    let (_, mut copy) = fx
+        .get(Caller::Admin, &format!("{collection}/sheriff-0"))
+        .await?;
+    let uid = copy["metadata"]["uid"].clone();
+    copy["spec"]["intent"] = json!("retire");
+    let (code, updated) = fx
+        .json(
+            Caller::Admin,
+            Method::PUT,
+            &format!("{collection}/sheriff-0"),
+            Some(&copy),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    assert_eq!(updated["spec"]["intent"], "retire");
+    assert_eq!(updated["metadata"]["uid"], uid, "the cache keeps its uid");
+    assert_ne!(
+        updated["metadata"]["resourceVersion"],
+        copy["metadata"]["resourceVersion"]
+    );
+    let (code, counted) = fx.get(Caller::Admin, &collection).await?;
+    assert_eq!(code, StatusCode::OK, "{counted}");
+    assert_eq!(counted["items"].as_array().map(Vec::len), Some(7));
+    let (code, purged) = fx
+        .json(Caller::Admin, Method::DELETE, &collection, None)
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{purged}");
+    assert_eq!(purged["items"].as_array().map(Vec::len), Some(7));
+    let (_, by_a) = fx.get(Caller::Admin, &list(a)).await?;
+    assert_eq!(
+        by_a["items"].as_array().map(Vec::len),
+        Some(7),
+        "only provider-one's copies were purged"
+    );
     Ok(())
 }
