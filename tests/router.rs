@@ -2157,3 +2157,29 @@ async fn objects_stored_as_themselves_under_an_identity_list_by_identity_across_
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn metrics_under_a_shard_or_cluster_prefix_of_the_cache_is_not_implemented() -> Result<()> {
+    let fx = Fixture::new().await?;
+    for uri in [
+        "/services/cache/shards/root/metrics",
+        "/services/cache/shards/root/clusters/provider-one/metrics",
+    ] {
+        for caller in [Caller::Admin, Caller::Anonymous] {
+            let response = fx.send(caller, Method::GET, uri, None, None).await?;
+            assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED, "{uri}");
+            // kcp answers text/plain; our error layer makes every error a Status.
+            let body = response.into_body().collect().await?.to_bytes();
+            let status: Value = serde_json::from_slice(&body)?;
+            assert_eq!(
+                (&status["kind"], &status["code"]),
+                (&json!("Status"), &json!(501))
+            );
+            assert_eq!(
+                status["message"],
+                "shard-level endpoint not available at shard or workspace scope"
+            );
+        }
+    }
+    Ok(())
+}

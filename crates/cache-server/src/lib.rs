@@ -166,9 +166,31 @@ async fn handle(State(cs): State<CacheServer>, req: Request) -> Response {
     }
 }
 
+/// `/metrics` reached under a shard or cluster prefix (kcp's `WithCacheShardLevelPaths`).
+fn is_scoped_metrics(path: &str) -> bool {
+    let path = path.strip_prefix("/services/cache").unwrap_or(path);
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    matches!(
+        segs.as_slice(),
+        ["shards", _, "metrics"] | ["shards", _, "clusters", _, "metrics"]
+    )
+}
+
 async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
-    let user = RequestUser::require(req.extensions())?;
     let decoded = kube_api::params::decoded_path(req.uri().path());
+    // Before authentication, as in kcp's handler chain.
+    if is_scoped_metrics(&decoded) {
+        return Ok((
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            "shard-level endpoint not available at shard or workspace scope",
+        )
+            .into_response());
+    }
+    let user = RequestUser::require(req.extensions())?;
     let path = match parse_path(&decoded) {
         Ok(p) => p,
         Err(e) if e.code == 404 => {
@@ -493,6 +515,23 @@ mod tests {
         assert_eq!(p.name.as_deref(), Some("abc"));
         let p = parse_path("/shards/*/clusters/*/apis/apis.kcp.io/v1alpha2/apiexports").unwrap();
         assert!(p.shard.is_none() && p.cluster.is_none() && p.name.is_none());
+    }
+
+    #[test]
+    fn metrics_under_a_shard_or_cluster_prefix_is_recognised() {
+        for p in [
+            "/services/cache/shards/root/metrics",
+            "/shards/*/clusters/c1/metrics",
+        ] {
+            assert!(is_scoped_metrics(p), "{p}");
+        }
+        for p in [
+            "/metrics",
+            "/shards/root/clusters/c1/apis/g/v/metrics",
+            "/shards/root/clusters/c1/api/v1/metrics",
+        ] {
+            assert!(!is_scoped_metrics(p), "{p}");
+        }
     }
 
     #[test]
