@@ -2183,3 +2183,27 @@ async fn metrics_under_a_shard_or_cluster_prefix_of_the_cache_is_not_implemented
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cached_resource_of_the_v032_generation_is_not_served_on_its_v030_url() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let (code, list) = fx.get(ALICE, &cpuflavors(TEAM_A, "")).await?;
+    assert_eq!(code, StatusCode::OK, "{list}");
+
+    // The same CachedResource, as a v0.32 controller marks it.
+    let uri = format!(
+        "/services/cache/shards/root/clusters/{PROVIDER}/apis/cache.kcp.io/v1alpha1/cachedresources/cpuflavors-v1"
+    );
+    let (code, mut cr) = fx.get(Caller::Admin, &uri).await?;
+    assert_eq!(code, StatusCode::OK, "{cr}");
+    cr["metadata"]["annotations"]["cache.kcp.io/resource-kind"] = json!("CPUFlavor");
+    let (code, updated) = fx.json(Caller::Admin, Method::PUT, &uri, Some(&cr)).await?;
+    assert_eq!(code, StatusCode::OK, "{updated}");
+    fx.catch_up().await?;
+
+    for path in ["", "/cpu-small"] {
+        let (code, status) = fx.get(ALICE, &cpuflavors(TEAM_A, path)).await?;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{path}: {status}");
+    }
+    Ok(())
+}

@@ -56,6 +56,8 @@ pub struct ObjectMeta {
     pub deletion_timestamp: Option<String>,
     /// Creation time.
     pub creation_timestamp: Option<String>,
+    /// Finalizers.
+    pub finalizers: Vec<String>,
 }
 
 impl ObjectMeta {
@@ -105,6 +107,26 @@ pub struct CachedResource {
     pub spec: CachedResourceSpec,
     /// Status.
     pub status: CachedResourceStatus,
+}
+
+/// The annotation a v0.32/main CachedResource controller sets with the resource's Kind
+/// (`kcp-head.md` §1.1); v0.30 never sets it.
+pub const ANN_RESOURCE_KIND: &str = "cache.kcp.io/resource-kind";
+/// The finalizer of a v0.32 CachedResource (v0.30's is `cachedresource.cache.kcp.dev`).
+pub const FINALIZER_CACHED_RESOURCE_V032: &str = "cache.kcp.io/cachedresource";
+
+impl CachedResource {
+    /// Whether this CachedResource belongs to the v0.32 generation (objects stored as
+    /// themselves, served on slice-keyed URLs): it carries the resource-kind annotation or the
+    /// v0.32 finalizer. Such a CachedResource is never served on v0.30's CachedResource-keyed URL.
+    pub fn is_identity_generation(&self) -> bool {
+        self.metadata.annotations.contains_key(ANN_RESOURCE_KIND)
+            || self
+                .metadata
+                .finalizers
+                .iter()
+                .any(|f| f == FINALIZER_CACHED_RESOURCE_V032)
+    }
 }
 
 /// CachedResource spec.

@@ -1045,7 +1045,17 @@ impl State {
                 return false;
             }
             ("cache.kcp.io", "cachedresources") => {
-                put(&mut self.cached_resources, k, revision, value, deleted)
+                // A v0.32 CachedResource is served on slice-keyed URLs only: for the
+                // CachedResource-keyed URL it does not exist.
+                let identity_generation = !deleted
+                    && decode::<CachedResource>(value).is_some_and(|c| c.is_identity_generation());
+                put(
+                    &mut self.cached_resources,
+                    k,
+                    revision,
+                    value,
+                    deleted || identity_generation,
+                )
             }
             ("apis.kcp.io", "apiexports") => put(&mut self.exports, k, revision, value, deleted),
             ("apis.kcp.io", "apiresourceschemas") => {
