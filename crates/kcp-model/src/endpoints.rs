@@ -58,12 +58,11 @@ pub enum EndpointError {
 
 /// One endpoint (`core.kcp.io` `Endpoint` on main; `url` alone before).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Endpoint {
     /// The URL.
     pub url: String,
     /// Which shards use it (absent or zero: not stated).
-    #[serde(default)]
     pub shards: Option<EndpointSelector>,
 }
 

@@ -199,8 +199,26 @@ pub struct EndpointSlice {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EndpointSliceSpec {
-    /// The CachedResource reference.
+    /// The CachedResource reference (v0.30, v0.32).
     pub cached_resource: PathName,
+    /// The ClusterCachedResource reference (kcp main's ClusterCachedResourceEndpointSlice).
+    pub cluster_cached_resource: PathName,
+    /// The APIExport whose virtual resource references this slice (v0.32 and main; absent on
+    /// v0.30, where the URL is keyed by the CachedResource instead of the slice).
+    pub export: Option<PathName>,
+    /// The partition limiting the shards that publish.
+    pub partition: String,
+}
+
+impl EndpointSlice {
+    /// The referenced (Cluster)CachedResource, whichever field names it.
+    pub fn resource_ref(&self) -> &PathName {
+        if self.spec.cluster_cached_resource.name.is_empty() {
+            &self.spec.cached_resource
+        } else {
+            &self.spec.cluster_cached_resource
+        }
+    }
 }
 
 /// Endpoint slice status.
@@ -211,13 +229,8 @@ pub struct EndpointSliceStatus {
     pub endpoints: Vec<Endpoint>,
 }
 
-/// One published URL.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Endpoint {
-    /// The URL.
-    pub url: String,
-}
+/// One published URL (with kcp main's optional `shards` selector).
+pub use crate::endpoints::Endpoint;
 
 /// `{path?, name}` reference.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -503,6 +516,55 @@ pub fn is_cluster_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slices_of_each_generation_name_their_resource_and_export() {
+        let decode = |v: serde_json::Value| serde_json::from_value::<EndpointSlice>(v).unwrap();
+        let v030 = decode(serde_json::json!({
+            "spec": {"cachedResource": {"name": "cpuflavors-v1"}},
+            "status": {"endpoints": [{"url": "https://vw/services/replication/c/cpuflavors-v1"}]}}));
+        assert_eq!(v030.resource_ref().name, "cpuflavors-v1");
+        assert_eq!(v030.spec.export, None);
+        assert_eq!(v030.status.endpoints[0].shards, None);
+        let v032 = decode(serde_json::json!({
+            "spec": {"cachedResource": {"name": "cpuflavors"}, "export": {"path": "root:cloudco", "name": "compute"}}}));
+        assert_eq!(
+            v032.spec.export,
+            Some(PathName {
+                path: "root:cloudco".into(),
+                name: "compute".into()
+            })
+        );
+        let main = decode(serde_json::json!({
+            "spec": {"clusterCachedResource": {"name": "sheriffs"}, "export": {"name": "wildwest"}},
+            "status": {"endpoints": [{"url": "https://vw", "shards": {"matchAll": true}}]}}));
+        assert_eq!(main.resource_ref().name, "sheriffs");
+        assert!(
+            main.status.endpoints[0]
+                .shards
+                .as_ref()
+                .is_some_and(|s| s.match_all)
+        );
+    }
+
+    #[test]
+    fn a_cached_resource_with_the_resource_kind_annotation_or_the_v032_finalizer_is_of_the_v032_generation()
+     {
+        let decode = |v: serde_json::Value| serde_json::from_value::<CachedResource>(v).unwrap();
+        assert!(
+            !decode(
+                serde_json::json!({"metadata": {"finalizers": ["cachedresource.cache.kcp.dev"]}})
+            )
+            .is_identity_generation()
+        );
+        assert!(
+            decode(
+                serde_json::json!({"metadata": {"finalizers": ["cache.kcp.io/cachedresource"]}})
+            )
+            .is_identity_generation()
+        );
+        assert!(decode(serde_json::json!({"metadata": {"annotations": {"cache.kcp.io/resource-kind": "X"}}})).is_identity_generation());
+    }
 
     #[test]
     fn resource_bindings_annotation_parses_binding_and_crd_locks() {
