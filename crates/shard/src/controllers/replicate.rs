@@ -2,6 +2,7 @@
 //! so the virtual workspace reads only the cache, as it would behind a real kcp.
 //!
 //! Replicated: APIExports, APIResourceSchemas, CachedResources, CachedResourceEndpointSlices,
+//! ClusterCachedResources and ClusterCachedResourceEndpointSlices (kcp main's names),
 //! ClusterRoles that grant `apis.kcp.io` `apiexports/content` or `bind` (or carry
 //! `internal.kcp.io/replicate`) and the ClusterRoleBindings of such roles — and, unlike kcp,
 //! every LogicalCluster and APIBinding: our virtual workspace has no shard informer and reads
@@ -21,6 +22,12 @@ const REPLICATED: &[(&str, &str, &str)] = &[
     ("apis.kcp.io", "apibindings", "v1alpha2"),
     ("cache.kcp.io", "cachedresources", "v1alpha1"),
     ("cache.kcp.io", "cachedresourceendpointslices", "v1alpha1"),
+    ("cache.kcp.io", "clustercachedresources", "v1alpha1"),
+    (
+        "cache.kcp.io",
+        "clustercachedresourceendpointslices",
+        "v1alpha1",
+    ),
     ("core.kcp.io", "logicalclusters", "v1alpha1"),
     ("rbac.authorization.k8s.io", "clusterroles", "v1"),
     ("rbac.authorization.k8s.io", "clusterrolebindings", "v1"),

@@ -1020,7 +1020,11 @@ impl Workspaces {
             }
             ("apis.kcp.io", "apiexports")
             | ("apis.kcp.io", "apibindings")
-            | ("cache.kcp.io", "cachedresourceendpointslices") => set_path(body, path.as_deref()),
+            | ("cache.kcp.io", "cachedresourceendpointslices")
+            | ("cache.kcp.io", "clustercachedresources")
+            | ("cache.kcp.io", "clustercachedresourceendpointslices") => {
+                set_path(body, path.as_deref())
+            }
             _ => {}
         }
         check_size_limits(kind, name, body)?;

@@ -966,6 +966,76 @@ fn subjects() -> Value {
     })
 }
 
+/// The properties of a CachedResource and of kcp main's ClusterCachedResource (one schema).
+fn cached_resource_properties() -> Value {
+    json!({
+        "spec": requiring(open_object("What to replicate.", json!({
+            "group": string("API group of the resource; empty for the core group."),
+            "version": string("Version of the resource to replicate."),
+            "resource": string("Plural name of the resource."),
+            "identity": open_object("Identity of the replicated data.", json!({
+                "secretRef": secret_ref(),
+            })),
+            "labelSelector": label_selector("Replicates only objects matching these labels (matchLabels only)."),
+        })), &["resource"]),
+        "status": open_object("Progress of the replication.", json!({
+            "identityHash": string("SHA-256 (hex) of the identity key; fixed once set."),
+            "phase": string("Initializing, Ready, Deleting or Deleted."),
+            "resourceCounts": open_object("How many objects exist.", json!({
+                "cache": int64("Objects in the cache server."),
+                "local": int64("Objects in the workspace."),
+            })),
+            "conditions": kcp_conditions(),
+        })),
+    })
+}
+
+/// The properties of an endpoint slice whose resource reference is `reference` (a `kind`); the
+/// APIExport reference `spec.export` is optional (v0.32's CachedResourceEndpointSlice) or
+/// required (kcp main's ClusterCachedResourceEndpointSlice).
+fn slice_properties(reference: &str, kind: &str, export_required: bool) -> Value {
+    let fields = json!({
+        reference: requiring(object(&format!("Reference to the {kind}; cannot be changed."), json!({
+            "path": string(&format!("Logical cluster path of the {kind}'s workspace; empty for this workspace.")),
+            "name": string(&format!("Name of the {kind}.")),
+        })), &["name"]),
+        "export": requiring(object("The APIExport whose virtual resource references this slice (kcp v0.32 and later; the virtual workspace URL then names the slice); cannot be changed.", json!({
+            "path": string("Logical cluster path of the APIExport's workspace; empty for this workspace."),
+            "name": string("Name of the APIExport."),
+        })), &["name"]),
+        "partition": string("Partition of shards to list endpoints of; empty for all shards."),
+    });
+    let required: &[&str] = if export_required {
+        &[reference, "export"]
+    } else {
+        &[reference]
+    };
+    let spec = requiring(
+        open_object(&format!("Which {kind} the endpoints are for."), fields),
+        required,
+    );
+    json!({
+        "spec": spec,
+        "status": open_object("The computed endpoints.", json!({
+            "endpoints": {
+                "description": "One entry per serving virtual workspace.",
+                "type": "array",
+                "items": requiring(object("One endpoint.", json!({
+                    "url": string("Base URL of the virtual workspace."),
+                    "shards": open_object("Which shards use this URL: matchAll, or a selector over Shard labels (not both); absent for every shard under the URL (kcp main).", json!({
+                        "matchAll": boolean("This URL serves every shard."),
+                        "selector": label_selector("Shards whose labels match use this URL."),
+                    })),
+                })), &["url"]),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["url"],
+            },
+            "shardSelector": string("Label selector over shards derived from the partition; empty for all shards."),
+            "conditions": kcp_conditions(),
+        })),
+    })
+}
+
 fn builtin(
     (group, version, kind, plural): (&str, &str, &str, &str),
     namespaced: bool,
@@ -1167,26 +1237,7 @@ pub fn builtin_types() -> Vec<ApiType> {
             false,
             true,
             "Replicates the objects of one cluster-scoped resource of its workspace into the cache server.",
-            json!({
-                "spec": requiring(open_object("What to replicate.", json!({
-                    "group": string("API group of the resource; empty for the core group."),
-                    "version": string("Version of the resource to replicate."),
-                    "resource": string("Plural name of the resource."),
-                    "identity": open_object("Identity of the replicated data.", json!({
-                        "secretRef": secret_ref(),
-                    })),
-                    "labelSelector": label_selector("Replicates only objects matching these labels (matchLabels only)."),
-                })), &["resource"]),
-                "status": open_object("Progress of the replication.", json!({
-                    "identityHash": string("SHA-256 (hex) of the identity key; fixed once set."),
-                    "phase": string("Initializing, Ready, Deleting or Deleted."),
-                    "resourceCounts": open_object("How many objects exist.", json!({
-                        "cache": int64("Objects in the cache server."),
-                        "local": int64("Objects in the workspace."),
-                    })),
-                    "conditions": kcp_conditions(),
-                })),
-            }),
+            cached_resource_properties(),
         ),
         builtin(
             (
@@ -1199,28 +1250,33 @@ pub fn builtin_types() -> Vec<ApiType> {
             false,
             true,
             "Lists the URLs of the Replication virtual workspace serving a CachedResource.",
-            json!({
-                "spec": open_object("Which CachedResource the endpoints are for.", json!({
-                    "cachedResource": requiring(object("Reference to the CachedResource; cannot be changed.", json!({
-                        "path": string("Logical cluster path of the CachedResource's workspace; empty for this workspace."),
-                        "name": string("Name of the CachedResource."),
-                    })), &["name"]),
-                    "partition": string("Partition of shards to list endpoints of; empty for all shards."),
-                })),
-                "status": open_object("The computed endpoints.", json!({
-                    "endpoints": {
-                        "description": "One entry per serving virtual workspace.",
-                        "type": "array",
-                        "items": requiring(object("One endpoint.", json!({
-                            "url": string("Base URL of the virtual workspace."),
-                        })), &["url"]),
-                        "x-kubernetes-list-type": "map",
-                        "x-kubernetes-list-map-keys": ["url"],
-                    },
-                    "shardSelector": string("Label selector over shards derived from the partition; empty for all shards."),
-                    "conditions": kcp_conditions(),
-                })),
-            }),
+            slice_properties("cachedResource", "CachedResource", false),
+        ),
+        builtin(
+            (
+                CACHE,
+                "v1alpha1",
+                "ClusterCachedResource",
+                "clustercachedresources",
+            ),
+            false,
+            false,
+            true,
+            "Replicates the objects of one cluster-scoped resource of its workspace into the cache server, stored as themselves under the resource's identity (kcp main).",
+            cached_resource_properties(),
+        ),
+        builtin(
+            (
+                CACHE,
+                "v1alpha1",
+                "ClusterCachedResourceEndpointSlice",
+                "clustercachedresourceendpointslices",
+            ),
+            false,
+            false,
+            true,
+            "Lists the URLs of the Replication virtual workspace serving a ClusterCachedResource through an APIExport (kcp main).",
+            slice_properties("clusterCachedResource", "ClusterCachedResource", true),
         ),
         builtin(
             (APIS, "v1alpha2", "APIExport", "apiexports"),
@@ -1486,7 +1542,7 @@ mod tests {
     #[test]
     fn field_validation_is_found_for_every_builtin_kind() {
         let types = builtin_types();
-        assert_eq!(types.len(), 14);
+        assert_eq!(types.len(), 16);
         for t in &types {
             let doc = doc_for(&types, &t.kind);
             assert!(

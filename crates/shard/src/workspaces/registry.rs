@@ -237,6 +237,31 @@ const BUILTINS: &[Builtin] = &[
             false,
         )
     },
+    // kcp main's names (kcp-head.md §1.1, §1.2).
+    Builtin {
+        categories: &["kcp"],
+        ..b(
+            "cache.kcp.io",
+            "v1alpha1",
+            "clustercachedresources",
+            "ClusterCachedResource",
+            false,
+            true,
+            false,
+        )
+    },
+    Builtin {
+        categories: &["kcp"],
+        ..b(
+            "cache.kcp.io",
+            "v1alpha1",
+            "clustercachedresourceendpointslices",
+            "ClusterCachedResourceEndpointSlice",
+            false,
+            true,
+            false,
+        )
+    },
     Builtin {
         categories: &["kcp"],
         ..b(
@@ -332,6 +357,15 @@ fn builtin_columns(resource: &str) -> Vec<Value> {
         "cachedresourceendpointslices" => {
             vec![col("CachedResource", ".spec.cachedResource.name"), age]
         }
+        "clustercachedresources" => vec![
+            serde_json::json!({"name": "Resource", "type": "string", "jsonPath": ".spec.resource",
+                "description": "Resource type being published"}),
+            age,
+        ],
+        "clustercachedresourceendpointslices" => vec![
+            col("ClusterCachedResource", ".spec.clusterCachedResource.name"),
+            age,
+        ],
         "logicalclusters" => vec![
             col("Phase", ".status.phase"),
             col("Path", ".metadata.annotations['kcp.io/path']"),
@@ -473,6 +507,8 @@ mod tests {
             "customresourcedefinitions",
             "cachedresources",
             "cachedresourceendpointslices",
+            "clustercachedresources",
+            "clustercachedresourceendpointslices",
             "apiexports",
             "apiresourceschemas",
             "apibindings",

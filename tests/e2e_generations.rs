@@ -1,0 +1,111 @@
+//! End-to-end: the kcp v0.32 and main generations of the cached-resource types next to v0.30's,
+//! driven with the real kubectl against `serve --seed examples/cloud-co` (issue 14; grows with it).
+
+mod common;
+
+use common::{PROVIDER, Server, run_ok as run};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// `kubectl apply -f -` of `manifest` in `root:cloudco`.
+fn apply(server: &Server, manifest: &str) -> String {
+    let mut c = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
+    c.args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("kubectl starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(manifest.as_bytes())
+        .expect("kubectl reads the manifest");
+    let out = child.wait_with_output().expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kubectl(server: &Server, args: &[&str]) -> Command {
+    let mut c = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
+    c.args(args);
+    c
+}
+
+#[test]
+fn kcp_mains_cluster_cached_resource_and_its_slice_are_served_with_kubectl() {
+    let server = Server::cloud_co();
+    let out = apply(
+        &server,
+        r#"apiVersion: cache.kcp.io/v1alpha1
+kind: ClusterCachedResource
+metadata:
+  name: cpuflavors-main
+spec:
+  group: cloud.example.com
+  version: v1
+  resource: cpuflavors
+---
+apiVersion: cache.kcp.io/v1alpha1
+kind: ClusterCachedResourceEndpointSlice
+metadata:
+  name: cpuflavors
+spec:
+  clusterCachedResource:
+    name: cpuflavors-main
+  export:
+    name: compute
+"#,
+    );
+    assert!(
+        out.contains("clustercachedresource.cache.kcp.io/cpuflavors-main created"),
+        "{out}"
+    );
+    let table = run(kubectl(&server, &["get", "clustercachedresources"]));
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "RESOURCE", "AGE"], "{table}");
+    assert!(table.contains("cpuflavors-main   cpuflavors"), "{table}");
+    let slices = run(kubectl(
+        &server,
+        &["get", "clustercachedresourceendpointslices", "-o", "wide"],
+    ));
+    assert!(slices.contains("CLUSTERCACHEDRESOURCE"), "{slices}");
+    assert!(slices.contains("cpuflavors-main"), "{slices}");
+    let explained = run(kubectl(
+        &server,
+        &["explain", "clustercachedresourceendpointslices.spec.export"],
+    ));
+    assert!(explained.contains("APIExport"), "{explained}");
+    // The generic replication copies both into the cache server, as kcp main's shards do.
+    for resource in [
+        "clustercachedresources",
+        "clustercachedresourceendpointslices",
+    ] {
+        let raw = format!(
+            "/services/cache/shards/root/clusters/{PROVIDER}/apis/cache.kcp.io/v1alpha1/{resource}"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mut get = server.kubectl_admin(&server.url);
+            get.args(["get", "--raw", &raw]);
+            let list = run(get);
+            if list.contains("cpuflavors") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{resource} not replicated: {list}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
