@@ -85,6 +85,66 @@ spec:
         &["explain", "clustercachedresourceendpointslices.spec.export"],
     ));
     assert!(explained.contains("APIExport"), "{explained}");
+    // The controller takes it through kcp main's pipeline: finalizer, kind and scope
+    // annotations, identity, then the flavors written into the cache as themselves.
+    let jsonpath = "{.metadata.finalizers[0]} {.metadata.annotations.cache\\.kcp\\.io/resource-kind} \
+                    {.metadata.annotations.cache\\.kcp\\.io/resource-scope} {.status.phase} \
+                    {.status.resourceCounts.cache} {.status.identityHash}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let hash = loop {
+        let got = run(kubectl(
+            &server,
+            &[
+                "get",
+                "clustercachedresource",
+                "cpuflavors-main",
+                "-o",
+                &format!("jsonpath={jsonpath}"),
+            ],
+        ));
+        let fields: Vec<&str> = got.split_whitespace().collect();
+        if let [
+            "cache.kcp.io/clustercachedresource",
+            "CPUFlavor",
+            "Cluster",
+            "Ready",
+            "4",
+            hash,
+        ] = fields.as_slice()
+        {
+            break hash.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ClusterCachedResource never got ready: {got}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut raw = server.kubectl_admin(&server.url);
+    raw.args([
+        "get",
+        "--raw",
+        &format!("/services/cache/shards/*/clusters/*/apis/cloud.example.com/v1/cpuflavors:{hash}"),
+    ]);
+    let stored: serde_json::Value = serde_json::from_str(&run(raw)).expect("a list");
+    let items = stored["items"].as_array().expect("items");
+    // No label selector: every flavor, the private one included (the v0.30 CachedResource of
+    // the example selects the three Public ones).
+    assert_eq!(items.len(), 4, "{stored}");
+    for item in items {
+        assert_eq!(item["kind"], "CPUFlavor");
+        let annotations = &item["metadata"]["annotations"];
+        assert_eq!(annotations["kcp.io/cluster"], PROVIDER);
+        assert!(
+            annotations["cache.kcp.io/original-resource-version"].is_string(),
+            "{item}"
+        );
+        assert!(
+            item.get("spec").is_some(),
+            "stored as itself, not wrapped: {item}"
+        );
+    }
+
     // The generic replication copies both into the cache server, as kcp main's shards do.
     for resource in [
         "clustercachedresources",

@@ -229,7 +229,23 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     }
     let res = match resources::find(&path.group, &path.version, &path.resource) {
         Some(res) => res,
-        None => identity_resource(cs.store.as_ref(), &path, req.headers()).await?,
+        None => {
+            let partial_metadata = req
+                .headers()
+                .get_all(axum::http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("as=PartialObjectMetadata"));
+            identity_resource(
+                cs.store.as_ref(),
+                &path.group,
+                &path.version,
+                &path.resource,
+                path.cluster.as_deref(),
+                partial_metadata,
+            )
+            .await?
+        }
     };
     let ns_given = !path.namespace.is_empty();
     if (ns_given && !res.namespaced) || (!ns_given && res.namespaced && path.name.is_some()) {
@@ -374,19 +390,17 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
 /// that the table does not have: synthesized from the ClusterCachedResources (main) and v0.32
 /// CachedResources replicated into this cache (`kcp-head.md` §2.2). 404 when none publishes it
 /// or the version is not one they publish; 400 for an empty identity.
-async fn identity_resource(
+pub async fn identity_resource(
     store: &dyn Store,
-    path: &CachePath,
-    headers: &axum::http::HeaderMap,
+    group: &str,
+    version: &str,
+    segment: &str,
+    cluster: Option<&str>,
+    partial_metadata: bool,
 ) -> Result<&'static ServedResource, Status> {
     let (_, requested) =
-        identity::split_identity(&path.resource).map_err(|e| Status::bad_request(e.to_string()))?;
-    let partial_metadata = headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("as=PartialObjectMetadata"));
-    if requested.is_none() && path.cluster.is_none() && !partial_metadata {
+        identity::split_identity(segment).map_err(|e| Status::bad_request(e.to_string()))?;
+    if requested.is_none() && cluster.is_none() && !partial_metadata {
         return Err(Status::path_not_found());
     }
     let mut publishers = Vec::new();
@@ -404,9 +418,9 @@ async fn identity_resource(
         }));
     }
     let request = identity::Request {
-        group: &path.group,
-        segment: &path.resource,
-        cluster: match &path.cluster {
+        group,
+        segment,
+        cluster: match cluster {
             Some(c) => identity::Cluster::Concrete(c),
             None => identity::Cluster::Wildcard,
         },
@@ -417,7 +431,7 @@ async fn identity_resource(
         resources::is_system,
         request,
     ) {
-        Ok(identity::Resolution::Identity(s)) if s.versions.contains(&path.version) => {
+        Ok(identity::Resolution::Identity(s)) if s.versions.iter().any(|v| v == version) => {
             Ok(resources::intern(&s))
         }
         Ok(_) | Err(identity::IdentityError::NotFound) => Err(Status::path_not_found()),

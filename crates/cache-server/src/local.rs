@@ -14,13 +14,26 @@ use store::{GroupResource, Record, Scope, Store, StoreError};
 #[derive(Clone)]
 pub struct LocalWrite(pub Arc<dyn Store>);
 
-fn location<'a>(at: &Collection<'a>) -> Result<Location<'a>, CacheError> {
-    let res = resources::find(at.group, at.version, at.resource).ok_or_else(|| {
-        CacheError::Rejected(format!(
-            "the cache server does not serve {}/{} {}",
-            at.group, at.version, at.resource
-        ))
-    })?;
+/// Where a write goes: a resource of the table, or an identity-based one (`<plural>:<hash>`)
+/// the cache can resolve from its publishers (NotFound until it can, as over HTTPS).
+async fn location<'a>(store: &dyn Store, at: &Collection<'a>) -> Result<Location<'a>, CacheError> {
+    let res = match resources::find(at.group, at.version, at.resource) {
+        Some(res) => res,
+        None if at.resource.contains(':') => {
+            super::identity_resource(store, at.group, at.version, at.resource, at.cluster, false)
+                .await
+                .map_err(|status| match status.code {
+                    404 => CacheError::NotFound,
+                    _ => CacheError::Rejected(status.message),
+                })?
+        }
+        None => {
+            return Err(CacheError::Rejected(format!(
+                "the cache server does not serve {}/{} {}",
+                at.group, at.version, at.resource
+            )));
+        }
+    };
     match (at.shard, at.cluster) {
         (Some(shard), Some(cluster)) => Ok(Location {
             res,
@@ -62,7 +75,7 @@ impl CacheWrite for LocalWrite {
     }
 
     async fn create(&self, at: Collection<'_>, object: Value) -> Result<(), CacheError> {
-        let loc = location(&at)?;
+        let loc = location(self.0.as_ref(), &at).await?;
         objects::create(self.0.as_ref(), &loc, object)
             .await
             .map(|_| ())
@@ -75,7 +88,7 @@ impl CacheWrite for LocalWrite {
         name: &str,
         object: Value,
     ) -> Result<(), CacheError> {
-        let loc = location(&at)?;
+        let loc = location(self.0.as_ref(), &at).await?;
         objects::update(self.0.as_ref(), &loc, name, object)
             .await
             .map(|_| ())
@@ -83,7 +96,7 @@ impl CacheWrite for LocalWrite {
     }
 
     async fn delete(&self, at: Collection<'_>, name: &str) -> Result<(), CacheError> {
-        let loc = location(&at)?;
+        let loc = location(self.0.as_ref(), &at).await?;
         match self.0.delete(&loc.key(name), None).await {
             Ok(_) => Ok(()),
             Err(StoreError::NotFound) => Err(CacheError::NotFound),

@@ -14,13 +14,57 @@ use std::collections::BTreeMap;
 
 /// The CachedResource finalizer.
 pub const FINALIZER: &str = "cachedresource.cache.kcp.dev";
+/// The annotation that makes a CachedResource follow kcp v0.32 when it is created with it.
+pub const ANN_GENERATION: &str = "replication-vw.dev/generation";
 
-/// Reconcile every CachedResource of every workspace.
+/// Which kcp generation a publisher follows (`kcp-head.md`, first table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Generation {
+    /// CachedObject wrappers, a default slice.
+    V030,
+    /// A CachedResource annotated `replication-vw.dev/generation: v0.32`: objects stored as
+    /// themselves under `<plural>:<identity>`, no default slice.
+    V032,
+    /// A ClusterCachedResource: as v0.32, with main's names.
+    Main,
+}
+
+impl Generation {
+    fn of(resource: &str, cr: &Value) -> Generation {
+        if resource == "clustercachedresources" {
+            Generation::Main
+        } else if str_at(
+            cr,
+            &format!(
+                "/metadata/annotations/{}",
+                ANN_GENERATION.replace('/', "~1")
+            ),
+        ) == "v0.32"
+        {
+            Generation::V032
+        } else {
+            Generation::V030
+        }
+    }
+
+    fn finalizer(self) -> &'static str {
+        match self {
+            Generation::V030 => FINALIZER,
+            Generation::V032 => kcp_model::types::FINALIZER_CACHED_RESOURCE_V032,
+            Generation::Main => "cache.kcp.io/clustercachedresource",
+        }
+    }
+}
+
+/// Reconcile every CachedResource and ClusterCachedResource of every workspace.
 pub async fn reconcile_all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError> {
-    let kind = c.kind("cache.kcp.io", "cachedresources")?;
-    for (cr, key, _) in c.ws.list_values(&kind, None).await? {
-        if let Err(e) = reconcile(c, &kind, &key.cluster, &cr, pass).await {
-            tracing::warn!(cluster = %key.cluster, name = %key.name, error = %e, "CachedResource reconcile failed.");
+    for resource in ["cachedresources", "clustercachedresources"] {
+        let kind = c.kind("cache.kcp.io", resource)?;
+        for (cr, key, _) in c.ws.list_values(&kind, None).await? {
+            let generation = Generation::of(resource, &cr);
+            if let Err(e) = reconcile(c, &kind, generation, &key.cluster, &cr, pass).await {
+                tracing::warn!(cluster = %key.cluster, name = %key.name, kind = %kind.kind, error = %e, "Reconcile failed.");
+            }
         }
     }
     Ok(())
@@ -83,10 +127,13 @@ async fn set_finalizers(
 async fn reconcile(
     c: &Controllers,
     kind: &Kind,
+    generation: Generation,
     cluster: &str,
     cr: &Value,
     pass: &mut Pass,
 ) -> Result<(), ControllerError> {
+    let finalizer = generation.finalizer();
+    let identity = str_at(cr, "/status/identityHash").to_string();
     let name = str_at(cr, "/metadata/name").to_string();
     let deleting = cr.pointer("/metadata/deletionTimestamp").is_some();
     let finalizers = strings(cr, "/metadata/finalizers");
@@ -96,9 +143,9 @@ async fn reconcile(
     let phase = str_at(cr, "/status/phase").to_string();
 
     // 1. Finalizer and deletion (§2.7).
-    if !deleting && !finalizers.iter().any(|f| f == FINALIZER) {
+    if !deleting && !finalizers.iter().any(|f| f == finalizer) {
         let mut f = finalizers;
-        f.push(FINALIZER.to_string());
+        f.push(finalizer.to_string());
         return set_finalizers(c, kind, cluster, cr, f, pass).await;
     }
     if deleting {
@@ -115,13 +162,18 @@ async fn reconcile(
             return c.write_status(kind, cluster, cr, status, pass).await;
         }
         let ml = match_labels(cr);
-        purge(c, cluster, &gvr, &ml, pass).await?;
-        let cached = count_cached(c, cluster, &gvr, &ml).await?;
+        let cached = if generation == Generation::V030 {
+            purge(c, cluster, &gvr, &ml, pass).await?;
+            count_cached(c, cluster, &gvr, &ml).await?
+        } else {
+            // kcp-head §2.3: no label selector, every copy under the identity goes.
+            purge_identity(c, cluster, &gvr, &identity, pass).await?
+        };
         if let Some(counts) = status.get_mut("resourceCounts") {
             counts["cache"] = json!(cached);
         }
         if phase == "Deleted" && cached == 0 {
-            let f: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+            let f: Vec<String> = finalizers.into_iter().filter(|f| f != finalizer).collect();
             return set_finalizers(c, kind, cluster, cr, f, pass).await;
         }
         if cached == 0 {
@@ -152,6 +204,33 @@ async fn reconcile(
         );
         status["conditions"] = json!(conditions);
         return c.write_status(kind, cluster, cr, status, pass).await;
+    }
+
+    // 2b. The resource's kind and scope, which the cache server needs (kcp-head §1.1, §2.2).
+    if generation != Generation::V030 {
+        let annotations = cr.pointer("/metadata/annotations");
+        let has = |k: &str, v: &str| {
+            annotations.and_then(|a| a.get(k)).and_then(Value::as_str) == Some(v)
+        };
+        if !has(kcp_model::types::ANN_RESOURCE_KIND, &target.kind)
+            || !has(ANN_RESOURCE_SCOPE, "Cluster")
+        {
+            let mut new = cr.clone();
+            if let Some(obj) = new.as_object_mut() {
+                let a = kube_api::metadata_mut(obj)
+                    .entry("annotations")
+                    .or_insert_with(|| json!({}));
+                a[kcp_model::types::ANN_RESOURCE_KIND] = json!(target.kind);
+                a[ANN_RESOURCE_SCOPE] = json!("Cluster");
+            }
+            return match c.ws.update(kind, cluster, "", &name, new, Part::Main).await {
+                Ok(_) | Err(WsError::Conflict { .. }) => {
+                    pass.wrote();
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
     }
 
     // 3. Identity (§2.4).
@@ -193,20 +272,36 @@ async fn reconcile(
         .pointer("/metadata/annotations")
         .and_then(Value::as_object)
         .is_some_and(|a| a.contains_key(ANN_SKIP_ENDPOINTSLICE));
-    if !skip {
+    if !skip && generation == Generation::V030 {
         ensure_default_slice(c, cluster, cr, pass).await?;
     }
 
     // 6./7. Replication and counts.
     let writes_before = pass.writes;
     let ml = match_labels(cr);
-    let local = replicate_objects(c, cluster, &gvr, &target, &ml, pass).await?;
-    // A pass that made no write saw the cache already in line: the copies it found are the
-    // count; after writes the next pass (triggered by them) counts again.
-    let cached = if pass.writes == writes_before {
-        local
+    let (local, cached) = if generation == Generation::V030 {
+        let local = replicate_objects(c, cluster, &gvr, &target, &ml, pass).await?;
+        // A pass that made no write saw the cache already in line: the copies it found are the
+        // count; after writes the next pass (triggered by them) counts again.
+        let cached = if pass.writes == writes_before {
+            local
+        } else {
+            count_cached(c, cluster, &gvr, &ml).await?
+        };
+        (local, cached)
     } else {
-        count_cached(c, cluster, &gvr, &ml).await?
+        let hash = str_at(&status, "/identityHash").to_string();
+        let (local, copies) =
+            replicate_as_themselves(c, cluster, &gvr, &target, &ml, &hash, pass).await?;
+        // After writes, count what the cache holds now (cache writes start no pass).
+        let cached = if pass.writes == writes_before {
+            copies
+        } else {
+            identity_copies(c, cluster, &gvr, &hash)
+                .await?
+                .map_or(0, |copies| copies.len())
+        };
+        (local, cached)
     };
     status["resourceCounts"] = json!({"cache": cached, "local": local});
     set_condition(&mut conditions, "ResourceValid", true, "", "");
@@ -570,4 +665,196 @@ async fn replicate_objects(
         }
     }
     Ok(selected)
+}
+
+/// The annotation with the published resource's scope (`Cluster` or `Namespaced`).
+const ANN_RESOURCE_SCOPE: &str = "cache.kcp.io/resource-scope";
+
+/// This shard's copies of a GVR stored as themselves under `<plural>:<identity>` in `cluster`
+/// (kcp-head §2.1); `None` while the cache server cannot resolve the identity yet (the
+/// publisher, with its identity and annotations, has not been replicated there).
+async fn identity_copies(
+    c: &Controllers,
+    cluster: &str,
+    gvr: &Gvr,
+    identity: &str,
+) -> Result<Option<BTreeMap<String, Value>>, ControllerError> {
+    if identity.is_empty() {
+        return Ok(None);
+    }
+    let resource = format!("{}:{identity}", gvr.resource);
+    let at = Collection {
+        group: &gvr.group,
+        version: &gvr.version,
+        resource: &resource,
+        shard: Some(&c.shard),
+        cluster: Some(cluster),
+    };
+    match c.cache.list(at).await {
+        Ok(records) => Ok(Some(
+            records
+                .into_iter()
+                .filter_map(|r| {
+                    let v = serde_json::from_slice::<Value>(&r.value).ok()?;
+                    Some((r.key.name.clone(), v))
+                })
+                .collect(),
+        )),
+        Err(CacheError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Delete every copy under the identity (kcp-head §2.3's purge); returns how many were there.
+async fn purge_identity(
+    c: &Controllers,
+    cluster: &str,
+    gvr: &Gvr,
+    identity: &str,
+    pass: &mut Pass,
+) -> Result<usize, ControllerError> {
+    let Some(copies) = identity_copies(c, cluster, gvr, identity).await? else {
+        return Ok(0);
+    };
+    let resource = format!("{}:{identity}", gvr.resource);
+    let at = Collection {
+        group: &gvr.group,
+        version: &gvr.version,
+        resource: &resource,
+        shard: Some(&c.shard),
+        cluster: Some(cluster),
+    };
+    for name in copies.keys() {
+        match c.cache.delete(at, name).await {
+            Ok(_) => pass.wrote(),
+            Err(CacheError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(copies.len())
+}
+
+/// kcp-head §2.3's writer: each selected source object stored as itself under
+/// `<plural>:<identity>` with `cache.kcp.io/original-resource-UID` and `-version`; a copy whose
+/// original version is the source's is up to date; an update carries the copy's
+/// resourceVersion and uid; a source that is gone (or deleting with no finalizers left) loses
+/// its copy; an unselected source keeps it (as kcp does). Returns (selected sources, copies).
+async fn replicate_as_themselves(
+    c: &Controllers,
+    cluster: &str,
+    gvr: &Gvr,
+    target: &Kind,
+    ml: &BTreeMap<String, String>,
+    identity: &str,
+    pass: &mut Pass,
+) -> Result<(usize, usize), ControllerError> {
+    let listing =
+        c.ws.store
+            .list(&Workspaces::scope(target, Some(cluster), None))
+            .await?;
+    let Some(mut copies) = identity_copies(c, cluster, gvr, identity).await? else {
+        // Not resolvable in the cache yet: count the sources, write on a later pass.
+        let selected = listing
+            .records
+            .iter()
+            .filter(|r| read_light(c, r, false).is_some_and(|v| selects(ml, &v.labels)))
+            .count();
+        return Ok((selected, 0));
+    };
+    let count = copies.len();
+    let resource = format!("{}:{identity}", gvr.resource);
+    let at = Collection {
+        group: &gvr.group,
+        version: &gvr.version,
+        resource: &resource,
+        shard: Some(&c.shard),
+        cluster: Some(cluster),
+    };
+    let mut selected = 0;
+    for record in &listing.records {
+        let copy = copies.remove(&record.key.name);
+        let Some(view) = read_light(c, record, false) else {
+            continue;
+        };
+        if !selects(ml, &view.labels) {
+            continue;
+        }
+        selected += 1;
+        let Some(mut source) = crate::workspaces::objects::present(
+            &record.value,
+            &record.key,
+            record.revision,
+            &target.api_version(),
+        ) else {
+            continue;
+        };
+        let source_rv = record.revision.to_string();
+        if source.pointer("/metadata/deletionTimestamp").is_some() {
+            let finalizers = source
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            if copy.is_some() && !finalizers {
+                match c.cache.delete(at, &record.key.name).await {
+                    Ok(_) => pass.wrote(),
+                    Err(CacheError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            continue;
+        }
+        if copy.as_ref().is_some_and(|v| {
+            str_at(
+                v,
+                &format!(
+                    "/metadata/annotations/{}",
+                    ANN_ORIGINAL_RV.replace('/', "~1")
+                ),
+            ) == source_rv
+        }) {
+            continue;
+        }
+        let uid = str_at(&source, "/metadata/uid").to_string();
+        let Some(obj) = source.as_object_mut() else {
+            continue;
+        };
+        let md = kube_api::metadata_mut(obj);
+        md.remove("resourceVersion");
+        md.remove("managedFields");
+        let annotations = md.entry("annotations").or_insert_with(|| json!({}));
+        annotations[ANN_ORIGINAL_UID] = json!(uid);
+        annotations[ANN_ORIGINAL_RV] = json!(source_rv);
+        match copy {
+            Some(copy) => {
+                md.insert(
+                    "resourceVersion".into(),
+                    json!(str_at(&copy, "/metadata/resourceVersion")),
+                );
+                md.insert("uid".into(), json!(str_at(&copy, "/metadata/uid")));
+                match c.cache.update(at, &record.key.name, source).await {
+                    Ok(_) | Err(CacheError::Conflict) | Err(CacheError::NotFound) => pass.wrote(),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {
+                md.remove("uid");
+                md.remove("creationTimestamp");
+                match c.cache.create(at, source).await {
+                    Ok(_) | Err(CacheError::AlreadyExists) => pass.wrote(),
+                    // The cache cannot resolve the identity yet: a later pass writes it.
+                    Err(CacheError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    // Copies whose source is gone.
+    for name in copies.keys() {
+        match c.cache.delete(at, name).await {
+            Ok(_) => pass.wrote(),
+            Err(CacheError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((selected, count))
 }
