@@ -145,6 +145,52 @@ spec:
         );
     }
 
+    // Admission as kcp main's: one ClusterCachedResource per GVR once the first is reconciled;
+    // creating the same name again is the usual 409.
+    let create = |name: &str| {
+        let mut c = kubectl(&server, &["create", "-f", "-"]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("kubectl starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(
+                format!(
+                    "apiVersion: cache.kcp.io/v1alpha1\nkind: ClusterCachedResource\nmetadata:\n  name: {name}\nspec:\n  group: cloud.example.com\n  version: v1\n  resource: cpuflavors\n"
+                )
+                .as_bytes(),
+            )
+            .expect("kubectl reads the manifest");
+        let out = child.wait_with_output().expect("kubectl runs");
+        assert!(!out.status.success(), "{name} was created");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let second = create("cpuflavors-again");
+    assert!(
+        second.contains("ClusterCachedResource with this GVR already exists in the \"1p5f2x8rkq0vd7wz\" workspace"),
+        "{second}"
+    );
+    let again = create("cpuflavors-main");
+    assert!(again.contains("AlreadyExists"), "{again}");
+    // The generation a CachedResource follows is fixed at creation.
+    let mut annotate = kubectl(
+        &server,
+        &[
+            "annotate",
+            "cachedresource",
+            "cpuflavors-v1",
+            "replication-vw.dev/generation=v0.32",
+        ],
+    );
+    annotate.stderr(Stdio::piped()).stdout(Stdio::piped());
+    let refused = annotate.output().expect("kubectl runs");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("cannot be changed"), "{err}");
+
     // The generic replication copies both into the cache server, as kcp main's shards do.
     for resource in [
         "clustercachedresources",

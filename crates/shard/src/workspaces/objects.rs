@@ -1011,17 +1011,33 @@ impl Workspaces {
                     o.insert("status".into(), json!({"phase": "Ready"}));
                 }
             }
-            ("cache.kcp.io", "cachedresources") => {
-                if old.is_none() {
-                    self.admit_cached_resource(kind, cluster, name, body)
-                        .await?;
+            ("cache.kcp.io", "cachedresources") | ("cache.kcp.io", "clustercachedresources") => {
+                match old {
+                    None => {
+                        self.admit_cached_resource(kind, cluster, name, body)
+                            .await?
+                    }
+                    Some(old) => {
+                        let generation = |v: &Value| {
+                            v.pointer(GENERATION_POINTER)
+                                .and_then(Value::as_str)
+                                .map(str::to_string)
+                        };
+                        if generation(old) != generation(body) {
+                            return Err(WsError::invalid(
+                                kind,
+                                name,
+                                "metadata.annotations[replication-vw.dev/generation]",
+                                "Invalid value: the generation a CachedResource follows is chosen when it is created and cannot be changed",
+                            ));
+                        }
+                    }
                 }
                 set_path(body, path.as_deref());
             }
             ("apis.kcp.io", "apiexports")
             | ("apis.kcp.io", "apibindings")
             | ("cache.kcp.io", "cachedresourceendpointslices")
-            | ("cache.kcp.io", "clustercachedresources")
             | ("cache.kcp.io", "clustercachedresourceendpointslices") => {
                 set_path(body, path.as_deref())
             }
@@ -1062,7 +1078,15 @@ impl Workspaces {
         };
         let (group, version, resource) =
             (s("/spec/group"), s("/spec/version"), s("/spec/resource"));
-        for (other, _, _) in self.list_values(kind, Some(cluster)).await? {
+        // kcp main's admission (kcp-head §1.1) skips an object of the same name (its create is
+        // then the usual 409) and only counts objects that have been reconciled (identity and
+        // both annotations), so a duplicate created before the first is reconciled passes.
+        let main = kind.resource == "clustercachedresources";
+        let (label, qualified_kind) = (
+            kind.kind.as_str(),
+            format!("{}.{}", kind.resource, kind.group),
+        );
+        for (other, key, _) in self.list_values(kind, Some(cluster)).await? {
             let o = |p: &str| {
                 other
                     .pointer(p)
@@ -1070,12 +1094,20 @@ impl Workspaces {
                     .unwrap_or("")
                     .to_string()
             };
+            if main
+                && (key.name == name
+                    || o("/status/identityHash").is_empty()
+                    || o("/metadata/annotations/cache.kcp.io~1resource-kind").is_empty()
+                    || o("/metadata/annotations/cache.kcp.io~1resource-scope").is_empty())
+            {
+                continue;
+            }
             if o("/spec/group") == group
                 && o("/spec/version") == version
                 && o("/spec/resource") == resource
             {
                 return Err(WsError::Forbidden(format!(
-                    "cachedresources.cache.kcp.io \"{name}\" is forbidden: spec: Invalid value: \"{group}.{version}.{resource}\": CachedResource with this GVR already exists in the \"{cluster}\" workspace"
+                    "{qualified_kind} \"{name}\" is forbidden: spec: Invalid value: \"{group}.{version}.{resource}\": {label} with this GVR already exists in the \"{cluster}\" workspace"
                 )));
             }
         }
@@ -1083,7 +1115,7 @@ impl Workspaces {
             && target.namespaced
         {
             return Err(WsError::Forbidden(format!(
-                "cachedresources.cache.kcp.io \"{name}\" is forbidden: spec: Invalid value: \"{}\": Resource referenced in CachedResource must be cluster-scoped",
+                "{qualified_kind} \"{name}\" is forbidden: spec: Invalid value: \"{}\": Resource referenced in {label} must be cluster-scoped",
                 qualified(&group, &resource)
             )));
         }
@@ -1502,6 +1534,9 @@ fn set_path(body: &mut Value, path: Option<&str>) {
         a.insert(ANN_PATH.into(), Value::String(path.to_string()));
     }
 }
+
+/// JSON pointer of the annotation that picks a CachedResource's generation.
+const GENERATION_POINTER: &str = "/metadata/annotations/replication-vw.dev~1generation";
 
 /// kube folds a Secret's `stringData` into `data` (base64) when it is written.
 fn fold_string_data(body: &mut Value) {
