@@ -191,6 +191,47 @@ spec:
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("cannot be changed"), "{err}");
 
+    // The slice's conditions (kcp-head §3.3): its resource exists, but the example's compute
+    // export references the v0.30 slice, not this one.
+    let condition = |slice: &str, type_: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let got = run(kubectl(
+                &server,
+                &[
+                    "get",
+                    "clustercachedresourceendpointslice",
+                    slice,
+                    "-o",
+                    &format!(
+                        "jsonpath={{.status.conditions[?(@.type==\"{type_}\")].status}}|{{.status.conditions[?(@.type==\"{type_}\")].message}}"
+                    ),
+                ],
+            ));
+            if !got.starts_with('|') {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{slice} never got {type_}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    assert_eq!(condition("cpuflavors", "ResourceValid"), "True|");
+    assert_eq!(
+        condition("cpuflavors", "APIExportValid"),
+        "False|APIExport 1p5f2x8rkq0vd7wz|compute does not reference this ClusterCachedResourceEndpointSlice"
+    );
+    apply(
+        &server,
+        "apiVersion: cache.kcp.io/v1alpha1\nkind: ClusterCachedResourceEndpointSlice\nmetadata:\n  name: dangling\nspec:\n  clusterCachedResource:\n    name: nothing-here\n  export:\n    name: compute\n",
+    );
+    assert_eq!(
+        condition("dangling", "ResourceValid"),
+        "False|Error getting ClusterCachedResource 1p5f2x8rkq0vd7wz|nothing-here"
+    );
+
     // The generic replication copies both into the cache server, as kcp main's shards do.
     for resource in [
         "clustercachedresources",

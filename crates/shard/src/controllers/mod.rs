@@ -18,6 +18,7 @@ pub mod apis;
 pub mod cachedresources;
 pub mod global;
 pub mod replicate;
+pub mod slices;
 
 use crate::workspaces::objects::{Part, Workspaces, WsError};
 use crate::workspaces::registry::Kind;
@@ -150,6 +151,7 @@ impl Controllers {
         cachedresources::reconcile_all(self, &mut pass).await?;
         apis::bindings(self, &mut pass).await?;
         apis::endpoint_slices(self, &mut pass).await?;
+        slices::reconcile_all(self, &mut pass).await?;
         apis::collect_garbage(self, &mut pass).await?;
         replicate::all(self, &mut pass).await?;
         global::publish_shard(self, &mut pass).await?;
