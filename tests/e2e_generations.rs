@@ -7,11 +7,10 @@ use common::{PROVIDER, Server, run_ok as run};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-/// `kubectl apply -f -` of `manifest` in `root:cloudco`.
-fn apply(server: &Server, manifest: &str) -> String {
-    let mut c = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
-    c.args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
+/// `kubectl <verb> -f -` of `manifest` in `root:cloudco`.
+fn with_manifest(server: &Server, verb: &str, manifest: &str) -> std::process::Output {
+    let mut c = kubectl(server, &[verb, "-f", "-"]);
+    c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("kubectl starts");
@@ -21,7 +20,12 @@ fn apply(server: &Server, manifest: &str) -> String {
         .expect("stdin is piped")
         .write_all(manifest.as_bytes())
         .expect("kubectl reads the manifest");
-    let out = child.wait_with_output().expect("kubectl runs");
+    child.wait_with_output().expect("kubectl runs")
+}
+
+/// `kubectl apply -f -` of `manifest` in `root:cloudco`, which must succeed.
+fn apply(server: &Server, manifest: &str) -> String {
+    let out = with_manifest(server, "apply", manifest);
     assert!(
         out.status.success(),
         "{}",
@@ -148,23 +152,13 @@ spec:
     // Admission as kcp main's: one ClusterCachedResource per GVR once the first is reconciled;
     // creating the same name again is the usual 409.
     let create = |name: &str| {
-        let mut c = kubectl(&server, &["create", "-f", "-"]);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("kubectl starts");
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(
-                format!(
-                    "apiVersion: cache.kcp.io/v1alpha1\nkind: ClusterCachedResource\nmetadata:\n  name: {name}\nspec:\n  group: cloud.example.com\n  version: v1\n  resource: cpuflavors\n"
-                )
-                .as_bytes(),
-            )
-            .expect("kubectl reads the manifest");
-        let out = child.wait_with_output().expect("kubectl runs");
+        let out = with_manifest(
+            &server,
+            "create",
+            &format!(
+                "apiVersion: cache.kcp.io/v1alpha1\nkind: ClusterCachedResource\nmetadata:\n  name: {name}\nspec:\n  group: cloud.example.com\n  version: v1\n  resource: cpuflavors\n"
+            ),
+        );
         assert!(!out.status.success(), "{name} was created");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

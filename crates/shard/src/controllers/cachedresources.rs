@@ -670,6 +670,22 @@ async fn replicate_objects(
 /// The annotation with the published resource's scope (`Cluster` or `Namespaced`).
 const ANN_RESOURCE_SCOPE: &str = "cache.kcp.io/resource-scope";
 
+/// This shard's collection `<plural>:<identity>` (`resource`) of `gvr` in `cluster`.
+fn identity_collection<'a>(
+    c: &'a Controllers,
+    cluster: &'a str,
+    gvr: &'a Gvr,
+    resource: &'a str,
+) -> Collection<'a> {
+    Collection {
+        group: &gvr.group,
+        version: &gvr.version,
+        resource,
+        shard: Some(&c.shard),
+        cluster: Some(cluster),
+    }
+}
+
 /// This shard's copies of a GVR stored as themselves under `<plural>:<identity>` in `cluster`
 /// (kcp-head §2.1); `None` while the cache server cannot resolve the identity yet (the
 /// publisher, with its identity and annotations, has not been replicated there).
@@ -683,13 +699,7 @@ async fn identity_copies(
         return Ok(None);
     }
     let resource = format!("{}:{identity}", gvr.resource);
-    let at = Collection {
-        group: &gvr.group,
-        version: &gvr.version,
-        resource: &resource,
-        shard: Some(&c.shard),
-        cluster: Some(cluster),
-    };
+    let at = identity_collection(c, cluster, gvr, &resource);
     match c.cache.list(at).await {
         Ok(records) => Ok(Some(
             records
@@ -717,13 +727,7 @@ async fn purge_identity(
         return Ok(0);
     };
     let resource = format!("{}:{identity}", gvr.resource);
-    let at = Collection {
-        group: &gvr.group,
-        version: &gvr.version,
-        resource: &resource,
-        shard: Some(&c.shard),
-        cluster: Some(cluster),
-    };
+    let at = identity_collection(c, cluster, gvr, &resource);
     for name in copies.keys() {
         match c.cache.delete(at, name).await {
             Ok(_) => pass.wrote(),
@@ -763,13 +767,7 @@ async fn replicate_as_themselves(
     };
     let count = copies.len();
     let resource = format!("{}:{identity}", gvr.resource);
-    let at = Collection {
-        group: &gvr.group,
-        version: &gvr.version,
-        resource: &resource,
-        shard: Some(&c.shard),
-        cluster: Some(cluster),
-    };
+    let at = identity_collection(c, cluster, gvr, &resource);
     let mut selected = 0;
     for record in &listing.records {
         let copy = copies.remove(&record.key.name);
