@@ -11,14 +11,10 @@
 //! every distinct `spec.version` of the matching publishers served, the highest one in kube's
 //! version order stored, kind and scope from the annotations.
 
+use kcp_model::types::{ANN_RESOURCE_KIND, ANN_RESOURCE_SCOPE, annotation};
 use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
-
-/// Annotation with the published resource's Kind (set by the publisher's controller).
-pub const RESOURCE_KIND_ANNOTATION: &str = "cache.kcp.io/resource-kind";
-/// Annotation with the published resource's scope: `Cluster` or `Namespaced`.
-pub const RESOURCE_SCOPE_ANNOTATION: &str = "cache.kcp.io/resource-scope";
 
 /// Why a request names no identity-based resource. Both map to client errors at the edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,9 +52,9 @@ pub struct Publisher {
     pub resource: String,
     /// `status.identityHash`.
     pub identity: String,
-    /// Kind, from [`RESOURCE_KIND_ANNOTATION`].
+    /// Kind, from [`ANN_RESOURCE_KIND`].
     pub kind: String,
-    /// Namespaced, from [`RESOURCE_SCOPE_ANNOTATION`].
+    /// Namespaced, from [`ANN_RESOURCE_SCOPE`].
     pub namespaced: bool,
 }
 
@@ -72,15 +68,12 @@ impl Publisher {
                 .unwrap_or_default()
                 .to_string()
         };
-        let annotations = value.pointer("/metadata/annotations");
-        let annotation = |key: &str| {
-            annotations
-                .and_then(|a| a.get(key))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        };
-        let kind = annotation(RESOURCE_KIND_ANNOTATION)?.to_string();
-        let namespaced = match annotation(RESOURCE_SCOPE_ANNOTATION)? {
+        let kind = annotation(value, ANN_RESOURCE_KIND);
+        if kind.is_empty() {
+            return None;
+        }
+        let kind = kind.to_string();
+        let namespaced = match annotation(value, ANN_RESOURCE_SCOPE) {
             "Namespaced" => true,
             "Cluster" => false,
             _ => return None,

@@ -112,6 +112,22 @@ pub struct CachedResource {
 /// The annotation a v0.32/main CachedResource controller sets with the resource's Kind
 /// (`kcp-head.md` §1.1); v0.30 never sets it.
 pub const ANN_RESOURCE_KIND: &str = "cache.kcp.io/resource-kind";
+/// The annotation with the published resource's scope (`Cluster` or `Namespaced`), set next to
+/// [`ANN_RESOURCE_KIND`].
+pub const ANN_RESOURCE_SCOPE: &str = "cache.kcp.io/resource-scope";
+/// The annotation that makes a CachedResource follow kcp v0.32 (`v0.32`) when it is created
+/// with it; fixed afterwards.
+pub const ANN_GENERATION: &str = "replication-vw.dev/generation";
+
+/// The value of annotation `key` of a JSON object, or "".
+pub fn annotation<'a>(object: &'a serde_json::Value, key: &str) -> &'a str {
+    object
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+}
+
 /// The finalizer of a v0.32 CachedResource (v0.30's is `cachedresource.cache.kcp.dev`).
 pub const FINALIZER_CACHED_RESOURCE_V032: &str = "cache.kcp.io/cachedresource";
 

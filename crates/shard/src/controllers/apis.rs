@@ -316,17 +316,7 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
             }
             Some(_) => set_condition(&mut conditions, "ResourceValid", true, "", ""),
         }
-        let partition = str_at(&slice, "/spec/partition");
-        if partition.is_empty() {
-            set_condition(&mut conditions, "PartitionValid", true, "", "");
-        } else {
-            set_condition(
-                &mut conditions,
-                "PartitionValid",
-                false,
-                "PartitionInvalidReference",
-                &format!("partitions.topology.kcp.io \"{partition}\" not found"),
-            );
+        if !partition_valid(&slice, &mut conditions) {
             endpoints.clear();
         }
         let all_true = conditions.iter().all(|c| str_at(c, "/status") == "True");
@@ -412,6 +402,24 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
             .await?;
     }
     Ok(())
+}
+
+/// A slice's `PartitionValid`: partitions are not supported, so only a slice without
+/// `spec.partition` is valid. Returns whether it is.
+pub(super) fn partition_valid(slice: &Value, conditions: &mut Vec<Value>) -> bool {
+    let partition = str_at(slice, "/spec/partition");
+    if partition.is_empty() {
+        set_condition(conditions, "PartitionValid", true, "", "");
+        return true;
+    }
+    set_condition(
+        conditions,
+        "PartitionValid",
+        false,
+        "PartitionInvalidReference",
+        &format!("partitions.topology.kcp.io \"{partition}\" not found"),
+    );
+    false
 }
 
 /// Endpoint slices whose owning CachedResource is gone are deleted (owner-reference GC).

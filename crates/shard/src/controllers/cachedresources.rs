@@ -14,8 +14,6 @@ use std::collections::BTreeMap;
 
 /// The CachedResource finalizer.
 pub const FINALIZER: &str = "cachedresource.cache.kcp.dev";
-/// The annotation that makes a CachedResource follow kcp v0.32 when it is created with it.
-pub const ANN_GENERATION: &str = "replication-vw.dev/generation";
 
 /// Which kcp generation a publisher follows (`kcp-head.md`, first table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +31,7 @@ impl Generation {
     fn of(resource: &str, cr: &Value) -> Generation {
         if resource == "clustercachedresources" {
             Generation::Main
-        } else if str_at(
-            cr,
-            &format!(
-                "/metadata/annotations/{}",
-                ANN_GENERATION.replace('/', "~1")
-            ),
-        ) == "v0.32"
-        {
+        } else if kcp_model::types::annotation(cr, kcp_model::types::ANN_GENERATION) == "v0.32" {
             Generation::V032
         } else {
             Generation::V030
@@ -213,7 +204,7 @@ async fn reconcile(
             annotations.and_then(|a| a.get(k)).and_then(Value::as_str) == Some(v)
         };
         if !has(kcp_model::types::ANN_RESOURCE_KIND, &target.kind)
-            || !has(ANN_RESOURCE_SCOPE, "Cluster")
+            || !has(kcp_model::types::ANN_RESOURCE_SCOPE, "Cluster")
         {
             let mut new = cr.clone();
             if let Some(obj) = new.as_object_mut() {
@@ -221,7 +212,7 @@ async fn reconcile(
                     .entry("annotations")
                     .or_insert_with(|| json!({}));
                 a[kcp_model::types::ANN_RESOURCE_KIND] = json!(target.kind);
-                a[ANN_RESOURCE_SCOPE] = json!("Cluster");
+                a[kcp_model::types::ANN_RESOURCE_SCOPE] = json!("Cluster");
             }
             return match c.ws.update(kind, cluster, "", &name, new, Part::Main).await {
                 Ok(_) | Err(WsError::Conflict { .. }) => {
@@ -575,15 +566,13 @@ async fn purge(
 ) -> Result<(), ControllerError> {
     for o in cached_of(c, cluster, gvr).await?.values() {
         if selects(ml, &o.labels) {
-            match c
-                .cache
-                .delete(cached_objects(&c.shard, cluster), &o.record.key.name)
-                .await
-            {
-                Ok(_) => pass.wrote(),
-                Err(CacheError::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
+            delete_copy(
+                c,
+                cached_objects(&c.shard, cluster),
+                &o.record.key.name,
+                pass,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -658,17 +647,10 @@ async fn replicate_objects(
     }
     // Copies whose source is gone or no longer selected.
     for o in cached.into_values() {
-        match c.cache.delete(at, &o.record.key.name).await {
-            Ok(_) => pass.wrote(),
-            Err(CacheError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_copy(c, at, &o.record.key.name, pass).await?;
     }
     Ok(selected)
 }
-
-/// The annotation with the published resource's scope (`Cluster` or `Namespaced`).
-const ANN_RESOURCE_SCOPE: &str = "cache.kcp.io/resource-scope";
 
 /// This shard's collection `<plural>:<identity>` (`resource`) of `gvr` in `cluster`.
 fn identity_collection<'a>(
@@ -729,11 +711,7 @@ async fn purge_identity(
     let resource = format!("{}:{identity}", gvr.resource);
     let at = identity_collection(c, cluster, gvr, &resource);
     for name in copies.keys() {
-        match c.cache.delete(at, name).await {
-            Ok(_) => pass.wrote(),
-            Err(CacheError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_copy(c, at, name, pass).await?;
     }
     Ok(copies.len())
 }
@@ -793,11 +771,7 @@ async fn replicate_as_themselves(
                 .and_then(Value::as_array)
                 .is_some_and(|f| !f.is_empty());
             if copy.is_some() && !finalizers {
-                match c.cache.delete(at, &record.key.name).await {
-                    Ok(_) => pass.wrote(),
-                    Err(CacheError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                delete_copy(c, at, &record.key.name, pass).await?;
             }
             continue;
         }
@@ -848,11 +822,22 @@ async fn replicate_as_themselves(
     }
     // Copies whose source is gone.
     for name in copies.keys() {
-        match c.cache.delete(at, name).await {
-            Ok(_) => pass.wrote(),
-            Err(CacheError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
+        delete_copy(c, at, name, pass).await?;
     }
     Ok((selected, count))
+}
+
+/// Delete one copy from the cache; one already gone is fine.
+async fn delete_copy(
+    c: &Controllers,
+    at: Collection<'_>,
+    name: &str,
+    pass: &mut Pass,
+) -> Result<(), ControllerError> {
+    match c.cache.delete(at, name).await {
+        Ok(_) => pass.wrote(),
+        Err(CacheError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }

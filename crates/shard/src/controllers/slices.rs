@@ -90,7 +90,7 @@ async fn reconcile(
         }
         Some((r, _))
             if resource_kind.resource == "cachedresources"
-                && str_at(&r, "/metadata/annotations/replication-vw.dev~1generation")
+                && kcp_model::types::annotation(&r, kcp_model::types::ANN_GENERATION)
                     != "v0.32" =>
         {
             valid = false;
@@ -159,19 +159,7 @@ async fn reconcile(
     }
 
     // 3. Partitions are not supported here (as for v0.30 slices).
-    let partition = str_at(slice, "/spec/partition");
-    if partition.is_empty() {
-        set_condition(&mut conditions, "PartitionValid", true, "", "");
-    } else {
-        valid = false;
-        set_condition(
-            &mut conditions,
-            "PartitionValid",
-            false,
-            "PartitionInvalidReference",
-            &format!("partitions.topology.kcp.io \"{partition}\" not found"),
-        );
-    }
+    valid &= super::apis::partition_valid(slice, &mut conditions);
 
     status["conditions"] = json!(conditions);
     if !valid && let Some(o) = status.as_object_mut() {

@@ -1019,9 +1019,8 @@ impl Workspaces {
                     }
                     Some(old) => {
                         let generation = |v: &Value| {
-                            v.pointer(GENERATION_POINTER)
-                                .and_then(Value::as_str)
-                                .map(str::to_string)
+                            kcp_model::types::annotation(v, kcp_model::types::ANN_GENERATION)
+                                .to_string()
                         };
                         if generation(old) != generation(body) {
                             return Err(WsError::invalid(
@@ -1097,8 +1096,10 @@ impl Workspaces {
             if main
                 && (key.name == name
                     || o("/status/identityHash").is_empty()
-                    || o("/metadata/annotations/cache.kcp.io~1resource-kind").is_empty()
-                    || o("/metadata/annotations/cache.kcp.io~1resource-scope").is_empty())
+                    || kcp_model::types::annotation(&other, kcp_model::types::ANN_RESOURCE_KIND)
+                        .is_empty()
+                    || kcp_model::types::annotation(&other, kcp_model::types::ANN_RESOURCE_SCOPE)
+                        .is_empty())
             {
                 continue;
             }
@@ -1534,9 +1535,6 @@ fn set_path(body: &mut Value, path: Option<&str>) {
         a.insert(ANN_PATH.into(), Value::String(path.to_string()));
     }
 }
-
-/// JSON pointer of the annotation that picks a CachedResource's generation.
-const GENERATION_POINTER: &str = "/metadata/annotations/replication-vw.dev~1generation";
 
 /// kube folds a Secret's `stringData` into `data` (base64) when it is written.
 fn fold_string_data(body: &mut Value) {
