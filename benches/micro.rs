@@ -229,6 +229,7 @@ fn flavor_api() -> ResolvedApi {
         validator: Arc::new(validator),
         fingerprint: "bench".into(),
         schema: Arc::new(schema),
+        source: replication_vw::replication::resolved::Source::CachedObjects,
     }
 }
 

@@ -243,6 +243,18 @@ impl EndpointSlice {
 pub struct EndpointSliceStatus {
     /// Published URLs.
     pub endpoints: Vec<Endpoint>,
+    /// Conditions (`ResourceValid`, `APIExportValid`, `PartitionValid`).
+    pub conditions: Vec<Condition>,
+}
+
+impl EndpointSlice {
+    /// Whether condition `type_` is True.
+    pub fn condition_true(&self, type_: &str) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    }
 }
 
 /// One published URL (with kcp main's optional `shards` selector).

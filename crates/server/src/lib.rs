@@ -870,8 +870,10 @@ async fn workspace_names(ws: &shard::workspaces::objects::Workspaces) -> Vec<Str
 /// Log a ready-to-paste kubectl command per endpoint slice URL and bound consumer.
 fn log_endpoints(index: &Index, kubeconfig: &std::path::Path) {
     let st = index.read();
-    for ((cluster, slice_name), slice) in &st.slices {
-        let cr_cluster = if slice.spec.cached_resource.path.is_empty() {
+    for ((cluster, slice_name), slice) in st.slices.iter().chain(&st.cc_slices) {
+        let keyed_by_slice =
+            slice.spec.export.is_some() || !slice.spec.cluster_cached_resource.name.is_empty();
+        let cr_cluster = if keyed_by_slice || slice.spec.cached_resource.path.is_empty() {
             cluster.clone()
         } else {
             st.logical_clusters
@@ -882,7 +884,11 @@ fn log_endpoints(index: &Index, kubeconfig: &std::path::Path) {
                 .map(|(c, _)| c.clone())
                 .unwrap_or_else(|| slice.spec.cached_resource.path.clone())
         };
-        let key = (cr_cluster, slice.spec.cached_resource.name.clone());
+        let key = if keyed_by_slice {
+            (cluster.clone(), slice_name.clone())
+        } else {
+            (cr_cluster, slice.spec.cached_resource.name.clone())
+        };
         let Some(served) = st.served.get(&key) else {
             continue;
         };

@@ -7,8 +7,14 @@
 //! `apis.kcp.io apiexports/content <export>` with the request's verb. `system:masters` never
 //! reaches this authorizer. A consumer cluster that does not exist is denied like one without
 //! a binding, so answers never tell which logical clusters exist.
+//!
+//! A slice-keyed URL (kcp v0.32 and main, `kcp-head.md` §4.3) is decided by [`authorize_slice`]:
+//! the slice's export must exist (else 404), a concrete consumer must bind the export's
+//! resource that references the slice, and one check of `apiexports/content` in the export's
+//! cluster decides.
 
 use super::index::{ObjKey, State};
+use super::slices::{Domain, SliceKind};
 use super::url::Target;
 use kcp_model::types::ApiExport;
 use kube_api::rbac::{self, ResourceAttributes, UserRef};
@@ -24,6 +30,8 @@ pub enum Decision {
     Deny(String),
     /// No opinion; with an error this becomes a 500.
     NoOpinion(String, Option<String>),
+    /// Something the URL names does not exist: (group, resource, name) of the 404.
+    NotFound(&'static str, &'static str, String),
 }
 
 /// The request as the authorizer sees it.
@@ -52,6 +60,9 @@ pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
         return Decision::Deny(
             "write access to Replication virtual workspace is not allowed".into(),
         );
+    }
+    if let Some(Domain::Slice(kind)) = state.served.get(a.key).map(|s| s.domain) {
+        return authorize_slice(state, a, kind);
     }
     let Some(cr) = state.cached_resource(a.key) else {
         return Decision::NoOpinion(
@@ -126,24 +137,9 @@ pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
             {
                 continue;
             }
-            let attrs = ResourceAttributes {
-                verb: a.verb,
-                group: "apis.kcp.io",
-                resource: "apiexports",
-                subresource: "content",
-                name: export_name,
-            };
-            let roles = |name: &str| state.roles.get(&(export_cluster.clone(), name.to_string()));
-            let bindings = state
-                .role_bindings
-                .range((export_cluster.clone(), String::new())..)
-                .take_while(|(k, _)| k.0 == *export_cluster)
-                .map(|(_, b)| b);
-            if rbac::allows(roles, bindings, &user, &attrs).is_none() {
-                return Decision::Deny(format!(
-                    "RBAC: user \"{}\" cannot {} apiexports/content \"{export_name}\" in workspace \"{export_cluster}\"",
-                    a.user.name, a.verb
-                ));
+            if let Some(denied) = content_denied(state, &user, a.verb, export_cluster, export_name)
+            {
+                return Decision::Deny(denied);
             }
             seen = true;
         }
@@ -152,5 +148,96 @@ pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
         Decision::Allow("found CachedResource reference".into())
     } else {
         Decision::Deny("failed to find suitable reason to allow access to CachedResource".into())
+    }
+}
+
+/// The SubjectAccessReview of `apiexports/content <export>` in the export's cluster, answered
+/// from the cached RBAC objects: `None` when allowed, the denial reason otherwise.
+fn content_denied(
+    state: &State,
+    user: &UserRef<'_>,
+    verb: &str,
+    export_cluster: &str,
+    export_name: &str,
+) -> Option<String> {
+    let attrs = ResourceAttributes {
+        verb,
+        group: "apis.kcp.io",
+        resource: "apiexports",
+        subresource: "content",
+        name: export_name,
+    };
+    let roles = |name: &str| {
+        state
+            .roles
+            .get(&(export_cluster.to_string(), name.to_string()))
+    };
+    let bindings = state
+        .role_bindings
+        .range((export_cluster.to_string(), String::new())..)
+        .take_while(|(k, _)| k.0 == export_cluster)
+        .map(|(_, b)| b);
+    match rbac::allows(roles, bindings, user, &attrs) {
+        Some(_) => None,
+        None => Some(format!(
+            "RBAC: user \"{}\" cannot {verb} apiexports/content \"{export_name}\" in workspace \"{export_cluster}\"",
+            user.name
+        )),
+    }
+}
+
+/// Decide one request on a slice-keyed URL (`kcp-head.md` §4.3).
+pub fn authorize_slice(state: &State, a: &Attributes<'_>, kind: SliceKind) -> Decision {
+    let Some(slice) = state.slice(a.key, kind) else {
+        let resource = match kind {
+            SliceKind::CachedResource => "cachedresourceendpointslices",
+            SliceKind::ClusterCachedResource => "clustercachedresourceendpointslices",
+        };
+        return Decision::NotFound("cache.kcp.io", resource, a.key.1.clone());
+    };
+    let Ok(((export_cluster, export_name), export)) = state.slice_export(a.key, slice) else {
+        let name = slice
+            .spec
+            .export
+            .as_ref()
+            .map_or_else(String::new, |e| e.name.clone());
+        return Decision::NotFound("apis.kcp.io", "apiexports", name);
+    };
+    if let (Target::Cluster(cluster), true) = (a.target, a.resource_request) {
+        let Some(lc) = state.logical_clusters.get(cluster) else {
+            return Decision::Deny("logical cluster not found".into());
+        };
+        let bindings = match lc.resource_bindings() {
+            Ok(b) => b,
+            Err(e) => {
+                return Decision::NoOpinion(
+                    "failed to retrieve bound resources".into(),
+                    Some(e.to_string()),
+                );
+            }
+        };
+        let bound = State::slice_bound_resource(&export, &a.key.1)
+            .and_then(|gr| bindings.get(&gr).cloned())
+            .filter(|lock| !lock.n.is_empty())
+            .and_then(|lock| state.bindings.get(&(cluster.clone(), lock.n.clone())))
+            .is_some_and(|b| {
+                state
+                    .binding_export(cluster, b)
+                    .is_some_and(|(k, _)| *k == (export_cluster.clone(), export_name.clone()))
+            });
+        if !bound {
+            return Decision::Deny(
+                "could not find suitable APIBinding in target logical cluster".into(),
+            );
+        }
+    }
+    let groups = a.user.groups.clone();
+    let user = UserRef {
+        name: &a.user.name,
+        groups: &groups,
+    };
+    match content_denied(state, &user, a.verb, &export_cluster, &export_name) {
+        Some(reason) => Decision::Deny(reason),
+        None => Decision::Allow(format!("found {} reference", kind.slice_kind())),
     }
 }

@@ -9,6 +9,7 @@ use super::body::{ItemView, ListBody, write_item};
 use super::index::{
     Change, Index, ObjKey, ResolvedApi, ServedEvent, ServedObject, cluster_literal,
 };
+use super::slices::Domain;
 use super::url::{self, Digest, Target};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -158,7 +159,7 @@ async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
     if !matches!(
         kube_path,
         KubePath::Version | KubePath::Root | KubePath::Other
-    ) && index.read().cached_resource(&key).is_none()
+    ) && !index.read().served.contains_key(&key)
     {
         return Err(no_cached_resource(&key));
     }
@@ -178,6 +179,7 @@ async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
                 };
                 match authz::authorize(&st, &attrs) {
                     Decision::Allow(_) => {}
+                    Decision::NotFound(g, r, n) => return Err(Status::not_found(g, r, &n)),
                     Decision::NoOpinion(_, Some(err)) => {
                         return Err(internal_authz(req.uri(), &err));
                     }
@@ -211,10 +213,18 @@ fn resolved(index: &Index, key: &ObjKey) -> Result<Arc<ResolvedApi>, Status> {
     let Some(served) = st.served.get(key) else {
         return Err(no_cached_resource(key));
     };
-    served
-        .api
-        .clone()
-        .map_err(|e| Status::internal(format!("unable to determine API definition set: {e}")))
+    match (&served.api, served.domain) {
+        (Ok(api), _) => Ok(api.clone()),
+        // A slice that does not resolve (not ready, no export resource referencing it, a
+        // schema without the version) has no API: the generic 404 (kcp-head.md §4.2).
+        (Err(e), Domain::Slice(_)) => {
+            tracing::debug!(cluster = %key.0, slice = %key.1, error = %e, "Slice not resolved.");
+            Err(Status::path_not_found())
+        }
+        (Err(e), Domain::CachedResource) => Err(Status::internal(format!(
+            "unable to determine API definition set: {e}"
+        ))),
+    }
 }
 
 async fn serve_resource(
@@ -242,6 +252,7 @@ async fn serve_resource(
         };
         match authz::authorize(&st, &attrs) {
             Decision::Allow(_) => {}
+            Decision::NotFound(g, r, n) => return Err(Status::not_found(g, r, &n)),
             Decision::NoOpinion(_, Some(err)) => return Err(internal_authz(req.uri(), &err)),
             Decision::Deny(reason) | Decision::NoOpinion(reason, None) => {
                 tracing::debug!(user = %user.name, %verb, %reason, "Replication request denied.");
@@ -724,7 +735,15 @@ impl WatchState {
         let new_match = self.filter.matches(&ev.object);
         let kind = match ev.change {
             Change::Added if new_match => EventType::Added,
-            // kcp: an object entering the selector arrives as MODIFIED.
+            // kube (slice-keyed URLs): an object entering the selector arrives as ADDED.
+            Change::Modified
+                if new_match
+                    && self.api.kube_watch()
+                    && ev.prev.as_ref().is_some_and(|p| !self.filter.matches(p)) =>
+            {
+                EventType::Added
+            }
+            // kcp v0.30: an object entering the selector arrives as MODIFIED.
             Change::Modified if new_match => EventType::Modified,
             // kube: an object leaving the selector arrives as DELETED.
             Change::Modified if ev.prev.as_ref().is_some_and(|p| self.filter.matches(p)) => {

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use store::{Event, EventKind, Key, Listing, Record, StoreError};
 use tokio::sync::broadcast;
 
-pub use super::resolved::{ObjKey, ResolvedApi};
+pub use super::resolved::{ObjKey, ResolvedApi, Source};
+use super::slices::{Domain, IdentityObjectKey, IdentityResource, IdentityResourceKey};
 
 /// Served events kept per CachedResource for watch resume.
 const HISTORY_PER_RESOURCE: usize = 10_000;
@@ -171,6 +172,26 @@ pub struct ServedEvent {
 type FrameKey = (EventType, Vec<u8>, u8);
 
 impl ServedEvent {
+    /// An event of an object change (sequence number assigned when pushed).
+    pub fn new(
+        revision: u64,
+        change: Change,
+        object: Arc<ServedObject>,
+        prev: Option<Arc<ServedObject>>,
+        consumers: Arc<BTreeSet<String>>,
+    ) -> Self {
+        ServedEvent {
+            seq: 0,
+            revision,
+            change,
+            object,
+            prev,
+            consumers,
+            membership: false,
+            frames: Default::default(),
+        }
+    }
+
     /// The watch frame of this event for one consumer (a JSON string literal), encoded once
     /// and shared by every watcher that sends it.
     pub fn frame(&self, kind: EventType, cluster: &[u8]) -> Bytes {
@@ -198,8 +219,10 @@ impl ServedEvent {
     }
 }
 
-/// The served state of one CachedResource.
+/// The served state of one URL domain (a CachedResource's or a slice's).
 pub struct Served {
+    /// What the domain is keyed by.
+    pub domain: Domain,
     /// The resolved API or the resolution error message (§5.4).
     pub api: Result<Arc<ResolvedApi>, String>,
     /// Served objects by (namespace, name).
@@ -279,6 +302,69 @@ impl Served {
         self.tx.subscribe()
     }
 
+    /// Consumers that bind see every object appear (ADDED), those that unbind see them go
+    /// (DELETED); the objects themselves did not change.
+    fn push_membership(
+        &mut self,
+        revision: u64,
+        before: &BTreeSet<String>,
+        consumers: &BTreeSet<String>,
+    ) {
+        let added: BTreeSet<String> = consumers.difference(before).cloned().collect();
+        let removed: BTreeSet<String> = before.difference(consumers).cloned().collect();
+        if added.is_empty() && removed.is_empty() {
+            return;
+        }
+        let (added, removed) = (Arc::new(added), Arc::new(removed));
+        let objects: Vec<Arc<ServedObject>> = self.objects.values().cloned().collect();
+        for o in objects {
+            if !added.is_empty() {
+                let mut ev =
+                    ServedEvent::new(revision, Change::Added, o.clone(), None, added.clone());
+                ev.membership = true;
+                self.push(ev);
+            }
+            if !removed.is_empty() {
+                let gone = Arc::new(o.with_revision(revision));
+                let mut ev =
+                    ServedEvent::new(revision, Change::Deleted, gone, Some(o), removed.clone());
+                ev.membership = true;
+                self.push(ev);
+            }
+        }
+    }
+
+    /// Replace the object that came from `origin` with `new` (none: it is gone) and emit the
+    /// event watchers see.
+    fn replace_origin(&mut self, origin: &str, new: Option<Arc<ServedObject>>, revision: u64) {
+        let consumers = self.consumers.clone();
+        let prev = self
+            .by_origin
+            .remove(origin)
+            .and_then(|k| self.objects.remove(&k));
+        match (prev, new) {
+            (None, None) => {}
+            (Some(p), None) => self.push(ServedEvent::new(
+                revision,
+                Change::Deleted,
+                Arc::new(p.with_revision(revision)),
+                Some(p),
+                consumers,
+            )),
+            (prev, Some(n)) => {
+                let k = (n.namespace.clone(), n.name.clone());
+                self.by_origin.insert(origin.to_string(), k.clone());
+                self.objects.insert(k, n.clone());
+                let change = if prev.is_some() {
+                    Change::Modified
+                } else {
+                    Change::Added
+                };
+                self.push(ServedEvent::new(revision, change, n, prev, consumers));
+            }
+        }
+    }
+
     fn push(&mut self, mut event: ServedEvent) {
         event.seq = self.next_seq;
         self.next_seq += 1;
@@ -323,11 +409,17 @@ pub struct State {
     pub role_bindings: BTreeMap<ObjKey, ClusterRoleBinding>,
     /// CachedResourceEndpointSlices.
     pub slices: BTreeMap<ObjKey, Arc<EndpointSlice>>,
+    /// ClusterCachedResourceEndpointSlices (kcp main).
+    pub cc_slices: BTreeMap<ObjKey, Arc<EndpointSlice>>,
+    /// v0.32 CachedResources and ClusterCachedResources (never on CachedResource-keyed URLs).
+    pub identity_resources: BTreeMap<IdentityResourceKey, IdentityResource>,
     cached_objects: BTreeMap<ObjKey, RawCached>,
-    /// Served state per CachedResource.
+    /// Objects stored as themselves: revision and value.
+    identity_objects: BTreeMap<IdentityObjectKey, (u64, Bytes)>,
+    /// Served state per URL domain.
     pub served: BTreeMap<ObjKey, Served>,
     invalid: HashMap<ObjKey, String>,
-    validators: HashMap<String, Arc<Validator>>,
+    pub(crate) validators: HashMap<String, Arc<Validator>>,
 }
 
 /// Counters an operator can read.
@@ -389,7 +481,7 @@ pub fn unwrap_object(
 ) -> Result<ServedObject, String> {
     let wrapper: WrapperView =
         serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
-    unwrap_inner(wrapper.spec.raw, revision, api)
+    serve_inner(wrapper.spec.raw, revision, api, true)
 }
 
 /// The parts of a CachedObject the index reads; everything else is skipped while parsing.
@@ -432,11 +524,14 @@ impl RawCached {
     }
 }
 
-/// Unwrap an already parsed `spec.raw` (§5.5) and validate it.
-fn unwrap_inner(
+/// The served object of an already parsed object, validated: the inner object of a CachedObject
+/// (`wrapped`: its uid is the original's, from the annotation; §5.5) or an object stored as
+/// itself (its uid is the cache's and its apiVersion the served one; `kcp-head.md` §4.5).
+pub(crate) fn serve_inner(
     raw: Option<Value>,
     revision: u64,
     api: &ResolvedApi,
+    wrapped: bool,
 ) -> Result<ServedObject, String> {
     let mut inner = match raw {
         Some(v @ Value::Object(_)) => v,
@@ -448,6 +543,11 @@ fn unwrap_inner(
     let Some(obj) = inner.as_object_mut() else {
         return Err("failed to decode inner object".into());
     };
+    if !wrapped {
+        obj.insert("apiVersion".into(), Value::String(api.api_version()));
+        obj.entry("kind")
+            .or_insert_with(|| Value::String(api.names.kind.clone()));
+    }
     let md = obj
         .entry("metadata")
         .or_insert_with(|| Value::Object(Default::default()));
@@ -458,7 +558,7 @@ fn unwrap_inner(
         Some(Value::Object(a)) => a,
         _ => Default::default(),
     };
-    let uid = annotations
+    let original_uid = annotations
         .remove(ANN_ORIGINAL_UID)
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
@@ -466,7 +566,9 @@ fn unwrap_inner(
     annotations.remove(ANN_SHARD);
     annotations.insert(ANN_CLUSTER.into(), Value::String(PLACEHOLDER.into()));
     md.insert("annotations".into(), Value::Object(annotations));
-    md.insert("uid".into(), Value::String(uid));
+    if wrapped {
+        md.insert("uid".into(), Value::String(original_uid));
+    }
     md.insert(
         "resourceVersion".into(),
         Value::String(revision.to_string()),
@@ -520,13 +622,13 @@ fn unwrap_inner(
     })
 }
 
-/// Unwrap many CachedObjects, spread over the machine's cores when there are enough of them
+/// Derive many served objects, spread over the machine's cores when there are enough of them
 /// (a full rebuild after a relist or a schema change).
-fn unwrap_all(
-    items: &[(&ObjKey, &RawCached)],
-    api: &ResolvedApi,
+fn derive_all<T: Sync>(
+    items: &[T],
+    one: impl Fn(&T) -> Result<ServedObject, String> + Sync,
 ) -> Vec<Result<ServedObject, String>> {
-    let one = |(_, raw): &(&ObjKey, &RawCached)| unwrap_object(&raw.value, raw.revision, api);
+    let one = &one;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -555,6 +657,14 @@ fn unwrap_all(
             })
             .collect()
     })
+}
+
+/// The key a refused identity-stored object is remembered by (logged once per message).
+fn identity_invalid_key(k: &IdentityObjectKey) -> ObjKey {
+    (
+        k.cluster.clone(),
+        format!("{}/{}/{}", k.resource, k.namespace, k.name),
+    )
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -721,6 +831,7 @@ impl State {
                 export: ek.clone(),
                 validator,
                 schema: Arc::new(version.schema.clone()),
+                source: Source::CachedObjects,
                 fingerprint: format!(
                     "{fingerprint}|cr@{cr_rev}|export {}/{}@{export_rev}",
                     ek.0, ek.1
@@ -764,14 +875,77 @@ impl State {
         raw.group == g && raw.version == cr.spec.version && raw.resource == cr.spec.resource
     }
 
-    /// Bring every served resource in line with the catalog; `rebuild` re-derives all objects.
+    /// Re-derive every object a domain serves: `(served key, object)` and origin → served key.
+    #[allow(clippy::type_complexity)]
+    fn derive_domain(
+        &mut self,
+        key: &ObjKey,
+        api: &ResolvedApi,
+        counters: &Counters,
+    ) -> (
+        Vec<((String, String), Arc<ServedObject>)>,
+        HashMap<String, (String, String)>,
+    ) {
+        // (origin, key the refusal is remembered by, result)
+        let mut results: Vec<(String, ObjKey, Result<ServedObject, String>)> = Vec::new();
+        match &api.source {
+            Source::CachedObjects => {
+                if let Some((_, cr)) = self.cached_resources.get(key) {
+                    let candidates: Vec<(&ObjKey, &RawCached)> = self
+                        .cached_objects
+                        .range((key.0.clone(), String::new())..)
+                        .take_while(|(okey, _)| okey.0 == key.0)
+                        .filter(|(_, raw)| Self::matches_gvr(raw, cr))
+                        .collect();
+                    let derived = derive_all(&candidates, |(_, raw)| {
+                        unwrap_object(&raw.value, raw.revision, api)
+                    });
+                    for ((okey, _), r) in candidates.into_iter().zip(derived) {
+                        results.push((okey.1.clone(), okey.clone(), r));
+                    }
+                }
+            }
+            Source::Identity(source) => {
+                let candidates: Vec<(&IdentityObjectKey, &(u64, Bytes))> = self
+                    .identity_objects
+                    .range(IdentityObjectKey::start(source)..)
+                    .take_while(|(k, _)| k.in_source(source))
+                    .collect();
+                let derived = derive_all(&candidates, |(_, (rev, value))| {
+                    super::slices::serve_identity_object(value, *rev, api)
+                });
+                for ((ik, _), r) in candidates.into_iter().zip(derived) {
+                    results.push((ik.origin(), identity_invalid_key(ik), r));
+                }
+            }
+        }
+        let mut derived = Vec::with_capacity(results.len());
+        let mut by_origin = HashMap::with_capacity(results.len());
+        for (origin, invalid_key, result) in results {
+            if let Some(o) = Self::derive_logged(&mut self.invalid, counters, &invalid_key, result)
+            {
+                by_origin.insert(origin, (o.namespace.clone(), o.name.clone()));
+                derived.push(((o.namespace.clone(), o.name.clone()), o));
+            }
+        }
+        (derived, by_origin)
+    }
+
+    /// Bring every served domain in line with the catalog; `rebuild` re-derives all objects.
     fn reconcile(&mut self, revision: u64, counters: &Counters, rebuild: bool) {
-        let keys: Vec<ObjKey> = self.cached_resources.keys().cloned().collect();
-        self.served.retain(|k, _| keys.contains(k));
-        for key in keys {
-            let api = self.resolve(&key);
-            let consumers = match (&api, self.cached_resource(&key)) {
-                (Ok(a), _) => Arc::new(self.consumers(&a.identity_hash, &a.group, &a.resource)),
+        let domains = self.domains();
+        self.served
+            .retain(|k, s| domains.get(k).is_some_and(|d| *d == s.domain));
+        for (key, domain) in domains {
+            let api = match domain {
+                Domain::CachedResource => self.resolve(&key),
+                Domain::Slice(kind) => self.resolve_slice(&key, kind),
+            };
+            let consumers = match (&api, domain) {
+                (Ok(a), Domain::CachedResource) => {
+                    Arc::new(self.consumers(&a.identity_hash, &a.group, &a.resource))
+                }
+                (Ok(_), Domain::Slice(kind)) => Arc::new(self.consumers_of_slice(&key, kind)),
                 _ => Arc::new(BTreeSet::new()),
             };
             let old_fp = self
@@ -780,6 +954,7 @@ impl State {
                 .and_then(|s| s.api.as_ref().ok().map(|a| a.fingerprint.clone()));
             let new_fp = api.as_ref().ok().map(|a| a.fingerprint.clone());
             let served = self.served.entry(key.clone()).or_insert_with(|| Served {
+                domain,
                 api: Err(String::new()),
                 objects: BTreeMap::new(),
                 consumers: consumers.clone(),
@@ -794,61 +969,14 @@ impl State {
             let changed = rebuild || old_fp != new_fp;
             served.api = api.clone();
             if !changed {
-                // Consumers that bind see every object appear, those that unbind see them go.
-                let added: BTreeSet<String> = consumers.difference(&before).cloned().collect();
-                let removed: BTreeSet<String> = before.difference(&consumers).cloned().collect();
-                if !added.is_empty() || !removed.is_empty() {
-                    let (added, removed) = (Arc::new(added), Arc::new(removed));
-                    let objects: Vec<Arc<ServedObject>> =
-                        served.objects.values().cloned().collect();
-                    for o in objects {
-                        if !added.is_empty() {
-                            served.push(ServedEvent {
-                                seq: 0,
-                                revision,
-                                change: Change::Added,
-                                object: o.clone(),
-                                prev: None,
-                                consumers: added.clone(),
-                                membership: true,
-                                frames: Default::default(),
-                            });
-                        }
-                        if !removed.is_empty() {
-                            served.push(ServedEvent {
-                                seq: 0,
-                                revision,
-                                change: Change::Deleted,
-                                object: Arc::new(o.with_revision(revision)),
-                                prev: Some(o),
-                                consumers: removed.clone(),
-                                membership: true,
-                                frames: Default::default(),
-                            });
-                        }
-                    }
-                }
+                served.push_membership(revision, &before, &consumers);
                 continue;
             }
-            // Re-derive every object of this resource and emit the differences.
-            let mut derived: Vec<((String, String), Arc<ServedObject>)> = Vec::new();
-            let mut by_origin = HashMap::new();
-            if let (Ok(a), Some((_, cr))) = (&api, self.cached_resources.get(&key)) {
-                let candidates: Vec<(&ObjKey, &RawCached)> = self
-                    .cached_objects
-                    .range((key.0.clone(), String::new())..)
-                    .take_while(|(okey, _)| okey.0 == key.0)
-                    .filter(|(_, raw)| Self::matches_gvr(raw, cr))
-                    .collect();
-                let results = unwrap_all(&candidates, a);
-                for ((okey, _), result) in candidates.into_iter().zip(results) {
-                    if let Some(o) = Self::derive_logged(&mut self.invalid, counters, okey, result)
-                    {
-                        by_origin.insert(okey.1.clone(), (o.namespace.clone(), o.name.clone()));
-                        derived.push(((o.namespace.clone(), o.name.clone()), o));
-                    }
-                }
-            }
+            // Re-derive every object of this domain and emit the differences.
+            let (derived, by_origin) = match &api {
+                Ok(a) => self.derive_domain(&key, a, counters),
+                Err(_) => (Vec::new(), HashMap::new()),
+            };
             let fresh: BTreeMap<(String, String), Arc<ServedObject>> =
                 derived.into_iter().collect();
             let Some(served) = self.served.get_mut(&key) else {
@@ -857,16 +985,13 @@ impl State {
             let old = std::mem::take(&mut served.objects);
             for (k, o) in &old {
                 if !fresh.contains_key(k) {
-                    served.push(ServedEvent {
-                        seq: 0,
+                    served.push(ServedEvent::new(
                         revision,
-                        change: Change::Deleted,
-                        object: Arc::new(o.with_revision(revision)),
-                        prev: Some(o.clone()),
-                        consumers: consumers.clone(),
-                        membership: false,
-                        frames: Default::default(),
-                    });
+                        Change::Deleted,
+                        Arc::new(o.with_revision(revision)),
+                        Some(o.clone()),
+                        consumers.clone(),
+                    ));
                 }
             }
             for (k, o) in &fresh {
@@ -881,16 +1006,13 @@ impl State {
                 }) {
                     continue;
                 }
-                served.push(ServedEvent {
-                    seq: 0,
+                served.push(ServedEvent::new(
                     revision,
                     change,
-                    object: o.clone(),
+                    o.clone(),
                     prev,
-                    consumers: consumers.clone(),
-                    membership: false,
-                    frames: Default::default(),
-                });
+                    consumers.clone(),
+                ));
             }
             served.objects = fresh;
             served.by_origin = by_origin;
@@ -940,12 +1062,14 @@ impl State {
             let Ok(api) = served.api.clone() else {
                 continue;
             };
-            let consumers = served.consumers.clone();
+            if api.source != Source::CachedObjects {
+                continue;
+            }
             let new = match (event_kind, self.cached_objects.get(&okey)) {
                 (EventKind::Deleted, _) | (_, None) => None,
                 (_, Some(raw)) if Self::matches_gvr(raw, &cr) => {
                     let result = match &parsed {
-                        Some(Ok(inner)) => unwrap_inner(inner.clone(), revision, &api),
+                        Some(Ok(inner)) => serve_inner(inner.clone(), revision, &api, true),
                         Some(Err(e)) => Err(e.clone()),
                         None => unwrap_object(&raw.value, raw.revision, &api),
                     };
@@ -953,49 +1077,49 @@ impl State {
                 }
                 _ => None,
             };
-            let Some(served) = self.served.get_mut(&crk) else {
-                continue;
-            };
-            // Find the previously served object that came from this CachedObject.
-            let prev = served
-                .by_origin
-                .remove(&key.name)
-                .and_then(|k| served.objects.remove(&k));
-            match (prev, new) {
-                (None, None) => {}
-                (Some(p), None) => served.push(ServedEvent {
-                    seq: 0,
-                    revision,
-                    change: Change::Deleted,
-                    object: Arc::new(p.with_revision(revision)),
-                    prev: Some(p),
-                    consumers,
-                    membership: false,
-                    frames: Default::default(),
-                }),
-                (prev, Some(n)) => {
-                    served
-                        .by_origin
-                        .insert(key.name.clone(), (n.namespace.clone(), n.name.clone()));
-                    served
-                        .objects
-                        .insert((n.namespace.clone(), n.name.clone()), n.clone());
-                    let change = if prev.is_some() {
-                        Change::Modified
-                    } else {
-                        Change::Added
-                    };
-                    served.push(ServedEvent {
-                        seq: 0,
-                        revision,
-                        change,
-                        object: n,
-                        prev,
-                        consumers,
-                        membership: false,
-                        frames: Default::default(),
-                    });
+            if let Some(served) = self.served.get_mut(&crk) {
+                served.replace_origin(&key.name, new, revision);
+            }
+        }
+    }
+
+    /// Apply a change of an object stored as itself to the slice-keyed domains serving it.
+    fn apply_identity_object(
+        &mut self,
+        event_kind: EventKind,
+        key: &Key,
+        revision: u64,
+        value: &Bytes,
+        counters: &Counters,
+    ) {
+        let ik = IdentityObjectKey::of(key);
+        let invalid_key = identity_invalid_key(&ik);
+        if event_kind == EventKind::Deleted {
+            self.identity_objects.remove(&ik);
+            self.invalid.remove(&invalid_key);
+        } else {
+            self.identity_objects
+                .insert(ik.clone(), (revision, value.clone()));
+        }
+        let domains: Vec<(ObjKey, Arc<ResolvedApi>)> = self
+            .served
+            .iter()
+            .filter_map(|(k, s)| match &s.api {
+                Ok(a) if matches!(&a.source, Source::Identity(src) if ik.in_source(src)) => {
+                    Some((k.clone(), a.clone()))
                 }
+                _ => None,
+            })
+            .collect();
+        for (dk, api) in domains {
+            let new = if event_kind == EventKind::Deleted {
+                None
+            } else {
+                let result = super::slices::serve_identity_object(value, revision, &api);
+                Self::derive_logged(&mut self.invalid, counters, &invalid_key, result)
+            };
+            if let Some(served) = self.served.get_mut(&dk) {
+                served.replace_origin(&ik.origin(), new, revision);
             }
         }
     }
@@ -1039,23 +1163,58 @@ impl State {
                 map.insert(k, v);
             }
         }
+        if super::slices::is_identity_resource(&key.resource) {
+            self.apply_identity_object(kind, key, revision, value, counters);
+            return false;
+        }
         match (key.group.as_str(), key.resource.as_str()) {
             ("cache.kcp.io", "cachedobjects") => {
                 self.apply_cached_object(kind, key, revision, value, counters);
                 return false;
             }
-            ("cache.kcp.io", "cachedresources") => {
+            ("cache.kcp.io", plural @ ("cachedresources" | "clustercachedresources")) => {
                 // A v0.32 CachedResource is served on slice-keyed URLs only: for the
                 // CachedResource-keyed URL it does not exist.
-                let identity_generation = !deleted
-                    && decode::<CachedResource>(value).is_some_and(|c| c.is_identity_generation());
-                put(
-                    &mut self.cached_resources,
-                    k,
-                    revision,
-                    value,
-                    deleted || identity_generation,
-                )
+                let plural = if plural == "cachedresources" {
+                    "cachedresources"
+                } else {
+                    "clustercachedresources"
+                };
+                let ikey = (plural, k.0.clone(), k.1.clone());
+                self.identity_resources.remove(&ikey);
+                if plural == "cachedresources" {
+                    self.cached_resources.remove(&k);
+                }
+                if !deleted {
+                    match decode::<CachedResource>(value) {
+                        Some(cr)
+                            if plural == "clustercachedresources"
+                                || cr.is_identity_generation() =>
+                        {
+                            self.identity_resources.insert(
+                                ikey,
+                                IdentityResource {
+                                    revision,
+                                    shard: key.shard.clone(),
+                                    resource: Arc::new(cr),
+                                },
+                            );
+                        }
+                        Some(cr) => {
+                            self.cached_resources.insert(k, (revision, Arc::new(cr)));
+                        }
+                        None => {
+                            tracing::warn!(cluster = %k.0, name = %k.1, "Ignoring a cached API object that does not decode.");
+                        }
+                    }
+                }
+            }
+            ("cache.kcp.io", "clustercachedresourceendpointslices") => {
+                if deleted {
+                    self.cc_slices.remove(&k);
+                } else if let Some(s) = decode::<EndpointSlice>(value) {
+                    self.cc_slices.insert(k, Arc::new(s));
+                }
             }
             ("apis.kcp.io", "apiexports") => put(&mut self.exports, k, revision, value, deleted),
             ("apis.kcp.io", "apiresourceschemas") => {
@@ -1136,7 +1295,10 @@ impl Index {
         st.roles.clear();
         st.role_bindings.clear();
         st.slices.clear();
+        st.cc_slices.clear();
+        st.identity_resources.clear();
         st.cached_objects.clear();
+        st.identity_objects.clear();
         // Catalog first, then CachedObjects (raw only), then one rebuild of every resource.
         for Record {
             key,
@@ -1145,6 +1307,11 @@ impl Index {
         } in &listing.records
         {
             if (key.group.as_str(), key.resource.as_str()) == ("cache.kcp.io", "cachedobjects") {
+                continue;
+            }
+            if super::slices::is_identity_resource(&key.resource) {
+                st.identity_objects
+                    .insert(IdentityObjectKey::of(key), (*revision, value.clone()));
                 continue;
             }
             st.apply_record(EventKind::Created, key, *revision, value, &self.counters);
@@ -1328,6 +1495,7 @@ mod tests {
             ),
             fingerprint: "f".into(),
             schema: Arc::new(json!({"type": "object"})),
+            source: Source::CachedObjects,
         }
     }
 

@@ -1,7 +1,9 @@
 //! The Replication virtual workspace: a read-only Kubernetes API over the cache, one
-//! CachedResource per URL (`kcp-reference.md` §5, §6).
+//! CachedResource per URL (`kcp-reference.md` §5, §6) or, for kcp v0.32 and main, one slice per
+//! URL (`kcp-head.md` §4).
 //!
 //! [`url`] digests the URL, [`index`] keeps the catalog and the served objects in memory,
+//! [`slices`] resolves the slice-keyed URLs,
 //! [`authz`] (with `kube_api::rbac`) decides who may read, and [`handlers`] serves discovery, get, list
 //! and watch.
 
@@ -13,6 +15,7 @@ pub mod handlers;
 pub mod index;
 pub mod openapi;
 pub mod resolved;
+pub mod slices;
 pub mod url;
 
 pub use handlers::router;

@@ -1,5 +1,6 @@
-//! The API a CachedResource is served as (`kcp-reference.md` §5.4), resolved by the index once
-//! per catalog change and read by the handlers and the OpenAPI renderer.
+//! The API a virtual workspace URL serves — a CachedResource's (`kcp-reference.md` §5.4) or a
+//! slice's (`kcp-head.md` §4.2) — resolved by the index once per catalog change and read by the
+//! handlers and the OpenAPI renderer.
 
 use kcp_model::types::{Names, PrinterColumn};
 use schema::structural::Structural as Validator;
@@ -38,9 +39,40 @@ pub struct ResolvedApi {
     pub fingerprint: String,
     /// The served version's OpenAPI v3 schema (as in the APIResourceSchema).
     pub schema: Arc<Value>,
+    /// Where the served objects come from.
+    pub source: Source,
+}
+
+/// Where the objects of a served API are stored in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// kcp v0.30: CachedObjects in the CachedResource's cluster, matched by their labels.
+    CachedObjects,
+    /// kcp v0.32 and main: the objects themselves, under `<plural>:<identity>` in the
+    /// (Cluster)CachedResource's shard and cluster.
+    Identity(IdentitySource),
+}
+
+/// The cache location of identity-stored objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySource {
+    /// API group of the stored objects.
+    pub group: String,
+    /// `<plural>:<identity>`.
+    pub resource: String,
+    /// The (Cluster)CachedResource's shard.
+    pub shard: String,
+    /// The (Cluster)CachedResource's logical cluster.
+    pub cluster: String,
 }
 
 impl ResolvedApi {
+    /// Whether watches follow kube's selector semantics (an object entering a label selector
+    /// arrives as ADDED) rather than kcp v0.30's (MODIFIED): the slice-keyed generations do.
+    pub fn kube_watch(&self) -> bool {
+        matches!(self.source, Source::Identity(_))
+    }
+
     /// `<group>/<version>`.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {

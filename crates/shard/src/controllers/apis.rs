@@ -246,7 +246,6 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
     let slice_kind = c.kind("cache.kcp.io", "cachedresourceendpointslices")?;
     let cr_kind = c.kind("cache.kcp.io", "cachedresources")?;
     let export_kind = c.kind("apis.kcp.io", "apiexports")?;
-    let binding_kind = c.kind("apis.kcp.io", "apibindings")?;
     let crs: BTreeMap<(String, String), Value> =
         c.ws.list_values(&cr_kind, None)
             .await?
@@ -260,22 +259,7 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
             .map(|(v, k, _)| (k.cluster.clone(), v))
             .collect();
     let mut global = Global::new(c);
-    let mut bound_exports: BTreeSet<(String, String)> = BTreeSet::new();
-    for (b, key, _) in c.ws.list_values(&binding_kind, None).await? {
-        if let Some(k) = resolve_ref(
-            c,
-            &mut global,
-            &key.cluster,
-            str_at(&b, "/spec/reference/export/path"),
-            str_at(&b, "/spec/reference/export/name"),
-        )
-        .await?
-        {
-            bound_exports.insert(k);
-        }
-    }
-    // Exports other shards' bindings point at, by shard (read from the cache when needed).
-    let mut foreign: Option<BTreeMap<String, BTreeSet<(String, String)>>> = None;
+    let mut hosts = Hosts::load(c, &mut global).await?;
     for (slice, key, _) in c.ws.list_values(&slice_kind, None).await? {
         // A slice with spec.export is keyed by itself (v0.32): slices.rs.
         if slice.pointer("/spec/export").is_some() {
@@ -339,56 +323,12 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
                             })
                 })
                 .collect();
-            let binds = |bound: &BTreeSet<(String, String)>| {
-                serving.iter().any(|(ec, e)| {
-                    bound.contains(&(ec.clone(), str_at(e, "/metadata/name").to_string()))
-                })
-            };
-            // This shard's URL while it hosts a binding (§3.4); the same for every other shard,
-            // from the bindings and Shard objects they replicated.
-            let mut urls = vec![(c.vw_url.clone(), binds(&bound_exports))];
-            if !serving.is_empty() {
-                if foreign.is_none() {
-                    let mut by_shard: BTreeMap<String, BTreeSet<(String, String)>> =
-                        BTreeMap::new();
-                    let bindings = global.foreign_bindings().await?.to_vec();
-                    for (shard, bcluster, b) in bindings {
-                        if let Some(k) = resolve_ref(
-                            c,
-                            &mut global,
-                            &bcluster,
-                            str_at(&b, "/spec/reference/export/path"),
-                            str_at(&b, "/spec/reference/export/name"),
-                        )
-                        .await?
-                        {
-                            by_shard.entry(shard).or_default().insert(k);
-                        }
-                    }
-                    foreign = Some(by_shard);
-                }
-                let shard_urls = global.shard_urls().await?.clone();
-                for (shard, url) in shard_urls {
-                    if shard == c.shard || url == c.vw_url {
-                        continue;
-                    }
-                    let hosts = foreign
-                        .as_ref()
-                        .and_then(|f| f.get(&shard))
-                        .is_some_and(binds);
-                    urls.push((url, hosts));
-                }
-            }
-            for (base, hosts) in urls {
-                let url = endpoint_url(&base, cc, cr_name);
-                if hosts {
-                    if !endpoints.contains(&url) {
-                        endpoints.push(url);
-                    }
-                } else {
-                    endpoints.retain(|u| *u != url);
-                }
-            }
+            let serving: BTreeSet<(String, String)> = serving
+                .iter()
+                .map(|(ec, e)| (ec.clone(), str_at(e, "/metadata/name").to_string()))
+                .collect();
+            let urls = hosts.urls(c, &mut global, &serving).await?;
+            set_urls(&mut endpoints, &urls, cc, cr_name);
         }
         status["conditions"] = json!(conditions);
         if endpoints.is_empty() {
@@ -402,6 +342,108 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
             .await?;
     }
     Ok(())
+}
+
+/// Which shards host APIBindings of which exports: this shard's bindings, and (read from the
+/// cache once, when first needed) every other shard's.
+pub(super) struct Hosts {
+    local: BTreeSet<(String, String)>,
+    foreign: Option<BTreeMap<String, BTreeSet<(String, String)>>>,
+}
+
+impl Hosts {
+    /// The exports this shard's bindings reference.
+    pub(super) async fn load(
+        c: &Controllers,
+        global: &mut Global<'_>,
+    ) -> Result<Self, ControllerError> {
+        let binding_kind = c.kind("apis.kcp.io", "apibindings")?;
+        let mut local = BTreeSet::new();
+        for (b, key, _) in c.ws.list_values(&binding_kind, None).await? {
+            if let Some(k) = resolve_ref(
+                c,
+                global,
+                &key.cluster,
+                str_at(&b, "/spec/reference/export/path"),
+                str_at(&b, "/spec/reference/export/name"),
+            )
+            .await?
+            {
+                local.insert(k);
+            }
+        }
+        Ok(Hosts {
+            local,
+            foreign: None,
+        })
+    }
+
+    /// Each shard's virtual workspace URL and whether that shard hosts a binding of one of
+    /// `serving` (`kcp-reference.md` §3.4: a shard publishes its URL while it does).
+    pub(super) async fn urls(
+        &mut self,
+        c: &Controllers,
+        global: &mut Global<'_>,
+        serving: &BTreeSet<(String, String)>,
+    ) -> Result<Vec<(String, bool)>, ControllerError> {
+        let binds =
+            |bound: &BTreeSet<(String, String)>| bound.intersection(serving).next().is_some();
+        let mut urls = vec![(c.vw_url.clone(), binds(&self.local))];
+        if serving.is_empty() {
+            return Ok(urls);
+        }
+        if self.foreign.is_none() {
+            let mut by_shard: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
+            let bindings = global.foreign_bindings().await?.to_vec();
+            for (shard, bcluster, b) in bindings {
+                if let Some(k) = resolve_ref(
+                    c,
+                    global,
+                    &bcluster,
+                    str_at(&b, "/spec/reference/export/path"),
+                    str_at(&b, "/spec/reference/export/name"),
+                )
+                .await?
+                {
+                    by_shard.entry(shard).or_default().insert(k);
+                }
+            }
+            self.foreign = Some(by_shard);
+        }
+        let shard_urls = global.shard_urls().await?.clone();
+        for (shard, url) in shard_urls {
+            if shard == c.shard || url == c.vw_url {
+                continue;
+            }
+            let hosts = self
+                .foreign
+                .as_ref()
+                .and_then(|f| f.get(&shard))
+                .is_some_and(binds);
+            urls.push((url, hosts));
+        }
+        Ok(urls)
+    }
+}
+
+/// Add `<base>/services/replication/<cluster>/<name>` for each base that hosts, remove it for
+/// each that does not.
+pub(super) fn set_urls(
+    endpoints: &mut Vec<String>,
+    urls: &[(String, bool)],
+    cluster: &str,
+    name: &str,
+) {
+    for (base, hosts) in urls {
+        let url = endpoint_url(base, cluster, name);
+        if *hosts {
+            if !endpoints.contains(&url) {
+                endpoints.push(url);
+            }
+        } else {
+            endpoints.retain(|u| *u != url);
+        }
+    }
 }
 
 /// A slice's `PartitionValid`: partitions are not supported, so only a slice without

@@ -5,13 +5,20 @@
 //! Per slice: `ResourceValid` (the referenced (Cluster)CachedResource exists, and for a v0.32
 //! slice it follows v0.32, not v0.30), `APIExportValid` (the export exists and has a virtual
 //! resource referencing this slice by kind and name), `PartitionValid` (as v0.30). Any False
-//! clears the endpoints. Publishing this server's URL for such a slice waits until the virtual
-//! workspace serves slice-keyed URLs.
+//! clears the endpoints. Then the URL controller's part (§3.4): while every condition holds,
+//! each shard hosting an APIBinding of the slice's export publishes
+//! `<its VW URL>/services/replication/<slice cluster>/<slice name>`; one that hosts none is
+//! removed.
 
+use super::apis::{Hosts, set_urls};
+use super::global::Global;
 use super::*;
+use std::collections::BTreeSet;
 
 /// Reconcile every slice of the v0.32 and main generations.
 pub async fn reconcile_all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError> {
+    let mut global = Global::new(c);
+    let mut hosts = Hosts::load(c, &mut global).await?;
     for (slice_resource, resource_resource) in [
         (
             "clustercachedresourceendpointslices",
@@ -28,9 +35,9 @@ pub async fn reconcile_all(c: &Controllers, pass: &mut Pass) -> Result<(), Contr
             {
                 continue;
             }
-            if let Err(e) =
-                reconcile(c, &slice_kind, &resource_kind, &key.cluster, &slice, pass).await
-            {
+            let kinds = (&slice_kind, &resource_kind);
+            let publish = (&mut global, &mut hosts);
+            if let Err(e) = reconcile(c, kinds, publish, &key.cluster, &slice, pass).await {
                 tracing::warn!(cluster = %key.cluster, name = %key.name, error = %e, "Slice reconcile failed.");
             }
         }
@@ -49,8 +56,8 @@ async fn referenced_cluster(c: &Controllers, cluster: &str, path: &str) -> Optio
 
 async fn reconcile(
     c: &Controllers,
-    slice_kind: &Kind,
-    resource_kind: &Kind,
+    (slice_kind, resource_kind): (&Kind, &Kind),
+    (global, hosts): (&mut Global<'_>, &mut Hosts),
     cluster: &str,
     slice: &Value,
     pass: &mut Pass,
@@ -116,8 +123,9 @@ async fn reconcile(
         export_path
     };
     let export_kind = c.kind("apis.kcp.io", "apiexports")?;
-    let export = match referenced_cluster(c, cluster, export_path).await {
-        Some(ec) => c.ws.get_value(&export_kind, &ec, "", export_name).await?,
+    let export_cluster = referenced_cluster(c, cluster, export_path).await;
+    let export = match &export_cluster {
+        Some(ec) => c.ws.get_value(&export_kind, ec, "", export_name).await?,
         None => None,
     };
     let references_me = |e: &Value| {
@@ -162,8 +170,25 @@ async fn reconcile(
     valid &= super::apis::partition_valid(slice, &mut conditions);
 
     status["conditions"] = json!(conditions);
-    if !valid && let Some(o) = status.as_object_mut() {
-        o.remove("endpoints");
+    let mut endpoints: Vec<String> = slice
+        .pointer("/status/endpoints")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|e| str_at(e, "/url").to_string()).collect())
+        .unwrap_or_default();
+    match (valid, export_cluster) {
+        (true, Some(ec)) => {
+            let serving = BTreeSet::from([(ec, export_name.to_string())]);
+            let urls = hosts.urls(c, global, &serving).await?;
+            set_urls(&mut endpoints, &urls, cluster, name);
+        }
+        _ => endpoints.clear(),
+    }
+    if endpoints.is_empty() {
+        if let Some(o) = status.as_object_mut() {
+            o.remove("endpoints");
+        }
+    } else {
+        status["endpoints"] = endpoints.iter().map(|u| json!({"url": u})).collect();
     }
     c.write_status(slice_kind, cluster, slice, status, pass)
         .await

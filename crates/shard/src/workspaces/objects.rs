@@ -593,7 +593,7 @@ impl Workspaces {
             return Ok(None);
         };
         let (group, resource) = (s(&bound, "/group"), s(&bound, "/resource"));
-        let Some(slice_name) = export
+        let Some(reference) = export
             .pointer("/spec/resources")
             .and_then(Value::as_array)
             .and_then(|rs| {
@@ -602,25 +602,28 @@ impl Workspaces {
                         && r.get("name").and_then(Value::as_str).unwrap_or("") == resource
                 })
             })
-            .and_then(|r| r.pointer("/storage/virtual/reference/name"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
+            .and_then(|r| r.pointer("/storage/virtual/reference"))
         else {
             return Ok(None);
         };
+        let slice_name = s(reference, "/name");
+        let slice_resource = if s(reference, "/kind") == "ClusterCachedResourceEndpointSlice" {
+            "clustercachedresourceendpointslices"
+        } else {
+            "cachedresourceendpointslices"
+        };
         let Some(slice) = self
-            .value_anywhere(
-                "cache.kcp.io",
-                "cachedresourceendpointslices",
-                &export_cluster,
-                &slice_name,
-            )
+            .value_anywhere("cache.kcp.io", slice_resource, &export_cluster, &slice_name)
             .await?
         else {
             return Ok(None);
         };
+        // kcp v0.32 and main key the virtual workspace URL by the slice (kcp-head.md §4.1),
+        // v0.30 by the CachedResource.
+        let keyed_by_slice = slice_resource == "clustercachedresourceendpointslices"
+            || slice.pointer("/spec/export").is_some();
         let path = s(&slice, "/spec/cachedResource/path");
-        let cr_cluster = if path.is_empty() {
+        let cr_cluster = if keyed_by_slice || path.is_empty() {
             export_cluster.clone()
         } else {
             match self.resolve_anywhere(&path).await {
@@ -628,7 +631,11 @@ impl Workspaces {
                 Err(_) => return Ok(None),
             }
         };
-        let cr_name = s(&slice, "/spec/cachedResource/name");
+        let cr_name = if keyed_by_slice {
+            slice_name
+        } else {
+            s(&slice, "/spec/cachedResource/name")
+        };
         let schema_name = s(&bound, "/schema/name");
         let Some(schema) = self
             .value_anywhere(
