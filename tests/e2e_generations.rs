@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{PROVIDER, Server, run_ok as run};
+use common::{KubectlWatch, PROVIDER, Server, run_ok as run};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -248,5 +248,175 @@ spec:
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+}
+
+/// Retry `attempt` (every 100 ms, for up to 30 s) until it gives a value.
+fn eventually<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match attempt() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                std::time::Instant::now() < deadline,
+                "{what} never happened; last: {last}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// One generation's example: (directory, provider path, provider cluster, consumer path,
+/// consumer cluster, the URL key of the CPU flavors).
+const GENERATIONS: [(&str, &str, &str, &str, &str, &str); 3] = [
+    (
+        "cloud-co",
+        "root:cloudco",
+        PROVIDER,
+        "root:team-a",
+        common::TEAM_A,
+        "cpuflavors-v1",
+    ),
+    (
+        "cloud-co-v032",
+        "root:cloudco-v032",
+        "8v032provcloudco",
+        "root:team-a-v032",
+        "8v032teamaconsmr",
+        "cpuflavors",
+    ),
+    (
+        "cloud-co-main",
+        "root:cloudco-main",
+        "9mainprovcloudco",
+        "root:team-a-main",
+        "9mainteamaconsmr",
+        "cpuflavors",
+    ),
+];
+
+/// `serve --seed` of the three examples at once.
+fn three_generations() -> Server {
+    let repo = common::repo();
+    let mut args: Vec<String> = Vec::new();
+    for (dir, ..) in GENERATIONS {
+        args.push("--seed".into());
+        args.push(repo.join("examples").join(dir).display().to_string());
+    }
+    args.push("--token-auth-file".into());
+    args.push(
+        repo.join("examples/cloud-co/tokens.csv")
+            .display()
+            .to_string(),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&args)
+}
+
+#[test]
+fn a_v030_a_v032_and_a_main_provider_are_read_side_by_side_with_kubectl() {
+    let server = three_generations();
+    let in_context = |context: &str, args: &[&str]| {
+        let mut c = server.kubectl_context(context);
+        c.args(args);
+        c
+    };
+    for (dir, provider_path, provider, consumer_path, consumer, key) in GENERATIONS {
+        // The provider's slice publishes the URL of its generation.
+        let slice_url = format!("{}/services/replication/{provider}/{key}", server.url);
+        let slice_name = if dir == "cloud-co" {
+            "cpuflavors-v1"
+        } else {
+            "cpuflavors"
+        };
+        let slice_kind = if dir == "cloud-co-main" {
+            "clustercachedresourceendpointslice"
+        } else {
+            "cachedresourceendpointslice"
+        };
+        eventually(&format!("{dir}: the slice's URL"), || {
+            let out = run(in_context(
+                provider_path,
+                &[
+                    "get",
+                    slice_kind,
+                    slice_name,
+                    "-o",
+                    "jsonpath={.status.endpoints[*].url}",
+                ],
+            ));
+            (out.trim() == slice_url).then_some(()).ok_or(out)
+        });
+
+        // The consumer reads the flavors through its own workspace, wide.
+        let table = eventually(&format!("{dir}: three flavors"), || {
+            let out = run(in_context(
+                consumer_path,
+                &["get", "cpuflavors", "-o", "wide"],
+            ));
+            (out.lines().count() == 4).then_some(out.clone()).ok_or(out)
+        });
+        let header: Vec<&str> = table
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(header, ["NAME", "CORES", "ARCH", "AGE"], "{dir}: {table}");
+        for (name, cores, arch) in [
+            ("cpu-large", "8", "arm64"),
+            ("cpu-medium", "4", "amd64"),
+            ("cpu-small", "2", "amd64"),
+        ] {
+            assert!(
+                table
+                    .lines()
+                    .any(|l| l.split_whitespace().take(3).eq([name, cores, arch])),
+                "{dir}: {name} in {table}"
+            );
+        }
+
+        // Directly through the virtual workspace URL: the object carries only the consumer.
+        let mut get = server.kubectl_admin(&format!("{slice_url}/clusters/{consumer}"));
+        get.args(["get", "cpuflavor", "cpu-small", "-o", "json"]);
+        let object: serde_json::Value = serde_json::from_str(&run(get)).expect("JSON");
+        assert_eq!(
+            object["metadata"]["annotations"],
+            serde_json::json!({"kcp.io/cluster": consumer}),
+            "{dir}: {object}"
+        );
+
+        // A running watch sees a provider's change.
+        let mut watch = in_context(
+            consumer_path,
+            &[
+                "get",
+                "memflavors",
+                "-w",
+                "--output-watch-events",
+                "-o",
+                "jsonpath={.type} {.object.metadata.name} {.object.spec.bandwidthGbps}{\"\\n\"}",
+            ],
+        );
+        let watch = KubectlWatch::start(watch);
+        for _ in 0..3 {
+            assert!(watch.next("the initial list").starts_with("ADDED mem-"));
+        }
+        run(in_context(
+            provider_path,
+            &[
+                "patch",
+                "memflavor",
+                "mem-large",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"bandwidthGbps":40}}"#,
+            ],
+        ));
+        assert_eq!(
+            watch.next("mem-large modified"),
+            "MODIFIED mem-large 40",
+            "{dir}"
+        );
     }
 }

@@ -386,12 +386,21 @@ async fn setup_slice_keyed(shard: &Shard, generation: (&str, &str, &str, &str, &
         "metadata": {"name": "cached-wildwest"},
         "spec": {"reference": {"export": {"path": PROVIDER_WS, "name": "cached-wildwest-provider"}}},
     })).await;
-    shard.create(UNBOUND_WS, "core.kcp.io/v1alpha1/logicalclusters", json!({
-        "metadata": {"name": "cluster"},
-    })).await;
+    shard
+        .create(
+            UNBOUND_WS,
+            "core.kcp.io/v1alpha1/logicalclusters",
+            json!({
+                "metadata": {"name": "cluster"},
+            }),
+        )
+        .await;
     // The writer of kcp-head.md §2.3: each object as itself, without kcp.io/shard (so the cache
     // server gives it its own uid and creationTimestamp), with the source's uid and version.
-    for (name, labels) in [("sheriff-1", json!({})), ("sheriff-2", json!({"hello": "world"}))] {
+    for (name, labels) in [
+        ("sheriff-1", json!({})),
+        ("sheriff-2", json!({"hello": "world"})),
+    ] {
         let object = json!({"apiVersion": "wildwest.dev/v1alpha1", "kind": "Sheriff",
             "metadata": {"name": name, "labels": labels, "annotations": {
                 "cache.kcp.io/original-resource-UID": format!("source-uid-{name}"),
@@ -399,7 +408,10 @@ async fn setup_slice_keyed(shard: &Shard, generation: (&str, &str, &str, &str, &
             "spec": {"intent": format!("{name}-spec")}});
         let r = shard
             .client
-            .post(shard.url(PROVIDER_WS, &format!("wildwest.dev/v1alpha1/sheriffs:{hash}")))
+            .post(shard.url(
+                PROVIDER_WS,
+                &format!("wildwest.dev/v1alpha1/sheriffs:{hash}"),
+            ))
             .json(&object)
             .send()
             .await
@@ -439,7 +451,10 @@ async fn slice_keyed_scenario(generation: (&str, &str, &str, &str, &str)) {
         .client
         .get(format!(
             "{}/sheriff-1",
-            shard.url(PROVIDER_WS, &format!("wildwest.dev/v1alpha1/sheriffs:{hash}"))
+            shard.url(
+                PROVIDER_WS,
+                &format!("wildwest.dev/v1alpha1/sheriffs:{hash}")
+            )
         ))
         .send()
         .await
@@ -476,10 +491,7 @@ async fn slice_keyed_scenario(generation: (&str, &str, &str, &str, &str)) {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(
-        get(format!("{vw}?watch=true")).await.unwrap().status(),
-        403
-    );
+    assert_eq!(get(format!("{vw}?watch=true")).await.unwrap().status(), 403);
     shard.grant("watch").await;
     let watch_url = format!(
         "{vw}?watch=true&resourceVersion={rv}&resourceVersionMatch=NotOlderThan&sendInitialEvents=false&labelSelector=hello%3Dworld"
@@ -491,7 +503,10 @@ async fn slice_keyed_scenario(generation: (&str, &str, &str, &str, &str)) {
     // The shard relabels sheriff-1 into the selector: kube semantics, so it arrives as ADDED.
     let object_url = format!(
         "{}/sheriff-1",
-        shard.url(PROVIDER_WS, &format!("wildwest.dev/v1alpha1/sheriffs:{hash}"))
+        shard.url(
+            PROVIDER_WS,
+            &format!("wildwest.dev/v1alpha1/sheriffs:{hash}")
+        )
     );
     let mut relabelled = cached.clone();
     relabelled["metadata"]["labels"] = json!({"hello": "world"});

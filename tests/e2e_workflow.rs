@@ -11,8 +11,6 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Bound of every wait in this file.
@@ -158,45 +156,6 @@ fn create_workspace(s: &Server, m: &Manifests, lc: &str, path: &str) {
         )
     });
     assert_eq!(got, lc);
-}
-
-/// A running `kubectl get -w`, its stdout lines read by a thread.
-struct KubectlWatch {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    errors: mpsc::Receiver<String>,
-}
-
-impl KubectlWatch {
-    fn start(mut c: Command) -> KubectlWatch {
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = c.spawn().expect("kubectl starts");
-        let lines = line_reader(child.stdout.take().unwrap());
-        let errors = line_reader(child.stderr.take().unwrap());
-        KubectlWatch {
-            child,
-            lines,
-            errors,
-        }
-    }
-
-    /// The next line, within `TIMEOUT`.
-    fn next(&self, what: &str) -> String {
-        self.lines.recv_timeout(TIMEOUT).unwrap_or_else(|_| {
-            let errors: Vec<String> = self.errors.try_iter().collect();
-            panic!(
-                "kubectl watch: no line for {what} within {TIMEOUT:?}; stderr: {}",
-                errors.join("\n")
-            )
-        })
-    }
-}
-
-impl Drop for KubectlWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An admin HTTPS client without a total request timeout, for watch streams.

@@ -242,6 +242,16 @@ impl Server {
         c
     }
 
+    /// A kubectl command as admin in one workspace: a context of the admin kubeconfig.
+    pub fn kubectl_context(&self, context: &str) -> Command {
+        let mut c = self.kubectl_base();
+        c.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--context")
+            .arg(context);
+        c
+    }
+
     /// A kubectl command with a bearer token (or anonymous with `None`) against `server`.
     pub fn kubectl_token(&self, server: &str, token: Option<&str>) -> Command {
         let mut c = self.kubectl_base();
@@ -449,4 +459,46 @@ pub fn cpu_flavor_cached_object(
             "spec": spec,
         }},
     })
+}
+
+/// How long a test waits for one line of a running kubectl watch.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `kubectl get -w`, its stdout lines read by a thread.
+pub struct KubectlWatch {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    errors: mpsc::Receiver<String>,
+}
+
+impl KubectlWatch {
+    pub fn start(mut c: Command) -> KubectlWatch {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("kubectl starts");
+        let lines = line_reader(child.stdout.take().unwrap());
+        let errors = line_reader(child.stderr.take().unwrap());
+        KubectlWatch {
+            child,
+            lines,
+            errors,
+        }
+    }
+
+    /// The next line, within `WATCH_TIMEOUT`.
+    pub fn next(&self, what: &str) -> String {
+        self.lines.recv_timeout(WATCH_TIMEOUT).unwrap_or_else(|_| {
+            let errors: Vec<String> = self.errors.try_iter().collect();
+            panic!(
+                "kubectl watch: no line for {what} within {WATCH_TIMEOUT:?}; stderr: {}",
+                errors.join("\n")
+            )
+        })
+    }
+}
+
+impl Drop for KubectlWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
