@@ -387,7 +387,7 @@ fn a_v030_a_v032_and_a_main_provider_are_read_side_by_side_with_kubectl() {
         );
 
         // A running watch sees a provider's change.
-        let mut watch = in_context(
+        let watch = in_context(
             consumer_path,
             &[
                 "get",

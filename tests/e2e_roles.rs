@@ -413,3 +413,65 @@ fn roles_start_without_their_cache_server_and_become_ready_once_it_is_up() {
     vw.wait_until_ready();
     shard.wait_until_ready();
 }
+
+#[test]
+fn one_cache_server_and_one_virtual_workspace_serve_a_shard_of_each_kcp_generation() {
+    let cache = Server::launch("cache-server", &[]);
+    let ck = cache.kubeconfig().to_string_lossy().into_owned();
+    let tokens = tokens();
+    // One shard per generation, each with its provider and consumer (examples/cloud-co*).
+    let shards: Vec<Server> = ["cloud-co", "cloud-co-v032", "cloud-co-main"]
+        .iter()
+        .map(|dir| {
+            let seed = repo().join("examples").join(dir);
+            Server::launch(
+                "serve",
+                &[
+                    "--cache-kubeconfig",
+                    &ck,
+                    "--shard-name",
+                    &format!("shard-{dir}"),
+                    "--token-auth-file",
+                    &tokens,
+                    "--seed",
+                    seed.to_str().unwrap_or_default(),
+                ],
+            )
+        })
+        .collect();
+    let vw = Server::launch(
+        "virtual-workspace",
+        &["--cache-kubeconfig", &ck, "--token-auth-file", &tokens],
+    );
+    let expected = "cpu-large\ncpu-medium\ncpu-small";
+    for (key, consumer) in [
+        (format!("{PROVIDER}/cpuflavors-v1"), TEAM_A),
+        (
+            "8v032provcloudco/cpuflavors".to_string(),
+            "8v032teamaconsmr",
+        ),
+        (
+            "9mainprovcloudco/cpuflavors".to_string(),
+            "9mainteamaconsmr",
+        ),
+    ] {
+        let url = format!("{}/services/replication/{key}/clusters/{consumer}", vw.url);
+        let names = eventually(
+            Duration::from_secs(30),
+            &format!("alice lists the flavors of {key}"),
+            || {
+                let mut c = vw.kubectl_token(&url, Some("alice-token"));
+                c.args([
+                    "get",
+                    "cpuflavors",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+                ]);
+                let out = run(c)?;
+                (out.trim() == expected).then_some(out.clone()).ok_or(out)
+            },
+        );
+        assert_eq!(names.trim(), expected);
+    }
+    drop(shards);
+}

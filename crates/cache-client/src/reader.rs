@@ -9,6 +9,13 @@
 //! reopening after a failure it asks the cache for its revision: a revision that went backwards,
 //! or a new cache-server instance, means the cache restarted empty, and the stream reports
 //! [`StoreError::Expired`] so the reader relists (as it does on a `410 Gone`).
+//!
+//! Objects stored as themselves (kcp v0.32 and main, `kcp-head.md` §2) live in collections named
+//! `<plural>:<identity>`, one per publisher: the reader derives them from the listed v0.32
+//! CachedResources and ClusterCachedResources, lists and watches them too, and reports
+//! `Expired` when a publisher of a collection it does not watch yet appears, so that the
+//! next list includes it (a new publisher is rare; a relist is the simple way to start
+//! reading it at a consistent revision).
 
 use super::{Backoff, CacheError, Collection, Connection, ListError, list_collection, record_of};
 use async_trait::async_trait;
@@ -35,8 +42,61 @@ pub const READ_RESOURCES: &[(&str, &str, &str)] = &[
     ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
     ("cache.kcp.io", "v1alpha1", "cachedresources"),
     ("cache.kcp.io", "v1alpha1", "cachedresourceendpointslices"),
+    ("cache.kcp.io", "v1alpha1", "clustercachedresources"),
+    (
+        "cache.kcp.io",
+        "v1alpha1",
+        "clustercachedresourceendpointslices",
+    ),
     ("cache.kcp.io", "v1alpha1", "cachedobjects"),
 ];
+
+/// A collection of a fixed or an identity-based resource: (group, version, resource).
+type Gvr = (&'static str, &'static str, &'static str);
+
+/// One `'static` copy of each distinct string (identity collections are few and long-lived).
+fn intern(s: &str) -> &'static str {
+    static INTERNED: std::sync::OnceLock<Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut set = INTERNED.get_or_init(Default::default).lock();
+    if let Some(found) = set.get(s) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+/// The identity collection a publisher's record names: a ClusterCachedResource, or a
+/// CachedResource of the v0.32 generation, with an identity and both annotations the cache
+/// server resolves it by.
+fn identity_collection(record: &store::Record) -> Option<Gvr> {
+    if record.key.group != "cache.kcp.io"
+        || !matches!(
+            record.key.resource.as_str(),
+            "cachedresources" | "clustercachedresources"
+        )
+    {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&record.value).ok()?;
+    let text = |p: &str| {
+        v.pointer(p)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+    };
+    let annotated = !text("/metadata/annotations/cache.kcp.io~1resource-kind").is_empty()
+        && !text("/metadata/annotations/cache.kcp.io~1resource-scope").is_empty();
+    let (hash, version) = (text("/status/identityHash"), text("/spec/version"));
+    if !annotated || hash.is_empty() || version.is_empty() {
+        return None;
+    }
+    Some((
+        intern(text("/spec/group")),
+        intern(version),
+        intern(&format!("{}:{hash}", text("/spec/resource"))),
+    ))
+}
 
 /// How the reader's connection to the cache is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +196,8 @@ pub struct HttpsRead {
     health: Arc<Health>,
     /// The highest revision seen in any list or event.
     seen: Arc<AtomicU64>,
+    /// The identity collections of the last list (watched with the fixed ones).
+    identity: Arc<Mutex<std::collections::BTreeSet<Gvr>>>,
 }
 
 impl HttpsRead {
@@ -145,13 +207,12 @@ impl HttpsRead {
             conn,
             health: Arc::new(Health::default()),
             seen: Arc::new(AtomicU64::new(0)),
+            identity: Arc::default(),
         }
     }
 }
 
-fn collection(
-    &(group, version, resource): &(&'static str, &'static str, &'static str),
-) -> Collection<'static> {
+fn collection(&(group, version, resource): &Gvr) -> Collection<'static> {
     Collection {
         group,
         version,
@@ -199,6 +260,18 @@ impl CacheRead for HttpsRead {
                     Err(ListError::Cache(e)) => return Err(fail(e)),
                 }
             }
+            let identity: std::collections::BTreeSet<Gvr> =
+                records.iter().filter_map(identity_collection).collect();
+            for r in &identity {
+                match list_collection(&self.conn, collection(r), revision).await {
+                    Ok((mut rs, _)) => records.append(&mut rs),
+                    Err(ListError::Expired) => continue 'attempt,
+                    // A publisher the cache does not resolve (yet): nothing to read there.
+                    Err(ListError::Cache(CacheError::NotFound)) => {}
+                    Err(ListError::Cache(e)) => return Err(fail(e)),
+                }
+            }
+            *self.identity.lock() = identity;
             let revision = revision.unwrap_or(0);
             self.health.up();
             // A new listing is the new baseline, also when the cache restarted lower.
@@ -214,7 +287,8 @@ impl CacheRead for HttpsRead {
     async fn watch(&self, after: u64) -> Result<WatchStream, StoreError> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Arc<Event>, StoreError>>(4096);
         let mut tasks = tokio::task::JoinSet::new();
-        for r in READ_RESOURCES {
+        let identity = self.identity.lock().clone();
+        for r in READ_RESOURCES.iter().chain(&identity) {
             tasks.spawn(watch_resource(
                 self.clone(),
                 collection(r),
@@ -224,9 +298,31 @@ impl CacheRead for HttpsRead {
         }
         drop(tx);
         // The tasks live as long as the stream: dropping it aborts them.
-        let stream = futures_util::stream::unfold((rx, tasks), |(mut rx, tasks)| async move {
-            rx.recv().await.map(|item| (item, (rx, tasks)))
-        });
+        let stream = futures_util::stream::unfold(
+            (rx, tasks, identity),
+            |(mut rx, tasks, identity)| async move {
+                let item = rx.recv().await?;
+                // A publisher of a collection not watched yet: relist to start reading it.
+                let item = match item {
+                    Ok(ev) if ev.kind != EventKind::Deleted => {
+                        let record = store::Record {
+                            key: ev.key.clone(),
+                            revision: ev.revision,
+                            value: ev.value.clone(),
+                        };
+                        match identity_collection(&record) {
+                            Some(c) if !identity.contains(&c) => Err(StoreError::Expired {
+                                requested: ev.revision,
+                                oldest: 0,
+                            }),
+                            _ => Ok(ev),
+                        }
+                    }
+                    other => other,
+                };
+                Some((item, (rx, tasks, identity)))
+            },
+        );
         Ok(stream.boxed())
     }
 
