@@ -104,6 +104,12 @@ enum Command {
         external_url: Option<String>,
         #[command(flatten)]
         cache: Cache,
+        /// Kubeconfig of a kcp shard whose consumers this virtual workspace serves
+        /// (repeatable, one per shard): its LogicalClusters and APIBindings are read from its
+        /// wildcard endpoints and looked up before the cache's (kcp does not replicate
+        /// APIBindings to the cache). Optional with our own shards, which replicate them.
+        #[arg(long = "shard-kubeconfig")]
+        shard_kubeconfig: Vec<PathBuf>,
     },
     /// Back up or restore the durable stores of a data directory (`--storage local`).
     Snapshot {
@@ -232,13 +238,19 @@ async fn main() -> anyhow::Result<()> {
             common,
             external_url,
             cache,
+            shard_kubeconfig,
         } => {
             let Some(cache) = cache_options(cache) else {
                 anyhow::bail!(
                     "virtual-workspace reads everything from a cache server: --cache-kubeconfig FILE is required"
                 );
             };
-            server::run_virtual_workspace(common.listen_options(external_url), cache).await
+            server::run_virtual_workspace(
+                common.listen_options(external_url),
+                cache,
+                &shard_kubeconfig,
+            )
+            .await
         }
         Command::Snapshot { command } => match command {
             SnapshotCommand::Save { file, data_dir } => {

@@ -475,3 +475,89 @@ fn one_cache_server_and_one_virtual_workspace_serve_a_shard_of_each_kcp_generati
     }
     drop(shards);
 }
+
+#[test]
+fn a_virtual_workspace_finds_consumers_the_cache_lacks_on_the_kcp_shards_it_is_given() {
+    let cache = Server::launch("cache-server", &[]);
+    let ck = cache.kubeconfig().to_string_lossy().into_owned();
+    let tokens = tokens();
+    let main = repo().join("examples/cloud-co-main");
+    let file = |f: &str| main.join(f).to_string_lossy().into_owned();
+    // The provider's shard writes into the shared cache; the consumer's workspaces are on
+    // another shard whose LogicalClusters and APIBindings never reach it (as kcp's).
+    let mut provider_args = vec![
+        "--cache-kubeconfig".to_string(),
+        ck.clone(),
+        "--shard-name".into(),
+        "provider-shard".into(),
+    ];
+    for f in [
+        "provider.yaml",
+        "export.yaml",
+        "rbac.yaml",
+        "flavors.yaml",
+        "slices.yaml",
+    ] {
+        provider_args.push("--seed".into());
+        provider_args.push(file(f));
+    }
+    let provider_args: Vec<&str> = provider_args.iter().map(String::as_str).collect();
+    let _provider = Server::launch("serve", &provider_args);
+    let consumer_shard = Server::launch(
+        "serve",
+        &["--seed", &file(""), "--token-auth-file", &tokens],
+    );
+    let consumer_kubeconfig = consumer_shard.kubeconfig().to_string_lossy().into_owned();
+    let list = |vw: &Server| {
+        let url = format!(
+            "{}/services/replication/9mainprovcloudco/cpuflavors/clusters/9mainteamaconsmr",
+            vw.url
+        );
+        let mut c = vw.kubectl_token(&url, Some("alice-token"));
+        c.args(["get", "cpuflavors", "-o", "name"]);
+        run(c)
+    };
+
+    // Without the consumer's shard, the consumer is unknown: refused.
+    let blind = Server::launch(
+        "virtual-workspace",
+        &["--cache-kubeconfig", &ck, "--token-auth-file", &tokens],
+    );
+    let refused = eventually(
+        Duration::from_secs(30),
+        "a refusal once the provider's slice is served",
+        || match list(&blind) {
+            Err(e) if e.contains("Forbidden") => Ok(e),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert!(refused.contains("forbidden"), "{refused}");
+
+    // With it, alice reads the three flavors.
+    let seeing = Server::launch(
+        "virtual-workspace",
+        &[
+            "--cache-kubeconfig",
+            &ck,
+            "--token-auth-file",
+            &tokens,
+            "--shard-kubeconfig",
+            &consumer_kubeconfig,
+        ],
+    );
+    let names = eventually(
+        Duration::from_secs(30),
+        "alice lists through the VW",
+        || {
+            let out = list(&seeing)?;
+            (out.lines().count() == 3).then_some(out.clone()).ok_or(out)
+        },
+    );
+    assert!(
+        names.contains("cpuflavor.cloud.example.com/cpu-small"),
+        "{names}"
+    );
+    // The same cache, RBAC and slice: only the consumer's shard made the difference.
+    let still = list(&blind).expect_err("the blind virtual workspace still refuses");
+    assert!(still.contains("Forbidden"), "{still}");
+}

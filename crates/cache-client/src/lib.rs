@@ -129,6 +129,8 @@ pub struct Connection {
     client: reqwest::Client,
     /// A client without a total timeout, for watches.
     stream_client: reqwest::Client,
+    /// A kcp shard's API (`/clusters/*/apis/…`) rather than a cache server's.
+    shard_paths: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -261,7 +263,32 @@ impl Connection {
             base,
             client: build(Some(REQUEST_TIMEOUT))?,
             stream_client: build(None)?,
+            shard_paths: false,
         })
+    }
+
+    /// The same connection addressing a kcp shard's own API: collections are read across
+    /// every logical cluster at `/clusters/*/apis/<group>/<version>/<resource>`.
+    pub fn into_shard(mut self) -> Self {
+        self.shard_paths = true;
+        self
+    }
+
+    /// The URL of a collection: on the cache server, or on a kcp shard's wildcard endpoint.
+    pub fn collection_url(&self, at: &Collection<'_>) -> String {
+        if !self.shard_paths {
+            return self.url(&at.path());
+        }
+        let api = if at.group.is_empty() {
+            format!("api/{}", at.version)
+        } else {
+            format!("apis/{}/{}", at.group, at.version)
+        };
+        self.url(&format!(
+            "/clusters/{}/{api}/{}",
+            at.cluster.unwrap_or("*"),
+            at.resource
+        ))
     }
 
     /// The client for ordinary requests (30 s limit).
@@ -382,7 +409,7 @@ pub(crate) async fn list_collection(
     at: Collection<'_>,
     at_revision: Option<u64>,
 ) -> Result<(Vec<Record>, u64), ListError> {
-    let url = conn.url(&at.path());
+    let url = conn.collection_url(&at);
     let mut records = Vec::new();
     let mut token = String::new();
     let mut revision = 0;

@@ -51,6 +51,13 @@ pub const READ_RESOURCES: &[(&str, &str, &str)] = &[
     ("cache.kcp.io", "v1alpha1", "cachedobjects"),
 ];
 
+/// What the virtual workspace reads from a kcp shard (`--shard-kubeconfig`): kcp does not
+/// replicate APIBindings to the cache, and LogicalClusters only when marked.
+pub const SHARD_READ_RESOURCES: &[(&str, &str, &str)] = &[
+    ("core.kcp.io", "v1alpha1", "logicalclusters"),
+    ("apis.kcp.io", "v1alpha2", "apibindings"),
+];
+
 /// A collection of a fixed or an identity-based resource: (group, version, resource).
 type Gvr = (&'static str, &'static str, &'static str);
 
@@ -198,6 +205,8 @@ pub struct HttpsRead {
     seen: Arc<AtomicU64>,
     /// The identity collections of the last list (watched with the fixed ones).
     identity: Arc<Mutex<std::collections::BTreeSet<Gvr>>>,
+    /// The fixed collections read.
+    resources: &'static [Gvr],
 }
 
 impl HttpsRead {
@@ -208,6 +217,16 @@ impl HttpsRead {
             health: Arc::new(Health::default()),
             seen: Arc::new(AtomicU64::new(0)),
             identity: Arc::default(),
+            resources: READ_RESOURCES,
+        }
+    }
+
+    /// A reader of a kcp shard's LogicalClusters and APIBindings ([`SHARD_READ_RESOURCES`]),
+    /// through its wildcard endpoints.
+    pub fn shard(conn: Connection) -> Self {
+        HttpsRead {
+            resources: SHARD_READ_RESOURCES,
+            ..HttpsRead::new(conn.into_shard())
         }
     }
 }
@@ -250,7 +269,7 @@ impl CacheRead for HttpsRead {
             }
             let mut records = Vec::new();
             let mut revision = None;
-            for r in READ_RESOURCES {
+            for r in self.resources {
                 match list_collection(&self.conn, collection(r), revision).await {
                     Ok((mut rs, rev)) => {
                         revision.get_or_insert(rev);
@@ -288,7 +307,7 @@ impl CacheRead for HttpsRead {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Arc<Event>, StoreError>>(4096);
         let mut tasks = tokio::task::JoinSet::new();
         let identity = self.identity.lock().clone();
-        for r in READ_RESOURCES.iter().chain(&identity) {
+        for r in self.resources.iter().chain(&identity) {
             tasks.spawn(watch_resource(
                 self.clone(),
                 collection(r),
@@ -436,7 +455,7 @@ async fn probe(reader: &HttpsRead, at: Collection<'_>) -> Result<bool, CacheErro
     let resp = reader
         .conn
         .client()
-        .get(reader.conn.url(&at.path()))
+        .get(reader.conn.collection_url(&at))
         .query(&[("limit", "1")])
         .send()
         .await
@@ -480,7 +499,7 @@ async fn watch_once(
     let resp = reader
         .conn
         .stream_client()
-        .get(reader.conn.url(&at.path()))
+        .get(reader.conn.collection_url(&at))
         .query(&[
             ("watch", "true".to_string()),
             ("allowWatchBookmarks", "true".to_string()),

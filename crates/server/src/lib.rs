@@ -676,15 +676,37 @@ pub async fn run_cache_server(opts: ListenOptions, storage: StorageOptions) -> a
 
 /// `replication-vw virtual-workspace`: the Replication virtual workspace alone, reading
 /// everything it serves from the remote cache server. Keeps no API data of its own.
-pub async fn run_virtual_workspace(opts: ListenOptions, cache: CacheOptions) -> anyhow::Result<()> {
+pub async fn run_virtual_workspace(
+    opts: ListenOptions,
+    cache: CacheOptions,
+    shard_kubeconfigs: &[std::path::PathBuf],
+) -> anyhow::Result<()> {
     let conn = cache_connection(&cache)?;
+    let mut shards = Vec::new();
+    for path in shard_kubeconfigs {
+        let shard = cache_client::Connection::from_kubeconfig(path, None)
+            .map_err(|e| anyhow::anyhow!("--shard-kubeconfig {}: {e}", path.display()))?;
+        shards.push(shard);
+    }
     let l = listen(&opts).await?;
     let index = Arc::new(Index::new());
     let store: Arc<dyn Store> = Arc::new(store::memory::MemoryStore::default());
     let mut state = AppState::new(store, index.clone(), l.authenticator.clone());
     state.roles = Roles::VIRTUAL_WORKSPACE;
     tracing::info!(cache = %conn.base, "Reading the cache server.");
-    tokio::spawn(index.run(Arc::new(cache_client::HttpsRead::new(conn))));
+    tokio::spawn(
+        index
+            .clone()
+            .run(Arc::new(cache_client::HttpsRead::new(conn))),
+    );
+    for (source, shard) in shards.into_iter().enumerate() {
+        tracing::info!(shard = %shard.base, "Reading consumers (LogicalClusters, APIBindings) from a kcp shard.");
+        tokio::spawn(
+            index
+                .clone()
+                .run_shard(source, Arc::new(cache_client::HttpsRead::shard(shard))),
+        );
+    }
     serve_until_interrupted(l, state, async { Ok(()) }).await
 }
 

@@ -78,7 +78,7 @@ pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
         (Target::Cluster(cluster), true) => {
             // A consumer that does not exist is refused exactly like one that binds nothing
             // (kcp: a 500 naming the missing LogicalCluster), so nobody learns which exist.
-            let Some(lc) = state.logical_clusters.get(cluster) else {
+            let Some(lc) = state.logical_cluster(cluster) else {
                 return Decision::Deny("logical cluster not found".into());
             };
             let bindings = match lc.resource_bindings() {
@@ -94,7 +94,7 @@ pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
             let binding = bindings
                 .get(&gr)
                 .filter(|lock| !lock.n.is_empty())
-                .and_then(|lock| state.bindings.get(&(cluster.clone(), lock.n.clone())));
+                .and_then(|lock| state.binding(&(cluster.clone(), lock.n.clone())));
             let Some(binding) = binding else {
                 return Decision::Deny(
                     "could not find suitable APIBinding in target logical cluster".into(),
@@ -204,7 +204,7 @@ pub fn authorize_slice(state: &State, a: &Attributes<'_>, kind: SliceKind) -> De
         return Decision::NotFound("apis.kcp.io", "apiexports", name);
     };
     if let (Target::Cluster(cluster), true) = (a.target, a.resource_request) {
-        let Some(lc) = state.logical_clusters.get(cluster) else {
+        let Some(lc) = state.logical_cluster(cluster) else {
             return Decision::Deny("logical cluster not found".into());
         };
         let bindings = match lc.resource_bindings() {
@@ -219,7 +219,7 @@ pub fn authorize_slice(state: &State, a: &Attributes<'_>, kind: SliceKind) -> De
         let bound = State::slice_bound_resource(&export, &a.key.1)
             .and_then(|gr| bindings.get(&gr).cloned())
             .filter(|lock| !lock.n.is_empty())
-            .and_then(|lock| state.bindings.get(&(cluster.clone(), lock.n.clone())))
+            .and_then(|lock| state.binding(&(cluster.clone(), lock.n.clone())))
             .is_some_and(|b| {
                 state
                     .binding_export(cluster, b)

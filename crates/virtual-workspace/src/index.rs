@@ -403,6 +403,10 @@ pub struct State {
     pub bindings: BTreeMap<ObjKey, Arc<ApiBinding>>,
     /// LogicalClusters by cluster (objects named `cluster`).
     pub logical_clusters: BTreeMap<String, Arc<LogicalCluster>>,
+    /// LogicalClusters read from kcp shards: (shard source, object) by cluster.
+    pub shard_logical_clusters: BTreeMap<String, (usize, Arc<LogicalCluster>)>,
+    /// APIBindings read from kcp shards: (shard source, object).
+    pub shard_bindings: BTreeMap<ObjKey, (usize, Arc<ApiBinding>)>,
     /// ClusterRoles.
     pub roles: BTreeMap<ObjKey, ClusterRole>,
     /// ClusterRoleBindings.
@@ -741,7 +745,7 @@ impl State {
         }
         let gr = kube_api::status::qualified(group, resource);
         let mut out = BTreeSet::new();
-        for ((cluster, name), binding) in &self.bindings {
+        for ((cluster, name), binding) in self.all_bindings() {
             let Some((ek, _)) = self.binding_export(cluster, binding) else {
                 continue;
             };
@@ -749,8 +753,7 @@ impl State {
                 continue;
             }
             let bound = self
-                .logical_clusters
-                .get(cluster)
+                .logical_cluster(cluster)
                 .and_then(|lc| lc.resource_bindings().ok())
                 .and_then(|b| b.get(&gr).cloned())
                 .is_some_and(|lock| lock.n == *name);
@@ -932,7 +935,7 @@ impl State {
     }
 
     /// Bring every served domain in line with the catalog; `rebuild` re-derives all objects.
-    fn reconcile(&mut self, revision: u64, counters: &Counters, rebuild: bool) {
+    pub(crate) fn reconcile(&mut self, revision: u64, counters: &Counters, rebuild: bool) {
         let domains = self.domains();
         self.served
             .retain(|k, s| domains.get(k).is_some_and(|d| *d == s.domain));
@@ -1282,6 +1285,11 @@ impl Index {
     /// Read access to the state (never held across an await).
     pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, State> {
         self.state.read()
+    }
+
+    /// Write access to the state (never held across an await).
+    pub(crate) fn write(&self) -> parking_lot::RwLockWriteGuard<'_, State> {
+        self.state.write()
     }
 
     /// Replace the whole state with a fresh listing, emitting the differences to watchers.

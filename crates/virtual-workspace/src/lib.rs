@@ -11,6 +11,7 @@
 
 pub mod authz;
 pub mod body;
+pub mod consumers;
 pub mod handlers;
 pub mod index;
 pub mod openapi;

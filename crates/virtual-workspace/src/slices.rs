@@ -221,7 +221,7 @@ impl State {
     /// check that the binding points at the export; we do, as for v0.30.)
     pub fn slice_consumers(&self, export_key: &ObjKey, bound_resource: &str) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for ((cluster, name), binding) in &self.bindings {
+        for ((cluster, name), binding) in self.all_bindings() {
             if self
                 .binding_export(cluster, binding)
                 .is_none_or(|(k, _)| k != export_key)
@@ -229,8 +229,7 @@ impl State {
                 continue;
             }
             let bound = self
-                .logical_clusters
-                .get(cluster)
+                .logical_cluster(cluster)
                 .and_then(|lc| lc.resource_bindings().ok())
                 .and_then(|b| b.get(bound_resource).cloned())
                 .is_some_and(|lock| lock.n == *name);
