@@ -226,6 +226,32 @@ spec:
         "False|Error getting ClusterCachedResource 1p5f2x8rkq0vd7wz|nothing-here"
     );
 
+    // The slice's references are required and fixed (kcp's CEL `self == oldSelf`).
+    let refused = with_manifest(
+        &server,
+        "create",
+        "apiVersion: cache.kcp.io/v1alpha1\nkind: ClusterCachedResourceEndpointSlice\nmetadata:\n  name: no-export\nspec:\n  clusterCachedResource:\n    name: cpuflavors-main\n",
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("spec.export.name: Required value"), "{err}");
+    let mut patch = kubectl(
+        &server,
+        &[
+            "patch",
+            "clustercachedresourceendpointslice",
+            "cpuflavors",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"export":{"name":"another"}}}"#,
+        ],
+    );
+    patch.stderr(Stdio::piped()).stdout(Stdio::piped());
+    let refused = patch.output().expect("kubectl runs");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("APIExport reference must not be changed"), "{err}");
+
     // The generic replication copies both into the cache server, as kcp main's shards do.
     for resource in [
         "clustercachedresources",

@@ -1041,10 +1041,12 @@ impl Workspaces {
                 }
                 set_path(body, path.as_deref());
             }
-            ("apis.kcp.io", "apiexports")
-            | ("apis.kcp.io", "apibindings")
-            | ("cache.kcp.io", "cachedresourceendpointslices")
+            ("cache.kcp.io", "cachedresourceendpointslices")
             | ("cache.kcp.io", "clustercachedresourceendpointslices") => {
+                admit_slice(kind, name, old, body)?;
+                set_path(body, path.as_deref())
+            }
+            ("apis.kcp.io", "apiexports") | ("apis.kcp.io", "apibindings") => {
                 set_path(body, path.as_deref())
             }
             _ => {}
@@ -1629,6 +1631,68 @@ fn check_size_limits(kind: &Kind, name: &str, body: &Value) -> Result<(), WsErro
 }
 
 /// A CRD must be named `<plural>.<group>` and compile; it is then Established at once.
+/// The endpoint slices' required references and their CEL immutability rules (`self ==
+/// oldSelf`, `kcp-head.md` §1.2): the (Cluster)CachedResource reference always, `spec.export`
+/// once set. A ClusterCachedResourceEndpointSlice must name its export.
+fn admit_slice(kind: &Kind, name: &str, old: Option<&Value>, body: &Value) -> Result<(), WsError> {
+    let (reference, resource_kind) = if kind.resource == "clustercachedresourceendpointslices" {
+        ("clusterCachedResource", "ClusterCachedResource")
+    } else {
+        ("cachedResource", "CachedResource")
+    };
+    let text = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if text(body, &format!("/spec/{reference}/name")).is_empty() {
+        return Err(WsError::invalid(
+            kind,
+            name,
+            &format!("spec.{reference}.name"),
+            "Required value",
+        ));
+    }
+    let export = body.pointer("/spec/export");
+    let export_required = kind.resource == "clustercachedresourceendpointslices";
+    if (export_required || export.is_some()) && text(body, "/spec/export/name").is_empty() {
+        return Err(WsError::invalid(
+            kind,
+            name,
+            "spec.export.name",
+            "Required value",
+        ));
+    }
+    let Some(old) = old else {
+        return Ok(());
+    };
+    let field = |v: &Value, f: &str| {
+        let at = |p: &str| text(v, &format!("/spec/{f}/{p}"));
+        (at("path"), at("name"))
+    };
+    if field(old, reference) != field(body, reference) {
+        return Err(WsError::invalid(
+            kind,
+            name,
+            &format!("spec.{reference}"),
+            format!("Invalid value: \"object\": {resource_kind} reference must not be changed"),
+        ));
+    }
+    if old.pointer("/spec/export").is_some()
+        && export.is_some()
+        && field(old, "export") != field(body, "export")
+    {
+        return Err(WsError::invalid(
+            kind,
+            name,
+            "spec.export",
+            "Invalid value: \"object\": APIExport reference must not be changed",
+        ));
+    }
+    Ok(())
+}
+
 fn admit_crd(kind: &Kind, name: &str, lc: Option<&Value>, body: &mut Value) -> Result<(), WsError> {
     let kinds = registry::crd_kinds(body)
         .map_err(|e| WsError::invalid(kind, name, "spec", e.to_string()))?;
