@@ -250,7 +250,31 @@ spec:
     let refused = patch.output().expect("kubectl runs");
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("APIExport reference must not be changed"), "{err}");
+    assert!(
+        err.contains("APIExport reference must not be changed"),
+        "{err}"
+    );
+    // Endpoints select shards with matchAll or a selector, never both (kcp-head §3.1).
+    let mut patch = kubectl(
+        &server,
+        &[
+            "patch",
+            "clustercachedresourceendpointslice",
+            "cpuflavors",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"endpoints":[{"url":"https://vw.example","shards":{"matchAll":true,"selector":{"matchLabels":{"region":"eu"}}}}]}}"#,
+        ],
+    );
+    patch.stderr(Stdio::piped()).stdout(Stdio::piped());
+    let refused = patch.output().expect("kubectl runs");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("status.endpoints[0].shards: Invalid value: \"object\": matchAll and selector are mutually exclusive"),
+        "{err}"
+    );
 
     // The generic replication copies both into the cache server, as kcp main's shards do.
     for resource in [

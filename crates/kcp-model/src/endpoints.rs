@@ -147,6 +147,17 @@ pub fn endpoints_of(object: &Value) -> Result<Vec<Endpoint>, EndpointError> {
         .collect()
 }
 
+/// The first endpoint that violates the CEL rule on `shards` (`matchAll` and `selector` are
+/// mutually exclusive): its index and URL.
+pub fn both_set(endpoints: &[Endpoint]) -> Option<(usize, &str)> {
+    endpoints.iter().enumerate().find_map(|(i, e)| {
+        e.shards
+            .as_ref()
+            .filter(|s| s.match_all && s.selector.is_some())
+            .map(|_| (i, e.url.as_str()))
+    })
+}
+
 /// The URL a shard labelled `shard_labels`, whose virtual workspace URL is `shard_vw_url`, uses
 /// (§3.2 `PickURL`).
 pub fn pick_url(

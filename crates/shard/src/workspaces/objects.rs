@@ -1245,6 +1245,8 @@ impl Workspaces {
             let lc = self.logical_cluster(cluster).await?;
             self.admit(kind, cluster, name, lc.as_ref(), Some(&old), &mut new)
                 .await?;
+        } else if let Err(e) = admit_slice_status(kind, name, &new) {
+            return Err(e);
         } else if let Some(schema) = &kind.schema
             && let Err(errors) = schema.prepare(&mut new)
         {
@@ -1664,6 +1666,7 @@ fn admit_slice(kind: &Kind, name: &str, old: Option<&Value>, body: &Value) -> Re
             "Required value",
         ));
     }
+    admit_slice_status(kind, name, body)?;
     let Some(old) = old else {
         return Ok(());
     };
@@ -1688,6 +1691,29 @@ fn admit_slice(kind: &Kind, name: &str, old: Option<&Value>, body: &Value) -> Re
             name,
             "spec.export",
             "Invalid value: \"object\": APIExport reference must not be changed",
+        ));
+    }
+    Ok(())
+}
+
+/// A slice's status endpoints: `shards.matchAll` and `shards.selector` are mutually exclusive
+/// (kcp's CEL rule on the shared `Endpoint` type, `kcp-head.md` §3.1).
+fn admit_slice_status(kind: &Kind, name: &str, body: &Value) -> Result<(), WsError> {
+    if !matches!(
+        kind.resource.as_str(),
+        "cachedresourceendpointslices" | "clustercachedresourceendpointslices"
+    ) || kind.group != "cache.kcp.io"
+    {
+        return Ok(());
+    }
+    if let Ok(endpoints) = kcp_model::endpoints::endpoints_of(body)
+        && let Some((i, _)) = kcp_model::endpoints::both_set(&endpoints)
+    {
+        return Err(WsError::invalid(
+            kind,
+            name,
+            &format!("status.endpoints[{i}].shards"),
+            "Invalid value: \"object\": matchAll and selector are mutually exclusive",
         ));
     }
     Ok(())
