@@ -470,3 +470,56 @@ fn a_v030_a_v032_and_a_main_provider_are_read_side_by_side_with_kubectl() {
         );
     }
 }
+
+#[test]
+fn the_main_example_applied_with_kubectl_alone_is_served_to_its_consumer() {
+    let repo = common::repo();
+    let tokens = repo.join("examples/cloud-co/tokens.csv");
+    let server = Server::start(&["--token-auth-file", tokens.to_str().unwrap_or_default()]);
+    let example = |f: &str| {
+        repo.join("examples/cloud-co-main")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let apply_in = |cluster: &str, files: &[&str]| {
+        let mut c = server.kubectl_admin(&format!("{}/clusters/{cluster}", server.url));
+        c.arg("apply");
+        for f in files {
+            c.args(["-f", &example(f)]);
+        }
+        run(c)
+    };
+    let out = apply_in(
+        "9mainprovcloudco",
+        &["provider.yaml", "export.yaml", "rbac.yaml", "slices.yaml"],
+    );
+    assert!(
+        out.contains("clustercachedresource.cache.kcp.io/cpuflavors-v1 created"),
+        "{out}"
+    );
+    assert!(
+        out.contains("clustercachedresourceendpointslice.cache.kcp.io/cpuflavors created"),
+        "{out}"
+    );
+    apply_in("9mainprovcloudco", &["flavors.yaml"]);
+    apply_in("9mainteamaconsmr", &["team-a.yaml"]);
+    let vw = format!(
+        "{}/services/replication/9mainprovcloudco/cpuflavors/clusters/9mainteamaconsmr",
+        server.url
+    );
+    let names = eventually("alice lists the public CPU flavors", || {
+        let mut c = server.kubectl_token(&vw, Some("alice-token"));
+        c.args(["get", "cpuflavors", "-o", "name"]);
+        let out = c.output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.lines().count() == 3)
+            .then_some(text.clone())
+            .ok_or(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    });
+    assert!(
+        names.contains("cpuflavor.cloud.example.com/cpu-small"),
+        "{names}"
+    );
+    assert!(!names.contains("cpu-internal"), "{names}");
+}
