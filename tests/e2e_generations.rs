@@ -34,6 +34,15 @@ fn apply(server: &Server, manifest: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `kubectl <args>` in `root:cloudco`, which must fail; its stderr.
+fn kubectl_refused(server: &Server, args: &[&str]) -> String {
+    let mut c = kubectl(server, args);
+    c.stderr(Stdio::piped()).stdout(Stdio::piped());
+    let out = c.output().expect("kubectl runs");
+    assert!(!out.status.success(), "kubectl {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn kubectl(server: &Server, args: &[&str]) -> Command {
     let mut c = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
     c.args(args);
@@ -170,7 +179,7 @@ spec:
     let again = create("cpuflavors-main");
     assert!(again.contains("AlreadyExists"), "{again}");
     // The generation a CachedResource follows is fixed at creation.
-    let mut annotate = kubectl(
+    let err = kubectl_refused(
         &server,
         &[
             "annotate",
@@ -179,10 +188,6 @@ spec:
             "replication-vw.dev/generation=v0.32",
         ],
     );
-    annotate.stderr(Stdio::piped()).stdout(Stdio::piped());
-    let refused = annotate.output().expect("kubectl runs");
-    assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("cannot be changed"), "{err}");
 
     // The slice's conditions (kcp-head §3.3): its resource exists, but the example's compute
@@ -235,7 +240,7 @@ spec:
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("spec.export.name: Required value"), "{err}");
-    let mut patch = kubectl(
+    let err = kubectl_refused(
         &server,
         &[
             "patch",
@@ -246,16 +251,12 @@ spec:
             r#"{"spec":{"export":{"name":"another"}}}"#,
         ],
     );
-    patch.stderr(Stdio::piped()).stdout(Stdio::piped());
-    let refused = patch.output().expect("kubectl runs");
-    assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
         err.contains("APIExport reference must not be changed"),
         "{err}"
     );
     // Endpoints select shards with matchAll or a selector, never both (kcp-head §3.1).
-    let mut patch = kubectl(
+    let err = kubectl_refused(
         &server,
         &[
             "patch",
@@ -267,10 +268,6 @@ spec:
             r#"{"status":{"endpoints":[{"url":"https://vw.example","shards":{"matchAll":true,"selector":{"matchLabels":{"region":"eu"}}}}]}}"#,
         ],
     );
-    patch.stderr(Stdio::piped()).stdout(Stdio::piped());
-    let refused = patch.output().expect("kubectl runs");
-    assert!(!refused.status.success());
-    let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
         err.contains("status.endpoints[0].shards: Invalid value: \"object\": matchAll and selector are mutually exclusive"),
         "{err}"

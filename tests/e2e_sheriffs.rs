@@ -113,6 +113,25 @@ async fn setup(shard: &Shard) {
     }
 }
 
+/// Grant `list`, then list the two sheriffs through `vw`; the list's resourceVersion.
+async fn list_once_granted(shard: &Shard, user: &reqwest::Client, vw: &str) -> String {
+    shard.grant("list").await;
+    let r = until_allowed(user, vw).await;
+    assert_eq!(r.status(), 200);
+    let list: Value = r.json().await.unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sheriff-1", "sheriff-2"]);
+    list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Retry a request until its status is neither 403 nor 404 (RBAC reaches the index
 /// asynchronously), as kcp's e2e test does.
 async fn until_allowed(client: &reqwest::Client, url: &str) -> reqwest::Response {
@@ -176,21 +195,7 @@ async fn a_token_user_reads_sheriffs_once_each_verb_is_granted_on_the_export_con
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    shard.grant("list").await;
-    let r = until_allowed(&user, &vw).await;
-    assert_eq!(r.status(), 200);
-    let list: Value = r.json().await.unwrap();
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["sheriff-1", "sheriff-2"]);
-    let rv = list["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rv = list_once_granted(&shard, &user, &vw).await;
 
     // WATCH: refused, then from the list's resourceVersion with a selector.
     let r = user
@@ -232,19 +237,7 @@ async fn a_token_user_reads_sheriffs_once_each_verb_is_granted_on_the_export_con
     let r = shard.client.put(&co).json(&cached).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
-    let mut buf = Vec::new();
-    let line = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                return buf[..pos].to_vec();
-            }
-            let chunk = body.next().await.expect("stream open").expect("chunk");
-            buf.extend_from_slice(&chunk);
-        }
-    })
-    .await
-    .expect("an event arrives");
-    let event: Value = serde_json::from_slice(&line).unwrap();
+    let event = next_event(&mut body, &mut Vec::new()).await;
     assert_eq!(event["type"], "MODIFIED", "{event}");
     assert_eq!(event["object"]["metadata"]["name"], "sheriff-1");
     assert_eq!(
@@ -476,21 +469,7 @@ async fn slice_keyed_scenario(generation: (&str, &str, &str, &str, &str)) {
 
     // LIST, then WATCH, each refused until granted.
     assert_eq!(get(vw.clone()).await.unwrap().status(), 403);
-    shard.grant("list").await;
-    let r = until_allowed(&user, &vw).await;
-    assert_eq!(r.status(), 200);
-    let list: Value = r.json().await.unwrap();
-    let names: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["sheriff-1", "sheriff-2"]);
-    let rv = list["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rv = list_once_granted(&shard, &user, &vw).await;
     assert_eq!(get(format!("{vw}?watch=true")).await.unwrap().status(), 403);
     shard.grant("watch").await;
     let watch_url = format!(

@@ -76,25 +76,11 @@ pub fn authorize(state: &State, a: &Attributes<'_>) -> Decision {
     let (group, resource, hash) = (&cr.spec.group, &cr.spec.resource, &cr.status.identity_hash);
     let candidates: Vec<(ObjKey, Arc<ApiExport>)> = match (a.target, a.resource_request) {
         (Target::Cluster(cluster), true) => {
-            // A consumer that does not exist is refused exactly like one that binds nothing
-            // (kcp: a 500 naming the missing LogicalCluster), so nobody learns which exist.
-            let Some(lc) = state.logical_cluster(cluster) else {
-                return Decision::Deny("logical cluster not found".into());
-            };
-            let bindings = match lc.resource_bindings() {
-                Ok(b) => b,
-                Err(e) => {
-                    return Decision::NoOpinion(
-                        "failed to retrieve bound resources".into(),
-                        Some(e.to_string()),
-                    );
-                }
-            };
             let gr = kube_api::status::qualified(group, resource);
-            let binding = bindings
-                .get(&gr)
-                .filter(|lock| !lock.n.is_empty())
-                .and_then(|lock| state.binding(&(cluster.clone(), lock.n.clone())));
+            let binding = match bound_binding(state, cluster, Some(gr)) {
+                Ok(b) => b,
+                Err(decision) => return decision,
+            };
             let Some(binding) = binding else {
                 return Decision::Deny(
                     "could not find suitable APIBinding in target logical cluster".into(),
@@ -186,6 +172,30 @@ fn content_denied(
     }
 }
 
+/// The APIBinding a consumer's LogicalCluster binds group-resource `gr` to, if it exists
+/// (`Ok(None)`: no such binding), or the decision when the consumer cannot be read. A consumer
+/// that does not exist is refused exactly like one that binds nothing (kcp: a 500 naming the
+/// missing LogicalCluster), so nobody learns which exist.
+fn bound_binding<'s>(
+    state: &'s State,
+    cluster: &str,
+    gr: Option<String>,
+) -> Result<Option<&'s Arc<kcp_model::types::ApiBinding>>, Decision> {
+    let Some(lc) = state.logical_cluster(cluster) else {
+        return Err(Decision::Deny("logical cluster not found".into()));
+    };
+    let bindings = lc.resource_bindings().map_err(|e| {
+        Decision::NoOpinion(
+            "failed to retrieve bound resources".into(),
+            Some(e.to_string()),
+        )
+    })?;
+    Ok(gr
+        .and_then(|gr| bindings.get(&gr).cloned())
+        .filter(|lock| !lock.n.is_empty())
+        .and_then(|lock| state.binding(&(cluster.to_string(), lock.n))))
+}
+
 /// Decide one request on a slice-keyed URL (`kcp-head.md` §4.3).
 pub fn authorize_slice(state: &State, a: &Attributes<'_>, kind: SliceKind) -> Decision {
     let Some(slice) = state.slice(a.key, kind) else {
@@ -204,27 +214,16 @@ pub fn authorize_slice(state: &State, a: &Attributes<'_>, kind: SliceKind) -> De
         return Decision::NotFound("apis.kcp.io", "apiexports", name);
     };
     if let (Target::Cluster(cluster), true) = (a.target, a.resource_request) {
-        let Some(lc) = state.logical_cluster(cluster) else {
-            return Decision::Deny("logical cluster not found".into());
-        };
-        let bindings = match lc.resource_bindings() {
+        let gr = State::slice_bound_resource(&export, &a.key.1);
+        let binding = match bound_binding(state, cluster, gr) {
             Ok(b) => b,
-            Err(e) => {
-                return Decision::NoOpinion(
-                    "failed to retrieve bound resources".into(),
-                    Some(e.to_string()),
-                );
-            }
+            Err(decision) => return decision,
         };
-        let bound = State::slice_bound_resource(&export, &a.key.1)
-            .and_then(|gr| bindings.get(&gr).cloned())
-            .filter(|lock| !lock.n.is_empty())
-            .and_then(|lock| state.binding(&(cluster.clone(), lock.n.clone())))
-            .is_some_and(|b| {
-                state
-                    .binding_export(cluster, b)
-                    .is_some_and(|(k, _)| *k == (export_cluster.clone(), export_name.clone()))
-            });
+        let bound = binding.is_some_and(|b| {
+            state
+                .binding_export(cluster, b)
+                .is_some_and(|(k, _)| *k == (export_cluster.clone(), export_name.clone()))
+        });
         if !bound {
             return Decision::Deny(
                 "could not find suitable APIBinding in target logical cluster".into(),

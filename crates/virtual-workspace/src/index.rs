@@ -801,49 +801,68 @@ impl State {
             else {
                 continue;
             };
-            let fingerprint = format!("{}/{}@{schema_rev}:{v}", skey.0, skey.1);
-            let validator = match self.validators.get(&fingerprint) {
-                Some(v) => v.clone(),
-                None => {
-                    let compiled = Validator::compile(&version.schema)
-                        .map_err(|e| format!("schema {} version {v}: {e}", res.schema))?;
-                    let compiled = Arc::new(compiled);
-                    self.validators
-                        .insert(fingerprint.clone(), compiled.clone());
-                    compiled
-                }
-            };
-            return Ok(Arc::new(ResolvedApi {
-                group: g.clone(),
-                version: v.clone(),
-                resource: r.clone(),
-                names: schema.spec.names.clone(),
-                namespaced: schema.spec.scope == "Namespaced",
-                has_status: schema
-                    .spec
-                    .versions
-                    .iter()
-                    .any(|sv| sv.subresources.status.is_some()),
-                printer_columns: version.additional_printer_columns.clone(),
-                selectable_fields: version
-                    .selectable_fields
-                    .iter()
-                    .map(|f| f.json_path.trim_start_matches('.').to_string())
-                    .collect(),
-                identity_hash: hash.clone(),
-                export: ek.clone(),
-                validator,
-                schema: Arc::new(version.schema.clone()),
-                source: Source::CachedObjects,
-                fingerprint: format!(
-                    "{fingerprint}|cr@{cr_rev}|export {}/{}@{export_rev}",
-                    ek.0, ek.1
-                ),
-            }));
+            return self.build_api(
+                (g, v, r),
+                (&schema, version),
+                (&skey, schema_rev),
+                (hash, &ek),
+                Source::CachedObjects,
+                &format!("cr@{cr_rev}|export {}/{}@{export_rev}", ek.0, ek.1),
+            );
         }
         Err(format!(
             "failed to get schema for wrapped object in CachedResource {id}: missing schema"
         ))
+    }
+
+    /// The API served for group/version/resource `gvr` from one version of a schema (its
+    /// validator compiled once per schema revision), with the identity and export it was
+    /// resolved through; `fingerprint` names what else it was resolved from.
+    pub(crate) fn build_api(
+        &mut self,
+        (g, v, r): (&String, &String, &String),
+        (schema, version): (&ApiResourceSchema, &SchemaVersion),
+        (skey, schema_rev): (&ObjKey, u64),
+        (hash, export): (&String, &ObjKey),
+        source: Source,
+        fingerprint: &str,
+    ) -> Result<Arc<ResolvedApi>, String> {
+        let schema_fingerprint = format!("{}/{}@{schema_rev}:{v}", skey.0, skey.1);
+        let validator = match self.validators.get(&schema_fingerprint) {
+            Some(v) => v.clone(),
+            None => {
+                let compiled = Validator::compile(&version.schema)
+                    .map_err(|e| format!("schema {} version {v}: {e}", skey.1))?;
+                let compiled = Arc::new(compiled);
+                self.validators
+                    .insert(schema_fingerprint.clone(), compiled.clone());
+                compiled
+            }
+        };
+        Ok(Arc::new(ResolvedApi {
+            group: g.clone(),
+            version: v.clone(),
+            resource: r.clone(),
+            names: schema.spec.names.clone(),
+            namespaced: schema.spec.scope == "Namespaced",
+            has_status: schema
+                .spec
+                .versions
+                .iter()
+                .any(|sv| sv.subresources.status.is_some()),
+            printer_columns: version.additional_printer_columns.clone(),
+            selectable_fields: version
+                .selectable_fields
+                .iter()
+                .map(|f| f.json_path.trim_start_matches('.').to_string())
+                .collect(),
+            identity_hash: hash.clone(),
+            export: export.clone(),
+            validator,
+            schema: Arc::new(version.schema.clone()),
+            source,
+            fingerprint: format!("{schema_fingerprint}|{fingerprint}"),
+        }))
     }
 
     /// Re-derive one CachedObject for a served resource; log a refusal once.

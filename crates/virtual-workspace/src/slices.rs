@@ -13,7 +13,6 @@
 use super::index::{ObjKey, ServedObject, State};
 use super::resolved::{IdentitySource, ResolvedApi, Source};
 use kcp_model::types::{ANN_PATH, ApiExport, CachedResource, EndpointSlice};
-use schema::structural::Structural as Validator;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -305,54 +304,27 @@ impl State {
                 skey.0, skey.1
             ));
         };
-        let fingerprint = format!("{}/{}@{schema_rev}:{v}", skey.0, skey.1);
-        let validator = match self.validators.get(&fingerprint) {
-            Some(v) => v.clone(),
-            None => {
-                let compiled = Validator::compile(&version.schema)
-                    .map_err(|e| format!("schema {} version {v}: {e}", skey.1))?;
-                let compiled = Arc::new(compiled);
-                self.validators
-                    .insert(fingerprint.clone(), compiled.clone());
-                compiled
-            }
-        };
         let source = IdentitySource {
             group: g.clone(),
             resource: format!("{r}:{hash}"),
             shard: resource.shard.clone(),
             cluster: resource_cluster,
         };
-        Ok(Arc::new(ResolvedApi {
-            group: g.clone(),
-            version: v.clone(),
-            resource: r.clone(),
-            names: schema.spec.names.clone(),
-            namespaced: schema.spec.scope == "Namespaced",
-            has_status: schema
-                .spec
-                .versions
-                .iter()
-                .any(|sv| sv.subresources.status.is_some()),
-            printer_columns: version.additional_printer_columns.clone(),
-            selectable_fields: version
-                .selectable_fields
-                .iter()
-                .map(|f| f.json_path.trim_start_matches('.').to_string())
-                .collect(),
-            identity_hash: hash.clone(),
-            export: export_key.clone(),
-            validator,
-            schema: Arc::new(version.schema.clone()),
-            fingerprint: format!(
-                "{fingerprint}|{}@{}|export {}/{}@{export_rev}",
-                kind.resource_plural(),
-                resource.revision,
-                export_key.0,
-                export_key.1
-            ),
-            source: Source::Identity(source),
-        }))
+        let fingerprint = format!(
+            "{}@{}|export {}/{}@{export_rev}",
+            kind.resource_plural(),
+            resource.revision,
+            export_key.0,
+            export_key.1
+        );
+        self.build_api(
+            (g, v, r),
+            (&schema, version),
+            (&skey, schema_rev),
+            (hash, &export_key),
+            Source::Identity(source),
+            &fingerprint,
+        )
     }
 
     /// Consumers of a slice-keyed domain, from its current slice and export.
