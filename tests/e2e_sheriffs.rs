@@ -66,6 +66,27 @@ fn sheriff(name: &str, labels: Value, rv: &str) -> Value {
         "spec": {"intent": format!("{name}-spec")}})
 }
 
+/// The export whose virtual resource `sheriffs` references slice `slice` of `slice_kind`, and
+/// the consumer workspace binding it (its LogicalCluster's resource-bindings annotation and
+/// APIBinding), as a shard replicates them.
+async fn export_and_consumer(shard: &Shard, slice_kind: &str, slice: &str, hash: &str) {
+    shard.create(PROVIDER_WS, "apis.kcp.io/v1alpha2/apiexports", json!({
+        "metadata": {"name": "cached-wildwest-provider"},
+        "spec": {"resources": [{"group": "wildwest.dev", "name": "sheriffs", "schema": "today.sheriffs.wildwest.dev",
+            "storage": {"virtual": {"reference": {"apiGroup": "cache.kcp.io", "kind": slice_kind, "name": slice},
+                "identityHash": hash}}}]},
+        "status": {"identityHash": identity_hash(b"export-identity")},
+    })).await;
+    shard.create(CONSUMER_WS, "core.kcp.io/v1alpha1/logicalclusters", json!({
+        "metadata": {"name": "cluster", "annotations": {
+            "internal.apis.kcp.io/resource-bindings": "{\"sheriffs.wildwest.dev\":{\"n\":\"cached-wildwest\"}}"}},
+    })).await;
+    shard.create(CONSUMER_WS, "apis.kcp.io/v1alpha2/apibindings", json!({
+        "metadata": {"name": "cached-wildwest"},
+        "spec": {"reference": {"export": {"path": PROVIDER_WS, "name": "cached-wildwest-provider"}}},
+    })).await;
+}
+
 async fn setup(shard: &Shard) {
     let hash = identity_hash(b"sheriffs-identity");
     shard.create(PROVIDER_WS, "apis.kcp.io/v1alpha1/apiresourceschemas", json!({
@@ -84,21 +105,7 @@ async fn setup(shard: &Shard) {
             {"type": "ResourceValid", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
             {"type": "ReplicationStarted", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
     })).await;
-    shard.create(PROVIDER_WS, "apis.kcp.io/v1alpha2/apiexports", json!({
-        "metadata": {"name": "cached-wildwest-provider"},
-        "spec": {"resources": [{"group": "wildwest.dev", "name": "sheriffs", "schema": "today.sheriffs.wildwest.dev",
-            "storage": {"virtual": {"reference": {"apiGroup": "cache.kcp.io", "kind": "CachedResourceEndpointSlice", "name": CR},
-                "identityHash": hash}}}]},
-        "status": {"identityHash": identity_hash(b"export-identity")},
-    })).await;
-    shard.create(CONSUMER_WS, "core.kcp.io/v1alpha1/logicalclusters", json!({
-        "metadata": {"name": "cluster", "annotations": {
-            "internal.apis.kcp.io/resource-bindings": "{\"sheriffs.wildwest.dev\":{\"n\":\"cached-wildwest\"}}"}},
-    })).await;
-    shard.create(CONSUMER_WS, "apis.kcp.io/v1alpha2/apibindings", json!({
-        "metadata": {"name": "cached-wildwest"},
-        "spec": {"reference": {"export": {"path": PROVIDER_WS, "name": "cached-wildwest-provider"}}},
-    })).await;
+    export_and_consumer(shard, "CachedResourceEndpointSlice", CR, &hash).await;
     for s in [
         sheriff("sheriff-1", json!({}), "100"),
         sheriff("sheriff-2", json!({"hello": "world"}), "101"),
@@ -364,21 +371,7 @@ async fn setup_slice_keyed(shard: &Shard, generation: (&str, &str, &str, &str, &
         "spec": {reference: {"name": "sheriffs"}, "export": {"name": "cached-wildwest-provider"}},
         "status": {"conditions": [true_since("ResourceValid"), true_since("APIExportValid"), true_since("PartitionValid")]},
     })).await;
-    shard.create(PROVIDER_WS, "apis.kcp.io/v1alpha2/apiexports", json!({
-        "metadata": {"name": "cached-wildwest-provider"},
-        "spec": {"resources": [{"group": "wildwest.dev", "name": "sheriffs", "schema": "today.sheriffs.wildwest.dev",
-            "storage": {"virtual": {"reference": {"apiGroup": "cache.kcp.io", "kind": slice_kind, "name": SLICE},
-                "identityHash": hash}}}]},
-        "status": {"identityHash": identity_hash(b"export-identity")},
-    })).await;
-    shard.create(CONSUMER_WS, "core.kcp.io/v1alpha1/logicalclusters", json!({
-        "metadata": {"name": "cluster", "annotations": {
-            "internal.apis.kcp.io/resource-bindings": "{\"sheriffs.wildwest.dev\":{\"n\":\"cached-wildwest\"}}"}},
-    })).await;
-    shard.create(CONSUMER_WS, "apis.kcp.io/v1alpha2/apibindings", json!({
-        "metadata": {"name": "cached-wildwest"},
-        "spec": {"reference": {"export": {"path": PROVIDER_WS, "name": "cached-wildwest-provider"}}},
-    })).await;
+    export_and_consumer(shard, slice_kind, SLICE, &hash).await;
     shard
         .create(
             UNBOUND_WS,
