@@ -43,10 +43,7 @@ impl ObjectError {
             ObjectError::NotFound => Status::not_found(res.group, res.resource, name),
             ObjectError::AlreadyExists => Status::already_exists(res.group, res.resource, name),
             ObjectError::Conflict => Status::conflict(res.group, res.resource, name),
-            ObjectError::Store(StoreError::Expired { requested, oldest }) => {
-                kube_api::continuation::too_old(*requested, *oldest)
-            }
-            ObjectError::Store(e) => Status::internal(e),
+            ObjectError::Store(e) => rest::backend_status(e),
         }
     }
 }

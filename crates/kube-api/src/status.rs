@@ -286,6 +286,11 @@ impl IntoResponse for Status {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        // A client may retry a 503 or 429 after a second (kube sends the same header).
+        if matches!(self.code, 429 | 503) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }

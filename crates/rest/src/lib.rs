@@ -156,8 +156,22 @@ fn key_parts(k: &Key) -> [String; 6] {
 
 fn store_status(e: StoreError, c: &Collection) -> Status {
     match e {
-        StoreError::Expired { requested, oldest } => continuation::too_old(requested, oldest),
         StoreError::NotFound => Status::not_found(&c.group, &c.resource, ""),
+        other => backend_status(&other),
+    }
+}
+
+/// The Status of a store failure that is not about one object: history gone (410), the backend
+/// unreachable (503, retry), a value too large for it (413), anything else (500).
+pub fn backend_status(e: &StoreError) -> Status {
+    match e {
+        StoreError::Expired { requested, oldest } => continuation::too_old(*requested, *oldest),
+        StoreError::Unavailable(m) => Status::new(
+            503,
+            "ServiceUnavailable",
+            format!("the storage backend is unavailable, retry later: {m}"),
+        ),
+        StoreError::TooLarge(m) => Status::new(413, "RequestEntityTooLarge", m.clone()),
         other => Status::internal(other),
     }
 }

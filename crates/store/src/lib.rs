@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod encryption;
+pub mod etcd;
 pub mod local;
 pub mod memory;
 pub mod snapshot;
@@ -180,6 +181,12 @@ pub enum StoreError {
     /// A backend failure.
     #[error("storage error: {0}")]
     Internal(String),
+    /// The backend cannot be reached now (etcd down): retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The value is larger than the backend accepts (etcd's request limit).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// A stream of changes after some revision.

@@ -169,6 +169,53 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Apply one change that a backend with its own revisions (etcd) committed at `revision`,
+    /// which is not below the current one (several changes may share a revision). Returns the
+    /// record, as [`MemoryStore::apply`] does; `None` for a delete of an absent key.
+    pub(crate) fn apply_at(&self, revision: u64, change: Change) -> Option<Record> {
+        let mut inner = self.shared.inner.write();
+        // Committed at `revision` (never backwards): the counter stands just below it, and the
+        // commit below bumps it to exactly that revision.
+        let target = revision.max(inner.revision).max(1);
+        inner.revision = target - 1;
+        match change {
+            Change::Put { key, value } => {
+                let prev = inner.objects.get(&key).cloned();
+                let (kind, key) = match &prev {
+                    Some(p) => (EventKind::Updated, p.key.clone()),
+                    None => (EventKind::Created, Arc::new(key)),
+                };
+                Some(self.shared.put(&mut inner, kind, key, value, prev))
+            }
+            Change::Delete { key } => {
+                let removed = inner.objects.remove(&key)?;
+                let value = removed.value.clone();
+                let key = removed.key.clone();
+                let revision = self.shared.commit(
+                    &mut inner,
+                    EventKind::Deleted,
+                    key.clone(),
+                    value.clone(),
+                    Some(removed),
+                );
+                Some(Record {
+                    key,
+                    revision,
+                    value,
+                })
+            }
+        }
+    }
+
+    /// Nothing in this store changed up to `revision` (a progress notification): lists answer
+    /// at it from now on.
+    pub(crate) fn advance(&self, revision: u64) {
+        let mut inner = self.shared.inner.write();
+        inner.revision = inner.revision.max(revision);
+    }
+}
+
 impl Shared {
     /// Commit a create or update and store the record under its shared key.
     fn put(

@@ -177,10 +177,7 @@ impl WsError {
             WsError::NoWorkspace(c) => {
                 Status::forbidden(format!("access denied: workspace \"{c}\" does not exist"))
             }
-            WsError::Store(StoreError::Expired { requested, oldest }) => {
-                kube_api::continuation::too_old(*requested, *oldest)
-            }
-            WsError::Store(e) => Status::internal(e),
+            WsError::Store(e) => rest::backend_status(e),
         }
     }
 
