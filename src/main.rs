@@ -129,9 +129,32 @@ enum Command {
 #[derive(Args)]
 struct StorageArgs {
     /// Where the stores keep their data: `local` (crash-safe files `cache.db` and
-    /// `workspaces.db` in the data directory), `memory` (gone at exit) or `etcd` (not yet).
-    #[arg(long, value_enum, default_value_t = StorageKind::Local)]
-    storage: StorageKind,
+    /// `workspaces.db` in the data directory; the default), `memory` (gone at exit) or `etcd`
+    /// (the default when --etcd-servers is given).
+    #[arg(long, value_enum)]
+    storage: Option<StorageKind>,
+    /// etcd client URLs (comma-separated): the stores keep their data in etcd, every read is
+    /// served from the watch cache in memory.
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    etcd_servers: Vec<String>,
+    /// etcd key prefix: a shard's workspaces default to /registry (shards sharing one etcd
+    /// each need their own); the cache server uses /cache (also when given /registry); the
+    /// embedded cache of `serve` always uses /cache.
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
+    /// Client certificate for etcd (PEM).
+    #[arg(long, value_name = "FILE")]
+    etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd (PEM).
+    #[arg(long, value_name = "FILE")]
+    etcd_keyfile: Option<PathBuf>,
+    /// CA bundle that signed etcd's serving certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    etcd_cafile: Option<PathBuf>,
+    /// How often etcd's history is compacted (Go duration: 5m, 30s, 1h; 0 never), as
+    /// kube-apiserver's flag.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    etcd_compaction_interval: std::time::Duration,
     /// A Kubernetes EncryptionConfiguration (apiserver.config.k8s.io/v1): values of the
     /// resources it names are encrypted at rest with its first provider (aescbc, aesgcm,
     /// secretbox or identity) and read with any listed one.
@@ -141,11 +164,56 @@ struct StorageArgs {
 
 impl StorageArgs {
     fn options(self) -> server::StorageOptions {
+        let etcd = (!self.etcd_servers.is_empty()).then(|| server::EtcdFlags {
+            servers: self.etcd_servers.clone(),
+            prefix: self.etcd_prefix.clone(),
+            certfile: self.etcd_certfile.clone(),
+            keyfile: self.etcd_keyfile.clone(),
+            cafile: self.etcd_cafile.clone(),
+            compaction_interval: self.etcd_compaction_interval,
+        });
         server::StorageOptions {
-            kind: self.storage,
+            kind: self.storage.unwrap_or(if etcd.is_some() {
+                StorageKind::Etcd
+            } else {
+                StorageKind::Local
+            }),
             encryption_provider_config: self.encryption_provider_config,
+            etcd,
         }
     }
+}
+
+/// A Go-style duration: numbers with units `h`, `m`, `s`, `ms` (`1h30m`, `5m`, `0`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(|| format!("{text:?}: a number without a unit"))?;
+        let (number, tail) = rest.split_at(digits);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: {number:?} is not a number"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            other => return Err(format!("{text:?}: unknown unit {other:?} (h, m, s, ms)")),
+        };
+        total += std::time::Duration::from_secs_f64(value * seconds);
+        rest = next;
+    }
+    Ok(total)
 }
 
 #[derive(Subcommand)]

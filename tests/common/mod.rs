@@ -148,6 +148,21 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Drop a flag and its value from the arguments of the next [`Server::restart`].
+    pub fn drop_arg(&mut self, flag: &str) {
+        let mut kept = Vec::new();
+        let mut args = self.extra.drain(..);
+        while let Some(a) = args.next() {
+            if a == flag {
+                args.next();
+            } else {
+                kept.push(a);
+            }
+        }
+        drop(args);
+        self.extra = kept;
+    }
+
     /// Start the process again on the same address, data directory and arguments.
     pub fn restart(&mut self) {
         let listen = self.url.trim_start_matches("https://").to_string();

@@ -402,8 +402,38 @@ pub enum StorageKind {
     /// [`WORKSPACES_STORE_FILE`]); every acknowledged write is on disk.
     #[default]
     Local,
-    /// etcd (not available yet).
+    /// etcd (`--etcd-servers`): the data in etcd, every read from the watch cache in memory.
     Etcd,
+}
+
+/// Where etcd is and how to reach it (kcp's and kube-apiserver's `--etcd-*` flags).
+#[derive(Debug, Clone)]
+pub struct EtcdFlags {
+    /// Client URLs.
+    pub servers: Vec<String>,
+    /// `--etcd-prefix`; the role's default when `None`.
+    pub prefix: Option<String>,
+    /// Client certificate (PEM).
+    pub certfile: Option<PathBuf>,
+    /// Client key (PEM).
+    pub keyfile: Option<PathBuf>,
+    /// CA bundle of etcd's serving certificate (PEM).
+    pub cafile: Option<PathBuf>,
+    /// How often etcd's history is compacted (zero: never).
+    pub compaction_interval: std::time::Duration,
+}
+
+/// Which store of a role is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOf {
+    /// The cache server's store (of `cache-server`, or embedded in `serve`).
+    Cache {
+        /// `cache-server` honours `--etcd-prefix` (other than `/registry`); the embedded cache
+        /// always uses `/cache`.
+        standalone: bool,
+    },
+    /// A shard's workspaces.
+    Workspaces,
 }
 
 /// How a role keeps its stores: `--storage` and `--encryption-provider-config`.
@@ -413,6 +443,8 @@ pub struct StorageOptions {
     pub kind: StorageKind,
     /// A kube `EncryptionConfiguration` for values at rest.
     pub encryption_provider_config: Option<PathBuf>,
+    /// etcd, for `--storage etcd`.
+    pub etcd: Option<EtcdFlags>,
 }
 
 impl StorageOptions {
@@ -445,13 +477,18 @@ pub const WORKSPACES_STORE_FILE: &str = "workspaces.db";
 /// Open one store of `kind` (a `local` one from `data_dir/file`; its whole content is read
 /// into memory, off the async workers).
 async fn open_store(
-    kind: StorageKind,
+    storage: &StorageOptions,
     transformer: &Arc<store::encryption::Transformer>,
     data_dir: &std::path::Path,
-    file: &str,
+    which: StoreOf,
+    shard: &str,
     locals: &mut Vec<(String, store::local::LocalStore)>,
 ) -> anyhow::Result<Arc<dyn Store>> {
-    match kind {
+    let file = match which {
+        StoreOf::Cache { .. } => CACHE_STORE_FILE,
+        StoreOf::Workspaces => WORKSPACES_STORE_FILE,
+    };
+    match storage.kind {
         StorageKind::Memory => Ok(Arc::new(store::memory::MemoryStore::default())),
         StorageKind::Local => {
             let path = data_dir.join(file);
@@ -477,10 +514,74 @@ async fn open_store(
             locals.push((file.to_string(), opened.clone()));
             Ok(Arc::new(opened))
         }
-        StorageKind::Etcd => anyhow::bail!(
-            "--storage etcd is not available in this build yet; use --storage local (the default) or memory"
-        ),
+        StorageKind::Etcd => {
+            let Some(etcd) = &storage.etcd else {
+                anyhow::bail!("--storage etcd needs --etcd-servers URL[,URL...]");
+            };
+            open_etcd(etcd, transformer, which, shard).await
+        }
     }
+}
+
+/// The etcd key prefix of a store: kcp's defaults (`/cache` for the cache server, even when
+/// given `/registry`; `/registry` for a shard), `--etcd-prefix` otherwise.
+pub fn etcd_prefix(flag: Option<&str>, which: StoreOf) -> String {
+    let flag = flag.map(|p| format!("/{}", p.trim_matches('/')));
+    match (which, flag.as_deref()) {
+        (StoreOf::Cache { standalone: true }, Some(p)) if p != "/registry" => p.to_string(),
+        (StoreOf::Cache { .. }, _) => "/cache".to_string(),
+        (StoreOf::Workspaces, Some(p)) => p.to_string(),
+        (StoreOf::Workspaces, None) => "/registry".to_string(),
+    }
+}
+
+async fn open_etcd(
+    etcd: &EtcdFlags,
+    transformer: &Arc<store::encryption::Transformer>,
+    which: StoreOf,
+    shard: &str,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let read = |p: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        p.as_ref()
+            .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display())))
+            .transpose()
+    };
+    let tls = match (&etcd.certfile, &etcd.keyfile, &etcd.cafile) {
+        (None, None, None) => None,
+        (cert, key, ca) => {
+            if cert.is_some() != key.is_some() {
+                anyhow::bail!("--etcd-certfile and --etcd-keyfile go together");
+            }
+            Some(store::etcd::EtcdTls {
+                ca: read(ca, "--etcd-cafile")?,
+                cert: read(cert, "--etcd-certfile")?,
+                key: read(key, "--etcd-keyfile")?,
+            })
+        }
+    };
+    let prefix = etcd_prefix(etcd.prefix.as_deref(), which);
+    let label = match which {
+        StoreOf::Cache { .. } => "cache",
+        StoreOf::Workspaces => "workspaces",
+    };
+    tracing::info!(store = label, servers = ?etcd.servers, prefix = %prefix, tls = tls.is_some(), "Opening the etcd store.");
+    let opened = store::etcd::EtcdStore::open(store::etcd::EtcdOptions {
+        endpoints: etcd.servers.clone(),
+        prefix: prefix.clone(),
+        tls,
+        transformer: transformer.clone(),
+        // A shard's keys have no shard segment; its workspaces store keys them all as "root".
+        fixed_shard: (which == StoreOf::Workspaces)
+            .then(|| shard::workspaces::objects::SHARD.to_string()),
+        label: label.to_string(),
+        ..Default::default()
+    })
+    .await?;
+    if which == StoreOf::Workspaces {
+        opened.claim_prefix(shard).await?;
+    }
+    opened.spawn_compactor(etcd.compaction_interval);
+    Ok(Arc::new(opened))
 }
 
 /// Where a role finds a remote cache server.
@@ -657,10 +758,11 @@ pub async fn run_cache_server(opts: ListenOptions, storage: StorageOptions) -> a
     let l = listen(&opts).await?;
     let mut locals = Vec::new();
     let store = open_store(
-        storage.kind,
+        &storage,
         &transformer,
         &l.data_dir,
-        CACHE_STORE_FILE,
+        StoreOf::Cache { standalone: true },
+        "",
         &mut locals,
     )
     .await?;
@@ -734,19 +836,21 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Arc::new(store::memory::MemoryStore::default())
     } else {
         open_store(
-            opts.storage.kind,
+            &opts.storage,
             &transformer,
             &l.data_dir,
-            CACHE_STORE_FILE,
+            StoreOf::Cache { standalone: false },
+            &opts.shard_name,
             &mut locals,
         )
         .await?
     };
     let ws_store = open_store(
-        opts.storage.kind,
+        &opts.storage,
         &transformer,
         &l.data_dir,
-        WORKSPACES_STORE_FILE,
+        StoreOf::Workspaces,
+        &opts.shard_name,
         &mut locals,
     )
     .await?;

@@ -72,8 +72,9 @@ pub struct EtcdOptions {
     pub tls: Option<EtcdTls>,
     /// Values at rest.
     pub transformer: Arc<Transformer>,
-    /// Whether keys carry the shard segment (the cache server's do; a shard's do not).
-    pub shard_segment: bool,
+    /// `None`: keys carry the shard segment (the cache server's do). `Some(shard)`: they do not
+    /// (a shard's own keys), and every key read back belongs to that shard.
+    pub fixed_shard: Option<String>,
     /// For log lines (`cache`, `workspaces`).
     pub label: String,
     /// Events the watch cache keeps for watch resume.
@@ -87,7 +88,7 @@ impl Default for EtcdOptions {
             prefix: "/registry".into(),
             tls: None,
             transformer: Arc::new(Transformer::identity()),
-            shard_segment: true,
+            fixed_shard: None,
             label: "etcd".into(),
             history: super::memory::DEFAULT_HISTORY,
         }
@@ -103,7 +104,7 @@ pub struct EtcdStore {
 struct Shared {
     client: Client,
     prefix: String,
-    shard_segment: bool,
+    fixed_shard: Option<String>,
     transformer: Arc<Transformer>,
     label: String,
     cache: MemoryStore,
@@ -175,7 +176,7 @@ impl EtcdStore {
         let mut shared = Shared {
             client,
             prefix,
-            shard_segment: options.shard_segment,
+            fixed_shard: options.fixed_shard.clone(),
             transformer: options.transformer.clone(),
             label: options.label.clone(),
             cache: MemoryStore::new(options.history),
@@ -219,6 +220,45 @@ impl EtcdStore {
     /// The etcd client (for administrative reads such as a prefix marker).
     pub fn client(&self) -> Client {
         self.shared.client.clone()
+    }
+
+    /// Claim this store's prefix for `shard`: a shard's keys have no shard segment, so two
+    /// shards on one prefix would overwrite each other. The claim is the key
+    /// `<prefix>.replication-vw-shard` (outside the prefix's keys), created on first use.
+    pub async fn claim_prefix(&self, shard: &str) -> Result<(), StoreError> {
+        let s = &self.shared;
+        let marker = format!("{}.replication-vw-shard", s.prefix).into_bytes();
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                marker.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(marker.clone(), shard.as_bytes().to_vec(), None)])
+            .or_else([TxnOp::get(marker.clone(), None)]);
+        let resp = s.client.kv_client().txn(txn).await.map_err(backend_error)?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        let owner = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if owner == shard {
+            Ok(())
+        } else {
+            Err(StoreError::Internal(format!(
+                "the etcd prefix {} holds the workspaces of shard \"{owner}\"; give shard \"{shard}\" its own --etcd-prefix",
+                s.prefix
+            )))
+        }
     }
 
     /// Compact etcd's history every `interval` (as kube-apiserver's
@@ -352,15 +392,16 @@ fn backend_error(e: etcd_client::Error) -> StoreError {
     }
 }
 
-/// The etcd key of a store key: `<prefix>/<group|core>/<resource>/[<shard>/]<cluster>/[<ns>/]<name>`.
-pub fn encode_key(prefix: &str, shard_segment: bool, key: &Key) -> Vec<u8> {
+/// The etcd key of a store key: `<prefix>/<group|core>/<resource>/[<shard>/]<cluster>/[<ns>/]<name>`
+/// (no shard segment with a `fixed_shard`).
+pub fn encode_key(prefix: &str, fixed_shard: Option<&str>, key: &Key) -> Vec<u8> {
     let group = if key.group.is_empty() {
         "core"
     } else {
         &key.group
     };
     let mut k = format!("{prefix}/{group}/{}/", key.resource);
-    if shard_segment {
+    if fixed_shard.is_none() {
         k.push_str(&key.shard);
         k.push('/');
     }
@@ -375,13 +416,14 @@ pub fn encode_key(prefix: &str, shard_segment: bool, key: &Key) -> Vec<u8> {
 }
 
 /// The store key of an etcd key of [`encode_key`]'s shape, or `None`.
-pub fn decode_key(prefix: &str, shard_segment: bool, raw: &[u8]) -> Option<Key> {
+pub fn decode_key(prefix: &str, fixed_shard: Option<&str>, raw: &[u8]) -> Option<Key> {
     let text = std::str::from_utf8(raw).ok()?;
     let rest = text.strip_prefix(prefix)?.strip_prefix('/')?;
     let segs: Vec<&str> = rest.split('/').collect();
-    let (group, resource, shard, tail) = match (shard_segment, segs.as_slice()) {
-        (true, [g, r, s, tail @ ..]) => (*g, *r, *s, tail),
-        (false, [g, r, tail @ ..]) => (*g, *r, "", tail),
+    let shard_segment = fixed_shard.is_none();
+    let (group, resource, shard, tail) = match (fixed_shard, segs.as_slice()) {
+        (None, [g, r, s, tail @ ..]) => (*g, *r, *s, tail),
+        (Some(fixed), [g, r, tail @ ..]) => (*g, *r, fixed, tail),
         _ => return None,
     };
     let (cluster, namespace, name) = match tail {
@@ -414,12 +456,12 @@ pub fn decode_key(prefix: &str, shard_segment: bool, raw: &[u8]) -> Option<Key> 
 impl Shared {
     /// The etcd key of a store key.
     fn etcd_key(&self, key: &Key) -> Vec<u8> {
-        encode_key(&self.prefix, self.shard_segment, key)
+        encode_key(&self.prefix, self.fixed_shard.as_deref(), key)
     }
 
     /// The store key of an etcd key, if it has this store's shape.
     fn store_key(&self, raw: &[u8]) -> Option<Key> {
-        decode_key(&self.prefix, self.shard_segment, raw)
+        decode_key(&self.prefix, self.fixed_shard.as_deref(), raw)
     }
 
     /// Skip a key that does not decode: counted, logged once.
@@ -885,17 +927,17 @@ mod tests {
     #[test]
     fn keys_follow_kcps_etcd_layout_and_read_back() {
         let cluster_scoped = key("wildwest.dev", "");
-        let raw = encode_key("/cache", true, &cluster_scoped);
+        let raw = encode_key("/cache", None, &cluster_scoped);
         assert_eq!(
             raw,
             b"/cache/wildwest.dev/sheriffs:abc123/shard-1/root/wyatt"
         );
-        assert_eq!(decode_key("/cache", true, &raw), Some(cluster_scoped));
+        assert_eq!(decode_key("/cache", None, &raw), Some(cluster_scoped));
         let core = key("", "default");
-        let raw = encode_key("/registry", false, &core);
+        let raw = encode_key("/registry", Some("root"), &core);
         assert_eq!(raw, b"/registry/core/sheriffs:abc123/root/default/wyatt");
-        let back = decode_key("/registry", false, &raw).expect("decodes");
-        assert_eq!((back.group.as_str(), back.shard.as_str()), ("", ""));
+        let back = decode_key("/registry", Some("root"), &raw).expect("decodes");
+        assert_eq!((back.group.as_str(), back.shard.as_str()), ("", "root"));
         assert_eq!(back.namespace, "default");
     }
 
@@ -909,7 +951,7 @@ mod tests {
             b"/cache/g/r/shard/cluster//name",
             b"\xff\xfe",
         ] {
-            assert_eq!(decode_key("/cache", true, raw), None, "{raw:?}");
+            assert_eq!(decode_key("/cache", None, raw), None, "{raw:?}");
         }
     }
 

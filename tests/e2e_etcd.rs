@@ -1,0 +1,211 @@
+//! End-to-end on a real etcd (loopback, the distribution's etcd 3.4): a shard whose workspaces
+//! and cache live in etcd survives `kill -9`; two `cache-server` replicas over one etcd (mutual
+//! TLS) read, watch and conflict on each other's writes, and one keeps serving while the other
+//! is down; keys are kcp's layout as `etcdctl` shows them.
+
+mod common;
+
+use common::etcd::Etcd;
+use common::{Server, TEAM_A, repo, run_ok};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// Retry `attempt` (every 100 ms, up to 30 s) until it gives a value.
+fn eventually<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match attempt() {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn alice_lists(server: &Server) -> Result<String, String> {
+    let url = server.vw("cpuflavors-v1", TEAM_A);
+    let mut c = server.kubectl_token(&url, Some("alice-token"));
+    c.args(["get", "cpuflavors", "-o", "name"]);
+    let out = c.output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (text.lines().count() == 3)
+        .then_some(text.clone())
+        .ok_or(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_shard_on_etcd_comes_back_from_kill_9_without_its_seed() {
+    let etcd = Etcd::start();
+    let repo = repo();
+    let seed = repo.join("examples/cloud-co").display().to_string();
+    let tokens = repo
+        .join("examples/cloud-co/tokens.csv")
+        .display()
+        .to_string();
+    let mut args = vec![
+        "--seed".to_string(),
+        seed,
+        "--token-auth-file".into(),
+        tokens,
+    ];
+    args.extend(etcd.flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::start(&args);
+    let before = eventually("alice lists the flavors", || alice_lists(&server));
+
+    server.kill();
+    server.drop_arg("--seed");
+    server.restart();
+    server.wait_until_ready();
+    let after = eventually("alice lists the flavors after the restart", || {
+        alice_lists(&server)
+    });
+    assert_eq!(before, after);
+    let mut crs = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
+    crs.args(["get", "cachedresources", "-o", "name"]);
+    assert_eq!(
+        run_ok(crs).trim(),
+        "cachedresource.cache.kcp.io/cpuflavors-v1\ncachedresource.cache.kcp.io/memflavors-v1"
+    );
+    // kcp's layout: the shard's workspaces under /registry without a shard segment, the
+    // cache under /cache with one.
+    let keys = etcd.ctl(&["get", "--prefix", "/", "--keys-only"]);
+    assert!(
+        keys.contains("/registry/core.kcp.io/logicalclusters/1p5f2x8rkq0vd7wz/cluster"),
+        "{keys}"
+    );
+    assert!(
+        keys.contains("/cache/cache.kcp.io/cachedresources/root/1p5f2x8rkq0vd7wz/cpuflavors-v1"),
+        "{keys}"
+    );
+}
+
+/// A cache-server URL of a collection in cluster `c1` on shard `shard-1`.
+fn collection(server: &Server) -> String {
+    format!(
+        "{}/services/cache/shards/shard-1/clusters/c1/apis/apis.kcp.io/v1alpha2/apiexports",
+        server.url
+    )
+}
+
+fn export(name: &str) -> Value {
+    json!({"apiVersion": "apis.kcp.io/v1alpha2", "kind": "APIExport",
+        "metadata": {"name": name, "annotations": {"kcp.io/shard": "shard-1"}}, "spec": {}})
+}
+
+#[tokio::test]
+async fn two_cache_server_replicas_on_one_etcd_serve_each_others_writes() {
+    let etcd = Etcd::start_tls();
+    let flags = etcd.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let one = Server::launch("cache-server", &flags);
+    let mut two = Server::launch("cache-server", &flags);
+    let (c1, c2) = (one.admin_client(), two.admin_client());
+
+    // A watch on replica two sees a create through replica one.
+    let listed: Value = c2
+        .get(collection(&two))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rv = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watch = c2
+        .get(format!(
+            "{}?watch=true&resourceVersion={rv}",
+            collection(&two)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 200);
+    let mut events = watch.bytes_stream();
+    let created = c1
+        .post(collection(&one))
+        .json(&export("wyatt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    let mut buf = Vec::new();
+    let event: Value = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(at) = buf.iter().position(|b| *b == b'\n') {
+                return serde_json::from_slice(&buf[..at]).unwrap();
+            }
+            buf.extend_from_slice(&events.next().await.expect("open").expect("bytes"));
+        }
+    })
+    .await
+    .expect("the event reaches replica two");
+    assert_eq!(event["type"], "ADDED");
+    assert_eq!(
+        event["object"]["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"]
+    );
+    drop(events);
+
+    // A read through replica two is never stale; a stale write through it conflicts.
+    let got = c2
+        .get(format!("{}/wyatt", collection(&two)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let mut first: Value = got.json().await.unwrap();
+    let mut second = first.clone();
+    first["spec"] = json!({"note": "one"});
+    let r = c1
+        .put(format!("{}/wyatt", collection(&one)))
+        .json(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    second["spec"] = json!({"note": "two"});
+    let r = c2
+        .put(format!("{}/wyatt", collection(&two)))
+        .json(&second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let again = c2
+        .post(collection(&two))
+        .json(&export("wyatt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    // Replica two down: replica one keeps serving and writing; two catches up when back.
+    two.kill();
+    let r = c1
+        .post(collection(&one))
+        .json(&export("doc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    two.restart();
+    two.wait_until_ready();
+    let c2 = two.admin_client();
+    let got = c2
+        .get(format!("{}/doc", collection(&two)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let keys = etcd.ctl(&["get", "--prefix", "/cache/", "--keys-only"]);
+    assert!(
+        keys.contains("/cache/apis.kcp.io/apiexports/shard-1/c1/doc"),
+        "{keys}"
+    );
+}
