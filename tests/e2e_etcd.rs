@@ -209,3 +209,112 @@ async fn two_cache_server_replicas_on_one_etcd_serve_each_others_writes() {
         "{keys}"
     );
 }
+
+#[tokio::test]
+async fn while_etcd_is_down_reads_go_on_writes_are_503_and_both_recover() {
+    let mut etcd = Etcd::start();
+    let flags = etcd.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::launch("cache-server", &flags);
+    let client = server.admin_client();
+    let r = client
+        .post(collection(&server))
+        .json(&export("wyatt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let listed: Value = client
+        .get(collection(&server))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rv = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watch = client
+        .get(format!(
+            "{}?watch=true&resourceVersion={rv}",
+            collection(&server)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut events = watch.bytes_stream();
+
+    etcd.kill();
+    // Writes: a 503 with Retry-After, at once (once the store noticed, which its watch does
+    // when the connection drops).
+    let refused = loop {
+        let r = client
+            .post(collection(&server))
+            .json(&export("doc"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            break r;
+        }
+        assert_eq!(
+            r.status(),
+            201,
+            "before the outage is noticed the write may still land"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let status: Value = refused.json().await.unwrap();
+    assert_eq!(status["reason"], "ServiceUnavailable");
+    // Reads: from the watch cache.
+    let got = client
+        .get(format!("{}/wyatt", collection(&server)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let ready = client
+        .get(format!("{}/readyz?verbose", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let text = ready.text().await.unwrap();
+    assert!(text.contains("etcd unreachable"), "{text}");
+
+    // etcd back: writes work again and the open watch continues.
+    etcd.restart();
+    let created = loop {
+        let r = client
+            .post(collection(&server))
+            .json(&export("holliday"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 201 {
+            break r;
+        }
+        assert_eq!(r.status(), 503);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(created.status(), 201);
+    let mut buf = Vec::new();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            while let Some(at) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=at).collect();
+                let event: Value = serde_json::from_slice(&line).unwrap();
+                if event["object"]["metadata"]["name"] == "holliday" {
+                    return event;
+                }
+            }
+            buf.extend_from_slice(&events.next().await.expect("open").expect("bytes"));
+        }
+    })
+    .await
+    .expect("the watch that was open during the outage delivers the new object");
+    assert_eq!(seen["type"], "ADDED");
+}

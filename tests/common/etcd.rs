@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// A running etcd.
 pub struct Etcd {
     child: Child,
+    /// The command that started it (to start it again on the same ports and data).
+    command: Vec<std::ffi::OsString>,
     /// Client URL.
     pub url: String,
     /// Data and certificate directory.
@@ -81,11 +83,13 @@ impl Etcd {
                 .arg(&f.0);
             files = Some(f);
         }
+        let command: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_owned()).collect();
         let child = cmd
             .spawn()
             .expect("etcd starts (apt-get install -y etcd-server etcd-client)");
         let etcd = Etcd {
             child,
+            command,
             url,
             dir,
             tls: files,
@@ -96,6 +100,27 @@ impl Etcd {
             std::thread::sleep(Duration::from_millis(50));
         }
         etcd
+    }
+
+    /// `kill -9` etcd (it stays down until [`Etcd::restart`]).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start etcd again on the same ports and data; returns once it is healthy.
+    pub fn restart(&mut self) {
+        self.child = Command::new("etcd")
+            .args(&self.command)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts again");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.healthy() {
+            assert!(Instant::now() < deadline, "etcd never became healthy again");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `etcdctl` against this etcd.

@@ -93,6 +93,8 @@ pub struct AppState {
     /// This process's durable stores by file name (`--storage local`), for snapshots and
     /// `/metrics`; empty with `--storage memory`.
     pub local_stores: Arc<Vec<(String, store::local::LocalStore)>>,
+    /// This process's etcd stores by label (`--storage etcd`), for `/readyz`.
+    pub etcd_stores: Arc<Vec<(String, store::etcd::EtcdStore)>>,
 }
 
 impl AppState {
@@ -112,6 +114,7 @@ impl AppState {
             controllers: Arc::new(std::sync::OnceLock::new()),
             metrics: metrics::Metrics::default(),
             local_stores: Arc::new(Vec::new()),
+            etcd_stores: Arc::new(Vec::new()),
         }
     }
 }
@@ -235,6 +238,14 @@ async fn readyz(State(state): State<AppState>, req: Request) -> Response {
             };
             checks.push(("cache-server".into(), state.index.is_synced(), note));
         }
+    }
+    // etcd down: reads go on from the watch cache (ready), writes are refused with 503.
+    for (label, etcd) in state.etcd_stores.iter() {
+        let note = match etcd.outage() {
+            None => format!("prefix {} reachable", etcd.prefix()),
+            Some(o) => format!("{o}; reads served from the watch cache, writes refused"),
+        };
+        checks.push((format!("etcd-{label}"), true, note));
     }
     let all = checks.iter().all(|(_, ok, _)| *ok);
     let verbose = req.uri().query().is_some_and(|q| {
@@ -482,7 +493,7 @@ async fn open_store(
     data_dir: &std::path::Path,
     which: StoreOf,
     shard: &str,
-    locals: &mut Vec<(String, store::local::LocalStore)>,
+    opened: &mut OpenedStores,
 ) -> anyhow::Result<Arc<dyn Store>> {
     let file = match which {
         StoreOf::Cache { .. } => CACHE_STORE_FILE,
@@ -498,29 +509,44 @@ async fn open_store(
                 transformer: transformer.clone(),
                 ..Default::default()
             };
-            let opened = tokio::task::spawn_blocking(move || {
+            let local = tokio::task::spawn_blocking(move || {
                 store::local::LocalStore::open_with(&path, options)
             })
             .await??;
-            let stats = opened.stats();
+            let stats = local.stats();
             tracing::info!(
-                file = %opened.path().display(),
+                file = %local.path().display(),
                 objects = stats.loaded,
                 skipped = stats.skipped,
                 stale = stats.stale,
                 elapsed = ?started.elapsed(),
                 "Store opened."
             );
-            locals.push((file.to_string(), opened.clone()));
-            Ok(Arc::new(opened))
+            opened.locals.push((file.to_string(), local.clone()));
+            Ok(Arc::new(local))
         }
         StorageKind::Etcd => {
             let Some(etcd) = &storage.etcd else {
                 anyhow::bail!("--storage etcd needs --etcd-servers URL[,URL...]");
             };
-            open_etcd(etcd, transformer, which, shard).await
+            let store = open_etcd(etcd, transformer, which, shard).await?;
+            let label = match which {
+                StoreOf::Cache { .. } => "cache",
+                StoreOf::Workspaces => "workspaces",
+            };
+            opened.etcd.push((label.to_string(), store.clone()));
+            Ok(Arc::new(store))
         }
     }
+}
+
+/// The durable stores a role opened, for its admin endpoints and `/readyz`.
+#[derive(Default)]
+pub struct OpenedStores {
+    /// `--storage local` stores by file name.
+    pub locals: Vec<(String, store::local::LocalStore)>,
+    /// `--storage etcd` stores by label (`cache`, `workspaces`).
+    pub etcd: Vec<(String, store::etcd::EtcdStore)>,
 }
 
 /// The etcd key prefix of a store: kcp's defaults (`/cache` for the cache server, even when
@@ -540,7 +566,7 @@ async fn open_etcd(
     transformer: &Arc<store::encryption::Transformer>,
     which: StoreOf,
     shard: &str,
-) -> anyhow::Result<Arc<dyn Store>> {
+) -> anyhow::Result<store::etcd::EtcdStore> {
     let read = |p: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<Vec<u8>>> {
         p.as_ref()
             .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display())))
@@ -581,7 +607,7 @@ async fn open_etcd(
         opened.claim_prefix(shard).await?;
     }
     opened.spawn_compactor(etcd.compaction_interval);
-    Ok(Arc::new(opened))
+    Ok(opened)
 }
 
 /// Where a role finds a remote cache server.
@@ -756,19 +782,20 @@ fn cache_connection(cache: &CacheOptions) -> anyhow::Result<cache_client::Connec
 pub async fn run_cache_server(opts: ListenOptions, storage: StorageOptions) -> anyhow::Result<()> {
     let transformer = storage.transformer()?;
     let l = listen(&opts).await?;
-    let mut locals = Vec::new();
+    let mut opened = OpenedStores::default();
     let store = open_store(
         &storage,
         &transformer,
         &l.data_dir,
         StoreOf::Cache { standalone: true },
         "",
-        &mut locals,
+        &mut opened,
     )
     .await?;
     let mut state = AppState::new(store, Arc::new(Index::new()), l.authenticator.clone());
     state.roles = Roles::CACHE_SERVER;
-    state.local_stores = Arc::new(locals);
+    state.local_stores = Arc::new(opened.locals);
+    state.etcd_stores = Arc::new(opened.etcd);
     tracing::info!(
         kubeconfig = %l.kubeconfig.display(),
         "Cache server: shards and virtual workspaces reach it with this kubeconfig (--cache-kubeconfig)."
@@ -831,7 +858,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     })
     .await?;
     // A shard writing to a remote cache keeps no cache store of its own.
-    let mut locals = Vec::new();
+    let mut opened = OpenedStores::default();
     let store = if remote.is_some() {
         Arc::new(store::memory::MemoryStore::default())
     } else {
@@ -841,7 +868,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             &l.data_dir,
             StoreOf::Cache { standalone: false },
             &opts.shard_name,
-            &mut locals,
+            &mut opened,
         )
         .await?
     };
@@ -851,12 +878,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         &l.data_dir,
         StoreOf::Workspaces,
         &opts.shard_name,
-        &mut locals,
+        &mut opened,
     )
     .await?;
     let index = Arc::new(Index::new());
     let mut state = AppState::new(store.clone(), index.clone(), l.authenticator.clone());
-    state.local_stores = Arc::new(locals);
+    state.local_stores = Arc::new(opened.locals);
+    state.etcd_stores = Arc::new(opened.etcd);
     state.workspaces = Arc::new(shard::workspaces::objects::Workspaces::new(
         ws_store.clone(),
     ));

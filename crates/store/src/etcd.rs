@@ -133,8 +133,8 @@ impl EtcdStore {
     /// Connect (retrying until etcd answers), list the prefix and start watching it.
     pub async fn open(options: EtcdOptions) -> Result<Self, StoreError> {
         let mut connect = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10))
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
         if let Some(tls) = &options.tls {
             let mut t = etcd_client::TlsOptions::new();
@@ -535,6 +535,18 @@ impl Shared {
         self.applied.send_replace(self.cache.current_revision());
     }
 
+    /// Refuse a write at once while the watch knows etcd is down (it retries every 2 s at
+    /// most, so a recovered etcd takes writes again within that).
+    fn writable(&self) -> Result<(), StoreError> {
+        match self.outage.lock().as_ref() {
+            Some((since, _)) => Err(StoreError::Unavailable(format!(
+                "etcd has been unreachable for {}s",
+                since.elapsed().as_secs()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Wait until the cache applied `revision` (at most `limit`); whether it did.
     async fn wait_applied(&self, revision: u64, limit: Duration) -> bool {
         let mut rx = self.applied.subscribe();
@@ -690,7 +702,7 @@ async fn watch_loop(
                     s.down(&e.to_string());
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                delay = (delay * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
@@ -769,7 +781,7 @@ async fn watch_loop(
             }
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -781,6 +793,10 @@ impl Store for EtcdStore {
 
     async fn list(&self, scope: &Scope) -> Result<Listing, StoreError> {
         let s = &self.shared;
+        // etcd known to be down: the cache is the best answer there is, at once.
+        if s.outage.lock().is_some() {
+            return s.cache.list(scope).await;
+        }
         let current = match s.current_revision().await {
             Ok(r) => r,
             // etcd unreachable: the cache is the best answer there is.
@@ -801,6 +817,7 @@ impl Store for EtcdStore {
 
     async fn create(&self, key: Key, value: Bytes) -> Result<Record, StoreError> {
         let s = &self.shared;
+        s.writable()?;
         let raw = s.etcd_key(&key);
         let stored = s.encode_value(&key, &raw, &value)?;
         let txn = Txn::new()
@@ -826,6 +843,7 @@ impl Store for EtcdStore {
         expected: Option<u64>,
     ) -> Result<Record, StoreError> {
         let s = &self.shared;
+        s.writable()?;
         let raw = s.etcd_key(&key);
         let stored = s.encode_value(&key, &raw, &value)?;
         let guard = match expected {
@@ -851,6 +869,7 @@ impl Store for EtcdStore {
 
     async fn delete(&self, key: &Key, expected: Option<u64>) -> Result<Record, StoreError> {
         let s = &self.shared;
+        s.writable()?;
         let raw = s.etcd_key(key);
         let guard = match expected {
             Some(rev) => Compare::mod_revision(raw.clone(), CompareOp::Equal, rev as i64),
