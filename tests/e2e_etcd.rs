@@ -318,3 +318,121 @@ async fn while_etcd_is_down_reads_go_on_writes_are_503_and_both_recover() {
     .expect("the watch that was open during the outage delivers the new object");
     assert_eq!(seen["type"], "ADDED");
 }
+
+#[tokio::test]
+async fn every_acknowledged_write_survives_kill_9_of_a_replica_under_load() {
+    let etcd = Etcd::start();
+    let flags = etcd.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut victim = Server::launch("cache-server", &flags);
+    let survivor = Server::launch("cache-server", &flags);
+    let client = victim.admin_client();
+    let url = collection(&victim);
+    // Eight writers create objects until the replica dies under them.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (client, url, acked) = (client.clone(), url.clone(), acknowledged.clone());
+        writers.spawn(async move {
+            for i in 0..10_000 {
+                let name = format!("w{w}-{i}");
+                match client.post(&url).json(&export(&name)).send().await {
+                    Ok(r) if r.status() == 201 => acked.lock().unwrap().push(name),
+                    _ => return,
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acknowledged.lock().unwrap().len() < 200 {
+        assert!(Instant::now() < deadline, "the writers made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill();
+    while writers.join_next().await.is_some() {}
+    let acked = acknowledged.lock().unwrap().clone();
+    // Every acknowledged object is in etcd and served by the other replica.
+    let list: Value = survivor
+        .admin_client()
+        .get(collection(&survivor))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let served: std::collections::BTreeSet<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|n| !served.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost: {missing:?}",
+        missing.len()
+    );
+    let keys = etcd.ctl(&[
+        "get",
+        "--prefix",
+        "/cache/apis.kcp.io/apiexports/",
+        "--keys-only",
+    ]);
+    let stored = keys.lines().filter(|l| !l.is_empty()).count();
+    assert!(
+        stored >= acked.len(),
+        "{stored} keys in etcd, {} acknowledged",
+        acked.len()
+    );
+}
+
+#[tokio::test]
+async fn a_value_over_etcds_request_limit_is_413_and_nothing_is_stored() {
+    let etcd = Etcd::start();
+    let flags = etcd.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::launch("cache-server", &flags);
+    let client = server.admin_client();
+    let mut big = export("huge");
+    big["spec"] = json!({"blob": "x".repeat(2 * 1024 * 1024)});
+    let r = client
+        .post(collection(&server))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["reason"], "RequestEntityTooLarge");
+    let got = client
+        .get(format!("{}/huge", collection(&server)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 404);
+}
+
+#[test]
+fn a_shard_refuses_an_etcd_prefix_another_shard_holds() {
+    let etcd = Etcd::start();
+    let mut flags = etcd.flags();
+    flags.extend(["--shard-name".to_string(), "shard-a".to_string()]);
+    let flags_a: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _a = Server::start(&flags_a);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_replication-vw"));
+    let dir = tempfile::tempdir().unwrap();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--etcd-servers", &etcd.url, "--shard-name", "shard-b"]);
+    let out = cmd.output().expect("the second shard runs and exits");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the etcd prefix /registry holds the workspaces of shard \"shard-a\""),
+        "{err}"
+    );
+}
