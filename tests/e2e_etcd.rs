@@ -436,3 +436,50 @@ fn a_shard_refuses_an_etcd_prefix_another_shard_holds() {
         "{err}"
     );
 }
+
+#[test]
+fn virtual_workspaces_on_either_cache_server_replica_serve_a_shards_flavors() {
+    let etcd = Etcd::start_tls();
+    let flags = etcd.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let one = Server::launch("cache-server", &flags);
+    let two = Server::launch("cache-server", &flags);
+    let repo = repo();
+    let tokens = repo
+        .join("examples/cloud-co/tokens.csv")
+        .display()
+        .to_string();
+    let seed = repo.join("examples/cloud-co").display().to_string();
+    let k1 = one.kubeconfig().display().to_string();
+    let k2 = two.kubeconfig().display().to_string();
+    // The shard writes through replica one only.
+    let _shard = Server::launch(
+        "serve",
+        &[
+            "--cache-kubeconfig",
+            &k1,
+            "--seed",
+            &seed,
+            "--token-auth-file",
+            &tokens,
+        ],
+    );
+    for kubeconfig in [&k1, &k2] {
+        let vw = Server::launch(
+            "virtual-workspace",
+            &[
+                "--cache-kubeconfig",
+                kubeconfig,
+                "--token-auth-file",
+                &tokens,
+            ],
+        );
+        let names = eventually("alice lists the flavors through this replica", || {
+            alice_lists(&vw)
+        });
+        assert!(
+            names.contains("cpuflavor.cloud.example.com/cpu-small"),
+            "{names}"
+        );
+    }
+}

@@ -207,3 +207,25 @@ async fn mutual_tls_to_etcd_works_with_the_three_files() {
         "/cache/wildwest.dev/sheriffs/shard-1/root/wyatt"
     );
 }
+
+#[tokio::test]
+async fn keys_that_do_not_decode_are_skipped_and_counted_and_the_rest_is_served() {
+    let etcd = Etcd::start();
+    // One key of another shape, one value encrypted with a provider nobody configured.
+    etcd.ctl(&["put", "/cache/not-a-kcp-key", "x"]);
+    etcd.ctl(&[
+        "put",
+        "/cache/wildwest.dev/sheriffs/shard-1/root/sealed",
+        "k8s:enc:aescbc:v1:key1:garbage",
+    ]);
+    etcd.ctl(&[
+        "put",
+        "/cache/wildwest.dev/sheriffs/shard-1/root/wyatt",
+        "{\"spec\":\"a\"}",
+    ]);
+    let store = open(&etcd, "/cache").await;
+    assert_eq!(store.skipped(), 2);
+    let listed = store.list(&Scope::all()).await.expect("list");
+    let names: Vec<&str> = listed.records.iter().map(|r| r.key.name.as_str()).collect();
+    assert_eq!(names, ["wyatt"]);
+}

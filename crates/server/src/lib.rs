@@ -302,6 +302,12 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
             .local_stores
             .iter()
             .map(|(file, s)| (file.trim_end_matches(".db").to_string(), s.stats()))
+            .chain(
+                state
+                    .etcd_stores
+                    .iter()
+                    .map(|(label, s)| (label.clone(), s.stats())),
+            )
             .collect(),
     };
     let mut r = text(StatusCode::OK, state.metrics.render(&snapshot));

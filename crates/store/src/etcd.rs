@@ -117,6 +117,10 @@ struct Shared {
     /// Keys skipped because they did not decode (logged once each).
     skipped: Mutex<HashSet<Vec<u8>>>,
     skipped_total: AtomicU64,
+    /// Keys loaded by the first list.
+    loaded: AtomicU64,
+    /// Writes etcd committed through this store.
+    writes: AtomicU64,
     /// Keys whose values are stale under the encryption configuration.
     stale: Mutex<HashSet<Key>>,
 }
@@ -185,6 +189,8 @@ impl EtcdStore {
             outage: Mutex::new(None),
             skipped: Mutex::new(HashSet::new()),
             skipped_total: AtomicU64::new(0),
+            loaded: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             stale: Mutex::new(HashSet::new()),
         };
         let decoded: Vec<Record> = records
@@ -192,6 +198,7 @@ impl EtcdStore {
             .filter_map(|kv| shared.record_of(kv))
             .collect();
         let loaded = decoded.len();
+        shared.loaded.store(loaded as u64, Ordering::Relaxed);
         shared.cache = MemoryStore::restore(options.history, decoded, revision);
         let shared = Arc::new(shared);
         shared.applied.send_replace(revision);
@@ -210,6 +217,21 @@ impl EtcdStore {
     /// Keys skipped because their key or value did not decode.
     pub fn skipped(&self) -> u64 {
         self.shared.skipped_total.load(Ordering::Relaxed)
+    }
+
+    /// Figures in the shape of the local store's, for `/metrics`: keys loaded at open,
+    /// skipped keys, stale values, transactions committed (each one write).
+    pub fn stats(&self) -> super::local::LocalStats {
+        let s = &self.shared;
+        let writes = s.writes.load(Ordering::Relaxed);
+        super::local::LocalStats {
+            commits: writes,
+            writes,
+            full_repair: false,
+            loaded: s.loaded.load(Ordering::Relaxed),
+            skipped: self.skipped(),
+            stale: s.stale.lock().len() as u64,
+        }
     }
 
     /// The key prefix.
@@ -828,6 +850,7 @@ impl Store for EtcdStore {
             return Err(StoreError::AlreadyExists);
         }
         let revision = resp.header().map_or(0, |h| h.revision()) as u64;
+        s.writes.fetch_add(1, Ordering::Relaxed);
         s.wait_applied(revision, WRITE_WAIT).await;
         Ok(Record {
             key: Arc::new(key),
@@ -858,6 +881,7 @@ impl Store for EtcdStore {
             return Err(s.refusal(&raw, expected).await);
         }
         let revision = resp.header().map_or(0, |h| h.revision()) as u64;
+        s.writes.fetch_add(1, Ordering::Relaxed);
         s.stale.lock().remove(&key);
         s.wait_applied(revision, WRITE_WAIT).await;
         Ok(Record {
@@ -884,6 +908,7 @@ impl Store for EtcdStore {
             return Err(s.refusal(&raw, expected).await);
         }
         let revision = resp.header().map_or(0, |h| h.revision()) as u64;
+        s.writes.fetch_add(1, Ordering::Relaxed);
         let prev = resp.op_responses().into_iter().find_map(|r| match r {
             etcd_client::TxnOpResponse::Delete(d) => d.prev_kvs().first().cloned(),
             _ => None,
