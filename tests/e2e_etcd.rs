@@ -6,22 +6,9 @@
 mod common;
 
 use common::etcd::Etcd;
-use common::{Server, TEAM_A, repo, run_ok};
-use futures_util::StreamExt;
+use common::{Server, TEAM_A, eventually, next_json_line, repo, run_ok};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-/// Retry `attempt` (every 100 ms, up to 30 s) until it gives a value.
-fn eventually<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match attempt() {
-            Ok(v) => return v,
-            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn alice_lists(server: &Server) -> Result<String, String> {
     let url = server.vw("cpuflavors-v1", TEAM_A);
@@ -134,17 +121,7 @@ async fn two_cache_server_replicas_on_one_etcd_serve_each_others_writes() {
         .unwrap();
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
-    let mut buf = Vec::new();
-    let event: Value = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let Some(at) = buf.iter().position(|b| *b == b'\n') {
-                return serde_json::from_slice(&buf[..at]).unwrap();
-            }
-            buf.extend_from_slice(&events.next().await.expect("open").expect("bytes"));
-        }
-    })
-    .await
-    .expect("the event reaches replica two");
+    let event = next_json_line(&mut events, &mut Vec::new()).await;
     assert_eq!(event["type"], "ADDED");
     assert_eq!(
         event["object"]["metadata"]["resourceVersion"],
@@ -301,21 +278,14 @@ async fn while_etcd_is_down_reads_go_on_writes_are_503_and_both_recover() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(created.status(), 201);
+    // The watch that was open during the outage delivers the new object.
     let mut buf = Vec::new();
-    let seen = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            while let Some(at) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=at).collect();
-                let event: Value = serde_json::from_slice(&line).unwrap();
-                if event["object"]["metadata"]["name"] == "holliday" {
-                    return event;
-                }
-            }
-            buf.extend_from_slice(&events.next().await.expect("open").expect("bytes"));
+    let seen = loop {
+        let event = next_json_line(&mut events, &mut buf).await;
+        if event["object"]["metadata"]["name"] == "holliday" {
+            break event;
         }
-    })
-    .await
-    .expect("the watch that was open during the outage delivers the new object");
+    };
     assert_eq!(seen["type"], "ADDED");
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{KubectlWatch, PROVIDER, Server, run_ok as run};
+use common::{KubectlWatch, PROVIDER, Server, eventually, run_ok as run};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -295,21 +295,6 @@ spec:
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-    }
-}
-
-/// Retry `attempt` (every 100 ms, for up to 30 s) until it gives a value.
-fn eventually<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match attempt() {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                std::time::Instant::now() < deadline,
-                "{what} never happened; last: {last}"
-            ),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{PROVIDER, Server, TEAM_A, repo};
+use common::{PROVIDER, Server, TEAM_A, eventually, repo};
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -34,22 +34,6 @@ fn run(mut c: Command) -> Result<String, String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
-    }
-}
-
-/// Poll `f` until it returns `Some` (at most `limit`).
-fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        let last = match f() {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen in {limit:?}; last: {last}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -228,29 +212,24 @@ fn patch_cores(provider: &Server, cores: u32) {
 fn cloud_co_reads_work_through_every_virtual_workspace_of_a_three_role_topology() {
     let t = topology();
     // The consumer's binding on shard B resolves the export on shard A through the cache.
-    let phase = eventually(
-        Duration::from_secs(20),
-        "the binding on shard B binds",
-        || {
-            let mut c = t
-                .consumer
-                .kubectl_admin(&format!("{}/clusters/root:team-a", t.consumer.url));
-            c.args([
-                "get",
-                "apibinding",
-                "compute",
-                "-o",
-                "jsonpath={.status.phase}",
-            ]);
-            let phase = run(c)?;
-            (phase == "Bound").then_some(phase.clone()).ok_or(phase)
-        },
-    );
+    let phase = eventually("the binding on shard B binds", || {
+        let mut c = t
+            .consumer
+            .kubectl_admin(&format!("{}/clusters/root:team-a", t.consumer.url));
+        c.args([
+            "get",
+            "apibinding",
+            "compute",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        let phase = run(c)?;
+        (phase == "Bound").then_some(phase.clone()).ok_or(phase)
+    });
     assert_eq!(phase, "Bound");
     let expected = vec!["cpu-large", "cpu-medium", "cpu-small"];
     for vw in t.vws.iter().chain([&t.consumer]) {
         let names = eventually(
-            Duration::from_secs(20),
             &format!("alice lists the flavors through {}", vw.url),
             || {
                 let names = alice_lists(vw)?;
@@ -264,7 +243,6 @@ fn cloud_co_reads_work_through_every_virtual_workspace_of_a_three_role_topology(
     // The consumer workspace on shard B serves the virtual resource its binding provides,
     // although export, slice and schema live on shard A.
     let in_workspace = eventually(
-        Duration::from_secs(20),
         "the consumer workspace on shard B lists the flavors",
         || {
             let mut c = t
@@ -281,24 +259,20 @@ fn cloud_co_reads_work_through_every_virtual_workspace_of_a_three_role_topology(
         "{}/services/replication/{PROVIDER}/cpuflavors-v1",
         t.consumer.url
     );
-    eventually(
-        Duration::from_secs(20),
-        "the slice lists shard B's URL",
-        || {
-            let mut c = t
-                .provider
-                .kubectl_admin(&format!("{}/clusters/root:cloudco", t.provider.url));
-            c.args([
-                "get",
-                "cachedresourceendpointslice",
-                "cpuflavors-v1",
-                "-o",
-                "jsonpath={.status.endpoints[*].url}",
-            ]);
-            let urls = run(c)?;
-            urls.split(' ').any(|u| u == want).then_some(()).ok_or(urls)
-        },
-    );
+    eventually("the slice lists shard B's URL", || {
+        let mut c = t
+            .provider
+            .kubectl_admin(&format!("{}/clusters/root:cloudco", t.provider.url));
+        c.args([
+            "get",
+            "cachedresourceendpointslice",
+            "cpuflavors-v1",
+            "-o",
+            "jsonpath={.status.endpoints[*].url}",
+        ]);
+        let urls = run(c)?;
+        urls.split(' ').any(|u| u == want).then_some(()).ok_or(urls)
+    });
     // A change on shard A reaches a watcher on a standalone virtual workspace.
     let watch = Watch::start(&t.vws[0]);
     watch
@@ -316,7 +290,7 @@ fn virtual_workspaces_recover_from_a_cache_server_that_crashed_and_restarted_emp
     let mut t = topology_with_cache(&["--storage", "memory"]);
     let expected = vec!["cpu-large", "cpu-medium", "cpu-small"];
     for vw in &t.vws {
-        eventually(Duration::from_secs(20), "the flavors are served", || {
+        eventually("the flavors are served", || {
             let names = alice_lists(vw)?;
             (names == expected)
                 .then_some(())
@@ -335,16 +309,12 @@ fn virtual_workspaces_recover_from_a_cache_server_that_crashed_and_restarted_emp
         vw.wait_until_ready();
     }
     for vw in &t.vws {
-        eventually(
-            Duration::from_secs(30),
-            "the flavors are served again after the refill",
-            || {
-                let names = alice_lists(vw)?;
-                (names == expected)
-                    .then_some(())
-                    .ok_or(format!("{names:?}"))
-            },
-        );
+        eventually("the flavors are served again after the refill", || {
+            let names = alice_lists(vw)?;
+            (names == expected)
+                .then_some(())
+                .ok_or(format!("{names:?}"))
+        });
     }
     // The open watch either continues (it sees the next change) or ends (kubectl exits, so a
     // client relists); it never hangs.
@@ -397,7 +367,7 @@ fn roles_start_without_their_cache_server_and_become_ready_once_it_is_up() {
         ],
     );
     // Both keep running and answer, not ready, while the cache is away.
-    eventually(Duration::from_secs(10), "the roles answer /readyz", || {
+    eventually("the roles answer /readyz", || {
         let codes = (vw.readyz_code(), shard.readyz_code());
         (codes.0 != "000" && codes.1 != "000")
             .then_some(())
@@ -456,21 +426,17 @@ fn one_cache_server_and_one_virtual_workspace_serve_a_shard_of_each_kcp_generati
         ),
     ] {
         let url = format!("{}/services/replication/{key}/clusters/{consumer}", vw.url);
-        let names = eventually(
-            Duration::from_secs(30),
-            &format!("alice lists the flavors of {key}"),
-            || {
-                let mut c = vw.kubectl_token(&url, Some("alice-token"));
-                c.args([
-                    "get",
-                    "cpuflavors",
-                    "-o",
-                    "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
-                ]);
-                let out = run(c)?;
-                (out.trim() == expected).then_some(out.clone()).ok_or(out)
-            },
-        );
+        let names = eventually(&format!("alice lists the flavors of {key}"), || {
+            let mut c = vw.kubectl_token(&url, Some("alice-token"));
+            c.args([
+                "get",
+                "cpuflavors",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+            ]);
+            let out = run(c)?;
+            (out.trim() == expected).then_some(out.clone()).ok_or(out)
+        });
         assert_eq!(names.trim(), expected);
     }
     drop(shards);
@@ -524,7 +490,6 @@ fn a_virtual_workspace_finds_consumers_the_cache_lacks_on_the_kcp_shards_it_is_g
         &["--cache-kubeconfig", &ck, "--token-auth-file", &tokens],
     );
     let refused = eventually(
-        Duration::from_secs(30),
         "a refusal once the provider's slice is served",
         || match list(&blind) {
             Err(e) if e.contains("Forbidden") => Ok(e),
@@ -545,14 +510,10 @@ fn a_virtual_workspace_finds_consumers_the_cache_lacks_on_the_kcp_shards_it_is_g
             &consumer_kubeconfig,
         ],
     );
-    let names = eventually(
-        Duration::from_secs(30),
-        "alice lists through the VW",
-        || {
-            let out = list(&seeing)?;
-            (out.lines().count() == 3).then_some(out.clone()).ok_or(out)
-        },
-    );
+    let names = eventually("alice lists through the VW", || {
+        let out = list(&seeing)?;
+        (out.lines().count() == 3).then_some(out.clone()).ok_or(out)
+    });
     assert!(
         names.contains("cpuflavor.cloud.example.com/cpu-small"),
         "{names}"

@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use futures_util::StreamExt;
 use replication_vw::controllers::wrap;
 use replication_vw::model::naming::{cached_object_name, identity_hash};
 use serde_json::{Value, json};
@@ -244,7 +243,7 @@ async fn a_token_user_reads_sheriffs_once_each_verb_is_granted_on_the_export_con
     let r = shard.client.put(&co).json(&cached).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
-    let event = next_event(&mut body, &mut Vec::new()).await;
+    let event = next_json_line(&mut body, &mut Vec::new()).await;
     assert_eq!(event["type"], "MODIFIED", "{event}");
     assert_eq!(event["object"]["metadata"]["name"], "sheriff-1");
     assert_eq!(
@@ -298,25 +297,6 @@ async fn write_verbs_by_a_granted_user_are_forbidden_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
-}
-
-/// The next line of a watch stream, within 20 s.
-async fn next_event(
-    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
-    buf: &mut Vec<u8>,
-) -> Value {
-    let line = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                return buf.drain(..=pos).collect::<Vec<u8>>();
-            }
-            let chunk = body.next().await.expect("stream open").expect("chunk");
-            buf.extend_from_slice(&chunk);
-        }
-    })
-    .await
-    .expect("an event arrives");
-    serde_json::from_slice(&line).unwrap()
 }
 
 /// The generation of a slice-keyed scenario: (resource kind, its plural, slice kind, its plural,
@@ -490,7 +470,7 @@ async fn slice_keyed_scenario(generation: (&str, &str, &str, &str, &str)) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let event = next_event(&mut body, &mut Vec::new()).await;
+    let event = next_json_line(&mut body, &mut Vec::new()).await;
     assert_eq!(event["type"], "ADDED", "{event}");
     assert_eq!(event["object"]["metadata"]["name"], "sheriff-1");
     assert_eq!(

@@ -519,3 +519,37 @@ impl Drop for KubectlWatch {
         let _ = self.child.wait();
     }
 }
+
+/// Retry `attempt` every 100 ms until it gives a value, for at most 30 s; the panic names `what`
+/// and the last failure.
+pub fn eventually<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match attempt() {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The next line of a watch response body, as JSON, within 20 s (`buf` keeps what was read past
+/// it).
+pub async fn next_json_line<S>(body: &mut S, buf: &mut Vec<u8>) -> serde_json::Value
+where
+    S: futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+{
+    use futures_util::StreamExt;
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                return buf.drain(..=pos).collect::<Vec<u8>>();
+            }
+            let chunk = body.next().await.expect("stream open").expect("chunk");
+            buf.extend_from_slice(&chunk);
+        }
+    })
+    .await
+    .expect("a watch event arrives within 20 s");
+    serde_json::from_slice(&line).expect("a watch line is JSON")
+}

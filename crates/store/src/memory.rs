@@ -132,40 +132,10 @@ impl MemoryStore {
     /// never sends).
     pub(crate) fn apply(&self, changes: Vec<Change>) -> Vec<Option<Record>> {
         let mut inner = self.shared.inner.write();
-        let mut out = Vec::with_capacity(changes.len());
-        for change in changes {
-            match change {
-                Change::Put { key, value } => {
-                    let prev = inner.objects.get(&key).cloned();
-                    let (kind, key) = match &prev {
-                        Some(p) => (EventKind::Updated, p.key.clone()),
-                        None => (EventKind::Created, Arc::new(key)),
-                    };
-                    out.push(Some(self.shared.put(&mut inner, kind, key, value, prev)));
-                }
-                Change::Delete { key } => {
-                    let Some(removed) = inner.objects.remove(&key) else {
-                        out.push(None);
-                        continue;
-                    };
-                    let value = removed.value.clone();
-                    let key = removed.key.clone();
-                    let revision = self.shared.commit(
-                        &mut inner,
-                        EventKind::Deleted,
-                        key.clone(),
-                        value.clone(),
-                        Some(removed),
-                    );
-                    out.push(Some(Record {
-                        key,
-                        revision,
-                        value,
-                    }));
-                }
-            }
-        }
-        out
+        changes
+            .into_iter()
+            .map(|change| self.shared.apply_one(&mut inner, change))
+            .collect()
     }
 }
 
@@ -177,8 +147,27 @@ impl MemoryStore {
         let mut inner = self.shared.inner.write();
         // Committed at `revision` (never backwards): the counter stands just below it, and the
         // commit below bumps it to exactly that revision.
-        let target = revision.max(inner.revision).max(1);
+        let before = inner.revision;
+        let target = revision.max(before).max(1);
         inner.revision = target - 1;
+        let applied = self.shared.apply_one(&mut inner, change);
+        // A delete of an absent key commits nothing: never leave the counter below where it was.
+        inner.revision = inner.revision.max(before);
+        applied
+    }
+
+    /// Nothing in this store changed up to `revision` (a progress notification): lists answer
+    /// at it from now on.
+    pub(crate) fn advance(&self, revision: u64) {
+        let mut inner = self.shared.inner.write();
+        inner.revision = inner.revision.max(revision);
+    }
+}
+
+impl Shared {
+    /// Apply one change at the next revision: the new record of a put, the last state of a
+    /// deleted key stamped with the deletion's revision (`None` if the key is absent).
+    fn apply_one(&self, inner: &mut Inner, change: Change) -> Option<Record> {
         match change {
             Change::Put { key, value } => {
                 let prev = inner.objects.get(&key).cloned();
@@ -186,14 +175,14 @@ impl MemoryStore {
                     Some(p) => (EventKind::Updated, p.key.clone()),
                     None => (EventKind::Created, Arc::new(key)),
                 };
-                Some(self.shared.put(&mut inner, kind, key, value, prev))
+                Some(self.put(inner, kind, key, value, prev))
             }
             Change::Delete { key } => {
                 let removed = inner.objects.remove(&key)?;
                 let value = removed.value.clone();
                 let key = removed.key.clone();
-                let revision = self.shared.commit(
-                    &mut inner,
+                let revision = self.commit(
+                    inner,
                     EventKind::Deleted,
                     key.clone(),
                     value.clone(),
@@ -208,15 +197,6 @@ impl MemoryStore {
         }
     }
 
-    /// Nothing in this store changed up to `revision` (a progress notification): lists answer
-    /// at it from now on.
-    pub(crate) fn advance(&self, revision: u64) {
-        let mut inner = self.shared.inner.write();
-        inner.revision = inner.revision.max(revision);
-    }
-}
-
-impl Shared {
     /// Commit a create or update and store the record under its shared key.
     fn put(
         &self,
