@@ -68,6 +68,17 @@ fn a_shard_on_etcd_comes_back_from_kill_9_without_its_seed() {
     );
 }
 
+/// A watch of `url` from the revision of a list of it (the response, still streaming).
+async fn watch_from_now(client: &reqwest::Client, url: &str) -> reqwest::Response {
+    let listed: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+    let rv = listed["metadata"]["resourceVersion"].as_str().unwrap();
+    client
+        .get(format!("{url}?watch=true&resourceVersion={rv}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A cache-server URL of a collection in cluster `c1` on shard `shard-1`.
 fn collection(server: &Server) -> String {
     format!(
@@ -91,26 +102,7 @@ async fn two_cache_server_replicas_on_one_etcd_serve_each_others_writes() {
     let (c1, c2) = (one.admin_client(), two.admin_client());
 
     // A watch on replica two sees a create through replica one.
-    let listed: Value = c2
-        .get(collection(&two))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rv = listed["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let watch = c2
-        .get(format!(
-            "{}?watch=true&resourceVersion={rv}",
-            collection(&two)
-        ))
-        .send()
-        .await
-        .unwrap();
+    let watch = watch_from_now(&c2, &collection(&two)).await;
     assert_eq!(watch.status(), 200);
     let mut events = watch.bytes_stream();
     let created = c1
@@ -201,26 +193,7 @@ async fn while_etcd_is_down_reads_go_on_writes_are_503_and_both_recover() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let listed: Value = client
-        .get(collection(&server))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let rv = listed["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let watch = client
-        .get(format!(
-            "{}?watch=true&resourceVersion={rv}",
-            collection(&server)
-        ))
-        .send()
-        .await
-        .unwrap();
+    let watch = watch_from_now(&client, &collection(&server)).await;
     let mut events = watch.bytes_stream();
 
     etcd.kill();
