@@ -426,3 +426,32 @@ fn virtual_workspaces_on_either_cache_server_replica_serve_a_shards_flavors() {
         );
     }
 }
+
+#[test]
+fn a_role_started_before_etcd_says_why_it_is_not_ready_and_serves_once_etcd_is_up() {
+    let mut etcd = Etcd::start();
+    etcd.kill();
+    let flags = etcd.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::launch_unready("cache-server", &flags);
+    let readyz = || {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(server.ca())
+            .arg(format!("{}/readyz", server.url))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let why = eventually("readyz names the unreachable etcd", || {
+        let text = readyz();
+        text.contains("etcd unreachable")
+            .then_some(text.clone())
+            .ok_or(text)
+    });
+    assert!(why.contains("readyz check failed"), "{why}");
+    assert_eq!(server.readyz_code(), "500");
+    etcd.restart();
+    server.wait_until_ready();
+    assert_eq!(readyz(), "ok");
+}

@@ -509,6 +509,9 @@ async fn open_store(
         StorageKind::Memory => Ok(Arc::new(store::memory::MemoryStore::default())),
         StorageKind::Local => {
             let path = data_dir.join(file);
+            if let Some(st) = &opened.status {
+                st.set(format!("loading {}", path.display()));
+            }
             let started = std::time::Instant::now();
             let options = store::local::LocalOptions {
                 label: file.to_string(),
@@ -535,7 +538,7 @@ async fn open_store(
             let Some(etcd) = &storage.etcd else {
                 anyhow::bail!("--storage etcd needs --etcd-servers URL[,URL...]");
             };
-            let store = open_etcd(etcd, transformer, which, shard).await?;
+            let store = open_etcd(etcd, transformer, which, shard, opened.status.clone()).await?;
             let label = match which {
                 StoreOf::Cache { .. } => "cache",
                 StoreOf::Workspaces => "workspaces",
@@ -553,6 +556,8 @@ pub struct OpenedStores {
     pub locals: Vec<(String, store::local::LocalStore)>,
     /// `--storage etcd` stores by label (`cache`, `workspaces`).
     pub etcd: Vec<(String, store::etcd::EtcdStore)>,
+    /// Where the start says what it waits for (`/readyz` before serving).
+    pub status: Option<Startup>,
 }
 
 /// The etcd key prefix of a store: kcp's defaults (`/cache` for the cache server, even when
@@ -572,6 +577,7 @@ async fn open_etcd(
     transformer: &Arc<store::encryption::Transformer>,
     which: StoreOf,
     shard: &str,
+    status: Option<Startup>,
 ) -> anyhow::Result<store::etcd::EtcdStore> {
     let read = |p: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<Vec<u8>>> {
         p.as_ref()
@@ -597,6 +603,20 @@ async fn open_etcd(
         StoreOf::Workspaces => "workspaces",
     };
     tracing::info!(store = label, servers = ?etcd.servers, prefix = %prefix, tls = tls.is_some(), "Opening the etcd store.");
+    if let Some(st) = &status {
+        st.set(format!(
+            "connecting to etcd {:?} for the {label} store",
+            etcd.servers
+        ));
+    }
+    let on_retry: Option<store::etcd::RetryHook> = status.map(|st| {
+        let hook: store::etcd::RetryHook = Arc::new(move |why: &str| {
+            st.set(format!(
+                "etcd unreachable for the {label} store: {why}; retrying"
+            ))
+        });
+        hook
+    });
     let opened = store::etcd::EtcdStore::open(store::etcd::EtcdOptions {
         endpoints: etcd.servers.clone(),
         prefix: prefix.clone(),
@@ -606,6 +626,7 @@ async fn open_etcd(
         fixed_shard: (which == StoreOf::Workspaces)
             .then(|| shard::workspaces::objects::SHARD.to_string()),
         label: label.to_string(),
+        on_retry,
         ..Default::default()
     })
     .await?;
@@ -744,6 +765,94 @@ async fn listen(opts: &ListenOptions) -> anyhow::Result<Listening> {
     })
 }
 
+/// What a role is doing before it serves: `/healthz` and `/livez` answer ok, `/readyz` says
+/// what the start waits for (etcd unreachable, a store loading), everything else is a 503
+/// Status. It serves on a duplicate of the role's listener and stops before the role serves.
+#[derive(Clone)]
+pub struct Startup {
+    status: Arc<parking_lot::Mutex<String>>,
+}
+
+impl Startup {
+    /// Say what the start waits for now (shown by `/readyz`).
+    pub fn set(&self, status: impl Into<String>) {
+        *self.status.lock() = status.into();
+    }
+}
+
+/// Serve [`Startup`] answers on a duplicate of `l`'s listener until the returned sender fires.
+fn serve_startup(
+    l: &Listening,
+) -> anyhow::Result<(
+    Startup,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let startup = Startup {
+        status: Arc::new(parking_lot::Mutex::new("opening the stores".into())),
+    };
+    let listener = tokio::net::TcpListener::from_std(l.listener_std_clone()?)?;
+    let st = startup.clone();
+    let router = Router::new()
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route(
+            "/readyz",
+            get(move || {
+                let st = st.clone();
+                async move {
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!(
+                            "[-]started failed ({})\nreadyz check failed\n",
+                            st.status.lock()
+                        ),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async {
+            kube_api::Status::new(
+                503,
+                "ServiceUnavailable",
+                "the server is starting; retry later".to_string(),
+            )
+            .into_response()
+        });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let tls = l.tls_config.clone();
+    let task = tokio::spawn(async move {
+        let _ = tls::serve(listener, tls, router, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+    });
+    Ok((startup, stop_tx, task))
+}
+
+impl Listening {
+    /// A second handle on the bound socket (for the startup answers).
+    fn listener_std_clone(&self) -> std::io::Result<std::net::TcpListener> {
+        use std::os::fd::{AsFd, OwnedFd};
+        let fd: OwnedFd = self.listener.as_fd().try_clone_to_owned()?;
+        let std_listener = std::net::TcpListener::from(fd);
+        std_listener.set_nonblocking(true)?;
+        Ok(std_listener)
+    }
+}
+
+/// Run `open` while the startup answers are served; stop them before returning.
+async fn while_starting<T>(
+    l: &Listening,
+    open: impl AsyncFnOnce(Startup) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let (startup, stop, task) = serve_startup(l)?;
+    let result = open(startup).await;
+    let _ = stop.send(());
+    let _ = task.await;
+    result
+}
+
 /// Serve `state`'s routes on the listener until interrupted.
 async fn serve_until_interrupted(
     l: Listening,
@@ -789,14 +898,18 @@ pub async fn run_cache_server(opts: ListenOptions, storage: StorageOptions) -> a
     let transformer = storage.transformer()?;
     let l = listen(&opts).await?;
     let mut opened = OpenedStores::default();
-    let store = open_store(
-        &storage,
-        &transformer,
-        &l.data_dir,
-        StoreOf::Cache { standalone: true },
-        "",
-        &mut opened,
-    )
+    let store = while_starting(&l, async |startup| {
+        opened.status = Some(startup);
+        open_store(
+            &storage,
+            &transformer,
+            &l.data_dir,
+            StoreOf::Cache { standalone: true },
+            "",
+            &mut opened,
+        )
+        .await
+    })
     .await?;
     let mut state = AppState::new(store, Arc::new(Index::new()), l.authenticator.clone());
     state.roles = Roles::CACHE_SERVER;
@@ -865,27 +978,32 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     .await?;
     // A shard writing to a remote cache keeps no cache store of its own.
     let mut opened = OpenedStores::default();
-    let store = if remote.is_some() {
-        Arc::new(store::memory::MemoryStore::default())
-    } else {
-        open_store(
+    let (store, ws_store) = while_starting(&l, async |startup| {
+        opened.status = Some(startup);
+        let store: Arc<dyn Store> = if remote.is_some() {
+            Arc::new(store::memory::MemoryStore::default())
+        } else {
+            open_store(
+                &opts.storage,
+                &transformer,
+                &l.data_dir,
+                StoreOf::Cache { standalone: false },
+                &opts.shard_name,
+                &mut opened,
+            )
+            .await?
+        };
+        let ws_store = open_store(
             &opts.storage,
             &transformer,
             &l.data_dir,
-            StoreOf::Cache { standalone: false },
+            StoreOf::Workspaces,
             &opts.shard_name,
             &mut opened,
         )
-        .await?
-    };
-    let ws_store = open_store(
-        &opts.storage,
-        &transformer,
-        &l.data_dir,
-        StoreOf::Workspaces,
-        &opts.shard_name,
-        &mut opened,
-    )
+        .await?;
+        Ok((store, ws_store))
+    })
     .await?;
     let index = Arc::new(Index::new());
     let mut state = AppState::new(store.clone(), index.clone(), l.authenticator.clone());

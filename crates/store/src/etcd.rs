@@ -61,6 +61,9 @@ pub struct EtcdTls {
     pub key: Option<Vec<u8>>,
 }
 
+/// Told why each connection attempt of [`EtcdStore::open`] failed (for `/readyz` at start).
+pub type RetryHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How to open an [`EtcdStore`].
 #[derive(Clone)]
 pub struct EtcdOptions {
@@ -79,6 +82,8 @@ pub struct EtcdOptions {
     pub label: String,
     /// Events the watch cache keeps for watch resume.
     pub history: usize,
+    /// Called with the reason of each failed connection attempt at open.
+    pub on_retry: Option<RetryHook>,
 }
 
 impl Default for EtcdOptions {
@@ -91,6 +96,7 @@ impl Default for EtcdOptions {
             fixed_shard: None,
             label: "etcd".into(),
             history: super::memory::DEFAULT_HISTORY,
+            on_retry: None,
         }
     }
 }
@@ -171,6 +177,9 @@ impl EtcdStore {
                 Ok(ok) => break ok,
                 Err(e) => {
                     tracing::warn!(store = %options.label, endpoints = ?options.endpoints, error = %e, retry_in = ?delay, "etcd is unreachable; retrying.");
+                    if let Some(hook) = &options.on_retry {
+                        hook(&e.to_string());
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
