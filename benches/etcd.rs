@@ -103,6 +103,39 @@ where
     f64::from(n) / started.elapsed().as_secs_f64()
 }
 
+/// Deliver one change (`write`) to every stream: the time until the last one has it.
+async fn fan_out<W, Fut>(
+    streams: Vec<futures_util::stream::BoxStream<'static, ()>>,
+    write: W,
+) -> Duration
+where
+    W: FnOnce() -> Fut,
+    Fut: std::future::Future,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let count = streams.len();
+    for mut s in streams {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if s.next().await.is_some() {
+                let _ = tx.send(Instant::now());
+            }
+        });
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = Instant::now();
+    write().await;
+    let mut last = Duration::ZERO;
+    for _ in 0..count {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(at)) => last = at - sent,
+            _ => break,
+        }
+    }
+    last
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -228,6 +261,39 @@ async fn main() -> anyhow::Result<()> {
     writer.await?;
     latencies.sort();
 
+    // WATCH fan-out: one change to 1,000 watchers of our cache against 1,000 etcd watches.
+    const WATCHERS: usize = 1000;
+    let now = replica2.list(&scope).await?.revision;
+    let mut ours = Vec::with_capacity(WATCHERS);
+    for _ in 0..WATCHERS {
+        let w = replica2.watch(Scope::all(), now).await?;
+        ours.push(w.map(|_| ()).boxed());
+    }
+    let last_ours = fan_out(ours, || replica1.create(key(2_000_000), object(0))).await;
+    let mut direct = Vec::with_capacity(WATCHERS);
+    for _ in 0..WATCHERS {
+        let stream = client
+            .watch_client()
+            .watch(
+                "/cache/",
+                Some(etcd_client::WatchOptions::new().with_prefix()),
+            )
+            .await?;
+        // An etcd watch first answers "created", then events.
+        let s = futures_util::stream::unfold(stream, |mut st| async move {
+            loop {
+                match st.message().await {
+                    Ok(Some(m)) if !m.events().is_empty() => return Some(((), st)),
+                    Ok(Some(_)) => continue,
+                    _ => return None,
+                }
+            }
+        });
+        direct.push(s.boxed());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let last_direct = fan_out(direct, || replica1.create(key(2_000_001), object(0))).await;
+
     println!(
         "etcd: {version}, on loopback; {objects} objects of ~1.2 KB; in-process through the Store trait\n"
     );
@@ -245,6 +311,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| writes/s, {WRITERS} writers: etcd vs memory | {etcd_writes:.0} /s | {memory_writes:.0} /s | {:.2}× | – |",
         etcd_writes / memory_writes
+    );
+    println!(
+        "| WATCH: one change → {WATCHERS} watchers of the watch cache vs {WATCHERS} etcd watches | last watcher {:.1} ms | last watcher {:.1} ms | {:.1}× | – |",
+        last_ours.as_secs_f64() * 1000.0,
+        last_direct.as_secs_f64() * 1000.0,
+        last_direct.as_secs_f64() / last_ours.as_secs_f64().max(1e-9)
     );
     println!(
         "| write on replica 1 → event on replica 2, 1,000 writes/s | p50 {:.2} ms, p99 {:.2} ms ({} of {total} events) | – | – | within a second |",

@@ -455,3 +455,54 @@ fn a_role_started_before_etcd_says_why_it_is_not_ready_and_serves_once_etcd_is_u
     server.wait_until_ready();
     assert_eq!(readyz(), "ok");
 }
+
+#[tokio::test]
+async fn a_watch_from_before_etcdctl_compact_is_410_gone() {
+    let etcd = Etcd::start();
+    let flags = etcd.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::launch("cache-server", &flags);
+    let client = server.admin_client();
+    let r = client
+        .post(collection(&server))
+        .json(&export("wyatt"))
+        .send()
+        .await
+        .unwrap();
+    let mut current: Value = r.json().await.unwrap();
+    let first = current["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for note in ["a", "b", "c"] {
+        current["spec"] = json!({"note": note});
+        let r = client
+            .put(format!("{}/wyatt", collection(&server)))
+            .json(&current)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        current = r.json().await.unwrap();
+    }
+    let last = current["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    etcd.ctl(&["compact", &last]);
+    let r = client
+        .get(format!(
+            "{}?watch=true&resourceVersion={first}",
+            collection(&server)
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (code, body) = (r.status().as_u16(), r.text().await.unwrap_or_default());
+    // kube answers a watch from a compacted revision with 410 (as a Status, or as the ERROR
+    // event of a 200 stream).
+    assert!(
+        code == 410 || (body.contains("\"ERROR\"") && body.contains("\"code\":410")),
+        "{code}: {body}"
+    );
+}

@@ -340,7 +340,7 @@ pub async fn watch(
             });
             return Ok(watch::response(one));
         }
-        Err(e) => return Err(Status::internal(e)),
+        Err(e) => return Err(backend_status(&e)),
     };
     let ls = opts.label_selector.clone();
     let fs = opts.field_selector.clone();
