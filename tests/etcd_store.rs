@@ -229,3 +229,41 @@ async fn keys_that_do_not_decode_are_skipped_and_counted_and_the_rest_is_served(
     let names: Vec<&str> = listed.records.iter().map(|r| r.key.name.as_str()).collect();
     assert_eq!(names, ["wyatt"]);
 }
+
+#[tokio::test]
+async fn the_compactor_compacts_etcds_history_one_interval_behind() {
+    let etcd = Etcd::start();
+    let store = open(&etcd, "/cache").await;
+    let first = store.create(key("a"), value("1")).await.expect("create");
+    store
+        .update(key("a"), value("2"), Some(first.revision))
+        .await
+        .expect("update");
+    store.spawn_compactor(Duration::from_millis(200));
+    // Within a few rounds etcd no longer has the first revision's history.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = etcd
+            .etcdctl()
+            .args([
+                "get",
+                "/cache/",
+                "--prefix",
+                "--rev",
+                &first.revision.to_string(),
+            ])
+            .output()
+            .expect("etcdctl runs");
+        if String::from_utf8_lossy(&out.stderr).contains("compacted") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcd was never compacted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Current data is untouched.
+    let got = store.get(&key("a")).await.expect("get").expect("present");
+    assert_eq!(got.value, value("2"));
+}
