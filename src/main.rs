@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Args, Parser, Subcommand};
-use replication_vw::server::flags::{FrontProxyFlags, TlsFlags};
+use replication_vw::server::flags::{FrontProxyFlags, ShutdownFlags, TlsFlags};
 use replication_vw::server::{self, CacheOptions, ListenOptions, ServeOptions, StorageKind};
 use std::path::PathBuf;
 
@@ -37,6 +37,8 @@ struct Common {
     tls: TlsFlags,
     #[command(flatten)]
     front_proxy: FrontProxyFlags,
+    #[command(flatten)]
+    shutdown: ShutdownFlags,
 }
 
 /// Where the remote cache server is.
@@ -60,6 +62,7 @@ impl Common {
             external_url,
             tls: self.tls.clone(),
             front_proxy: self.front_proxy.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
@@ -153,7 +156,7 @@ struct StorageArgs {
     etcd_cafile: Option<PathBuf>,
     /// How often etcd's history is compacted (Go duration: 5m, 30s, 1h; 0 never), as
     /// kube-apiserver's flag.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = server::flags::parse_duration)]
     etcd_compaction_interval: std::time::Duration,
     /// A Kubernetes EncryptionConfiguration (apiserver.config.k8s.io/v1): values of the
     /// resources it names are encrypted at rest with its first provider (aescbc, aesgcm,
@@ -182,38 +185,6 @@ impl StorageArgs {
             etcd,
         }
     }
-}
-
-/// A Go-style duration: numbers with units `h`, `m`, `s`, `ms` (`1h30m`, `5m`, `0`).
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    if text == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    let mut total = std::time::Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(|| format!("{text:?}: a number without a unit"))?;
-        let (number, tail) = rest.split_at(digits);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("{text:?}: {number:?} is not a number"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let seconds = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            other => return Err(format!("{text:?}: unknown unit {other:?} (h, m, s, ms)")),
-        };
-        total += std::time::Duration::from_secs_f64(value * seconds);
-        rest = next;
-    }
-    Ok(total)
 }
 
 #[derive(Subcommand)]
@@ -293,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
                 external_url,
                 tls: common.tls,
                 front_proxy: common.front_proxy,
+                shutdown: common.shutdown,
                 cache: cache_options(cache),
                 shard_name,
                 storage: storage.options(),

@@ -148,6 +148,24 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Send SIGTERM and wait (at most `limit`) for the process to exit; its exit status.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Drop a flag and its value from the arguments of the next [`Server::restart`].
     pub fn drop_arg(&mut self, flag: &str) {
         let mut kept = Vec::new();

@@ -3,6 +3,9 @@
 //! A watch response is `200 application/json`, one `{"type":...,"object":...}` JSON document per
 //! event, each followed by `\n` (Python splits on newlines, kube-rs uses a line codec). Frames are
 //! built from already-encoded object bytes: the object is copied, never re-encoded.
+//!
+//! [`begin_shutdown`] ends every watch response of the process cleanly (the body ends after the
+//! last whole frame), so clients re-watch elsewhere while the server drains.
 
 use super::status::Status;
 use axum::body::Body;
@@ -11,6 +14,24 @@ use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use std::time::Duration;
+
+/// The process-wide shutdown signal of watches.
+fn shutdown_signal() -> &'static tokio::sync::watch::Sender<bool> {
+    static SIGNAL: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> =
+        std::sync::OnceLock::new();
+    SIGNAL.get_or_init(|| tokio::sync::watch::Sender::new(false))
+}
+
+/// End every open and future watch response of this process (graceful shutdown).
+pub fn begin_shutdown() {
+    shutdown_signal().send_replace(true);
+}
+
+/// Resolves once [`begin_shutdown`] was called.
+pub async fn shutdown() {
+    let mut rx = shutdown_signal().subscribe();
+    let _ = rx.wait_for(|down| *down).await;
+}
 
 /// Watch event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,7 +111,8 @@ pub fn response<S>(frames: S) -> Response
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
 {
-    let mut resp = Response::new(Body::from_stream(frames));
+    use futures_util::StreamExt;
+    let mut resp = Response::new(Body::from_stream(frames.take_until(shutdown())));
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -2,7 +2,8 @@
 //! certificate and client CA (`--tls-cert-file`, `--tls-private-key-file`, `--client-ca-file`)
 //! and the front proxy's request-header authentication (`--requestheader-*`). Each role flattens
 //! [`TlsFlags`] and [`FrontProxyFlags`] into its subcommand and hands them to
-//! `crate::tls::prepare`; this module only describes and parses them.
+//! `crate::tls::prepare`; this module only describes and parses them. [`ShutdownFlags`] are
+//! kube-apiserver's graceful-shutdown flags; [`parse_duration`] reads Go durations as its flags do.
 
 use std::path::PathBuf;
 
@@ -208,5 +209,76 @@ mod tests {
             help.contains("accepted only if this bundle trusts the generated CA"),
             "{help}"
         );
+    }
+}
+
+/// Graceful shutdown on SIGTERM (and Ctrl-C), with kube-apiserver's flag names: `/readyz` fails
+/// at once, new connections are still accepted for `--shutdown-delay-duration` (so load
+/// balancers notice), then watches end cleanly, in-flight requests finish and the process exits
+/// within `--shutdown-timeout`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownFlags {
+    /// How long to keep accepting connections after /readyz turned unready (Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay_duration: std::time::Duration,
+    /// How long in-flight requests may take to finish before the process exits anyway.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+}
+
+impl Default for ShutdownFlags {
+    fn default() -> Self {
+        ShutdownFlags {
+            shutdown_delay_duration: std::time::Duration::ZERO,
+            shutdown_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// A Go-style duration: numbers with units `h`, `m`, `s`, `ms` (`1h30m`, `5m`, `0`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(|| format!("{text:?}: a number without a unit"))?;
+        let (number, tail) = rest.split_at(digits);
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: {number:?} is not a number"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            other => return Err(format!("{text:?}: unknown unit {other:?} (h, m, s, ms)")),
+        };
+        total += std::time::Duration::from_secs_f64(value * seconds);
+        rest = next;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn go_durations_read_as_kube_apiservers_flags_read_them() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5d").is_err());
     }
 }

@@ -95,6 +95,8 @@ pub struct AppState {
     pub local_stores: Arc<Vec<(String, store::local::LocalStore)>>,
     /// This process's etcd stores by label (`--storage etcd`), for `/readyz`.
     pub etcd_stores: Arc<Vec<(String, store::etcd::EtcdStore)>>,
+    /// Set when a graceful shutdown began: `/readyz` fails from then on.
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -115,6 +117,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             local_stores: Arc::new(Vec::new()),
             etcd_stores: Arc::new(Vec::new()),
+            shutting_down: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -218,6 +221,9 @@ async fn ok() -> Response {
 async fn readyz(State(state): State<AppState>, req: Request) -> Response {
     let roles = state.roles;
     let mut checks = vec![("ping".to_string(), true, String::new())];
+    if state.shutting_down.load(Ordering::Acquire) {
+        checks.push(("shutdown".into(), false, "shutting down".into()));
+    }
     if roles.shard {
         let loaded = state.seed_loaded.load(Ordering::Acquire);
         checks.push(("seed-loaded".into(), loaded, String::new()));
@@ -661,6 +667,8 @@ pub struct ListenOptions {
     pub tls: flags::TlsFlags,
     /// Front-proxy (request-header) authentication flags.
     pub front_proxy: flags::FrontProxyFlags,
+    /// Graceful shutdown.
+    pub shutdown: flags::ShutdownFlags,
 }
 
 /// Options of `replication-vw serve`.
@@ -680,6 +688,8 @@ pub struct ServeOptions {
     pub tls: flags::TlsFlags,
     /// Front-proxy flags.
     pub front_proxy: flags::FrontProxyFlags,
+    /// Graceful shutdown.
+    pub shutdown: flags::ShutdownFlags,
     /// A remote cache server: the process is then a shard writing into it (and a virtual
     /// workspace reading from it) instead of the embedded all-in-one.
     pub cache: Option<CacheOptions>,
@@ -715,6 +725,7 @@ struct Listening {
     tls_config: tls::ServerTls,
     authenticator: Authenticator,
     kubeconfig: PathBuf,
+    shutdown: flags::ShutdownFlags,
 }
 
 async fn listen(opts: &ListenOptions) -> anyhow::Result<Listening> {
@@ -762,6 +773,7 @@ async fn listen(opts: &ListenOptions) -> anyhow::Result<Listening> {
         tls_config: serving.server_config,
         authenticator,
         kubeconfig,
+        shutdown: opts.shutdown.clone(),
     })
 }
 
@@ -859,26 +871,76 @@ async fn serve_until_interrupted(
     state: AppState,
     ready: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
+    let shutting_down = state.shutting_down.clone();
     let router = app(state);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(tls::serve(l.listener, l.tls_config, router, async move {
-        let _ = stop_rx.await;
-    }));
+    let flags = l.shutdown.clone();
+    let mut server = tokio::spawn(tls::serve_draining(
+        l.listener,
+        l.tls_config,
+        router,
+        async move {
+            let _ = stop_rx.await;
+        },
+        flags.shutdown_timeout,
+    ));
     tracing::info!(url = %l.url, kubeconfig = %l.kubeconfig.display(), "Serving.");
     tokio::select! {
         r = ready => r?,
         r = &mut server => { r??; return Ok(()); }
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("Interrupted; shutting down.");
-            let _ = stop_tx.send(());
-            return Ok(());
+        signal = terminated() => {
+            return shut_down(signal, &flags, &shutting_down, stop_tx, server).await;
         }
     }
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("Interrupted; shutting down."),
-        r = server => { r??; }
+        signal = terminated() => shut_down(signal, &flags, &shutting_down, stop_tx, server).await,
+        r = &mut server => { r??; Ok(()) }
     }
-    let _ = stop_tx.send(());
+}
+
+/// Resolves with the signal's name on SIGTERM or Ctrl-C (SIGINT).
+async fn terminated() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGTERM; only Ctrl-C stops the server.");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// Graceful shutdown: unready at once, keep accepting for the delay, end every watch, stop
+/// accepting, let in-flight requests finish (at most the timeout).
+async fn shut_down(
+    signal: &str,
+    flags: &flags::ShutdownFlags,
+    shutting_down: &AtomicBool,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    tracing::info!(signal, delay = ?flags.shutdown_delay_duration, timeout = ?flags.shutdown_timeout, "Shutting down: /readyz fails from now on.");
+    shutting_down.store(true, Ordering::Release);
+    tokio::time::sleep(flags.shutdown_delay_duration).await;
+    kube_api::watch::begin_shutdown();
+    let _ = stop.send(());
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(
+        flags.shutdown_timeout + std::time::Duration::from_secs(1),
+        server,
+    )
+    .await
+    {
+        Ok(r) => {
+            r??;
+        }
+        Err(_) => tracing::warn!("The shutdown timeout passed; exiting."),
+    }
+    tracing::info!(drained_in = ?started.elapsed(), "Stopped.");
     Ok(())
 }
 
@@ -974,6 +1036,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         external_url: opts.external_url.clone(),
         tls: opts.tls.clone(),
         front_proxy: opts.front_proxy.clone(),
+        shutdown: opts.shutdown.clone(),
     })
     .await?;
     // A shard writing to a remote cache keeps no cache store of its own.

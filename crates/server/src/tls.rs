@@ -1077,6 +1077,18 @@ pub async fn serve(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_draining(listener, tls, app, shutdown, Duration::ZERO).await
+}
+
+/// [`serve`], and after `shutdown` wait (at most `drain`) until every connection ended.
+pub async fn serve_draining(
+    listener: TcpListener,
+    tls: impl Into<ServerTls>,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> io::Result<()> {
+    let open = Arc::new(OpenConnections::default());
     let ServerTls {
         config,
         client_auth,
@@ -1092,14 +1104,19 @@ pub async fn serve(
         };
         match accepted {
             Ok((tcp, remote)) => {
-                tokio::spawn(serve_connection(
+                let guard = open.enter();
+                let connection = serve_connection(
                     acceptor.clone(),
                     client_auth.clone(),
                     tcp,
                     remote,
                     app.clone(),
                     stop_rx.clone(),
-                ));
+                );
+                tokio::spawn(async move {
+                    connection.await;
+                    drop(guard);
+                });
             }
             Err(e) if is_per_connection_error(&e) => {
                 tracing::debug!(error = %e, "accept: connection failed before it was accepted");
@@ -1115,7 +1132,59 @@ pub async fn serve(
         }
     }
     stop_tx.send_replace(true);
+    if !drain.is_zero() {
+        let deadline = tokio::time::Instant::now() + drain;
+        if tokio::time::timeout_at(deadline, open.drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = open.count(),
+                "Connections still open at the shutdown timeout; closing them."
+            );
+        }
+    }
     Ok(())
+}
+
+/// Connections being served, so a shutdown can wait for them.
+#[derive(Default)]
+struct OpenConnections {
+    count: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+/// Counts one connection while it lives.
+struct ConnectionGuard(Arc<OpenConnections>);
+
+impl OpenConnections {
+    fn enter(self: &Arc<Self>) -> ConnectionGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ConnectionGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn drained(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.count() == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
 }
 
 /// Resolves once shutdown was requested or the accept loop is gone.
