@@ -673,12 +673,97 @@ fn build_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)?;
+    let resolver = Arc::new(ServingCert::new(certified));
+    config_with_resolver(provider, verifier, resolver)
+}
+
+fn config_with_resolver(
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    resolver: Arc<ServingCert>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The serving certificate handed to every handshake; replaced when its files change
+/// ([`ServingCert::watch_files`]), so new connections get a renewed certificate without a
+/// restart.
+#[derive(Debug)]
+pub struct ServingCert {
+    current: parking_lot::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ServingCert {
+    fn new(certified: rustls::sign::CertifiedKey) -> Self {
+        ServingCert {
+            current: parking_lot::RwLock::new(Arc::new(certified)),
+        }
+    }
+
+    /// Re-read `cert` and `key` every `every`; switch once both parse and the key matches the
+    /// certificate (cert-manager and Secret volumes replace the two files one after the other,
+    /// so a half-written pair is skipped until it is whole). Runs until the process ends.
+    pub fn watch_files(self: &Arc<Self>, cert: PathBuf, key: PathBuf, every: Duration) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut last: Option<(Vec<u8>, Vec<u8>)> = None;
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(me) = me.upgrade() else {
+                    return;
+                };
+                let (Ok(c), Ok(k)) = (std::fs::read(&cert), std::fs::read(&key)) else {
+                    continue;
+                };
+                if last.as_ref().is_some_and(|(lc, lk)| *lc == c && *lk == k) {
+                    continue;
+                }
+                let loaded = (|| -> Result<rustls::sign::CertifiedKey, String> {
+                    let chain = CertificateDer::pem_slice_iter(&c)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())?;
+                    if chain.is_empty() {
+                        return Err("no certificate".into());
+                    }
+                    let key = PrivateKeyDer::from_pem_slice(&k).map_err(|e| e.to_string())?;
+                    let certified =
+                        rustls::sign::CertifiedKey::from_der(chain, key, &ring_provider())
+                            .map_err(|e| e.to_string())?;
+                    certified.keys_match().map_err(|e| e.to_string())?;
+                    Ok(certified)
+                })();
+                match loaded {
+                    Ok(certified) => {
+                        let first = last.is_none();
+                        last = Some((c, k));
+                        if first && me.current.read().cert == certified.cert {
+                            continue;
+                        }
+                        *me.current.write() = Arc::new(certified);
+                        tracing::info!(cert = %cert.display(), "Serving certificate reloaded.");
+                    }
+                    Err(e) => {
+                        tracing::debug!(cert = %cert.display(), error = %e, "The serving certificate files are not a matching pair (yet).")
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
 }
 
 /// Every certificate of a PEM text, in order; at least one.
@@ -983,13 +1068,20 @@ pub fn prepare(
             e,
         )
     })?;
-    let server_config =
-        build_server_config(provider, handshake_verifier, chain, key).map_err(|e| {
-            match (&tls.tls_cert_file, e) {
-                (Some(path), TlsError::Rustls(e)) => parse_error(path.display(), e),
-                (_, e) => e,
-            }
-        })?;
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        match &tls.tls_cert_file {
+            Some(path) => parse_error(path.display(), e),
+            None => TlsError::Rustls(e),
+        }
+    })?;
+    let serving_cert = Arc::new(ServingCert::new(certified));
+    // Renewed certificate files (cert-manager) are picked up without a restart.
+    if let (Some(cert), Some(key)) = (&tls.tls_cert_file, &tls.tls_private_key_file)
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
+        serving_cert.watch_files(cert.clone(), key.clone(), CERT_RELOAD_INTERVAL);
+    }
+    let server_config = config_with_resolver(provider, handshake_verifier, serving_cert)?;
     let client_auth = ClientAuth {
         client_ca: ClientCa::Verifier(client_verifier),
         front_proxy,
@@ -1003,6 +1095,9 @@ pub fn prepare(
         client_auth,
     })
 }
+
+/// How often the serving certificate files are checked for a renewal.
+const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A file a flag names; it must exist.
 fn read_required(path: &Path, flag: &'static str) -> Result<String, TlsError> {
