@@ -1011,6 +1011,30 @@ async fn a_cached_object_failing_its_schema_is_not_served_while_the_others_are()
     Ok(())
 }
 
+#[tokio::test]
+async fn only_system_masters_and_system_monitoring_may_scrape_metrics() -> Result<()> {
+    let fx = Fixture::new().await?;
+    // alice is authenticated but in neither group.
+    let response = fx.send(ALICE, Method::GET, "/metrics", None, None).await?;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = fx
+        .send(Caller::Anonymous, Method::GET, "/metrics", None, None)
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // A member of system:monitoring (a client certificate with O=system:monitoring).
+    let request = Request::builder()
+        .uri("/metrics")
+        .extension(PeerIdentity::from_user(UserInfo {
+            name: "prometheus".into(),
+            groups: vec!["system:monitoring".into()],
+            ..UserInfo::default()
+        }))
+        .body(Body::empty())?;
+    let response = fx.router.clone().oneshot(request).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Watches
 // ---------------------------------------------------------------------------------------------

@@ -288,13 +288,20 @@ async fn readyz(State(state): State<AppState>, req: Request) -> Response {
     }
 }
 
+/// The group kube grants metrics scraping to (besides `system:masters`).
+pub const MONITORING_GROUP: &str = "system:monitoring";
+
 async fn metrics(State(state): State<AppState>, req: Request) -> Response {
-    if req
-        .extensions()
-        .get::<RequestUser>()
-        .is_none_or(|u| u.0.is_none())
-    {
+    let Some(user) = req.extensions().get::<RequestUser>().and_then(|u| u.0.clone()) else {
         return Status::unauthorized().into_response();
+    };
+    // kube's convention: system:masters and the system:monitoring group may scrape.
+    if !user.is_master() && !user.groups.iter().any(|g| g == MONITORING_GROUP) {
+        return Status::forbidden(format!(
+            "forbidden: User \"{}\" cannot get path \"/metrics\"",
+            user.name
+        ))
+        .into_response();
     }
     let c = &state.index.counters;
     let snapshot = metrics::Snapshot {
