@@ -18,6 +18,31 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format: `text` (human-readable, on stderr) or `json` (every line on stdout and stderr
+    /// one JSON object, start-up hints and command output included).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Print command output: a plain line, or with `--log-format json` one JSON object.
+fn out(text: &str) {
+    if server::json_logs() {
+        println!(
+            "{}",
+            serde_json::json!({"level": "INFO", "target": "replication_vw", "fields": {"message": text}})
+        );
+    } else {
+        println!("{text}");
+    }
 }
 
 /// Flags every role has.
@@ -233,16 +258,44 @@ fn cache_options(cache: Cache) -> Option<CacheOptions> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    match cli.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => {
+            server::set_json_logs(true);
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(filter())
+                .with_writer(std::io::stderr)
+                .with_current_span(false)
+                .init()
+        }
+    }
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Also in JSON: the reason the process stops is one log record.
+            if server::json_logs() {
+                tracing::error!(error = %format!("{e:#}"), "Exiting.");
+            } else {
+                eprintln!("Error: {e:?}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve {
             common,
             seed,
@@ -295,22 +348,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Snapshot { command } => match command {
             SnapshotCommand::Save { file, data_dir } => {
                 let summary = server::storage_admin::save(&file, &data_dir).await?;
-                println!(
+                out(&format!(
                     "Saved {}:\n{}",
                     file.display(),
                     server::storage_admin::describe(&summary)
-                );
+                ));
                 Ok(())
             }
             SnapshotCommand::Restore { file, data_dir } => {
                 let summary = server::storage_admin::restore(&file, &data_dir).await?;
-                println!(
+                out(&format!(
                     "Restored {} into {}:\n{}\nStart the server with --data-dir {} (without --seed); it generates new certificates unless you copy the old ones in first.",
                     file.display(),
                     data_dir.display(),
                     server::storage_admin::describe(&summary),
                     data_dir.display()
-                );
+                ));
                 Ok(())
             }
         },
@@ -329,15 +382,15 @@ async fn main() -> anyhow::Result<()> {
             })
             .await??;
             for r in done {
-                println!(
+                out(&format!(
                     "{}: {} records written again ({} were under an older provider or key)",
                     r.file, r.records, r.stale
-                );
+                ));
             }
             Ok(())
         }
         Command::Version => {
-            println!("replication-vw {}", env!("CARGO_PKG_VERSION"));
+            out(&format!("replication-vw {}", env!("CARGO_PKG_VERSION")));
             Ok(())
         }
     }

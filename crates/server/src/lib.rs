@@ -292,7 +292,11 @@ async fn readyz(State(state): State<AppState>, req: Request) -> Response {
 pub const MONITORING_GROUP: &str = "system:monitoring";
 
 async fn metrics(State(state): State<AppState>, req: Request) -> Response {
-    let Some(user) = req.extensions().get::<RequestUser>().and_then(|u| u.0.clone()) else {
+    let Some(user) = req
+        .extensions()
+        .get::<RequestUser>()
+        .and_then(|u| u.0.clone())
+    else {
         return Status::unauthorized().into_response();
     };
     // kube's convention: system:masters and the system:monitoring group may scrape.
@@ -1215,6 +1219,41 @@ async fn workspace_names(ws: &shard::workspaces::objects::Workspaces) -> Vec<Str
     names
 }
 
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
+
+/// Log as JSON (`--log-format json`): start-up hints become log records too.
+pub fn set_json_logs(on: bool) {
+    JSON_LOGS.store(on, Ordering::Relaxed);
+}
+
+/// Whether logs are JSON.
+pub fn json_logs() -> bool {
+    JSON_LOGS.load(Ordering::Relaxed)
+}
+
+/// A shell word for `arg`: as it is when it needs no quoting, else in single quotes.
+fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._:-=,@+".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// Show a command to try: on a line of its own that pastes into a shell as it is (text), or as
+/// a log record with the command in its `command` field (JSON).
+fn hint(command: &str) {
+    if json_logs() {
+        tracing::info!(command, "Try this command.");
+    } else {
+        eprintln!("    {command}");
+    }
+}
+
 /// Log a ready-to-paste kubectl command per endpoint slice URL and bound consumer.
 fn log_endpoints(index: &Index, kubeconfig: &std::path::Path) {
     let st = index.read();
@@ -1245,14 +1284,16 @@ fn log_endpoints(index: &Index, kubeconfig: &std::path::Path) {
             .as_ref()
             .map(|a| a.resource.clone())
             .unwrap_or_default();
+        if !served.consumers.is_empty() {
+            tracing::info!(slice = %format!("{cluster}|{slice_name}"), "Try these commands (each line pastes into a shell as it is):");
+        }
         for ep in &slice.status.endpoints {
             for consumer in served.consumers.iter() {
-                tracing::info!(
-                    slice = %format!("{cluster}|{slice_name}"),
-                    "Try: kubectl --kubeconfig {} --server {}/clusters/{consumer} get {resource}",
-                    kubeconfig.display(),
-                    ep.url
-                );
+                hint(&format!(
+                    "kubectl --kubeconfig {} --server {} get {resource}",
+                    shell_word(&kubeconfig.display().to_string()),
+                    shell_word(&format!("{}/clusters/{consumer}", ep.url))
+                ));
             }
         }
         // The same objects through each consumer's own workspace (a context of the kubeconfig).
@@ -1263,10 +1304,11 @@ fn log_endpoints(index: &Index, kubeconfig: &std::path::Path) {
                 .map(|lc| lc.metadata.annotation(kcp_model::ANN_PATH).to_string())
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| consumer.clone());
-            tracing::info!(
-                "Try: kubectl --kubeconfig {} --context {path} get {resource}",
-                kubeconfig.display()
-            );
+            hint(&format!(
+                "kubectl --kubeconfig {} --context {} get {resource}",
+                shell_word(&kubeconfig.display().to_string()),
+                shell_word(&path)
+            ));
         }
     }
 }
