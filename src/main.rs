@@ -64,6 +64,8 @@ struct Common {
     front_proxy: FrontProxyFlags,
     #[command(flatten)]
     shutdown: ShutdownFlags,
+    #[command(flatten)]
+    limits: replication_vw::server::limits::LimitFlags,
 }
 
 /// Where the remote cache server is.
@@ -88,6 +90,7 @@ impl Common {
             tls: self.tls.clone(),
             front_proxy: self.front_proxy.clone(),
             shutdown: self.shutdown.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -318,6 +321,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 tls: common.tls,
                 front_proxy: common.front_proxy,
                 shutdown: common.shutdown,
+                limits: common.limits,
                 cache: cache_options(cache),
                 shard_name,
                 storage: storage.options(),

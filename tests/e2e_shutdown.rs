@@ -64,3 +64,60 @@ fn readyz_fails_during_the_shutdown_delay_before_the_process_exits() {
     let status = server.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn a_user_over_the_watch_limit_gets_429_while_others_still_watch() {
+    let tokens = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(
+        tokens.path(),
+        "alice-token,alice,a-1,\"system:masters\"\nbob-token,bob,b-1,\"system:masters\"\n",
+    )
+    .expect("tokens");
+    let server = Server::start(&[
+        "--token-auth-file",
+        tokens.path().to_str().unwrap_or_default(),
+        "--max-watches-per-user",
+        "2",
+    ]);
+    let client = server.token_client();
+    let url = format!("{}/clusters/root/api/v1/namespaces?watch=true", server.url);
+    let watch = |token: &'static str| client.get(&url).bearer_auth(token).send();
+    // The first watch ends by itself after a second (timeoutSeconds).
+    let first = client
+        .get(format!("{url}&timeoutSeconds=1"))
+        .bearer_auth("alice-token")
+        .send()
+        .await
+        .expect("answers");
+    let second = watch("alice-token").await.expect("answers");
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 200);
+    let third = watch("alice-token").await.expect("answers");
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "1");
+    // Another user is not limited by alice's watches.
+    let bobs = watch("bob-token").await.expect("answers");
+    assert_eq!(bobs.status(), 200);
+    // A watch that ends gives its slot back.
+    let _ = first.bytes().await;
+    common::eventually("alice may watch again", || {
+        let r = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "1",
+                "--cacert",
+            ])
+            .arg(server.ca())
+            .args(["-H", "Authorization: Bearer alice-token"])
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        let code = String::from_utf8_lossy(&r.stdout).to_string();
+        (code != "429").then_some(()).ok_or(code)
+    });
+}

@@ -10,6 +10,7 @@
 pub mod authn;
 pub mod flags;
 pub mod layers;
+pub mod limits;
 pub mod metrics;
 pub mod storage_admin;
 pub mod tls;
@@ -97,6 +98,8 @@ pub struct AppState {
     pub etcd_stores: Arc<Vec<(String, store::etcd::EtcdStore)>>,
     /// Set when a graceful shutdown began: `/readyz` fails from then on.
     pub shutting_down: Arc<AtomicBool>,
+    /// `--max-requests-inflight` and `--max-watches-per-user`.
+    pub limits: limits::Limits,
 }
 
 impl AppState {
@@ -118,6 +121,7 @@ impl AppState {
             local_stores: Arc::new(Vec::new()),
             etcd_stores: Arc::new(Vec::new()),
             shutting_down: Arc::new(AtomicBool::new(false)),
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -151,6 +155,11 @@ pub fn app(state: AppState) -> Router {
     router
         .merge(health)
         .fallback(|| async { Status::path_not_found() })
+        // Inside authentication: the watch limit is per user.
+        .layer(middleware::from_fn_with_state(
+            state.limits.clone(),
+            limits::limit,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         // Requests other than watches answer within 60 s (a 504 Timeout Status), and large
         // successful ones are gzipped when asked, watches never: inside the metrics
@@ -680,6 +689,8 @@ pub struct ListenOptions {
     pub front_proxy: flags::FrontProxyFlags,
     /// Graceful shutdown.
     pub shutdown: flags::ShutdownFlags,
+    /// Request limits.
+    pub limits: limits::LimitFlags,
 }
 
 /// Options of `replication-vw serve`.
@@ -701,6 +712,8 @@ pub struct ServeOptions {
     pub front_proxy: flags::FrontProxyFlags,
     /// Graceful shutdown.
     pub shutdown: flags::ShutdownFlags,
+    /// Request limits.
+    pub limits: limits::LimitFlags,
     /// A remote cache server: the process is then a shard writing into it (and a virtual
     /// workspace reading from it) instead of the embedded all-in-one.
     pub cache: Option<CacheOptions>,
@@ -737,6 +750,7 @@ struct Listening {
     authenticator: Authenticator,
     kubeconfig: PathBuf,
     shutdown: flags::ShutdownFlags,
+    limits: limits::LimitFlags,
 }
 
 async fn listen(opts: &ListenOptions) -> anyhow::Result<Listening> {
@@ -785,6 +799,7 @@ async fn listen(opts: &ListenOptions) -> anyhow::Result<Listening> {
         authenticator,
         kubeconfig,
         shutdown: opts.shutdown.clone(),
+        limits: opts.limits.clone(),
     })
 }
 
@@ -883,6 +898,8 @@ async fn serve_until_interrupted(
     ready: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     let shutting_down = state.shutting_down.clone();
+    let mut state = state;
+    state.limits = limits::Limits::new(&l.limits);
     let router = app(state);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let flags = l.shutdown.clone();
@@ -1048,6 +1065,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         tls: opts.tls.clone(),
         front_proxy: opts.front_proxy.clone(),
         shutdown: opts.shutdown.clone(),
+        limits: opts.limits.clone(),
     })
     .await?;
     // A shard writing to a remote cache keeps no cache store of its own.

@@ -1,0 +1,211 @@
+//! Request limits with kube-apiserver's names and defaults: `--max-requests-inflight` (400
+//! requests other than watches at once; `0` no limit) and `--max-watches-per-user` (200,000 open
+//! watches per user). Over either, the request is refused with a `429 TooManyRequests` Status and
+//! `Retry-After: 1`, before it reaches a handler; health, readiness and metrics are exempt, so
+//! probes and scrapes keep working under load.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use kube_api::Status;
+use kube_api::request::RequestInfo;
+use kube_api::user::RequestUser;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// `--max-requests-inflight` and `--max-watches-per-user`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct LimitFlags {
+    /// Requests other than watches served at once; more are refused with 429 (0: no limit).
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Open watches per user; more are refused with 429 (0: no limit).
+    #[arg(long, default_value_t = 200_000)]
+    pub max_watches_per_user: usize,
+}
+
+impl Default for LimitFlags {
+    fn default() -> Self {
+        LimitFlags {
+            max_requests_inflight: 400,
+            max_watches_per_user: 200_000,
+        }
+    }
+}
+
+/// The counters the limits are checked against.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    inflight: Option<Arc<Semaphore>>,
+    max_watches: usize,
+    watches: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Limits {
+    /// Limits as the flags say.
+    pub fn new(flags: &LimitFlags) -> Self {
+        Limits {
+            inflight: (flags.max_requests_inflight > 0)
+                .then(|| Arc::new(Semaphore::new(flags.max_requests_inflight))),
+            max_watches: flags.max_watches_per_user,
+            watches: Arc::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::new(&LimitFlags::default())
+    }
+}
+
+/// One open watch of a user, counted until its response body is dropped.
+struct WatchSlot {
+    watches: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut w = self.watches.lock();
+        if let Some(n) = w.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.user);
+            }
+        }
+    }
+}
+
+fn too_many(what: &str) -> Response {
+    Status::new(
+        429,
+        "TooManyRequests",
+        format!("Too many requests, please try again later: {what}"),
+    )
+    .into_response()
+}
+
+/// The middleware: runs after authentication (it needs the user).
+pub async fn limit(State(limits): State<Limits>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/livez" | "/readyz" | "/metrics") {
+        return next.run(req).await;
+    }
+    let watch = match req.extensions().get::<RequestInfo>() {
+        Some(info) => info.verb == "watch",
+        None => RequestInfo::parse(req.method(), path, req.uri().query()).verb == "watch",
+    };
+    if !watch {
+        let _permit = match &limits.inflight {
+            Some(s) => match s.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => return too_many("the server is serving its maximum of requests"),
+            },
+            None => None,
+        };
+        return next.run(req).await;
+    }
+    if limits.max_watches == 0 {
+        return next.run(req).await;
+    }
+    let user = req
+        .extensions()
+        .get::<RequestUser>()
+        .and_then(|u| u.0.as_ref().map(|u| u.name.clone()))
+        .unwrap_or_else(|| "system:anonymous".to_string());
+    {
+        let mut w = limits.watches.lock();
+        let n = w.entry(user.clone()).or_insert(0);
+        if *n >= limits.max_watches {
+            drop(w);
+            return too_many(&format!("user \"{user}\" has its maximum of open watches"));
+        }
+        *n += 1;
+    }
+    let slot = WatchSlot {
+        watches: limits.watches.clone(),
+        user,
+    };
+    let response = next.run(req).await;
+    // The watch stays counted while its body streams.
+    let (parts, body) = response.into_parts();
+    let stream = body.into_data_stream().map(move |chunk| {
+        let _ = &slot;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_request_over_the_inflight_limit_is_429_with_retry_after_and_health_still_answers() {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let g = gate.clone();
+        let limits = Limits::new(&LimitFlags {
+            max_requests_inflight: 1,
+            max_watches_per_user: 0,
+        });
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(move || {
+                    let g = g.clone();
+                    async move {
+                        g.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .route("/fast", get(|| async { "fast" }))
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(limits, limit));
+        let first = tokio::spawn(
+            app.clone()
+                .oneshot(Request::get("/slow").body(Body::empty()).expect("request")),
+        );
+        // Let the first request take the only slot.
+        tokio::task::yield_now().await;
+        let mut second = None;
+        for _ in 0..100 {
+            let r = app
+                .clone()
+                .oneshot(Request::get("/fast").body(Body::empty()).expect("request"))
+                .await
+                .expect("infallible");
+            if r.status() == 429 {
+                second = Some(r);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let second = second.expect("a request over the limit is refused");
+        assert_eq!(second.headers()["retry-after"], "1");
+        let health = app
+            .clone()
+            .oneshot(
+                Request::get("/healthz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("infallible");
+        assert_eq!(health.status(), 200);
+        gate.notify_waiters();
+        assert_eq!(
+            first.await.expect("joined").expect("infallible").status(),
+            200
+        );
+    }
+}
