@@ -1032,6 +1032,19 @@ async fn only_system_masters_and_system_monitoring_may_scrape_metrics() -> Resul
         .body(Body::empty())?;
     let response = fx.router.clone().oneshot(request).await?;
     assert_eq!(response.status(), StatusCode::OK);
+    let text = response.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    // The families an operator reads, with bounded labels (`<group>/<resource>`).
+    for family in [
+        "replication_vw_index_objects{resource=\"cloud.example.com/cpuflavors\"} 3",
+        "replication_vw_watch_frames_sent_total ",
+        "replication_vw_watch_bookmarks_sent_total ",
+        "replication_vw_watches_closed_behind_total ",
+        "replication_vw_index_revision ",
+        "replication_vw_store_revision ",
+    ] {
+        assert!(text.contains(family), "{family} missing from\n{text}");
+    }
     Ok(())
 }
 

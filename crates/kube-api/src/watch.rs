@@ -15,6 +15,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use std::time::Duration;
 
+/// Watch frames (events, bookmarks, errors) written to watchers, counted per watcher.
+pub static FRAMES_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Bookmarks built (each for one watcher).
+pub static BOOKMARKS_SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Watches ended because the watcher fell further behind than the retained history (410).
+pub static CLOSED_BEHIND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Count a watch that ends because its watcher fell behind the retained history.
+pub fn closed_behind() {
+    CLOSED_BEHIND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// The process-wide shutdown signal of watches.
 fn shutdown_signal() -> &'static tokio::sync::watch::Sender<bool> {
     static SIGNAL: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> =
@@ -91,6 +103,7 @@ pub fn bookmark_frame(
     revision: u64,
     initial_events_end: bool,
 ) -> Bytes {
+    BOOKMARKS_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let annotations = if initial_events_end {
         serde_json::json!({"k8s.io/initial-events-end": "true"})
     } else {
@@ -112,7 +125,12 @@ where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
 {
     use futures_util::StreamExt;
-    let mut resp = Response::new(Body::from_stream(frames.take_until(shutdown())));
+    let counted = frames.inspect(|f| {
+        if f.is_ok() {
+            FRAMES_SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(counted.take_until(shutdown())));
     *resp.status_mut() = StatusCode::OK;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

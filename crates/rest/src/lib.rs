@@ -369,6 +369,7 @@ pub async fn watch(
                             let event = match next {
                                 None => return None,
                                 Some(Err(StoreError::Expired { requested, oldest })) => {
+                                    watch::closed_behind();
                                     let st = continuation::too_old(requested, oldest);
                                     return Some((Ok(watch::error_frame(&st)), (stream, last, true)));
                                 }

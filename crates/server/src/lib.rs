@@ -317,7 +317,27 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         .into_response();
     }
     let c = &state.index.counters;
+    let (index_objects, index_revision) = {
+        let st = state.index.read();
+        let mut by_resource: std::collections::BTreeMap<String, u64> = Default::default();
+        for served in st.served.values() {
+            if let Ok(api) = &served.api {
+                *by_resource
+                    .entry(metrics::resource_label_of(&api.group, &api.resource))
+                    .or_default() += served.objects.len() as u64;
+            }
+        }
+        (by_resource.into_iter().collect(), st.revision)
+    };
+    let store_revision = if state.roles.cache_server {
+        state.store.revision().await.ok()
+    } else {
+        None
+    };
     let snapshot = metrics::Snapshot {
+        index_objects,
+        index_revision,
+        store_revision,
         invalid_objects: c.invalid_total.load(Ordering::Relaxed),
         store_events: c.events_total.load(Ordering::Relaxed),
         controllers: state

@@ -30,7 +30,8 @@ pub struct RequestLabels {
     pub role: &'static str,
     /// Kubernetes verb.
     pub verb: String,
-    /// Plural resource (or `other`, or "" for non-resource requests).
+    /// `<group>/<resource>` (`core/…` for the empty group; an identity-based resource without
+    /// its `:<identityHash>`), `other`, or "" for non-resource requests.
     pub resource: String,
     /// 2xx, 3xx, 4xx, 5xx.
     pub code: &'static str,
@@ -108,6 +109,28 @@ pub struct Snapshot {
     pub controllers: Option<(u64, u64, f64)>,
     /// Durable stores (`--storage local`) by name (`cache`, `workspaces`).
     pub stores: Vec<(String, store::local::LocalStats)>,
+    /// Objects the virtual workspace index serves, by `<group>/<resource>`.
+    pub index_objects: Vec<(String, u64)>,
+    /// The revision the virtual workspace index has applied.
+    pub index_revision: u64,
+    /// This role's store revision (the cache server's or the shard's workspaces).
+    pub store_revision: Option<u64>,
+}
+
+/// Labels of the per-resource index gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    /// `<group>/<resource>`.
+    pub resource: String,
+}
+
+/// The bounded label of a group and resource: `<group>/<resource>`, `core` for the empty group,
+/// and without the `:<identityHash>` of identity-based resources (so one resource is one value
+/// whatever its publishers' identities).
+pub fn resource_label_of(group: &str, resource: &str) -> String {
+    let plural = resource.split(':').next().unwrap_or(resource);
+    let group = if group.is_empty() { "core" } else { group };
+    format!("{group}/{plural}")
 }
 
 impl Metrics {
@@ -119,13 +142,14 @@ impl Metrics {
         if status == 404 || status == 400 {
             return "other".into();
         }
+        let label = resource_label_of(&info.group, &info.resource);
         let mut known = self.resources.lock();
-        if known.contains(&info.resource) {
-            return info.resource.clone();
+        if known.contains(&label) {
+            return label;
         }
         if known.len() < MAX_RESOURCES {
-            known.insert(info.resource.clone());
-            return info.resource.clone();
+            known.insert(label.clone());
+            return label;
         }
         "other".into()
     }
@@ -178,6 +202,49 @@ impl Metrics {
                 "controller_last_pass_seconds",
                 "Duration of the last controller pass.",
                 ConstGauge::new(last),
+            );
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        registry.register(
+            "watch_frames_sent",
+            "Watch frames (events, bookmarks, errors) written to watchers, counted per watcher.",
+            ConstCounter::new(kube_api::watch::FRAMES_SENT.load(Relaxed)),
+        );
+        registry.register(
+            "watch_bookmarks_sent",
+            "Bookmarks sent to watchers.",
+            ConstCounter::new(kube_api::watch::BOOKMARKS_SENT.load(Relaxed)),
+        );
+        registry.register(
+            "watches_closed_behind",
+            "Watches ended with 410 because the watcher fell behind the retained history.",
+            ConstCounter::new(kube_api::watch::CLOSED_BEHIND.load(Relaxed)),
+        );
+        if !snapshot.index_objects.is_empty() {
+            let objects = Family::<ResourceLabels, Gauge>::default();
+            for (resource, n) in &snapshot.index_objects {
+                objects
+                    .get_or_create(&ResourceLabels {
+                        resource: resource.clone(),
+                    })
+                    .set(*n as i64);
+            }
+            registry.register(
+                "index_objects",
+                "Objects the virtual workspace index serves, by resource.",
+                objects,
+            );
+        }
+        registry.register(
+            "index_revision",
+            "The cache revision the virtual workspace index has applied.",
+            ConstGauge::new(snapshot.index_revision as i64),
+        );
+        if let Some(rev) = snapshot.store_revision {
+            registry.register(
+                "store_revision",
+                "This role's store revision (its resourceVersion counter).",
+                ConstGauge::new(rev as i64),
             );
         }
         if !snapshot.stores.is_empty() {
@@ -321,20 +388,33 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_based_resource_is_one_label_value_whatever_its_identity() {
+        assert_eq!(
+            resource_label_of("wildwest.dev", "sheriffs:aaaa1111"),
+            "wildwest.dev/sheriffs"
+        );
+        assert_eq!(
+            resource_label_of("wildwest.dev", "sheriffs:bbbb2222"),
+            "wildwest.dev/sheriffs"
+        );
+        assert_eq!(resource_label_of("", "configmaps"), "core/configmaps");
+    }
+
+    #[test]
     fn the_exposition_names_requests_by_role_verb_resource_and_code_class() {
         let m = Metrics::default();
         m.requests
             .get_or_create(&RequestLabels {
                 role: "virtual-workspace",
                 verb: "list".into(),
-                resource: "cpuflavors".into(),
+                resource: "cloud.example.com/cpuflavors".into(),
                 code: "2xx",
             })
             .inc();
         let text = m.render(&Snapshot::default());
         assert!(
             text.contains(
-                "replication_vw_requests_total{role=\"virtual-workspace\",verb=\"list\",resource=\"cpuflavors\",code=\"2xx\"} 1"
+                "replication_vw_requests_total{role=\"virtual-workspace\",verb=\"list\",resource=\"cloud.example.com/cpuflavors\",code=\"2xx\"} 1"
             ),
             "{text}"
         );

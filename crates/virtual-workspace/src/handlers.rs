@@ -824,6 +824,7 @@ async fn next_frame(mut st: WatchState) -> Option<(Result<Bytes, std::io::Error>
                     match replay {
                         Ok(events) => for ev in events { st.push_event(&ev) },
                         Err(oldest) => {
+                            watch::closed_behind();
                             let status = kube_api::continuation::too_old(st.last, oldest);
                             st.pending.push_back(watch::error_frame(&status));
                             st.done = true;
