@@ -22,6 +22,11 @@ struct Cli {
     /// one JSON object, start-up hints and command output included).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Log one line per request (request id, user, verb, resource, cluster, code, bytes,
+    /// latency). Refused writes and refused authentication or authorization are always logged
+    /// (target `audit`).
+    #[arg(long, global = true)]
+    log_requests: bool,
 }
 
 /// `--log-format`.
@@ -263,6 +268,7 @@ fn cache_options(cache: Cache) -> Option<CacheOptions> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    server::set_log_requests(cli.log_requests);
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))

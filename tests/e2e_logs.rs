@@ -60,3 +60,50 @@ fn a_text_hint_is_a_command_that_runs_as_pasted() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("cpu-small"));
 }
+
+#[test]
+fn with_log_requests_each_request_is_a_line_and_refusals_are_audited() {
+    let server = Server::start(&[
+        "--log-format",
+        "json",
+        "--log-requests",
+        "--seed",
+        &seed(),
+        "--token-auth-file",
+        &common::repo()
+            .join("examples/cloud-co/tokens.csv")
+            .display()
+            .to_string(),
+    ]);
+    let mut get = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
+    get.args(["get", "cachedresources", "-o", "name"]);
+    common::run_ok(get);
+    // bob may not create anything in root:cloudco.
+    let mut create = server.kubectl_token(
+        &format!("{}/clusters/root:cloudco", server.url),
+        Some("bob-token"),
+    );
+    create.args(["create", "configmap", "sneaky", "--from-literal=a=b"]);
+    let _ = create.output();
+    let lines = server.wait_for_log("Request refused.");
+    let records: Vec<Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let request = records
+        .iter()
+        .find(|r| {
+            r["target"] == "request" && r["fields"]["resource"] == "cache.kcp.io/cachedresources"
+        })
+        .expect("a request line for the list");
+    assert_eq!(request["fields"]["verb"], "list");
+    assert_eq!(request["fields"]["code"], 200);
+    assert_eq!(request["fields"]["user"], "admin");
+    let audit = records
+        .iter()
+        .find(|r| r["target"] == "audit")
+        .expect("an audit record");
+    assert_eq!(audit["fields"]["user"], "bob");
+    assert_eq!(audit["fields"]["verb"], "create");
+    assert_eq!(audit["fields"]["code"], 403);
+}

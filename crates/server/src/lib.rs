@@ -161,6 +161,7 @@ pub fn app(state: AppState) -> Router {
             limits::limit,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(log_request))
         // Requests other than watches answer within 60 s (a 504 Timeout Status), and large
         // successful ones are gzipped when asked, watches never: inside the metrics
         // middleware, which reads the request's RequestInfo once for both and counts 504s.
@@ -188,6 +189,72 @@ pub fn app(state: AppState) -> Router {
         .layer(layers::edge())
 }
 
+/// Whether every request gets a log line (`--log-requests`); refusals are always logged.
+static LOG_REQUESTS: AtomicBool = AtomicBool::new(false);
+
+/// Turn the per-request log line on (`--log-requests`).
+pub fn set_log_requests(on: bool) {
+    LOG_REQUESTS.store(on, Ordering::Relaxed);
+}
+
+/// The logical cluster a path addresses (`/clusters/<c>/…`, the consumer of a virtual workspace
+/// URL, or a cache server path's cluster), if any.
+fn cluster_of(path: &str) -> &str {
+    path.rsplit_once("/clusters/")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
+        .unwrap_or("")
+}
+
+/// One line per request with `--log-requests` (request id, user, verb, resource, cluster, code,
+/// bytes, latency; a watch when its response head is sent), and, always, an audit record of
+/// every refused write and every authentication or authorization refusal (target `audit`).
+async fn log_request(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let info = kube_api::request::RequestInfo::of(&req);
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let code = resp.status().as_u16();
+    let user = resp
+        .extensions()
+        .get::<RequestUser>()
+        .and_then(|u| u.0.as_ref().map(|u| u.name.clone()))
+        .unwrap_or_else(|| "system:anonymous".to_string());
+    let resource = if info.is_resource_request {
+        metrics::resource_label_of(&info.group, &info.resource)
+    } else {
+        String::new()
+    };
+    let cluster = cluster_of(&path);
+    let write = matches!(
+        info.verb.as_str(),
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    );
+    if code == 401 || code == 403 || (write && code >= 400) {
+        tracing::info!(
+            target: "audit",
+            request_id = %id, user = %user, verb = %info.verb, resource = %resource,
+            name = %info.name, cluster, path = %path, code,
+            "Request refused."
+        );
+    }
+    if LOG_REQUESTS.load(Ordering::Relaxed) {
+        let bytes = http_body::Body::size_hint(resp.body()).exact();
+        tracing::info!(
+            target: "request",
+            request_id = %id, user = %user, verb = %info.verb, resource = %resource,
+            cluster, code, bytes, latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "Request."
+        );
+    }
+    resp
+}
+
 async fn version() -> Response {
     kube_api::json_response(200, kube_api::version_document())
 }
@@ -203,8 +270,11 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .authenticate_or_reject(&peer, req.headers())
     {
         Ok(user) => {
-            req.extensions_mut().insert(RequestUser(user));
-            next.run(req).await
+            req.extensions_mut().insert(RequestUser(user.clone()));
+            let mut resp = next.run(req).await;
+            // For the request log outside: who asked.
+            resp.extensions_mut().insert(RequestUser(user));
+            resp
         }
         Err(_) => Status::unauthorized().into_response(),
     }
