@@ -155,13 +155,9 @@ pub fn app(state: AppState) -> Router {
     router
         .merge(health)
         .fallback(|| async { Status::path_not_found() })
-        // Inside authentication: the watch limit is per user.
-        .layer(middleware::from_fn_with_state(
-            state.limits.clone(),
-            limits::limit,
-        ))
+        // Authentication, then the limits (the watch limit is per user), the request log and
+        // the audit of refusals: one middleware, as each layer costs on every request.
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn(log_request))
         // Requests other than watches answer within 60 s (a 504 Timeout Status), and large
         // successful ones are gzipped when asked, watches never: inside the metrics
         // middleware, which reads the request's RequestInfo once for both and counts 504s.
@@ -205,54 +201,67 @@ fn cluster_of(path: &str) -> &str {
         .unwrap_or("")
 }
 
-/// One line per request with `--log-requests` (request id, user, verb, resource, cluster, code,
-/// bytes, latency; a watch when its response head is sent), and, always, an audit record of
-/// every refused write and every authentication or authorization refusal (target `audit`).
-async fn log_request(req: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let info = kube_api::request::RequestInfo::of(&req);
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let path = req.uri().path().to_string();
-    let resp = next.run(req).await;
-    let code = resp.status().as_u16();
-    let user = resp
-        .extensions()
-        .get::<RequestUser>()
-        .and_then(|u| u.0.as_ref().map(|u| u.name.clone()))
-        .unwrap_or_else(|| "system:anonymous".to_string());
-    let resource = if info.is_resource_request {
-        metrics::resource_label_of(&info.group, &info.resource)
-    } else {
-        String::new()
-    };
-    let cluster = cluster_of(&path);
-    let write = matches!(
-        info.verb.as_str(),
-        "create" | "update" | "patch" | "delete" | "deletecollection"
-    );
-    if code == 401 || code == 403 || (write && code >= 400) {
-        tracing::info!(
-            target: "audit",
-            request_id = %id, user = %user, verb = %info.verb, resource = %resource,
-            name = %info.name, cluster, path = %path, code,
-            "Request refused."
-        );
+/// What the request log needs of a request, captured cheaply before it is handled.
+struct Seen {
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    id: Option<HeaderValue>,
+}
+
+impl Seen {
+    fn of(req: &Request) -> Self {
+        Seen {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            id: req.headers().get("x-request-id").cloned(),
+        }
     }
-    if LOG_REQUESTS.load(Ordering::Relaxed) {
-        let bytes = http_body::Body::size_hint(resp.body()).exact();
-        tracing::info!(
-            target: "request",
-            request_id = %id, user = %user, verb = %info.verb, resource = %resource,
-            cluster, code, bytes, latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "Request."
+
+    /// One line per request with `--log-requests` (request id, user, verb, resource, cluster,
+    /// code, bytes, latency; a watch when its response head is sent), and, always, an audit
+    /// record of every refused write and every authentication or authorization refusal
+    /// (target `audit`). The request's info is parsed again only for a line to write.
+    fn log(&self, resp: &Response, user: &str, started: std::time::Instant) {
+        let code = resp.status().as_u16();
+        let write_method = matches!(
+            self.method,
+            axum::http::Method::POST
+                | axum::http::Method::PUT
+                | axum::http::Method::PATCH
+                | axum::http::Method::DELETE
         );
+        let refused = code == 401 || code == 403 || (write_method && code >= 400);
+        let log = LOG_REQUESTS.load(Ordering::Relaxed);
+        if !refused && !log {
+            return;
+        }
+        let path = self.uri.path();
+        let info = kube_api::request::RequestInfo::parse(&self.method, path, self.uri.query());
+        let id = self.id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+        let resource = if info.is_resource_request {
+            metrics::resource_label_of(&info.group, &info.resource)
+        } else {
+            String::new()
+        };
+        let cluster = cluster_of(path);
+        if refused {
+            tracing::info!(
+                target: "audit",
+                request_id = %id, user = %user, verb = %info.verb, resource = %resource,
+                name = %info.name, cluster, path = %path, code,
+                "Request refused."
+            );
+        }
+        if log {
+            let bytes = http_body::Body::size_hint(resp.body()).exact();
+            tracing::info!(
+                target: "request",
+                request_id = %id, user = %user, verb = %info.verb, resource = %resource,
+                cluster, code, bytes, latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "Request."
+            );
+        }
     }
-    resp
 }
 
 async fn version() -> Response {
@@ -270,13 +279,26 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         .authenticate_or_reject(&peer, req.headers())
     {
         Ok(user) => {
-            req.extensions_mut().insert(RequestUser(user.clone()));
-            let mut resp = next.run(req).await;
-            // For the request log outside: who asked.
-            resp.extensions_mut().insert(RequestUser(user));
+            let started = std::time::Instant::now();
+            let name = user
+                .as_ref()
+                .map_or("system:anonymous", |u| u.name.as_str())
+                .to_string();
+            let admitted = match state.limits.admit(&req, &name) {
+                Ok(a) => a,
+                Err(refused) => return refused.into_response(),
+            };
+            let seen = Seen::of(&req);
+            req.extensions_mut().insert(RequestUser(user));
+            let resp = next.run(req).await;
+            seen.log(&resp, &name, started);
+            admitted.attach(resp)
+        }
+        Err(_) => {
+            let resp = Status::unauthorized().into_response();
+            Seen::of(&req).log(&resp, "system:anonymous", std::time::Instant::now());
             resp
         }
-        Err(_) => Status::unauthorized().into_response(),
     }
 }
 

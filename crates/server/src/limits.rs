@@ -80,64 +80,110 @@ impl Drop for WatchSlot {
     }
 }
 
-fn too_many(what: &str) -> Response {
-    Status::new(
-        429,
-        "TooManyRequests",
-        format!("Too many requests, please try again later: {what}"),
-    )
-    .into_response()
+/// A request refused over a limit: answered `429 TooManyRequests` with `Retry-After`.
+#[derive(Debug)]
+pub struct TooMany(String);
+
+impl IntoResponse for TooMany {
+    fn into_response(self) -> Response {
+        Status::new(
+            429,
+            "TooManyRequests",
+            format!("Too many requests, please try again later: {}", self.0),
+        )
+        .into_response()
+    }
 }
 
-/// The middleware: runs after authentication (it needs the user).
-pub async fn limit(State(limits): State<Limits>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if matches!(path, "/healthz" | "/livez" | "/readyz" | "/metrics") {
-        return next.run(req).await;
-    }
-    let watch = match req.extensions().get::<RequestInfo>() {
-        Some(info) => info.verb == "watch",
-        None => RequestInfo::parse(req.method(), path, req.uri().query()).verb == "watch",
-    };
-    if !watch {
-        let _permit = match &limits.inflight {
-            Some(s) => match s.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => return too_many("the server is serving its maximum of requests"),
-            },
-            None => None,
+fn too_many(what: &str) -> TooMany {
+    TooMany(what.to_string())
+}
+
+/// What a request holds while it runs: an in-flight slot, or a watch slot of its user.
+pub struct Admitted {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    watch: Option<WatchSlot>,
+}
+
+impl Admitted {
+    /// Keep a watch counted while its body streams; anything else is released when this is
+    /// dropped (when the handler has answered).
+    pub fn attach(self, response: Response) -> Response {
+        let Some(slot) = self.watch else {
+            return response;
         };
-        return next.run(req).await;
+        let (parts, body) = response.into_parts();
+        let stream = body.into_data_stream().map(move |chunk| {
+            let _ = &slot;
+            chunk
+        });
+        Response::from_parts(parts, axum::body::Body::from_stream(stream))
     }
-    if limits.max_watches == 0 {
-        return next.run(req).await;
+}
+
+impl Limits {
+    /// Admit a request of `user` (its name), or the 429 answer. Health, readiness and metrics
+    /// are always admitted.
+    pub fn admit(&self, req: &Request, user: &str) -> Result<Admitted, TooMany> {
+        let free = Admitted {
+            _permit: None,
+            watch: None,
+        };
+        let path = req.uri().path();
+        if matches!(path, "/healthz" | "/livez" | "/readyz" | "/metrics") {
+            return Ok(free);
+        }
+        let watch = match req.extensions().get::<RequestInfo>() {
+            Some(info) => info.verb == "watch",
+            None => RequestInfo::parse(req.method(), path, req.uri().query()).verb == "watch",
+        };
+        if !watch {
+            return match &self.inflight {
+                Some(s) => match s.clone().try_acquire_owned() {
+                    Ok(p) => Ok(Admitted {
+                        _permit: Some(p),
+                        watch: None,
+                    }),
+                    Err(_) => Err(too_many("the server is serving its maximum of requests")),
+                },
+                None => Ok(free),
+            };
+        }
+        if self.max_watches == 0 {
+            return Ok(free);
+        }
+        let mut w = self.watches.lock();
+        let n = w.entry(user.to_string()).or_insert(0);
+        if *n >= self.max_watches {
+            return Err(too_many(&format!(
+                "user \"{user}\" has its maximum of open watches"
+            )));
+        }
+        *n += 1;
+        Ok(Admitted {
+            _permit: None,
+            watch: Some(WatchSlot {
+                watches: self.watches.clone(),
+                user: user.to_string(),
+            }),
+        })
     }
+}
+
+/// The limits as a middleware of their own (for routers without the server's authentication).
+pub async fn limit(State(limits): State<Limits>, req: Request, next: Next) -> Response {
     let user = req
         .extensions()
         .get::<RequestUser>()
         .and_then(|u| u.0.as_ref().map(|u| u.name.clone()))
         .unwrap_or_else(|| "system:anonymous".to_string());
-    {
-        let mut w = limits.watches.lock();
-        let n = w.entry(user.clone()).or_insert(0);
-        if *n >= limits.max_watches {
-            drop(w);
-            return too_many(&format!("user \"{user}\" has its maximum of open watches"));
+    match limits.admit(&req, &user) {
+        Ok(admitted) => {
+            let response = next.run(req).await;
+            admitted.attach(response)
         }
-        *n += 1;
+        Err(refused) => refused.into_response(),
     }
-    let slot = WatchSlot {
-        watches: limits.watches.clone(),
-        user,
-    };
-    let response = next.run(req).await;
-    // The watch stays counted while its body streams.
-    let (parts, body) = response.into_parts();
-    let stream = body.into_data_stream().map(move |chunk| {
-        let _ = &slot;
-        chunk
-    });
-    Response::from_parts(parts, axum::body::Body::from_stream(stream))
 }
 
 #[cfg(test)]
