@@ -68,6 +68,16 @@ fn a_shard_on_etcd_comes_back_from_kill_9_without_its_seed() {
     );
 }
 
+/// POST the export `name` to the cache-server replica `server`.
+async fn create(client: &reqwest::Client, server: &Server, name: &str) -> reqwest::Response {
+    client
+        .post(collection(server))
+        .json(&export(name))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A watch of `url` from the revision of a list of it (the response, still streaming).
 async fn watch_from_now(client: &reqwest::Client, url: &str) -> reqwest::Response {
     let listed: Value = client.get(url).send().await.unwrap().json().await.unwrap();
@@ -105,12 +115,7 @@ async fn two_cache_server_replicas_on_one_etcd_serve_each_others_writes() {
     let watch = watch_from_now(&c2, &collection(&two)).await;
     assert_eq!(watch.status(), 200);
     let mut events = watch.bytes_stream();
-    let created = c1
-        .post(collection(&one))
-        .json(&export("wyatt"))
-        .send()
-        .await
-        .unwrap();
+    let created = create(&c1, &one, "wyatt").await;
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
     let event = next_json_line(&mut events, &mut Vec::new()).await;
@@ -146,22 +151,12 @@ async fn two_cache_server_replicas_on_one_etcd_serve_each_others_writes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
-    let again = c2
-        .post(collection(&two))
-        .json(&export("wyatt"))
-        .send()
-        .await
-        .unwrap();
+    let again = create(&c2, &two, "wyatt").await;
     assert_eq!(again.status(), 409);
 
     // Replica two down: replica one keeps serving and writing; two catches up when back.
     two.kill();
-    let r = c1
-        .post(collection(&one))
-        .json(&export("doc"))
-        .send()
-        .await
-        .unwrap();
+    let r = create(&c1, &one, "doc").await;
     assert_eq!(r.status(), 201);
     two.restart();
     two.wait_until_ready();
@@ -186,12 +181,7 @@ async fn while_etcd_is_down_reads_go_on_writes_are_503_and_both_recover() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let server = Server::launch("cache-server", &flags);
     let client = server.admin_client();
-    let r = client
-        .post(collection(&server))
-        .json(&export("wyatt"))
-        .send()
-        .await
-        .unwrap();
+    let r = create(&client, &server, "wyatt").await;
     assert_eq!(r.status(), 201);
     let watch = watch_from_now(&client, &collection(&server)).await;
     let mut events = watch.bytes_stream();
@@ -200,12 +190,7 @@ async fn while_etcd_is_down_reads_go_on_writes_are_503_and_both_recover() {
     // Writes: a 503 with Retry-After, at once (once the store noticed, which its watch does
     // when the connection drops).
     let refused = loop {
-        let r = client
-            .post(collection(&server))
-            .json(&export("doc"))
-            .send()
-            .await
-            .unwrap();
+        let r = create(&client, &server, "doc").await;
         if r.status() == 503 {
             break r;
         }
@@ -238,12 +223,7 @@ async fn while_etcd_is_down_reads_go_on_writes_are_503_and_both_recover() {
     // etcd back: writes work again and the open watch continues.
     etcd.restart();
     let created = loop {
-        let r = client
-            .post(collection(&server))
-            .json(&export("holliday"))
-            .send()
-            .await
-            .unwrap();
+        let r = create(&client, &server, "holliday").await;
         if r.status() == 201 {
             break r;
         }
@@ -463,12 +443,7 @@ async fn a_watch_from_before_etcdctl_compact_is_410_gone() {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let server = Server::launch("cache-server", &flags);
     let client = server.admin_client();
-    let r = client
-        .post(collection(&server))
-        .json(&export("wyatt"))
-        .send()
-        .await
-        .unwrap();
+    let r = create(&client, &server, "wyatt").await;
     let mut current: Value = r.json().await.unwrap();
     let first = current["metadata"]["resourceVersion"]
         .as_str()
