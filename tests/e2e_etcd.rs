@@ -11,14 +11,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 fn alice_lists(server: &Server) -> Result<String, String> {
-    let url = server.vw("cpuflavors-v1", TEAM_A);
-    let mut c = server.kubectl_token(&url, Some("alice-token"));
-    c.args(["get", "cpuflavors", "-o", "name"]);
-    let out = c.output().map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (text.lines().count() == 3)
-        .then_some(text.clone())
-        .ok_or(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    common::alice_lists_three(server, &server.vw("cpuflavors-v1", TEAM_A))
 }
 
 #[test]

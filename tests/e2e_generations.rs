@@ -491,13 +491,7 @@ fn the_main_example_applied_with_kubectl_alone_is_served_to_its_consumer() {
         server.url
     );
     let names = eventually("alice lists the public CPU flavors", || {
-        let mut c = server.kubectl_token(&vw, Some("alice-token"));
-        c.args(["get", "cpuflavors", "-o", "name"]);
-        let out = c.output().map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        (text.lines().count() == 3)
-            .then_some(text.clone())
-            .ok_or(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+        common::alice_lists_three(&server, &vw)
     });
     assert!(
         names.contains("cpuflavor.cloud.example.com/cpu-small"),

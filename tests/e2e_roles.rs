@@ -479,9 +479,7 @@ fn a_virtual_workspace_finds_consumers_the_cache_lacks_on_the_kcp_shards_it_is_g
             "{}/services/replication/9mainprovcloudco/cpuflavors/clusters/9mainteamaconsmr",
             vw.url
         );
-        let mut c = vw.kubectl_token(&url, Some("alice-token"));
-        c.args(["get", "cpuflavors", "-o", "name"]);
-        run(c)
+        common::alice_lists_three(vw, &url)
     };
 
     // Without the consumer's shard, the consumer is unknown: refused.
@@ -510,10 +508,7 @@ fn a_virtual_workspace_finds_consumers_the_cache_lacks_on_the_kcp_shards_it_is_g
             &consumer_kubeconfig,
         ],
     );
-    let names = eventually("alice lists through the VW", || {
-        let out = list(&seeing)?;
-        (out.lines().count() == 3).then_some(out.clone()).ok_or(out)
-    });
+    let names = eventually("alice lists through the VW", || list(&seeing));
     assert!(
         names.contains("cpuflavor.cloud.example.com/cpu-small"),
         "{names}"

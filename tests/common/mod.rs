@@ -571,3 +571,15 @@ where
     .expect("a watch event arrives within 20 s");
     serde_json::from_slice(&line).expect("a watch line is JSON")
 }
+
+/// The CPU flavors alice lists through virtual workspace URL `url` of `server` (`kubectl get -o
+/// name`), once there are exactly three; otherwise what kubectl printed.
+pub fn alice_lists_three(server: &Server, url: &str) -> Result<String, String> {
+    let mut c = server.kubectl_token(url, Some("alice-token"));
+    c.args(["get", "cpuflavors", "-o", "name"]);
+    let out = c.output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (text.lines().count() == 3)
+        .then_some(text.clone())
+        .ok_or(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+}
