@@ -1017,7 +1017,8 @@ async fn serve_until_interrupted(
     let flags = l.shutdown.clone();
     let mut server = tokio::spawn(tls::serve_draining(
         l.listener,
-        l.tls_config,
+        l.tls_config
+            .with_write_stall_timeout(l.limits.write_stall_timeout),
         router,
         async move {
             let _ = stop_rx.await;

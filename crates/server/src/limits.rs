@@ -2,7 +2,8 @@
 //! requests other than watches at once; `0` no limit) and `--max-watches-per-user` (200,000 open
 //! watches per user). Over either, the request is refused with a `429 TooManyRequests` Status and
 //! `Retry-After: 1`, before it reaches a handler; health, readiness and metrics are exempt, so
-//! probes and scrapes keep working under load.
+//! probes and scrapes keep working under load. `--write-stall-timeout` (30 s) closes a
+//! connection whose client stopped accepting bytes (applied by [`crate::tls`]).
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -25,6 +26,10 @@ pub struct LimitFlags {
     /// Open watches per user; more are refused with 429 (0: no limit).
     #[arg(long, default_value_t = 200_000)]
     pub max_watches_per_user: usize,
+    /// Close a connection once the client has accepted none of the bytes the server has for it
+    /// for this long (a watcher that stopped reading: it relists when it reconnects; 0: never).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::flags::parse_duration)]
+    pub write_stall_timeout: std::time::Duration,
 }
 
 impl Default for LimitFlags {
@@ -32,6 +37,7 @@ impl Default for LimitFlags {
         LimitFlags {
             max_requests_inflight: 400,
             max_watches_per_user: 200_000,
+            write_stall_timeout: crate::tls::WRITE_STALL_TIMEOUT,
         }
     }
 }
@@ -202,6 +208,7 @@ mod tests {
         let limits = Limits::new(&LimitFlags {
             max_requests_inflight: 1,
             max_watches_per_user: 0,
+            ..LimitFlags::default()
         });
         let app = Router::new()
             .route(

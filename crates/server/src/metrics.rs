@@ -220,6 +220,11 @@ impl Metrics {
             "Watches ended with 410 because the watcher fell behind the retained history.",
             ConstCounter::new(kube_api::watch::CLOSED_BEHIND.load(Relaxed)),
         );
+        registry.register(
+            "connections_closed_write_stall",
+            "Connections closed because the client accepted no bytes for --write-stall-timeout (watchers that stopped reading).",
+            ConstCounter::new(crate::tls::CLOSED_WRITE_STALL.load(Relaxed)),
+        );
         if !snapshot.index_objects.is_empty() {
             let objects = Family::<ResourceLabels, Gauge>::default();
             for (resource, n) in &snapshot.index_objects {

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Extension;
 use base64::prelude::{BASE64_STANDARD, Engine as _};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rcgen::{
@@ -82,6 +82,131 @@ const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 const BACKDATE: Duration = Duration::from_secs(60 * 60);
 /// A TLS handshake not finished in this time is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's headers (kube-apiserver's `ReadHeaderTimeout`): on
+/// HTTP/1.1 from the start of each request (and of waiting for the next one), and on any
+/// connection from the handshake to its first request, so a connection that stalls costs its
+/// buffers for at most this long.
+pub const READ_HEADER_TIMEOUT: Duration = Duration::from_secs(32);
+/// Bytes of request line and headers a client may send (Go's and kube-apiserver's
+/// `MaxHeaderBytes`, 1 MiB, plus the 4 KiB Go allows on top). More is a 431 on HTTP/1.1 and on
+/// HTTP/2 (where it bounds the decoded header list). A request target longer than 65,534 bytes
+/// (the `http` crate's limit) is a 414 on HTTP/1.1 and a reset stream on HTTP/2; the 431 and 414
+/// are hyper's own bodiless answers, as Go's are plain text (no layer runs for a request that
+/// could not be read).
+pub const MAX_HEADER_BYTES: usize = (1 << 20) + 4096;
+/// Default of `--write-stall-timeout`: a connection whose client accepted none of the bytes the
+/// server had for it for this long is closed (a watcher that stopped reading; it relists when
+/// it reconnects). Until then what it costs is bounded by hyper's and the socket's buffers.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections closed because their client stopped accepting bytes (`--write-stall-timeout`).
+pub static CLOSED_WRITE_STALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A connection's IO that fails its writes once the peer accepted nothing for `limit` while
+/// the server had something to send: the connection then ends, and with it every watch on it.
+struct WriteStall<T> {
+    inner: T,
+    limit: Duration,
+    /// Armed on the first write that could not proceed; disarmed by any progress.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteStall<T> {
+    fn new(inner: T, limit: Duration) -> Self {
+        WriteStall {
+            inner,
+            limit,
+            deadline: None,
+        }
+    }
+
+    /// Called when a write or flush is pending: an error once the deadline passed.
+    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        let limit = self.limit;
+        if limit.is_zero() {
+            // `--write-stall-timeout 0`: never.
+            return std::task::Poll::Pending;
+        }
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match deadline.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                CLOSED_WRITE_STALL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                std::task::Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client accepted no bytes within the write stall timeout",
+                )))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn progressed<R>(&mut self, r: std::task::Poll<R>) -> std::task::Poll<R> {
+        if r.is_ready() {
+            self.deadline = None;
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteStall<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_pending() {
+            return self.stalled(cx).map(|r| r.map(|()| 0));
+        }
+        self.progressed(r)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if r.is_pending() {
+            return self.stalled(cx).map(|r| r.map(|()| 0));
+        }
+        self.progressed(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        if r.is_pending() {
+            return self.stalled(cx);
+        }
+        self.progressed(r)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 /// Pause after an accept error that is not about one connection (e.g. out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -818,6 +943,16 @@ pub struct Serving {
 pub struct ServerTls {
     config: Arc<rustls::ServerConfig>,
     client_auth: ClientAuth,
+    write_stall: Duration,
+}
+
+impl ServerTls {
+    /// Close a connection once the server has had bytes for it that the client accepted none
+    /// of for this long (default [`WRITE_STALL_TIMEOUT`]).
+    pub fn with_write_stall_timeout(mut self, limit: Duration) -> Self {
+        self.write_stall = limit;
+        self
+    }
 }
 
 impl From<Arc<rustls::ServerConfig>> for ServerTls {
@@ -825,6 +960,7 @@ impl From<Arc<rustls::ServerConfig>> for ServerTls {
         Self {
             config,
             client_auth: ClientAuth::default(),
+            write_stall: WRITE_STALL_TIMEOUT,
         }
     }
 }
@@ -1089,6 +1225,7 @@ pub fn prepare(
     Ok(Serving {
         pki,
         server_config: ServerTls {
+            write_stall: WRITE_STALL_TIMEOUT,
             config: server_config,
             client_auth: client_auth.clone(),
         },
@@ -1187,6 +1324,7 @@ pub async fn serve_draining(
     let ServerTls {
         config,
         client_auth,
+        write_stall,
     } = tls.into();
     let acceptor = TlsAcceptor::from(config);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -1207,6 +1345,7 @@ pub async fn serve_draining(
                     remote,
                     app.clone(),
                     stop_rx.clone(),
+                    write_stall,
                 );
                 tokio::spawn(async move {
                     connection.await;
@@ -1305,6 +1444,7 @@ async fn serve_connection(
     remote: std::net::SocketAddr,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
+    write_stall: Duration,
 ) {
     let _ = tcp.set_nodelay(true);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
@@ -1330,16 +1470,49 @@ async fn serve_connection(
         .peer_certificates()
         .map(|chain| client_auth.identify(chain))
         .unwrap_or_default();
-    let service = ServiceBuilder::new().layer(Extension(peer)).service(app);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    // Set by the first request; until then the connection lives on the first-request deadline.
+    let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = served.clone();
+    let service = ServiceBuilder::new()
+        .layer(Extension(peer))
+        .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            req
+        })
+        .service(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let connection = builder.serve_connection_with_upgrades(
+        TokioIo::new(WriteStall::new(stream, write_stall)),
+        TowerToHyperService::new(service),
+    );
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let first_request = tokio::time::sleep(READ_HEADER_TIMEOUT);
+    tokio::pin!(first_request);
+    let mut waiting_for_first = true;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = stopped(&mut stop) => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+            () = first_request.as_mut(), if waiting_for_first => {
+                if !served.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Handshaken and silent (no HTTP/2 preface, no request line): give it up.
+                    tracing::debug!(%remote, "no request within the header read timeout");
+                    return;
+                }
+                waiting_for_first = false;
+            }
         }
     };
     if let Err(e) = result {
