@@ -129,4 +129,43 @@ fn a_real_prometheus_scrapes_every_role_and_answers_a_latency_quantile() {
             .then_some(())
             .ok_or(format!("{v}"))
     });
+    // Each family an operator reads has series, from the role that owns it.
+    for (job, family) in [
+        ("virtual-workspace", "replication_vw_requests_total"),
+        ("virtual-workspace", "replication_vw_requests_in_flight"),
+        ("virtual-workspace", "replication_vw_index_objects"),
+        ("virtual-workspace", "replication_vw_index_revision"),
+        (
+            "virtual-workspace",
+            "replication_vw_watch_frames_sent_total",
+        ),
+        ("virtual-workspace", "replication_vw_remote_up"),
+        (
+            "virtual-workspace",
+            "replication_vw_remote_sync_lag_seconds",
+        ),
+        (
+            "virtual-workspace",
+            "replication_vw_connections_closed_write_stall_total",
+        ),
+        ("cache-server", "replication_vw_store_revision"),
+        (
+            "cache-server",
+            "replication_vw_store_request_duration_seconds_count",
+        ),
+        ("shard", "replication_vw_controller_passes_total"),
+        (
+            "shard",
+            "replication_vw_store_request_duration_seconds_count",
+        ),
+    ] {
+        eventually(&format!("{family} of the {job}"), || {
+            let v = query(&base, &format!("{family}{{job=\"{job}\"}}"))?;
+            let n = v["data"]["result"].as_array().map_or(0, Vec::len);
+            (n > 0).then_some(()).ok_or(format!("{v}"))
+        });
+    }
+    let v = query(&base, "replication_vw_remote_up{job=\"virtual-workspace\"}").expect("query");
+    assert_eq!(v["data"]["result"][0]["metric"]["source"], "cache", "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
 }

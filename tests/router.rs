@@ -1008,6 +1008,13 @@ async fn a_cached_object_failing_its_schema_is_not_served_while_the_others_are()
             .any(|l| l == "replication_vw_invalid_objects_total 1"),
         "{text}"
     );
+    // Refused objects are a gauge per resource, the bounded label.
+    assert!(
+        text.lines()
+            .any(|l| l
+                == "replication_vw_refused_objects{resource=\"cloud.example.com/cpuflavors\"} 1"),
+        "{text}"
+    );
     Ok(())
 }
 

@@ -112,6 +112,67 @@ pub struct ReadHealth {
     pub source: String,
     /// `None` while reachable; otherwise since when and why not.
     pub outage: Option<String>,
+    /// How far behind the source the reader is (`None` in-process, where it cannot be): the
+    /// time from a probe of the source's revision until the reader had seen that revision, or,
+    /// while it has not yet, the time since that probe.
+    pub lag: Option<Duration>,
+}
+
+/// How often a remote reader probes its source's revision for [`ReadHealth::lag`].
+pub const LAG_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The reader's lag measurement: one probe outstanding at a time.
+#[derive(Debug, Default)]
+struct Lag {
+    /// The revision of the outstanding probe (0: none): checked on every revision seen.
+    waiting_for: AtomicU64,
+    /// When the outstanding probe was sent, and the last lag measured.
+    state: Mutex<(Option<Instant>, Duration)>,
+}
+
+impl Lag {
+    /// The reader has seen `rev`: settle the outstanding probe if this reaches it.
+    fn saw(&self, rev: u64) {
+        self.saw_at(rev, Instant::now());
+    }
+
+    fn saw_at(&self, rev: u64, now: Instant) {
+        let want = self.waiting_for.load(Ordering::Acquire);
+        if want == 0 || rev < want {
+            return;
+        }
+        let mut st = self.state.lock();
+        if self.waiting_for.swap(0, Ordering::AcqRel) != 0
+            && let Some(sent) = st.0.take()
+        {
+            st.1 = now.saturating_duration_since(sent);
+        }
+    }
+
+    /// The source's revision was `rev` at `sent`; `seen` is what the reader had at `now`.
+    fn probed(&self, sent: Instant, rev: u64, seen: u64, now: Instant) {
+        let mut st = self.state.lock();
+        if rev <= seen {
+            st.0 = None;
+            st.1 = now.saturating_duration_since(sent);
+            self.waiting_for.store(0, Ordering::Release);
+        } else if st.0.is_none() {
+            st.0 = Some(sent);
+            self.waiting_for.store(rev, Ordering::Release);
+        }
+    }
+
+    fn current(&self) -> Duration {
+        self.current_at(Instant::now())
+    }
+
+    fn current_at(&self, now: Instant) -> Duration {
+        let st = self.state.lock();
+        match st.0 {
+            Some(sent) => st.1.max(now.saturating_duration_since(sent)),
+            None => st.1,
+        }
+    }
 }
 
 /// What readers take from the cache.
@@ -143,6 +204,7 @@ impl CacheRead for StoreRead {
         ReadHealth {
             source: "in-process".into(),
             outage: None,
+            lag: None,
         }
     }
 }
@@ -203,6 +265,8 @@ pub struct HttpsRead {
     health: Arc<Health>,
     /// The highest revision seen in any list or event.
     seen: Arc<AtomicU64>,
+    /// How far behind the source the reader is.
+    lag: Arc<Lag>,
     /// The identity collections of the last list (watched with the fixed ones).
     identity: Arc<Mutex<std::collections::BTreeSet<Gvr>>>,
     /// The fixed collections read.
@@ -216,6 +280,7 @@ impl HttpsRead {
             conn,
             health: Arc::new(Health::default()),
             seen: Arc::new(AtomicU64::new(0)),
+            lag: Arc::default(),
             identity: Arc::default(),
             resources: READ_RESOURCES,
         }
@@ -295,6 +360,7 @@ impl CacheRead for HttpsRead {
             self.health.up();
             // A new listing is the new baseline, also when the cache restarted lower.
             self.seen.store(revision, Ordering::Release);
+            self.lag.saw(revision);
             records.sort_by(|a, b| a.key.cmp(&b.key));
             return Ok(Listing { records, revision });
         }
@@ -316,6 +382,7 @@ impl CacheRead for HttpsRead {
             ));
         }
         drop(tx);
+        tasks.spawn(probe_lag(self.clone()));
         // The tasks live as long as the stream: dropping it aborts them.
         let stream = futures_util::stream::unfold(
             (rx, tasks, identity),
@@ -351,6 +418,7 @@ impl CacheRead for HttpsRead {
             outage: self.health.outage.lock().as_ref().map(|(since, why)| {
                 format!("unreachable for {}s: {why}", since.elapsed().as_secs())
             }),
+            lag: Some(self.lag.current()),
         }
     }
 }
@@ -451,6 +519,43 @@ async fn watch_resource(
 
 /// Whether the cache restarted since we last saw it (its revision went backwards or another
 /// instance answers); an error when it cannot be reached.
+/// Every [`LAG_PROBE_INTERVAL`] while the reader watches: ask the source for its revision (a
+/// one-item list of the first collection) and let the reader's events settle the measurement.
+async fn probe_lag(reader: HttpsRead) {
+    let Some(first) = reader.resources.first() else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(LAG_PROBE_INTERVAL).await;
+        let sent = Instant::now();
+        let resp = reader
+            .conn
+            .client()
+            .get(reader.conn.collection_url(&collection(first)))
+            .query(&[("limit", "1")])
+            .send()
+            .await;
+        let Ok(resp) = resp else { continue };
+        if !resp.status().is_success() {
+            continue;
+        }
+        let Ok(body) = resp.bytes().await else {
+            continue;
+        };
+        if let Some(rev) = serde_json::from_slice::<BookmarkView>(&body)
+            .ok()
+            .and_then(|v| v.metadata.resource_version.parse::<u64>().ok())
+        {
+            reader.lag.probed(
+                sent,
+                rev,
+                reader.seen.load(Ordering::Acquire),
+                Instant::now(),
+            );
+        }
+    }
+}
+
 async fn probe(reader: &HttpsRead, at: Collection<'_>) -> Result<bool, CacheError> {
     let resp = reader
         .conn
@@ -572,6 +677,7 @@ fn handle_line(reader: &HttpsRead, at: Collection<'_>, line: &[u8], last: &mut u
             {
                 *last = (*last).max(rev);
                 reader.seen.fetch_max(rev, Ordering::AcqRel);
+                reader.lag.saw(rev);
             }
             return Line::Nothing;
         }
@@ -599,6 +705,7 @@ fn handle_line(reader: &HttpsRead, at: Collection<'_>, line: &[u8], last: &mut u
     };
     *last = (*last).max(record.revision);
     reader.seen.fetch_max(record.revision, Ordering::AcqRel);
+    reader.lag.saw(record.revision);
     Line::Event(Event {
         revision: record.revision,
         kind,
@@ -607,4 +714,37 @@ fn handle_line(reader: &HttpsRead, at: Collection<'_>, line: &[u8], last: &mut u
         prev: None::<Bytes>,
         prev_revision: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_grows_while_the_reader_is_behind_a_probe_and_settles_when_it_catches_up() {
+        let lag = Lag::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        lag.probed(t0, 10, 7, at(0));
+        assert_eq!(
+            lag.current_at(at(3)),
+            Duration::from_secs(3),
+            "behind for 3 s"
+        );
+        lag.saw_at(9, at(3));
+        assert_eq!(
+            lag.current_at(at(4)),
+            Duration::from_secs(4),
+            "still behind"
+        );
+        lag.saw_at(10, at(4));
+        assert_eq!(
+            lag.current_at(at(9)),
+            Duration::from_secs(4),
+            "caught up after 4 s"
+        );
+        // A probe the reader had already seen costs only its own round trip.
+        lag.probed(at(10), 10, 12, at(10));
+        assert_eq!(lag.current_at(at(20)), Duration::ZERO);
+    }
 }

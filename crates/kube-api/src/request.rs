@@ -223,6 +223,15 @@ impl RequestInfo {
     }
 }
 
+/// The bounded label of a group and resource, as metrics and logs name it: `<group>/<resource>`,
+/// `core` for the empty group, and without the `:<identityHash>` of identity-based resources (so
+/// one resource is one value whatever its publishers' identities).
+pub fn resource_label(group: &str, resource: &str) -> String {
+    let plural = resource.split(':').next().unwrap_or(resource);
+    let group = if group.is_empty() { "core" } else { group };
+    format!("{group}/{plural}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

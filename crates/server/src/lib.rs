@@ -426,7 +426,24 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
     } else {
         None
     };
+    let refused_objects = state
+        .index
+        .read()
+        .invalid_by_resource()
+        .into_iter()
+        .collect();
+    let remotes = state
+        .index
+        .remote_sources_health()
+        .into_iter()
+        .map(|(source, h)| {
+            let lag = h.lag.unwrap_or_default().as_secs_f64();
+            (source, h.outage.is_none(), lag)
+        })
+        .collect();
     let snapshot = metrics::Snapshot {
+        refused_objects,
+        remotes,
         index_objects,
         index_revision,
         store_revision,
@@ -644,7 +661,10 @@ async fn open_store(
         StoreOf::Workspaces => WORKSPACES_STORE_FILE,
     };
     match storage.kind {
-        StorageKind::Memory => Ok(Arc::new(store::memory::MemoryStore::default())),
+        StorageKind::Memory => Ok(metrics::MeteredStore::wrap(
+            Arc::new(store::memory::MemoryStore::default()),
+            store_label(which),
+        )),
         StorageKind::Local => {
             let path = data_dir.join(file);
             if let Some(st) = &opened.status {
@@ -670,20 +690,32 @@ async fn open_store(
                 "Store opened."
             );
             opened.locals.push((file.to_string(), local.clone()));
-            Ok(Arc::new(local))
+            Ok(metrics::MeteredStore::wrap(
+                Arc::new(local),
+                store_label(which),
+            ))
         }
         StorageKind::Etcd => {
             let Some(etcd) = &storage.etcd else {
                 anyhow::bail!("--storage etcd needs --etcd-servers URL[,URL...]");
             };
             let store = open_etcd(etcd, transformer, which, shard, opened.status.clone()).await?;
-            let label = match which {
-                StoreOf::Cache { .. } => "cache",
-                StoreOf::Workspaces => "workspaces",
-            };
-            opened.etcd.push((label.to_string(), store.clone()));
-            Ok(Arc::new(store))
+            opened
+                .etcd
+                .push((store_label(which).to_string(), store.clone()));
+            Ok(metrics::MeteredStore::wrap(
+                Arc::new(store),
+                store_label(which),
+            ))
         }
+    }
+}
+
+/// How metrics and `/readyz` name a store.
+fn store_label(which: StoreOf) -> &'static str {
+    match which {
+        StoreOf::Cache { .. } => "cache",
+        StoreOf::Workspaces => "workspaces",
     }
 }
 

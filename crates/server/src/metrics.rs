@@ -1,9 +1,11 @@
 //! Prometheus metrics of every role, through `prometheus-client`: requests by role, verb,
 //! resource and code class, their latency, requests in flight and open watches (recorded by
 //! the [`track`] middleware from the request's [`RequestInfo`]), plus the index's and the
-//! controllers' counters read at scrape time. Label sets are bounded: verbs and code classes
-//! are fixed sets, and resources beyond [`MAX_RESOURCES`] distinct names (or of requests that
-//! found nothing) are reported as `other`.
+//! controllers' counters read at scrape time, the latency of every store operation (through
+//! [`MeteredStore`], which wraps each store a role opens) and the lag of remote readers. Label
+//! sets are bounded: verbs, code classes and store operations are fixed sets, stores and remote
+//! sources are named by role (`cache`, `workspaces`, `shard-<n>`), and resources beyond
+//! [`MAX_RESOURCES`] distinct names (or of requests that found nothing) are reported as `other`.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -115,6 +117,150 @@ pub struct Snapshot {
     pub index_revision: u64,
     /// This role's store revision (the cache server's or the shard's workspaces).
     pub store_revision: Option<u64>,
+    /// Objects refused at ingest and not served now, by `<group>/<resource>`.
+    pub refused_objects: Vec<(String, u64)>,
+    /// Remote sources of the index (`cache`, `shard-<n>`): reachable, and lag in seconds.
+    pub remotes: Vec<(String, bool, f64)>,
+}
+
+/// Labels of the store latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// `cache` or `workspaces`.
+    pub store: &'static str,
+    /// get, list, list_at, create, update, delete, watch, revision.
+    pub operation: &'static str,
+}
+
+/// Labels of the remote reader gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `cache` or `shard-<n>`.
+    pub source: String,
+}
+
+fn backend_histogram() -> Histogram {
+    // 10 µs … about 5 s: memory answers in microseconds, etcd in milliseconds.
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 20))
+}
+
+/// Histograms by store and operation.
+type BackendFamily = Family<BackendLabels, Histogram, fn() -> Histogram>;
+
+/// Latency of store operations in this process, by store and operation.
+fn backend() -> &'static BackendFamily {
+    static BACKEND: std::sync::OnceLock<BackendFamily> = std::sync::OnceLock::new();
+    BACKEND.get_or_init(|| Family::new_with_constructor(backend_histogram))
+}
+
+/// A store whose every operation is timed into `replication_vw_store_request_duration_seconds`.
+pub struct MeteredStore {
+    inner: Arc<dyn store::Store>,
+    ops: [Histogram; 8],
+}
+
+const OPERATIONS: [&str; 8] = [
+    "get", "list", "create", "update", "delete", "list_at", "watch", "revision",
+];
+
+impl MeteredStore {
+    /// Wrap `inner`, reported as `store` (`cache` or `workspaces`).
+    pub fn wrap(inner: Arc<dyn store::Store>, store: &'static str) -> Arc<dyn store::Store> {
+        let ops = OPERATIONS.map(|operation| {
+            backend()
+                .get_or_create(&BackendLabels { store, operation })
+                .clone()
+        });
+        Arc::new(MeteredStore { inner, ops })
+    }
+
+    fn observe(&self, op: usize, started: Instant) {
+        self.ops[op].observe(started.elapsed().as_secs_f64());
+    }
+}
+
+#[async_trait::async_trait]
+impl store::Store for MeteredStore {
+    async fn get(&self, key: &store::Key) -> Result<Option<store::Record>, store::StoreError> {
+        let t = Instant::now();
+        let r = self.inner.get(key).await;
+        self.observe(0, t);
+        r
+    }
+
+    async fn list(&self, scope: &store::Scope) -> Result<store::Listing, store::StoreError> {
+        let t = Instant::now();
+        let r = self.inner.list(scope).await;
+        self.observe(1, t);
+        r
+    }
+
+    async fn create(
+        &self,
+        key: store::Key,
+        value: bytes::Bytes,
+    ) -> Result<store::Record, store::StoreError> {
+        let t = Instant::now();
+        let r = self.inner.create(key, value).await;
+        self.observe(2, t);
+        r
+    }
+
+    async fn update(
+        &self,
+        key: store::Key,
+        value: bytes::Bytes,
+        expected: Option<u64>,
+    ) -> Result<store::Record, store::StoreError> {
+        let t = Instant::now();
+        let r = self.inner.update(key, value, expected).await;
+        self.observe(3, t);
+        r
+    }
+
+    async fn delete(
+        &self,
+        key: &store::Key,
+        expected: Option<u64>,
+    ) -> Result<store::Record, store::StoreError> {
+        let t = Instant::now();
+        let r = self.inner.delete(key, expected).await;
+        self.observe(4, t);
+        r
+    }
+
+    async fn list_at(
+        &self,
+        scope: &store::Scope,
+        revision: u64,
+    ) -> Result<store::Listing, store::StoreError> {
+        let t = Instant::now();
+        let r = self.inner.list_at(scope, revision).await;
+        self.observe(5, t);
+        r
+    }
+
+    async fn watch(
+        &self,
+        scope: store::Scope,
+        after: u64,
+    ) -> Result<store::WatchStream, store::StoreError> {
+        let t = Instant::now();
+        let r = self.inner.watch(scope, after).await;
+        self.observe(6, t);
+        r
+    }
+
+    async fn revision(&self) -> Result<u64, store::StoreError> {
+        let t = Instant::now();
+        let r = self.inner.revision().await;
+        self.observe(7, t);
+        r
+    }
+
+    fn is_stale(&self, key: &store::Key) -> bool {
+        self.inner.is_stale(key)
+    }
 }
 
 /// Labels of the per-resource index gauge.
@@ -124,14 +270,8 @@ pub struct ResourceLabels {
     pub resource: String,
 }
 
-/// The bounded label of a group and resource: `<group>/<resource>`, `core` for the empty group,
-/// and without the `:<identityHash>` of identity-based resources (so one resource is one value
-/// whatever its publishers' identities).
-pub fn resource_label_of(group: &str, resource: &str) -> String {
-    let plural = resource.split(':').next().unwrap_or(resource);
-    let group = if group.is_empty() { "core" } else { group };
-    format!("{group}/{plural}")
-}
+/// The bounded label of a group and resource (see [`kube_api::request::resource_label`]).
+pub use kube_api::request::resource_label as resource_label_of;
 
 impl Metrics {
     /// The resource label for a request: bounded, and `other` for requests that found nothing.
@@ -225,6 +365,47 @@ impl Metrics {
             "Connections closed because the client accepted no bytes for --write-stall-timeout (watchers that stopped reading).",
             ConstCounter::new(crate::tls::CLOSED_WRITE_STALL.load(Relaxed)),
         );
+        registry.register(
+            "store_request_duration_seconds",
+            "Time a store operation took (watch: to open the stream), by store and operation.",
+            backend().clone(),
+        );
+        if !snapshot.refused_objects.is_empty() {
+            let refused = Family::<ResourceLabels, Gauge>::default();
+            for (resource, n) in &snapshot.refused_objects {
+                refused
+                    .get_or_create(&ResourceLabels {
+                        resource: resource.clone(),
+                    })
+                    .set(*n as i64);
+            }
+            registry.register(
+                "refused_objects",
+                "Cached objects refused at ingest (failed to unwrap or validate against their schema) and not served now, by resource.",
+                refused,
+            );
+        }
+        if !snapshot.remotes.is_empty() {
+            let up = Family::<SourceLabels, Gauge>::default();
+            let lag = Family::<SourceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+            for (source, reachable, seconds) in &snapshot.remotes {
+                let l = SourceLabels {
+                    source: source.clone(),
+                };
+                up.get_or_create(&l).set(i64::from(*reachable));
+                lag.get_or_create(&l).set(*seconds);
+            }
+            registry.register(
+                "remote_up",
+                "Whether a remote source of the index (cache, shard-<n>) is reachable.",
+                up,
+            );
+            registry.register(
+                "remote_sync_lag_seconds",
+                "How far the index is behind a remote source: from a probe of the source's revision until the index had seen it (or since the probe, while it has not).",
+                lag,
+            );
+        }
         if !snapshot.index_objects.is_empty() {
             let objects = Family::<ResourceLabels, Gauge>::default();
             for (resource, n) in &snapshot.index_objects {

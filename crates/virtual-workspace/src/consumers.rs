@@ -103,6 +103,7 @@ impl Index {
             std::time::Duration::from_secs(10),
         );
         let name = shard.health().source;
+        self.shard_sources.lock().insert(source, shard.clone());
         loop {
             let listing = match shard.list().await {
                 Ok(l) => l,

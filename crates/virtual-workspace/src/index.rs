@@ -422,7 +422,8 @@ pub struct State {
     identity_objects: BTreeMap<IdentityObjectKey, (u64, Bytes)>,
     /// Served state per URL domain.
     pub served: BTreeMap<ObjKey, Served>,
-    invalid: HashMap<ObjKey, String>,
+    /// Objects refused at ingest: their resource's label and why.
+    invalid: HashMap<ObjKey, (String, String)>,
     pub(crate) validators: HashMap<String, Arc<Validator>>,
 }
 
@@ -452,6 +453,8 @@ pub struct Index {
     catalog_tx: tokio::sync::watch::Sender<u64>,
     /// Where the index reads from and how that is going (`/readyz?verbose`).
     source: parking_lot::Mutex<Option<Arc<dyn CacheRead>>>,
+    /// The kcp shards consumers are read from (`--shard-kubeconfig`), by source number.
+    pub(crate) shard_sources: parking_lot::Mutex<BTreeMap<usize, Arc<dyn CacheRead>>>,
 }
 
 impl Default for Index {
@@ -465,6 +468,7 @@ impl Default for Index {
             relists_tx: tokio::sync::watch::Sender::new(0),
             catalog_tx: tokio::sync::watch::Sender::new(0),
             source: parking_lot::Mutex::new(None),
+            shard_sources: parking_lot::Mutex::default(),
         }
     }
 }
@@ -867,9 +871,10 @@ impl State {
 
     /// Re-derive one CachedObject for a served resource; log a refusal once.
     fn derive_logged(
-        invalid: &mut HashMap<ObjKey, String>,
+        invalid: &mut HashMap<ObjKey, (String, String)>,
         counters: &Counters,
         okey: &ObjKey,
+        api: &ResolvedApi,
         result: Result<ServedObject, String>,
     ) -> Option<Arc<ServedObject>> {
         match result {
@@ -879,13 +884,23 @@ impl State {
             }
             Err(msg) => {
                 counters.invalid_total.fetch_add(1, Ordering::Relaxed);
-                if invalid.get(okey) != Some(&msg) {
+                if invalid.get(okey).map(|(_, m)| m) != Some(&msg) {
                     tracing::warn!(cluster = %okey.0, cachedobject = %okey.1, error = %msg, "Not serving a cached object.");
-                    invalid.insert(okey.clone(), msg);
+                    let resource = kube_api::request::resource_label(&api.group, &api.resource);
+                    invalid.insert(okey.clone(), (resource, msg));
                 }
                 None
             }
         }
+    }
+
+    /// Objects refused at ingest and not served now, by resource label.
+    pub fn invalid_by_resource(&self) -> BTreeMap<String, u64> {
+        let mut by = BTreeMap::new();
+        for (resource, _) in self.invalid.values() {
+            *by.entry(resource.clone()).or_default() += 1;
+        }
+        by
     }
 
     fn matches_gvr(raw: &RawCached, cr: &CachedResource) -> bool {
@@ -944,7 +959,8 @@ impl State {
         let mut derived = Vec::with_capacity(results.len());
         let mut by_origin = HashMap::with_capacity(results.len());
         for (origin, invalid_key, result) in results {
-            if let Some(o) = Self::derive_logged(&mut self.invalid, counters, &invalid_key, result)
+            if let Some(o) =
+                Self::derive_logged(&mut self.invalid, counters, &invalid_key, api, result)
             {
                 by_origin.insert(origin, (o.namespace.clone(), o.name.clone()));
                 derived.push(((o.namespace.clone(), o.name.clone()), o));
@@ -1095,7 +1111,7 @@ impl State {
                         Some(Err(e)) => Err(e.clone()),
                         None => unwrap_object(&raw.value, raw.revision, &api),
                     };
-                    Self::derive_logged(&mut self.invalid, counters, &okey, result)
+                    Self::derive_logged(&mut self.invalid, counters, &okey, &api, result)
                 }
                 _ => None,
             };
@@ -1138,7 +1154,7 @@ impl State {
                 None
             } else {
                 let result = super::slices::serve_identity_object(value, revision, &api);
-                Self::derive_logged(&mut self.invalid, counters, &invalid_key, result)
+                Self::derive_logged(&mut self.invalid, counters, &invalid_key, &api, result)
             };
             if let Some(served) = self.served.get_mut(&dk) {
                 served.replace_origin(&ik.origin(), new, revision);
@@ -1429,6 +1445,21 @@ impl Index {
     /// Where the index reads from and whether that is reachable (`None` before [`Index::run`]).
     pub fn source_health(&self) -> Option<cache_client::reader::ReadHealth> {
         self.source.lock().as_ref().map(|s| s.health())
+    }
+
+    /// Every remote source with a bounded label: `cache` (when the cache is remote) and
+    /// `shard-<n>` per `--shard-kubeconfig`, in the order given.
+    pub fn remote_sources_health(&self) -> Vec<(String, cache_client::reader::ReadHealth)> {
+        let mut out = Vec::new();
+        if let Some(h) = self.source_health()
+            && h.lag.is_some()
+        {
+            out.push(("cache".to_string(), h));
+        }
+        for (n, shard) in self.shard_sources.lock().iter() {
+            out.push((format!("shard-{n}"), shard.health()));
+        }
+        out
     }
 
     /// Keep the index in sync with the cache forever: list, then watch; relist when the watch
