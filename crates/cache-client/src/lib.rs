@@ -126,11 +126,66 @@ pub trait CacheWrite: Send + Sync + 'static {
 pub struct Connection {
     /// `https://host:port` without a trailing slash.
     pub base: String,
-    client: reqwest::Client,
-    /// A client without a total timeout, for watches.
-    stream_client: reqwest::Client,
+    clients: Arc<Clients>,
     /// A kcp shard's API (`/clusters/*/apis/…`) rather than a cache server's.
     shard_paths: bool,
+}
+
+/// The HTTP clients of a connection, built again when the kubeconfig or the files it names
+/// change on disk (a renewed client certificate), checked at most every [`RELOAD_CHECK`].
+struct Clients {
+    /// The client for ordinary requests (30 s limit) and the one for watches (no limit).
+    current: parking_lot::RwLock<(reqwest::Client, reqwest::Client)>,
+    /// Where the connection came from: the kubeconfig and the server override.
+    source: (PathBuf, Option<String>),
+    /// The bytes the current clients were built from.
+    fingerprint: parking_lot::Mutex<Vec<u8>>,
+    /// When the files were last compared.
+    checked: parking_lot::Mutex<std::time::Instant>,
+}
+
+/// How often a connection's kubeconfig and certificate files are compared with what its
+/// clients were built from.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+impl Clients {
+    /// The current clients, after building new ones if the files changed since.
+    fn get(&self) -> (reqwest::Client, reqwest::Client) {
+        self.reload_if_changed();
+        self.current.read().clone()
+    }
+
+    fn reload_if_changed(&self) {
+        {
+            let mut checked = self.checked.lock();
+            if checked.elapsed() < RELOAD_CHECK {
+                return;
+            }
+            *checked = std::time::Instant::now();
+        }
+        let (path, server) = &self.source;
+        match Connection::load(path, server.as_deref()) {
+            Ok(loaded) => {
+                let mut fp = self.fingerprint.lock();
+                if *fp != loaded.fingerprint {
+                    *fp = loaded.fingerprint;
+                    *self.current.write() = (loaded.client, loaded.stream_client);
+                    tracing::info!(kubeconfig = %path.display(), "Client credentials reloaded (the kubeconfig or a file it names changed).");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(kubeconfig = %path.display(), error = %e, "The kubeconfig does not load (yet); keeping the current credentials.");
+            }
+        }
+    }
+}
+
+/// What a kubeconfig gives a connection.
+struct Loaded {
+    base: String,
+    fingerprint: Vec<u8>,
+    client: reqwest::Client,
+    stream_client: reqwest::Client,
 }
 
 impl std::fmt::Debug for Connection {
@@ -150,6 +205,21 @@ impl Connection {
     /// A connection from a kubeconfig's current context; `server` overrides its server URL.
     /// The ring crypto provider must be installed first.
     pub fn from_kubeconfig(path: &Path, server: Option<&str>) -> Result<Self, ConfigError> {
+        let loaded = Self::load(path, server)?;
+        Ok(Connection {
+            base: loaded.base,
+            clients: Arc::new(Clients {
+                current: parking_lot::RwLock::new((loaded.client, loaded.stream_client)),
+                source: (path.to_path_buf(), server.map(str::to_string)),
+                fingerprint: parking_lot::Mutex::new(loaded.fingerprint),
+                checked: parking_lot::Mutex::new(std::time::Instant::now()),
+            }),
+            shard_paths: false,
+        })
+    }
+
+    /// Read a kubeconfig and the files it names; build the clients.
+    fn load(path: &Path, server: Option<&str>) -> Result<Loaded, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -243,6 +313,7 @@ impl Connection {
                 b = b.tls_certs_only([ca]);
             }
             if let (Some(cert), Some(key)) = (&cert, &key) {
+                matching_pair(cert, key)?;
                 let mut pem = cert.clone();
                 pem.push(b'\n');
                 pem.extend_from_slice(key);
@@ -259,11 +330,16 @@ impl Connection {
             }
             b.build().map_err(|e| ConfigError::Client(e.to_string()))
         };
-        Ok(Connection {
+        let mut fingerprint = text.into_bytes();
+        for m in [&ca, &cert, &key].into_iter().flatten() {
+            fingerprint.push(0);
+            fingerprint.extend_from_slice(m);
+        }
+        Ok(Loaded {
             base,
+            fingerprint,
             client: build(Some(REQUEST_TIMEOUT))?,
             stream_client: build(None)?,
-            shard_paths: false,
         })
     }
 
@@ -291,20 +367,38 @@ impl Connection {
         ))
     }
 
-    /// The client for ordinary requests (30 s limit).
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
+    /// The client for ordinary requests (30 s limit), with the credentials the kubeconfig has
+    /// now.
+    pub fn client(&self) -> reqwest::Client {
+        self.clients.get().0
     }
 
-    /// The client for watches (no total time limit).
-    pub fn stream_client(&self) -> &reqwest::Client {
-        &self.stream_client
+    /// The client for watches (no total time limit), with the credentials the kubeconfig has
+    /// now.
+    pub fn stream_client(&self) -> reqwest::Client {
+        self.clients.get().1
     }
 
     /// The full URL of a path on the cache server.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+}
+
+/// A client certificate and key that belong together (a renewal replaces the two files one
+/// after the other: a half-renewed pair is an error, so the last whole pair stays in use).
+fn matching_pair(cert: &[u8], key: &[u8]) -> Result<(), ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |e: String| ConfigError::Client(format!("client certificate: {e}"));
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let key =
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(key).map_err(|e| bad(e.to_string()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .and_then(|c| c.keys_match())
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// `https://host[:port]` of a URL (path dropped); `None` when it is not https.

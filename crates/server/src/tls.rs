@@ -941,9 +941,16 @@ pub struct Serving {
 /// tells those apart from users.
 #[derive(Debug, Clone)]
 pub struct ServerTls {
+    /// Replaced when a CA bundle changes on disk; each connection takes the current one.
+    live: Arc<parking_lot::RwLock<Live>>,
+    write_stall: Duration,
+}
+
+/// The handshake configuration and the matching reading of client certificates.
+#[derive(Debug, Clone)]
+struct Live {
     config: Arc<rustls::ServerConfig>,
     client_auth: ClientAuth,
-    write_stall: Duration,
 }
 
 impl ServerTls {
@@ -958,8 +965,10 @@ impl ServerTls {
 impl From<Arc<rustls::ServerConfig>> for ServerTls {
     fn from(config: Arc<rustls::ServerConfig>) -> Self {
         Self {
-            config,
-            client_auth: ClientAuth::default(),
+            live: Arc::new(parking_lot::RwLock::new(Live {
+                config,
+                client_auth: ClientAuth::default(),
+            })),
             write_stall: WRITE_STALL_TIMEOUT,
         }
     }
@@ -1113,33 +1122,9 @@ pub fn prepare(
         }
     }
 
-    let client_roots = match &tls.client_ca_file {
-        Some(path) => ca_bundle(path, "--client-ca-file")?,
-        None => generated_roots,
-    };
-    let client_verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(client_roots.clone()),
-        provider.clone(),
-    )
-    .build()?;
-    if let Some(path) = &tls.client_ca_file {
-        let admin = first_certificate(&pki.admin_cert_pem, ADMIN_CERT_FILE)?;
-        if client_verifier
-            .verify_client_cert(&admin, &[], UnixTime::now())
-            .is_err()
-        {
-            tracing::warn!(
-                path = %path.display(),
-                "--client-ca-file does not trust the generated CA; the admin kubeconfig's client certificate will not authenticate"
-            );
-        }
-    }
-
-    let mut handshake_roots = client_roots;
-    let front_proxy = match &front_proxy.requestheader_client_ca_file {
-        Some(path) => {
-            let roots = ca_bundle(path, "--requestheader-client-ca-file")?;
-            let headers = RequestHeaders::new(
+    let headers = match &front_proxy.requestheader_client_ca_file {
+        Some(_) => Some(
+            RequestHeaders::new(
                 &front_proxy.requestheader_username_headers,
                 &front_proxy.requestheader_group_headers,
                 &front_proxy.requestheader_extra_headers_prefix,
@@ -1160,27 +1145,8 @@ pub fn prepare(
                     flag,
                     message: e.to_string(),
                 }
-            })?;
-            for anchor in &roots.roots {
-                if !handshake_roots.roots.contains(anchor) {
-                    handshake_roots.roots.push(anchor.clone());
-                }
-            }
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()?;
-            let allowed_names = front_proxy
-                .requestheader_allowed_names
-                .iter()
-                .map(|n| n.trim().to_owned())
-                .filter(|n| !n.is_empty())
-                .collect();
-            Some(Arc::new(FrontProxy {
-                verifier,
-                allowed_names,
-                headers,
-            }))
-        }
+            })?,
+        ),
         None => {
             if !front_proxy.requestheader_allowed_names.is_empty() {
                 tracing::warn!(
@@ -1190,11 +1156,21 @@ pub fn prepare(
             None
         }
     };
-
-    let handshake_verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(handshake_roots), provider.clone())
-            .allow_unauthenticated()
-            .build()?;
+    let trust = ClientTrust {
+        provider: provider.clone(),
+        generated_roots,
+        admin_cert_pem: pki.admin_cert_pem.clone(),
+        client_ca_file: tls.client_ca_file.clone(),
+        requestheader_client_ca_file: front_proxy.requestheader_client_ca_file.clone(),
+        allowed_names: front_proxy
+            .requestheader_allowed_names
+            .iter()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect(),
+        headers,
+    };
+    let (handshake_verifier, client_auth) = trust.build()?;
     let chain = certificates(&pki.serving_cert_pem, "serving certificate")?;
     let key = PrivateKeyDer::from_pem_slice(pki.serving_key_pem.as_bytes()).map_err(|e| {
         parse_error(
@@ -1217,20 +1193,156 @@ pub fn prepare(
     {
         serving_cert.watch_files(cert.clone(), key.clone(), CERT_RELOAD_INTERVAL);
     }
-    let server_config = config_with_resolver(provider, handshake_verifier, serving_cert)?;
-    let client_auth = ClientAuth {
-        client_ca: ClientCa::Verifier(client_verifier),
-        front_proxy,
-    };
+    let server_config =
+        config_with_resolver(provider.clone(), handshake_verifier, serving_cert.clone())?;
+    let live = Arc::new(parking_lot::RwLock::new(Live {
+        config: server_config,
+        client_auth: client_auth.clone(),
+    }));
+    // Renewed CA bundles are picked up without a restart, as serving certificates are.
+    if (trust.client_ca_file.is_some() || trust.requestheader_client_ca_file.is_some())
+        && tokio::runtime::Handle::try_current().is_ok()
+    {
+        trust.watch_files(live.clone(), serving_cert, CERT_RELOAD_INTERVAL);
+    }
     Ok(Serving {
         pki,
         server_config: ServerTls {
             write_stall: WRITE_STALL_TIMEOUT,
-            config: server_config,
-            client_auth: client_auth.clone(),
+            live,
         },
         client_auth,
     })
+}
+
+/// What decides which client certificates a server accepts, kept to build it again when a CA
+/// bundle changes on disk.
+struct ClientTrust {
+    provider: Arc<CryptoProvider>,
+    generated_roots: RootCertStore,
+    admin_cert_pem: String,
+    client_ca_file: Option<PathBuf>,
+    requestheader_client_ca_file: Option<PathBuf>,
+    allowed_names: Vec<String>,
+    headers: Option<RequestHeaders>,
+}
+
+impl ClientTrust {
+    /// The handshake's verifier (client and request-header CAs, certificates optional) and how
+    /// a verified chain becomes a user or a front proxy, from the CA files as they are now.
+    fn build(&self) -> Result<(Arc<dyn ClientCertVerifier>, ClientAuth), TlsError> {
+        let provider = &self.provider;
+        let client_roots = match &self.client_ca_file {
+            Some(path) => ca_bundle(path, "--client-ca-file")?,
+            None => self.generated_roots.clone(),
+        };
+        let client_verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(client_roots.clone()),
+            provider.clone(),
+        )
+        .build()?;
+        if let Some(path) = &self.client_ca_file {
+            let admin = first_certificate(&self.admin_cert_pem, ADMIN_CERT_FILE)?;
+            if client_verifier
+                .verify_client_cert(&admin, &[], UnixTime::now())
+                .is_err()
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    "--client-ca-file does not trust the generated CA; the admin kubeconfig's client certificate will not authenticate"
+                );
+            }
+        }
+        let mut handshake_roots = client_roots;
+        let front_proxy = match (&self.requestheader_client_ca_file, &self.headers) {
+            (Some(path), Some(headers)) => {
+                let roots = ca_bundle(path, "--requestheader-client-ca-file")?;
+                for anchor in &roots.roots {
+                    if !handshake_roots.roots.contains(anchor) {
+                        handshake_roots.roots.push(anchor.clone());
+                    }
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()?;
+                Some(Arc::new(FrontProxy {
+                    verifier,
+                    allowed_names: self.allowed_names.clone(),
+                    headers: headers.clone(),
+                }))
+            }
+            _ => None,
+        };
+        let handshake = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(handshake_roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()?;
+        Ok((
+            handshake,
+            ClientAuth {
+                client_ca: ClientCa::Verifier(client_verifier),
+                front_proxy,
+            },
+        ))
+    }
+
+    /// Re-read the CA files every `every`; when their bytes changed and they still make a
+    /// valid trust, new connections are verified with it (open ones keep what they were
+    /// verified with). A bundle that does not parse (being written) is retried next time.
+    fn watch_files(
+        self,
+        live: Arc<parking_lot::RwLock<Live>>,
+        serving_cert: Arc<ServingCert>,
+        every: Duration,
+    ) {
+        let files: Vec<PathBuf> = self
+            .client_ca_file
+            .iter()
+            .chain(&self.requestheader_client_ca_file)
+            .cloned()
+            .collect();
+        let read_all = move || -> Vec<Option<Vec<u8>>> {
+            files.iter().map(|f| std::fs::read(f).ok()).collect()
+        };
+        let me = Arc::downgrade(&live);
+        drop(live);
+        tokio::spawn(async move {
+            let mut last = read_all();
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(live) = me.upgrade() else {
+                    return;
+                };
+                let now = read_all();
+                if now == last || now.iter().any(Option::is_none) {
+                    continue;
+                }
+                let rebuilt = self.build().and_then(|(handshake, client_auth)| {
+                    let config = config_with_resolver(
+                        self.provider.clone(),
+                        handshake,
+                        serving_cert.clone(),
+                    )?;
+                    Ok(Live {
+                        config,
+                        client_auth,
+                    })
+                });
+                match rebuilt {
+                    Ok(new) => {
+                        *live.write() = new;
+                        last = now;
+                        tracing::info!("Client CA bundles reloaded.");
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "The client CA bundles do not parse (yet).");
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// How often the serving certificate files are checked for a renewal.
@@ -1321,12 +1433,7 @@ pub async fn serve_draining(
     drain: Duration,
 ) -> io::Result<()> {
     let open = Arc::new(OpenConnections::default());
-    let ServerTls {
-        config,
-        client_auth,
-        write_stall,
-    } = tls.into();
-    let acceptor = TlsAcceptor::from(config);
+    let ServerTls { live, write_stall } = tls.into();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -1338,9 +1445,13 @@ pub async fn serve_draining(
         match accepted {
             Ok((tcp, remote)) => {
                 let guard = open.enter();
+                let Live {
+                    config,
+                    client_auth,
+                } = live.read().clone();
                 let connection = serve_connection(
-                    acceptor.clone(),
-                    client_auth.clone(),
+                    TlsAcceptor::from(config),
+                    client_auth,
                     tcp,
                     remote,
                     app.clone(),
