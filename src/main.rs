@@ -357,7 +357,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Snapshot { command } => match command {
             SnapshotCommand::Save { file, data_dir } => {
-                let summary = server::storage_admin::save(&file, &data_dir).await?;
+                let bar = Bar::new("saving a snapshot");
+                let summary =
+                    server::storage_admin::save(&file, &data_dir, bar.progress.clone()).await?;
+                drop(bar);
                 out(&format!(
                     "Saved {}:\n{}",
                     file.display(),
@@ -366,7 +369,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 Ok(())
             }
             SnapshotCommand::Restore { file, data_dir } => {
-                let summary = server::storage_admin::restore(&file, &data_dir).await?;
+                let bar = Bar::new("restoring a snapshot");
+                let summary =
+                    server::storage_admin::restore(&file, &data_dir, bar.progress.clone()).await?;
+                drop(bar);
                 out(&format!(
                     "Restored {} into {}:\n{}\nStart the server with --data-dir {} (without --seed); it generates new certificates unless you copy the old ones in first.",
                     file.display(),
@@ -387,10 +393,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let transformer = replication_vw::store::encryption::Transformer::from_file(
                 &encryption_provider_config,
             )?;
+            let bar = Bar::new("rewriting the stores");
+            let progress = bar.progress.clone();
             let done = tokio::task::spawn_blocking(move || {
-                server::storage_admin::rewrite(&data_dir, &transformer)
+                server::storage_admin::rewrite(&data_dir, &transformer, &progress)
             })
             .await??;
+            drop(bar);
             for r in done {
                 out(&format!(
                     "{}: {} records written again ({} were under an older provider or key)",
@@ -402,6 +411,58 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Version => {
             out(&format!("replication-vw {}", env!("CARGO_PKG_VERSION")));
             Ok(())
+        }
+    }
+}
+
+/// The progress of a long command: a bar on stderr when it is a terminal (the progress log
+/// lines are then left out), log lines every few seconds otherwise. Dropping it finishes the bar.
+struct Bar {
+    progress: std::sync::Arc<replication_vw::store::progress::Progress>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bar {
+    fn new(what: &str) -> Bar {
+        use std::io::IsTerminal;
+        let progress = std::sync::Arc::new(replication_vw::store::progress::Progress::new(what));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::io::stderr().is_terminal().then(|| {
+            progress.quiet();
+            let (p, stop) = (progress.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let bar = indicatif::ProgressBar::new(0);
+                let style = indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} objects, {prefix} ({per_sec}, {eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                bar.set_style(style);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let f = p.snapshot();
+                    bar.set_message(f.what);
+                    bar.set_length(f.total.unwrap_or(f.objects));
+                    bar.set_position(f.objects);
+                    bar.set_prefix(format!("{} MiB", f.bytes >> 20));
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                bar.finish_and_clear();
+            })
+        });
+        Bar {
+            progress,
+            stop,
+            thread,
+        }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -116,6 +116,8 @@ pub struct ReadHealth {
     /// time from a probe of the source's revision until the reader had seen that revision, or,
     /// while it has not yet, the time since that probe.
     pub lag: Option<Duration>,
+    /// While a list (the first sync, or a relist) runs: how far it is.
+    pub syncing: Option<String>,
 }
 
 /// How often a remote reader probes its source's revision for [`ReadHealth::lag`].
@@ -205,6 +207,7 @@ impl CacheRead for StoreRead {
             source: "in-process".into(),
             outage: None,
             lag: None,
+            syncing: None,
         }
     }
 }
@@ -267,6 +270,10 @@ pub struct HttpsRead {
     seen: Arc<AtomicU64>,
     /// How far behind the source the reader is.
     lag: Arc<Lag>,
+    /// The progress of the list running now (objects and bytes read).
+    progress: Arc<store::progress::Progress>,
+    /// Whether a list runs now.
+    listing: Arc<std::sync::atomic::AtomicBool>,
     /// The identity collections of the last list (watched with the fixed ones).
     identity: Arc<Mutex<std::collections::BTreeSet<Gvr>>>,
     /// The fixed collections read.
@@ -281,9 +288,82 @@ impl HttpsRead {
             health: Arc::new(Health::default()),
             seen: Arc::new(AtomicU64::new(0)),
             lag: Arc::default(),
+            progress: Arc::new(store::progress::Progress::new("syncing")),
+            listing: Arc::default(),
             identity: Arc::default(),
             resources: READ_RESOURCES,
         }
+    }
+
+    /// Every collection read, at one revision (see [`CacheRead::list`]), counted into the
+    /// reader's progress.
+    async fn list_all(&self) -> Result<Listing, StoreError> {
+        self.progress
+            .stage(format!("syncing from {}", self.conn.base), None);
+        let fail = |e: CacheError| {
+            self.health.down(&e.to_string());
+            StoreError::Internal(e.to_string())
+        };
+        'attempt: for _ in 0..LIST_ATTEMPTS {
+            // The instance first: a list is a fresh start on whatever instance answers.
+            if let Ok(resp) = self
+                .conn
+                .client()
+                .get(self.conn.url("/readyz"))
+                .send()
+                .await
+            {
+                let instance = resp
+                    .headers()
+                    .get(INSTANCE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                self.health.restarted(instance.as_deref());
+            }
+            let mut records = Vec::new();
+            let mut revision = None;
+            for r in self.resources {
+                match list_collection(&self.conn, collection(r), revision).await {
+                    Ok((mut rs, rev)) => {
+                        revision.get_or_insert(rev);
+                        self.count(&rs);
+                        records.append(&mut rs);
+                    }
+                    Err(ListError::Expired) => continue 'attempt,
+                    Err(ListError::Cache(e)) => return Err(fail(e)),
+                }
+            }
+            let identity: std::collections::BTreeSet<Gvr> =
+                records.iter().filter_map(identity_collection).collect();
+            for r in &identity {
+                match list_collection(&self.conn, collection(r), revision).await {
+                    Ok((mut rs, _)) => {
+                        self.count(&rs);
+                        records.append(&mut rs)
+                    }
+                    Err(ListError::Expired) => continue 'attempt,
+                    // A publisher the cache does not resolve (yet): nothing to read there.
+                    Err(ListError::Cache(CacheError::NotFound)) => {}
+                    Err(ListError::Cache(e)) => return Err(fail(e)),
+                }
+            }
+            *self.identity.lock() = identity;
+            let revision = revision.unwrap_or(0);
+            self.health.up();
+            // A new listing is the new baseline, also when the cache restarted lower.
+            self.seen.store(revision, Ordering::Release);
+            self.lag.saw(revision);
+            records.sort_by(|a, b| a.key.cmp(&b.key));
+            return Ok(Listing { records, revision });
+        }
+        Err(StoreError::Internal(
+            "the cache's history moved on during every list attempt".into(),
+        ))
+    }
+
+    fn count(&self, records: &[store::Record]) {
+        let bytes: usize = records.iter().map(|r| r.value.len()).sum();
+        self.progress.add(records.len() as u64, bytes as u64);
     }
 
     /// A reader of a kcp shard's LogicalClusters and APIBindings ([`SHARD_READ_RESOURCES`]),
@@ -312,61 +392,21 @@ const LIST_ATTEMPTS: usize = 5;
 #[async_trait]
 impl CacheRead for HttpsRead {
     async fn list(&self) -> Result<Listing, StoreError> {
-        let fail = |e: CacheError| {
-            self.health.down(&e.to_string());
-            StoreError::Internal(e.to_string())
-        };
-        'attempt: for _ in 0..LIST_ATTEMPTS {
-            // The instance first: a list is a fresh start on whatever instance answers.
-            if let Ok(resp) = self
-                .conn
-                .client()
-                .get(self.conn.url("/readyz"))
-                .send()
-                .await
-            {
-                let instance = resp
-                    .headers()
-                    .get(INSTANCE_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                self.health.restarted(instance.as_deref());
-            }
-            let mut records = Vec::new();
-            let mut revision = None;
-            for r in self.resources {
-                match list_collection(&self.conn, collection(r), revision).await {
-                    Ok((mut rs, rev)) => {
-                        revision.get_or_insert(rev);
-                        records.append(&mut rs);
-                    }
-                    Err(ListError::Expired) => continue 'attempt,
-                    Err(ListError::Cache(e)) => return Err(fail(e)),
-                }
-            }
-            let identity: std::collections::BTreeSet<Gvr> =
-                records.iter().filter_map(identity_collection).collect();
-            for r in &identity {
-                match list_collection(&self.conn, collection(r), revision).await {
-                    Ok((mut rs, _)) => records.append(&mut rs),
-                    Err(ListError::Expired) => continue 'attempt,
-                    // A publisher the cache does not resolve (yet): nothing to read there.
-                    Err(ListError::Cache(CacheError::NotFound)) => {}
-                    Err(ListError::Cache(e)) => return Err(fail(e)),
-                }
-            }
-            *self.identity.lock() = identity;
-            let revision = revision.unwrap_or(0);
-            self.health.up();
-            // A new listing is the new baseline, also when the cache restarted lower.
-            self.seen.store(revision, Ordering::Release);
-            self.lag.saw(revision);
-            records.sort_by(|a, b| a.key.cmp(&b.key));
-            return Ok(Listing { records, revision });
+        self.listing.store(true, Ordering::Release);
+        let started = Instant::now();
+        let result = self.list_all().await;
+        self.listing.store(false, Ordering::Release);
+        if let Ok(l) = &result {
+            let f = self.progress.snapshot();
+            tracing::info!(
+                source = %self.conn.base,
+                objects = l.records.len(),
+                bytes = f.bytes,
+                elapsed = ?started.elapsed(),
+                "Listed the source."
+            );
         }
-        Err(StoreError::Internal(
-            "the cache's history moved on during every list attempt".into(),
-        ))
+        result
     }
 
     async fn watch(&self, after: u64) -> Result<WatchStream, StoreError> {
@@ -419,6 +459,10 @@ impl CacheRead for HttpsRead {
                 format!("unreachable for {}s: {why}", since.elapsed().as_secs())
             }),
             lag: Some(self.lag.current()),
+            syncing: self
+                .listing
+                .load(Ordering::Acquire)
+                .then(|| self.progress.describe()),
         }
     }
 }

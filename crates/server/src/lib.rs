@@ -330,10 +330,17 @@ async fn readyz(State(state): State<AppState>, req: Request) -> Response {
         checks.push(("seed-loaded".into(), loaded, String::new()));
     }
     if roles.virtual_workspace || roles.shard {
+        // While the first list runs, say how far it is.
+        let syncing = state
+            .index
+            .source_health()
+            .and_then(|h| h.syncing)
+            .filter(|_| !state.index.is_synced())
+            .unwrap_or_default();
         checks.push((
             "replication-index-synced".into(),
             state.index.is_synced(),
-            String::new(),
+            syncing,
         ));
         // Once synced, an outage keeps serving the last state: it shows, but stays ready.
         if let Some(h) = state.index.source_health()
@@ -520,7 +527,8 @@ async fn snapshot(State(state): State<AppState>, req: Request) -> Response {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        match store::snapshot::write(&mut out, &views) {
+        let progress = store::progress::Progress::new("streaming a snapshot");
+        match store::snapshot::write(&mut out, &views, &progress) {
             Ok(summary) => tracing::info!(stores = ?summary, "Snapshot sent."),
             Err(e) => {
                 tracing::warn!(error = %e, "Sending a snapshot failed.");
@@ -671,15 +679,30 @@ async fn open_store(
                 st.set(format!("loading {}", path.display()));
             }
             let started = std::time::Instant::now();
+            let progress = Arc::new(store::progress::Progress::new(format!("loading {file}")));
             let options = store::local::LocalOptions {
                 label: file.to_string(),
                 transformer: transformer.clone(),
+                progress: Some(progress.clone()),
                 ..Default::default()
             };
+            // `/readyz` says how far the load is, as the log does.
+            let mirror = opened.status.clone().map(|st| {
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        st.set(progress.describe());
+                    }
+                })
+            });
             let local = tokio::task::spawn_blocking(move || {
                 store::local::LocalStore::open_with(&path, options)
             })
-            .await??;
+            .await;
+            if let Some(m) = mirror {
+                m.abort();
+            }
+            let local = local??;
             let stats = local.stats();
             tracing::info!(
                 file = %local.path().display(),

@@ -7,7 +7,9 @@ use crate::{CACHE_STORE_FILE, WORKSPACES_STORE_FILE};
 use anyhow::Context;
 use futures_util::StreamExt;
 use std::path::Path;
+use std::sync::Arc;
 use store::local::LocalError;
+use store::progress::Progress;
 use store::snapshot::{self, SnapshotError, StoreSummary};
 use tokio::io::AsyncWriteExt;
 
@@ -15,7 +17,11 @@ use tokio::io::AsyncWriteExt;
 pub const STORE_FILES: [&str; 2] = [CACHE_STORE_FILE, WORKSPACES_STORE_FILE];
 
 /// `replication-vw snapshot save FILE --data-dir DIR`.
-pub async fn save(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSummary>> {
+pub async fn save(
+    target: &Path,
+    data_dir: &Path,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Vec<StoreSummary>> {
     if !STORE_FILES.iter().any(|f| data_dir.join(f).is_file()) {
         anyhow::bail!(
             "{}: no store file ({}) here: is this a data directory of a server with --storage local?",
@@ -24,8 +30,9 @@ pub async fn save(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSum
         );
     }
     let (dir, file) = (data_dir.to_path_buf(), target.to_path_buf());
+    let p = progress.clone();
     let offline =
-        tokio::task::spawn_blocking(move || snapshot::save_files(&dir, &STORE_FILES, &file))
+        tokio::task::spawn_blocking(move || snapshot::save_files(&dir, &STORE_FILES, &file, &p))
             .await?;
     match offline {
         Ok(summary) => Ok(summary),
@@ -33,7 +40,7 @@ pub async fn save(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSum
             tracing::info!(
                 "A server is running on the data directory: asking it for the snapshot."
             );
-            save_from_server(target, data_dir).await
+            save_from_server(target, data_dir, progress).await
         }
         Err(e) => Err(e.into()),
     }
@@ -41,7 +48,11 @@ pub async fn save(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSum
 
 /// Download the running server's snapshot into `target` (through a `.partial` file), then check
 /// it end to end before renaming it into place.
-async fn save_from_server(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSummary>> {
+async fn save_from_server(
+    target: &Path,
+    data_dir: &Path,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Vec<StoreSummary>> {
     crate::tls::install_crypto_provider();
     let kubeconfig = data_dir.join("admin.kubeconfig");
     let conn = cache_client::Connection::from_kubeconfig(&kubeconfig, None)
@@ -65,15 +76,18 @@ async fn save_from_server(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<
         let mut out = tokio::fs::File::create(&partial)
             .await
             .with_context(|| format!("creating {}", partial.display()))?;
+        progress.stage(format!("downloading a snapshot from {url}"), None);
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.context("the snapshot stream broke off")?;
             out.write_all(&chunk).await?;
+            progress.add(0, chunk.len() as u64);
         }
         out.sync_all().await?;
         drop(out);
         let check = partial.clone();
-        let summary = tokio::task::spawn_blocking(move || snapshot::verify(&check)).await??;
+        let summary =
+            tokio::task::spawn_blocking(move || snapshot::verify(&check, &progress)).await??;
         tokio::fs::rename(&partial, target).await?;
         anyhow::Ok(summary)
     }
@@ -85,9 +99,13 @@ async fn save_from_server(target: &Path, data_dir: &Path) -> anyhow::Result<Vec<
 }
 
 /// `replication-vw snapshot restore FILE --data-dir DIR`.
-pub async fn restore(file: &Path, data_dir: &Path) -> anyhow::Result<Vec<StoreSummary>> {
+pub async fn restore(
+    file: &Path,
+    data_dir: &Path,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Vec<StoreSummary>> {
     let (file, dir) = (file.to_path_buf(), data_dir.to_path_buf());
-    Ok(tokio::task::spawn_blocking(move || snapshot::restore(&file, &dir)).await??)
+    Ok(tokio::task::spawn_blocking(move || snapshot::restore(&file, &dir, &progress)).await??)
 }
 
 /// One line per store of a snapshot, for the command's output.
@@ -123,6 +141,7 @@ pub struct Rewritten {
 pub fn rewrite(
     data_dir: &Path,
     transformer: &store::encryption::Transformer,
+    progress: &Progress,
 ) -> anyhow::Result<Vec<Rewritten>> {
     let mut done = Vec::new();
     let present: Vec<&str> = STORE_FILES
@@ -149,6 +168,7 @@ pub fn rewrite(
             other => other?,
         };
         let mut out = store::local::NewFile::create(&fresh, view.revision())?;
+        progress.stage(format!("rewriting {file}"), Some(view.len()?));
         let mut stale = 0u64;
         let result = view.for_each(|k, v| -> anyhow::Result<()> {
             let (key, revision, value) = store::local::decode_record(k, v)
@@ -170,6 +190,7 @@ pub fn rewrite(
             raw.extend_from_slice(&revision.to_be_bytes());
             raw.extend_from_slice(&again);
             out.insert(k, &raw)?;
+            progress.add(1, (k.len() + raw.len()) as u64);
             Ok(())
         });
         let finished = result.and_then(|()| Ok(out.finish()?));

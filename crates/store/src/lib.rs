@@ -13,6 +13,7 @@ pub mod encryption;
 pub mod etcd;
 pub mod local;
 pub mod memory;
+pub mod progress;
 pub mod snapshot;
 
 use async_trait::async_trait;

@@ -194,6 +194,8 @@ pub struct LocalOptions {
     pub label: String,
     /// How values are encrypted on disk (identity: plaintext).
     pub transformer: Arc<Transformer>,
+    /// Where the load counts its progress (one of its own when `None`).
+    pub progress: Option<Arc<crate::progress::Progress>>,
 }
 
 impl Default for LocalOptions {
@@ -202,12 +204,10 @@ impl Default for LocalOptions {
             history_limit: DEFAULT_HISTORY,
             label: String::new(),
             transformer: Arc::new(Transformer::identity()),
+            progress: None,
         }
     }
 }
-
-/// How often a long load logs its progress.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl LocalStore {
     /// Open (or create) the store file at `path`, keeping [`DEFAULT_HISTORY`] events for watch
@@ -265,10 +265,13 @@ impl LocalStore {
             match rtx.open_table(OBJECTS) {
                 Ok(t) => {
                     let total = t.len().map_err(|e| storage(&e))?;
-                    let started = std::time::Instant::now();
-                    let mut last_log = started;
+                    let progress = options.progress.clone().unwrap_or_else(|| {
+                        Arc::new(crate::progress::Progress::new(format!("loading {label}")))
+                    });
+                    progress.stage(format!("loading {label}"), Some(total));
                     for entry in t.iter().map_err(|e| storage(&e))? {
                         let (k, v) = entry.map_err(|e| storage(&e))?;
+                        progress.add(1, (k.value().len() + v.value().len()) as u64);
                         let Some(key) = decode_key(k.value()) else {
                             skipped_unnamed += 1;
                             tracing::warn!(
@@ -311,10 +314,6 @@ impl LocalStore {
                             revision: rev,
                             value,
                         });
-                        if records.len() % 4096 == 0 && last_log.elapsed() >= PROGRESS_EVERY {
-                            last_log = std::time::Instant::now();
-                            log_progress(&label, records.len() as u64, total, started.elapsed());
-                        }
                     }
                 }
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -662,19 +661,6 @@ fn read_meta(
 }
 
 /// One progress line of a long load: objects so far, rate, time left.
-fn log_progress(label: &str, done: u64, total: u64, elapsed: std::time::Duration) {
-    let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
-    let left = total.saturating_sub(done) as f64 / rate.max(1.0);
-    tracing::info!(
-        store = %label,
-        loaded = done,
-        total,
-        per_second = rate as u64,
-        seconds_left = left.ceil() as u64,
-        "Loading the store."
-    );
-}
-
 /// Commit durably, with quick-repair, so that opening after a crash is fast.
 fn commit(mut wtx: redb::WriteTransaction) -> Result<(), redb::Error> {
     wtx.set_quick_repair(true);

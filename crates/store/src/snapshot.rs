@@ -14,6 +14,7 @@
 
 use crate::StoreError;
 use crate::local::{LocalError, NewFile, StoreView};
+use crate::progress::Progress;
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,7 @@ pub struct StoreSummary {
 pub fn write(
     out: impl Write,
     stores: &[(String, StoreView)],
+    progress: &Progress,
 ) -> Result<Vec<StoreSummary>, SnapshotError> {
     let io = |source| SnapshotError::Io {
         path: PathBuf::from("<snapshot output>"),
@@ -87,6 +89,7 @@ pub fn write(
     w.put(&(stores.len() as u32).to_be_bytes()).map_err(io)?;
     for (file, view) in stores {
         let count = view.len()?;
+        progress.stage(format!("writing a snapshot of {file}"), Some(count));
         w.put(&(file.len() as u16).to_be_bytes()).map_err(io)?;
         w.put(file.as_bytes()).map_err(io)?;
         w.put(&view.revision().to_be_bytes()).map_err(io)?;
@@ -98,6 +101,7 @@ pub fn write(
             w.put(&(v.len() as u32).to_be_bytes()).map_err(io)?;
             w.put(v).map_err(io)?;
             written += 1;
+            progress.add(1, (k.len() + v.len()) as u64);
             Ok(())
         })?;
         if written != count {
@@ -124,6 +128,7 @@ pub fn save_files(
     data_dir: &Path,
     files: &[&str],
     target: &Path,
+    progress: &Progress,
 ) -> Result<Vec<StoreSummary>, SnapshotError> {
     let mut views = Vec::new();
     for f in files {
@@ -138,7 +143,7 @@ pub fn save_files(
             reason: format!("holds no store file ({})", files.join(", ")),
         });
     }
-    write_atomically(target, |out| write(out, &views))
+    write_atomically(target, |out| write(out, &views, progress))
 }
 
 /// Create `target` through a temporary file next to it, synced and renamed once `fill`
@@ -167,13 +172,23 @@ pub fn write_atomically<T>(
 }
 
 /// Check a snapshot file end to end (structure and checksum) without writing anything.
-pub fn verify(path: &Path) -> Result<Vec<StoreSummary>, SnapshotError> {
-    read(path, |_| Ok(()))
+pub fn verify(path: &Path, progress: &Progress) -> Result<Vec<StoreSummary>, SnapshotError> {
+    progress.stage(format!("verifying {}", path.display()), None);
+    read(path, |item| {
+        if let Item::Record(k, v) = item {
+            progress.add(1, (k.len() + v.len()) as u64);
+        }
+        Ok(())
+    })
 }
 
 /// Restore the snapshot `path` into `data_dir`, which must be absent or empty: the file is
 /// verified first, then each store file is written. Returns what was restored.
-pub fn restore(path: &Path, data_dir: &Path) -> Result<Vec<StoreSummary>, SnapshotError> {
+pub fn restore(
+    path: &Path,
+    data_dir: &Path,
+    progress: &Progress,
+) -> Result<Vec<StoreSummary>, SnapshotError> {
     let target = |reason: &str| SnapshotError::Target {
         path: data_dir.to_path_buf(),
         reason: reason.to_string(),
@@ -189,13 +204,17 @@ pub fn restore(path: &Path, data_dir: &Path) -> Result<Vec<StoreSummary>, Snapsh
             ));
         }
     }
-    let summary = verify(path)?;
+    let summary = verify(path, progress)?;
+    progress.stage(
+        format!("restoring into {}", data_dir.display()),
+        Some(summary.iter().map(|s| s.records).sum()),
+    );
     let created = !data_dir.exists();
     std::fs::create_dir_all(data_dir).map_err(|source| SnapshotError::Io {
         path: data_dir.to_path_buf(),
         source,
     })?;
-    let result = write_stores(path, data_dir);
+    let result = write_stores(path, data_dir, progress);
     if result.is_err() {
         for s in &summary {
             let _ = std::fs::remove_file(data_dir.join(&s.file));
@@ -208,7 +227,7 @@ pub fn restore(path: &Path, data_dir: &Path) -> Result<Vec<StoreSummary>, Snapsh
 }
 
 /// The second pass of [`restore`]: one store file per section, written as it is read.
-fn write_stores(path: &Path, data_dir: &Path) -> Result<(), SnapshotError> {
+fn write_stores(path: &Path, data_dir: &Path, progress: &Progress) -> Result<(), SnapshotError> {
     let mut current: Option<NewFile> = None;
     read(path, |item| match item {
         Item::Store(file, revision) => {
@@ -219,7 +238,10 @@ fn write_stores(path: &Path, data_dir: &Path) -> Result<(), SnapshotError> {
             Ok(())
         }
         Item::Record(k, v) => match current.as_mut() {
-            Some(f) => Ok(f.insert(k, v)?),
+            Some(f) => {
+                progress.add(1, (k.len() + v.len()) as u64);
+                Ok(f.insert(k, v)?)
+            }
             // invariant: `read` announces a store before its records.
             None => Err(SnapshotError::Store(StoreError::Internal(
                 "a record before its store".into(),
@@ -439,13 +461,14 @@ mod tests {
         let b = filled(dir.path(), "workspaces.db", 7).await;
         let views = frozen_views(&[("cache.db", &a), ("workspaces.db", &b)]).await;
         let snap = dir.path().join("snap");
-        let summary = write_atomically(&snap, |f| write(f, &views)).expect("save");
+        let summary =
+            write_atomically(&snap, |f| write(f, &views, &Progress::new("test"))).expect("save");
         assert_eq!(summary[0].records, 30);
         assert_eq!(summary[1].records, 7);
         drop(views);
 
         let target = dir.path().join("restored");
-        let restored = restore(&snap, &target).expect("restore");
+        let restored = restore(&snap, &target, &Progress::new("test")).expect("restore");
         assert_eq!(restored, summary);
         for (file, store) in [("cache.db", &a), ("workspaces.db", &b)] {
             let back = LocalStore::open(target.join(file)).expect("open restored");
@@ -486,7 +509,7 @@ mod tests {
         let a = filled(dir, "cache.db", 5).await;
         let views = frozen_views(&[("cache.db", &a)]).await;
         let snap = dir.join("snap");
-        write_atomically(&snap, |f| write(f, &views)).expect("save");
+        write_atomically(&snap, |f| write(f, &views, &Progress::new("test"))).expect("save");
         snap
     }
 
@@ -498,7 +521,7 @@ mod tests {
         for cut in [4, bytes.len() / 2, bytes.len() - 1] {
             std::fs::write(&snap, &bytes[..cut]).expect("write");
             let target = dir.path().join(format!("t{cut}"));
-            let err = restore(&snap, &target).expect_err("truncated");
+            let err = restore(&snap, &target, &Progress::new("test")).expect_err("truncated");
             assert!(err.to_string().contains("not a usable snapshot"), "{err}");
             assert!(!target.exists(), "nothing created for a cut at {cut}");
         }
@@ -512,7 +535,8 @@ mod tests {
         let at = bytes.len() - 60;
         bytes[at] ^= 0x01;
         std::fs::write(&snap, &bytes).expect("write");
-        let err = restore(&snap, &dir.path().join("t")).expect_err("damaged");
+        let err =
+            restore(&snap, &dir.path().join("t"), &Progress::new("test")).expect_err("damaged");
         assert!(err.to_string().contains("damaged"), "{err}");
     }
 
@@ -523,7 +547,7 @@ mod tests {
         let target = dir.path().join("used");
         std::fs::create_dir(&target).expect("mkdir");
         std::fs::write(target.join("ca.crt"), b"x").expect("write");
-        let err = restore(&snap, &target).expect_err("not empty");
+        let err = restore(&snap, &target, &Progress::new("test")).expect_err("not empty");
         assert!(err.to_string().contains("not empty"), "{err}");
         assert_eq!(std::fs::read_dir(&target).expect("ls").count(), 1);
     }
@@ -532,7 +556,13 @@ mod tests {
     async fn saving_the_files_of_a_running_store_is_refused_as_locked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let _a = filled(dir.path(), "cache.db", 1).await;
-        let err = save_files(dir.path(), &["cache.db"], &dir.path().join("s")).expect_err("locked");
+        let err = save_files(
+            dir.path(),
+            &["cache.db"],
+            &dir.path().join("s"),
+            &Progress::new("test"),
+        )
+        .expect_err("locked");
         assert!(
             matches!(err, SnapshotError::Local(LocalError::Locked { .. })),
             "{err}"
