@@ -9,9 +9,19 @@
 //! `virtual-workspace`) and times a write on a shard until watchers on a virtual workspace have
 //! it. Goals that are missed are marked `MISSED`; the harness still exits 0 (only a broken setup
 //! fails it).
+//! Two long scenarios run only when named (neither `all` nor `--quick` has them), each against
+//! the binary as a child process: `soak` (`load/soak.rs`: watchers, GETs and writes through the
+//! cache server API for 10 minutes; lost events and RSS growth) and `hostile` (`load/hostile.rs`:
+//! stalled connections, watchers that never read, oversized requests and garbage TLS, while a
+//! well-behaved kubectl keeps working).
 //! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
 //! [--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
 //! [--changes N] [--shared-runtime]`; see `benches/README.md`.
+
+#[path = "load/hostile.rs"]
+mod hostile;
+#[path = "load/soak.rs"]
+mod soak;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -82,12 +92,17 @@ const SCENARIOS: [&str; 8] = [
     "storage",
 ];
 
+/// Scenarios that run only when named: long runs, started by hand.
+const NAMED_ONLY: [&str; 2] = ["soak", "hostile"];
+
 #[derive(Debug, Clone)]
 struct Args {
     scenarios: Vec<&'static str>,
     objects: usize,
     ingest_objects: usize,
     duration: Duration,
+    /// `--duration` as given (the soak and hostile scenarios have their own defaults).
+    duration_flag: Option<Duration>,
     warmup: Duration,
     watchers: usize,
     watch_events: usize,
@@ -112,7 +127,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
-[--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|all] [--objects N] [--duration SECS] \
+[--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|soak|hostile|all] [--objects N] [--duration SECS] \
 [--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
 [--restart-objects N[,N]] [--shared-runtime]";
 
@@ -200,6 +215,7 @@ fn parse_args() -> anyhow::Result<Args> {
             let s = s.trim().to_ascii_lowercase();
             let found = SCENARIOS
                 .iter()
+                .chain(NAMED_ONLY.iter())
                 .find(|k| **k == s)
                 .ok_or_else(|| anyhow!("unknown scenario {s:?}\n{USAGE}"))?;
             out.push(*found);
@@ -216,6 +232,7 @@ fn parse_args() -> anyhow::Result<Args> {
         objects: objects.unwrap_or(if quick { 1_000 } else { 10_000 }).max(1),
         ingest_objects: ingest_objects.max(1),
         duration: Duration::from_secs(duration.unwrap_or(if quick { 2 } else { 10 }).max(1)),
+        duration_flag: duration.map(|d| Duration::from_secs(d.max(1))),
         warmup: if quick {
             Duration::from_millis(500)
         } else {
@@ -243,7 +260,12 @@ fn parse_args() -> anyhow::Result<Args> {
 
 /// A `kB` field of `/proc/self/status`, in bytes.
 fn status_bytes(field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    status_file_bytes("/proc/self/status", field)
+}
+
+/// A `kB` field (`VmRSS:`, `VmHWM:`) of a `/proc/<pid>/status` file, in bytes.
+fn status_file_bytes(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -864,7 +886,7 @@ fn flavor(i: usize) -> Value {
 /// The `i`-th generated flavor wrapped into a CachedObject, with its store key. The encoding is
 /// the cache server's own (`serde_json::to_vec`, kept as `Bytes` with the `Vec`'s capacity).
 fn generated(i: usize) -> anyhow::Result<(Key, Vec<u8>)> {
-    let mut wrapper = wrap(&flavor(i), "cloud.example.com", "v1", "cpuflavors", SHARD);
+    let mut wrapper = wrapped(i);
     let name = wrapper
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -884,6 +906,12 @@ fn generated(i: usize) -> anyhow::Result<(Key, Vec<u8>)> {
         name,
     };
     Ok((key, serde_json::to_vec(&wrapper)?))
+}
+
+/// The `i`-th generated flavor wrapped into a CachedObject as a shard sends it to the cache
+/// server (no uid or generation yet).
+fn wrapped(i: usize) -> Value {
+    wrap(&flavor(i), "cloud.example.com", "v1", "cpuflavors", SHARD)
 }
 
 fn cached_key(name: &str) -> Key {
@@ -2319,10 +2347,17 @@ impl RoleProcess {
 
     /// Peak RSS of the process (`VmHWM`).
     fn peak_rss(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        self.status_bytes("VmHWM:")
+    }
+
+    /// Current RSS of the process (`VmRSS`).
+    fn rss(&self) -> Option<u64> {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// A `kB` field of the process's `/proc/<pid>/status`, in bytes.
+    fn status_bytes(&self, field: &str) -> Option<u64> {
+        status_file_bytes(&format!("/proc/{}/status", self.child.id()), field)
     }
 }
 
@@ -2959,6 +2994,8 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             "wildcard" => scenario_wildcard(&mut ctx).await,
             "distributed" => scenario_distributed(&mut ctx).await,
             "storage" => scenario_storage(&mut ctx).await,
+            "soak" => soak::scenario_soak(&mut ctx).await,
+            "hostile" => hostile::scenario_hostile(&mut ctx).await,
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let elapsed = started.elapsed();
@@ -2971,6 +3008,12 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
                 format!(
                     "the servers ran as child processes (the notes above give their CPU), the \
                      harness and watchers used {:.1} s",
+                    used.rest
+                )
+            } else if matches!(*s, "soak" | "hostile") {
+                format!(
+                    "the server ran as a child process (the notes above give its CPU), the \
+                     harness and its clients used {:.1} s",
                     used.rest
                 )
             } else {
