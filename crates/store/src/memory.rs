@@ -14,13 +14,26 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// Default number of events kept for watch resume.
+/// Default number of events kept for watch resume (kube-apiserver's upper bound of a watch
+/// cache's capacity is about the same, 100 × 1024).
 pub const DEFAULT_HISTORY: usize = 100_000;
+/// Events younger than this are kept (up to the count and byte bounds); older ones only while
+/// there are fewer than [`HISTORY_FLOOR`]. kube-apiserver sizes its watch cache to hold the same
+/// 75 s (`eventFreshDuration`): a watcher that reconnects within it resumes, a later one relists.
+pub const HISTORY_WINDOW: std::time::Duration = std::time::Duration::from_secs(75);
+/// Events kept whatever their age, so a quiet store still resumes watches from long ago.
+pub const HISTORY_FLOOR: usize = 1_000;
+/// Bytes of values (new and previous) the history holds at most.
+pub const HISTORY_BYTES: usize = 256 << 20;
 const BROADCAST_CAPACITY: usize = 4096;
 
 struct Inner {
     objects: BTreeMap<Arc<Key>, Record>,
     history: VecDeque<Arc<Event>>,
+    /// When each event of `history` was appended.
+    history_times: VecDeque<std::time::Instant>,
+    /// Bytes of the values `history` holds.
+    history_bytes: usize,
     revision: u64,
     /// Events with a revision up to and including this one are gone from `history`.
     compacted: u64,
@@ -36,6 +49,28 @@ struct Shared {
     inner: RwLock<Inner>,
     tx: broadcast::Sender<Arc<Event>>,
     history_limit: usize,
+    bounds: HistoryBounds,
+}
+
+/// How much history a store keeps besides its count limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryBounds {
+    /// Events younger than this are kept (see [`HISTORY_WINDOW`]).
+    pub window: std::time::Duration,
+    /// Events kept whatever their age.
+    pub floor: usize,
+    /// Bytes of values kept at most.
+    pub bytes: usize,
+}
+
+impl Default for HistoryBounds {
+    fn default() -> Self {
+        HistoryBounds {
+            window: HISTORY_WINDOW,
+            floor: HISTORY_FLOOR,
+            bytes: HISTORY_BYTES,
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -47,21 +82,34 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// A store that keeps the last `history_limit` events for watch resume.
     pub fn new(history_limit: usize) -> Self {
+        Self::with_bounds(history_limit, HistoryBounds::default())
+    }
+
+    /// A store with other history bounds (tests).
+    pub fn with_bounds(history_limit: usize, bounds: HistoryBounds) -> Self {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         MemoryStore {
             shared: Arc::new(Shared {
                 inner: RwLock::new(Inner {
                     objects: BTreeMap::new(),
                     history: VecDeque::new(),
+                    history_times: VecDeque::new(),
+                    history_bytes: 0,
                     // Revision 1 is the empty store, so no list ever reports "0".
                     revision: 1,
                     compacted: 1,
                 }),
                 tx,
                 history_limit: history_limit.max(1),
+                bounds,
             }),
         }
     }
+}
+
+/// Bytes an event's values hold (the new one and the previous one).
+fn event_bytes(event: &Event) -> usize {
+    event.value.len() + event.prev.as_ref().map_or(0, Bytes::len)
 }
 
 /// A change committed elsewhere first (by a durable backend), applied to a [`MemoryStore`] at
@@ -234,11 +282,25 @@ impl Shared {
             prev_revision: prev.as_ref().map_or(0, |r| r.revision),
             prev: prev.map(|r| r.value),
         });
+        let now = std::time::Instant::now();
+        inner.history_bytes += event_bytes(&event);
         inner.history.push_back(event.clone());
-        while inner.history.len() > self.history_limit {
-            if let Some(old) = inner.history.pop_front() {
-                inner.compacted = old.revision;
-            }
+        inner.history_times.push_back(now);
+        // Bounded by count and bytes, and by age once past the floor.
+        while inner.history.len() > self.history_limit
+            || (inner.history_bytes > self.bounds.bytes && inner.history.len() > 1)
+            || (inner.history.len() > self.bounds.floor
+                && inner
+                    .history_times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > self.bounds.window))
+        {
+            let Some(old) = inner.history.pop_front() else {
+                break;
+            };
+            inner.history_times.pop_front();
+            inner.history_bytes -= event_bytes(&old);
+            inner.compacted = old.revision;
         }
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(event);
@@ -580,6 +642,52 @@ mod tests {
             Err(other) => panic!("expected Expired, got {other:?}"),
             Ok(_) => panic!("expected Expired, got a stream"),
         }
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_by_bytes_and_by_age_past_its_floor() {
+        let k = |n: u32| key(&format!("o{n}"));
+        // Bytes: three 10-byte values fit in 25 bytes only two at a time.
+        let by_bytes = MemoryStore::with_bounds(
+            100,
+            HistoryBounds {
+                bytes: 25,
+                ..HistoryBounds::default()
+            },
+        );
+        for n in 0..3 {
+            by_bytes
+                .create(k(n), Bytes::from(vec![b'x'; 10]))
+                .await
+                .expect("create");
+        }
+        let latest = by_bytes.revision().await.expect("revision");
+        assert!(by_bytes.watch(Scope::all(), latest - 2).await.is_ok());
+        assert!(matches!(
+            by_bytes.watch(Scope::all(), latest - 3).await,
+            Err(StoreError::Expired { .. })
+        ));
+        // Age: with a zero window only the floor's two events stay.
+        let by_age = MemoryStore::with_bounds(
+            100,
+            HistoryBounds {
+                window: std::time::Duration::ZERO,
+                floor: 2,
+                ..HistoryBounds::default()
+            },
+        );
+        for n in 0..5 {
+            by_age
+                .create(k(n), Bytes::from_static(b"v"))
+                .await
+                .expect("create");
+        }
+        let latest = by_age.revision().await.expect("revision");
+        assert!(by_age.watch(Scope::all(), latest - 2).await.is_ok());
+        assert!(matches!(
+            by_age.watch(Scope::all(), latest - 3).await,
+            Err(StoreError::Expired { .. })
+        ));
     }
 
     #[tokio::test]
