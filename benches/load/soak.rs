@@ -556,7 +556,14 @@ pub(crate) async fn scenario_soak(ctx: &mut Ctx) -> anyhow::Result<()> {
         (Some(w), Some(e)) if w > 0 => Some((e as f64 - w as f64) / w as f64),
         _ => None,
     };
-    let history = replication_vw::store::memory::DEFAULT_HISTORY as u64;
+    // The store's history keeps the events of the last `HISTORY_WINDOW` (at least
+    // `HISTORY_FLOOR` of them), at most `DEFAULT_HISTORY`: at a steady write rate it is full
+    // once the window has passed.
+    use replication_vw::store::memory::{DEFAULT_HISTORY, HISTORY_FLOOR, HISTORY_WINDOW};
+    let window_events = ((SOAK_WRITES_PER_SECOND * HISTORY_WINDOW.as_secs_f64()) as u64)
+        .max(HISTORY_FLOOR as u64)
+        .min(DEFAULT_HISTORY as u64);
+    let history = window_events;
     // Events the store's history ring held at the warm-up reading and at the end (the fill's
     // creates count too).
     let writes_at_warm = readings.first().map_or(0, |r| r.1);
@@ -682,10 +689,10 @@ pub(crate) async fn scenario_soak(ctx: &mut Ctx) -> anyhow::Result<()> {
         .collect();
     ctx.notes.push(format!(
         "soak: server RSS over the run: {}; after the load stopped {}; peak (VmHWM) {}. The store \
-         keeps its last {} events for watch resume (`store::memory::DEFAULT_HISTORY`), each \
-         holding the object's new value ({} B on average here): at {} writes/s it is full after \
-         {:.0} s; between the warm-up reading and the end about {} more events were held, about \
-         {} of values.",
+         keeps the events of the last 75 s for watch resume (`store::memory::HISTORY_WINDOW`; \
+         here about {} events), each holding the object's new value ({} B on average here): at \
+         {} writes/s it is full after {:.0} s; between the warm-up reading and the end about {} \
+         more events were held, about {} of values.",
         trace.join(", "),
         opt_mib(end_rss),
         opt_mib(peak),

@@ -201,6 +201,110 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time to establish a connection to the cache.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a kubeconfig's current context names: the cache server's base URL and the material to
+/// reach it, with `<field>-data` decoded and file references read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubeconfigTarget {
+    /// `https://host[:port]` (the `server` override if one was given).
+    pub base: String,
+    /// `certificate-authority(-data)` of the cluster.
+    pub ca: Option<Vec<u8>>,
+    /// `client-certificate(-data)` of the user.
+    pub cert: Option<Vec<u8>>,
+    /// `client-key(-data)` of the user.
+    pub key: Option<Vec<u8>>,
+    /// The user's bearer `token`.
+    pub token: Option<String>,
+}
+
+/// Parse kubeconfig `text` (the file at `path`): its current context's server and credentials;
+/// `server` overrides the server URL. File references are resolved relative to `path`'s
+/// directory and read with `read`, in the order server, CA, client certificate, client key.
+pub fn parse_kubeconfig(
+    path: &Path,
+    text: &str,
+    server: Option<&str>,
+    read: impl Fn(&Path) -> std::io::Result<Vec<u8>>,
+) -> Result<KubeconfigTarget, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let doc: Value = serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let named = |list: &str, name: &str, field: &str| -> Option<Value> {
+        doc.get(list)?
+            .as_array()?
+            .iter()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(name))?
+            .get(field)
+            .cloned()
+    };
+    let current = doc
+        .get("current-context")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| invalid("no current-context".into()))?;
+    let context = named("contexts", current, "context")
+        .ok_or_else(|| invalid(format!("context {current:?} not found")))?;
+    let cluster_name = context.get("cluster").and_then(Value::as_str).unwrap_or("");
+    let user_name = context.get("user").and_then(Value::as_str).unwrap_or("");
+    let cluster = named("clusters", cluster_name, "cluster")
+        .ok_or_else(|| invalid(format!("cluster {cluster_name:?} not found")))?;
+    let user = named("users", user_name, "user").unwrap_or(Value::Null);
+    // Inline `<field>-data` (base64) or a file path relative to the kubeconfig.
+    let material = |obj: &Value, field: &str| -> Result<Option<Vec<u8>>, ConfigError> {
+        use base64::Engine;
+        if let Some(data) = obj
+            .get(format!("{field}-data"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            return base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map(Some)
+                .map_err(|e| invalid(format!("{field}-data: {e}")));
+        }
+        match obj
+            .get(field)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            Some(file) => {
+                let p = dir.join(file);
+                read(&p)
+                    .map(Some)
+                    .map_err(|source| ConfigError::Io { path: p, source })
+            }
+            None => Ok(None),
+        }
+    };
+    let base = server
+        .map(str::to_string)
+        .or_else(|| {
+            cluster
+                .get("server")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .ok_or_else(|| invalid("the cluster has no server".into()))?;
+    let base = base_url(&base).ok_or_else(|| {
+        invalid(format!(
+            "the cache server URL {base:?} is not https://host:port"
+        ))
+    })?;
+    Ok(KubeconfigTarget {
+        base,
+        ca: material(&cluster, "certificate-authority")?,
+        cert: material(&user, "client-certificate")?,
+        key: material(&user, "client-key")?,
+        token: user
+            .get("token")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}
+
 impl Connection {
     /// A connection from a kubeconfig's current context; `server` overrides its server URL.
     /// The ring crypto provider must be installed first.
@@ -220,84 +324,17 @@ impl Connection {
 
     /// Read a kubeconfig and the files it names; build the clients.
     fn load(path: &Path, server: Option<&str>) -> Result<Loaded, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let doc: Value = serde_saphyr::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let named = |list: &str, name: &str, field: &str| -> Option<Value> {
-            doc.get(list)?
-                .as_array()?
-                .iter()
-                .find(|e| e.get("name").and_then(Value::as_str) == Some(name))?
-                .get(field)
-                .cloned()
-        };
-        let current = doc
-            .get("current-context")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| invalid("no current-context".into()))?;
-        let context = named("contexts", current, "context")
-            .ok_or_else(|| invalid(format!("context {current:?} not found")))?;
-        let cluster_name = context.get("cluster").and_then(Value::as_str).unwrap_or("");
-        let user_name = context.get("user").and_then(Value::as_str).unwrap_or("");
-        let cluster = named("clusters", cluster_name, "cluster")
-            .ok_or_else(|| invalid(format!("cluster {cluster_name:?} not found")))?;
-        let user = named("users", user_name, "user").unwrap_or(Value::Null);
-        // Inline `<field>-data` (base64) or a file path relative to the kubeconfig.
-        let material = |obj: &Value, field: &str| -> Result<Option<Vec<u8>>, ConfigError> {
-            use base64::Engine;
-            if let Some(data) = obj
-                .get(format!("{field}-data"))
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
-                return base64::engine::general_purpose::STANDARD
-                    .decode(data.trim())
-                    .map(Some)
-                    .map_err(|e| invalid(format!("{field}-data: {e}")));
-            }
-            match obj
-                .get(field)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
-                Some(file) => {
-                    let p = dir.join(file);
-                    std::fs::read(&p)
-                        .map(Some)
-                        .map_err(|source| ConfigError::Io { path: p, source })
-                }
-                None => Ok(None),
-            }
-        };
-        let base = server
-            .map(str::to_string)
-            .or_else(|| {
-                cluster
-                    .get("server")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .ok_or_else(|| invalid("the cluster has no server".into()))?;
-        let base = base_url(&base).ok_or_else(|| {
-            invalid(format!(
-                "the cache server URL {base:?} is not https://host:port"
-            ))
-        })?;
-        let ca = material(&cluster, "certificate-authority")?;
-        let cert = material(&user, "client-certificate")?;
-        let key = material(&user, "client-key")?;
-        let token = user
-            .get("token")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let KubeconfigTarget {
+            base,
+            ca,
+            cert,
+            key,
+            token,
+        } = parse_kubeconfig(path, &text, server, |p| std::fs::read(p))?;
         let build = |total: Option<Duration>| -> Result<reqwest::Client, ConfigError> {
             let mut b = reqwest::Client::builder()
                 .connect_timeout(CONNECT_TIMEOUT)

@@ -261,7 +261,10 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
             "ms" => 0.001,
             other => return Err(format!("{text:?}: unknown unit {other:?} (h, m, s, ms)")),
         };
-        total += std::time::Duration::from_secs_f64(value * seconds);
+        let too_long = || format!("{text:?}: too long a duration");
+        let step =
+            std::time::Duration::try_from_secs_f64(value * seconds).map_err(|_| too_long())?;
+        total = total.checked_add(step).ok_or_else(too_long)?;
         rest = next;
     }
     Ok(total)
@@ -280,5 +283,15 @@ mod duration_tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn a_duration_too_long_for_the_clock_is_an_error_not_a_panic() {
+        // Found by the `duration_flag` fuzz target: `from_secs_f64` panicked.
+        let err = parse_duration("66666666666666250h301m3").unwrap_err();
+        assert!(err.contains("too long a duration"), "{err}");
+        let max = format!("{}s", u64::MAX);
+        assert!(parse_duration(&format!("{max}{max}")).is_err());
+        assert!(parse_duration(&format!("{}s1s", u64::MAX / 2 + 1)).is_ok());
     }
 }

@@ -21,6 +21,7 @@ use rest::printing::{self as table, TableParts};
 use schema::structural::Structural as Validator;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,25 +72,28 @@ impl ServedObject {
         b.freeze()
     }
 
-    /// The same object stamped with another revision (a deletion's), by replacing its
-    /// `metadata.resourceVersion` in the bytes; unchanged if the field cannot be found.
+    /// The same object stamped with another revision (a deletion's): its
+    /// `metadata.resourceVersion` replaced in the bytes when that is the only place the old
+    /// value is written, else in the re-read object; unchanged if neither works.
     pub fn with_revision(&self, revision: u64) -> ServedObject {
         let old = format!("\"resourceVersion\":\"{}\"", self.revision);
         let new = format!("\"resourceVersion\":\"{revision}\"");
-        let replace = |b: &Bytes| -> Option<Bytes> {
-            let at = find(b, old.as_bytes())?;
-            let mut out = BytesMut::with_capacity(b.len() + new.len());
-            out.put_slice(&b[..at]);
-            out.put_slice(new.as_bytes());
-            out.put_slice(&b[at + old.len()..]);
-            Some(out.freeze())
-        };
-        let (prefix, suffix) = match replace(&self.suffix) {
-            Some(s) => (self.prefix.clone(), s),
-            None => match replace(&self.prefix) {
-                Some(p) => (p, self.suffix.clone()),
-                None => (self.prefix.clone(), self.suffix.clone()),
-            },
+        let count = |b: &Bytes| memchr::memmem::find_iter(b, old.as_bytes()).count();
+        // `metadata.resourceVersion` follows `metadata.annotations`, so it is in the suffix.
+        let (prefix, suffix) = match (count(&self.prefix), count(&self.suffix)) {
+            (0, 1) => {
+                // invariant: counted just above.
+                let at = find(&self.suffix, old.as_bytes()).unwrap_or_default();
+                let mut out = BytesMut::with_capacity(self.suffix.len() + new.len());
+                out.put_slice(&self.suffix[..at]);
+                out.put_slice(new.as_bytes());
+                out.put_slice(&self.suffix[at + old.len()..]);
+                (self.prefix.clone(), out.freeze())
+            }
+            // The object's own content holds the same text (a label `resourceVersion`, say).
+            _ => self
+                .restamped(revision)
+                .unwrap_or_else(|| (self.prefix.clone(), self.suffix.clone())),
         };
         ServedObject {
             namespace: self.namespace.clone(),
@@ -103,12 +107,33 @@ impl ServedObject {
         }
     }
 
+    /// Prefix and suffix of the object re-read with `metadata.resourceVersion` set to
+    /// `revision`.
+    fn restamped(&self, revision: u64) -> Option<(Bytes, Bytes)> {
+        let mut obj: Value = serde_json::from_slice(&self.json_for(&self.placeholder())).ok()?;
+        *obj.pointer_mut("/metadata/resourceVersion")? = Value::String(revision.to_string());
+        *obj.pointer_mut(&cluster_pointer())? = Value::String(PLACEHOLDER.into());
+        split_at_cluster(&mut obj).ok()
+    }
+
+    /// A consumer cluster name found nowhere in the object's own bytes: [`PLACEHOLDER`], or a
+    /// run of `_` longer than those bytes when they hold the placeholder.
+    fn placeholder(&self) -> Cow<'static, str> {
+        let holds = |b: &Bytes| find(b, PLACEHOLDER.as_bytes()).is_some();
+        if holds(&self.prefix) || holds(&self.suffix) {
+            Cow::Owned("_".repeat(self.prefix.len() + self.suffix.len() + 1))
+        } else {
+            Cow::Borrowed(PLACEHOLDER)
+        }
+    }
+
     /// The object's Table cells (for `columns`) and PartialObjectMetadata view, computed once.
     pub fn table_parts(&self, columns: &[PrinterColumn]) -> &TableParts {
         self.table.get_or_init(|| {
-            let whole = self.json_for(PLACEHOLDER);
+            let placeholder = self.placeholder();
+            let whole = self.json_for(&placeholder);
             let obj: Value = serde_json::from_slice(&whole).unwrap_or(Value::Null);
-            table::parts_for(&obj, columns, PLACEHOLDER)
+            table::parts_for(&obj, columns, &placeholder)
         })
     }
 
@@ -612,12 +637,7 @@ pub(crate) fn serve_inner(
         let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(format!("invalid against its schema: {}", msgs.join("; ")));
     }
-    let mut bytes = serde_json::to_vec(&inner).map_err(|e| e.to_string())?;
-    bytes.shrink_to_fit();
-    let needle = format!("\"{ANN_CLUSTER}\":\"{PLACEHOLDER}\"");
-    let at = find(&bytes, needle.as_bytes()).ok_or("internal: cluster placeholder not found")?;
-    let split = at + needle.len() - PLACEHOLDER.len() - 2;
-    let bytes = Bytes::from(bytes);
+    let (prefix, suffix) = split_at_cluster(&mut inner)?;
     Ok(ServedObject {
         table: std::sync::OnceLock::new(),
         namespace,
@@ -625,9 +645,39 @@ pub(crate) fn serve_inner(
         revision,
         labels,
         fields,
-        prefix: bytes.slice(..split),
-        suffix: bytes.slice(split + PLACEHOLDER.len() + 2..),
+        prefix,
+        suffix,
     })
+}
+
+/// The JSON pointer of an object's `kcp.io/cluster` annotation.
+fn cluster_pointer() -> String {
+    format!("/metadata/annotations/{}", ANN_CLUSTER.replace('/', "~1"))
+}
+
+/// Serialize an object whose `kcp.io/cluster` annotation is [`PLACEHOLDER`] and split it around
+/// that annotation's JSON string literal. When the object's own content holds the placeholder
+/// too, the annotation is first set to a run of `_` longer than the whole serialized object,
+/// which nothing else in it can hold, so the split is always at the annotation.
+fn split_at_cluster(object: &mut Value) -> Result<(Bytes, Bytes), String> {
+    let mut bytes = serde_json::to_vec(&*object).map_err(|e| e.to_string())?;
+    let mut placeholder = Cow::Borrowed(PLACEHOLDER);
+    if memchr::memmem::find_iter(&bytes, PLACEHOLDER.as_bytes())
+        .nth(1)
+        .is_some()
+    {
+        placeholder = Cow::Owned("_".repeat(bytes.len() + 1));
+        let cluster = object
+            .pointer_mut(&cluster_pointer())
+            .ok_or("internal: no cluster annotation")?;
+        *cluster = Value::String(placeholder.to_string());
+        bytes = serde_json::to_vec(&*object).map_err(|e| e.to_string())?;
+    }
+    bytes.shrink_to_fit();
+    let literal = format!("\"{placeholder}\"");
+    let at = find(&bytes, literal.as_bytes()).ok_or("internal: cluster placeholder not found")?;
+    let bytes = Bytes::from(bytes);
+    Ok((bytes.slice(..at), bytes.slice(at + literal.len()..)))
 }
 
 /// Derive many served objects, spread over the machine's cores when there are enough of them
@@ -1609,6 +1659,57 @@ mod tests {
         let v: Value = serde_json::from_slice(&d.json_for("c")).unwrap();
         assert_eq!(v["metadata"]["resourceVersion"], "50");
         assert_eq!(d.revision, 50);
+    }
+
+    /// A CachedObject whose inner metadata is `metadata` plus a name.
+    fn wrapped_with_metadata(mut metadata: Value) -> Bytes {
+        metadata["name"] = json!("a");
+        let inner = json!({"apiVersion": "g.io/v1", "kind": "Thing", "metadata": metadata});
+        Bytes::from(serde_json::to_vec(&json!({"spec": {"raw": inner}})).unwrap())
+    }
+
+    #[test]
+    fn an_object_holding_the_cluster_placeholder_is_served_with_its_consumer_as_cluster() {
+        // Found by the `cached_object` fuzz target: the consumer went where the object's own
+        // content first held the placeholder.
+        let raw = wrapped_with_metadata(json!({
+            "aNnotations": {"kcp.io/cluster": PLACEHOLDER},
+            "annotations": {"a.io/x": PLACEHOLDER, "z.io/y": format!("x\"{PLACEHOLDER}")},
+            "labels": {"kcp.io/cluster": PLACEHOLDER},
+        }));
+        let o = unwrap_object(&raw, 42, &api()).unwrap();
+        let v: Value = serde_json::from_slice(&o.json_for("consumer-1")).unwrap();
+        let want = json!({
+            "aNnotations": {"kcp.io/cluster": PLACEHOLDER},
+            "annotations": {"a.io/x": PLACEHOLDER, "kcp.io/cluster": "consumer-1",
+                            "z.io/y": format!("x\"{PLACEHOLDER}")},
+            "labels": {"kcp.io/cluster": PLACEHOLDER},
+            "name": "a", "resourceVersion": "42", "uid": "",
+        });
+        assert_eq!(v["metadata"], want);
+        let meta: Vec<u8> = o.metadata_parts(&[], b"\"consumer-1\"").concat();
+        let meta: Value = serde_json::from_slice(&meta).unwrap();
+        assert_eq!(meta["metadata"], want);
+        let d = o.with_revision(50);
+        let v: Value = serde_json::from_slice(&d.json_for("consumer-2")).unwrap();
+        assert_eq!(v["metadata"]["annotations"]["kcp.io/cluster"], "consumer-2");
+        assert_eq!(v["metadata"]["annotations"]["a.io/x"], PLACEHOLDER);
+        assert_eq!(v["metadata"]["resourceVersion"], "50");
+    }
+
+    #[test]
+    fn a_deletion_restamps_the_resource_version_not_a_label_with_the_same_text() {
+        let raw = wrapped_with_metadata(json!({
+            "annotations": {"resourceVersion": "42"},
+            "labels": {"resourceVersion": "42"},
+        }));
+        let o = unwrap_object(&raw, 42, &api()).unwrap();
+        let d = o.with_revision(50);
+        let v: Value = serde_json::from_slice(&d.json_for("c")).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "50");
+        assert_eq!(v["metadata"]["labels"]["resourceVersion"], "42");
+        assert_eq!(v["metadata"]["annotations"]["resourceVersion"], "42");
+        assert_eq!(v["metadata"]["annotations"]["kcp.io/cluster"], "c");
     }
 
     fn record(

@@ -99,6 +99,12 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, SeedError> {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_manifests(path, &text)
+}
+
+/// The manifests of one seed file's text (multi-document YAML); `path` only names the file in
+/// errors.
+pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<Manifest>, SeedError> {
     // Seeds are the operator's own files and may hold many objects: the parser's default
     // budget (1,024 documents, a million events) is sized for configuration files.
     let options = serde_saphyr::options! {
@@ -109,7 +115,7 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, SeedError> {
         },
     };
     let docs: Vec<Value> =
-        serde_saphyr::from_multiple_with_options(&text, options).map_err(|e| SeedError::Parse {
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| SeedError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
