@@ -149,10 +149,16 @@ struct Clients {
 pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 impl Clients {
-    /// The current clients, after building new ones if the files changed since.
-    fn get(&self) -> (reqwest::Client, reqwest::Client) {
+    /// The current client for ordinary requests or for watches, after building new ones if
+    /// the files changed since.
+    fn get(&self, stream: bool) -> reqwest::Client {
         self.reload_if_changed();
-        self.current.read().clone()
+        let current = self.current.read();
+        if stream {
+            current.1.clone()
+        } else {
+            current.0.clone()
+        }
     }
 
     fn reload_if_changed(&self) {
@@ -407,13 +413,13 @@ impl Connection {
     /// The client for ordinary requests (30 s limit), with the credentials the kubeconfig has
     /// now.
     pub fn client(&self) -> reqwest::Client {
-        self.clients.get().0
+        self.clients.get(false)
     }
 
     /// The client for watches (no total time limit), with the credentials the kubeconfig has
     /// now.
     pub fn stream_client(&self) -> reqwest::Client {
-        self.clients.get().1
+        self.clients.get(true)
     }
 
     /// The full URL of a path on the cache server.

@@ -156,7 +156,21 @@ fn backend() -> &'static BackendFamily {
 /// A store whose every operation is timed into `replication_vw_store_request_duration_seconds`.
 pub struct MeteredStore {
     inner: Arc<dyn store::Store>,
+    /// One histogram per [`Op`], in its order.
     ops: [Histogram; 8],
+}
+
+/// The store operations, in the order of [`OPERATIONS`].
+#[derive(Clone, Copy)]
+enum Op {
+    Get,
+    List,
+    Create,
+    Update,
+    Delete,
+    ListAt,
+    Watch,
+    Revision,
 }
 
 const OPERATIONS: [&str; 8] = [
@@ -174,25 +188,23 @@ impl MeteredStore {
         Arc::new(MeteredStore { inner, ops })
     }
 
-    fn observe(&self, op: usize, started: Instant) {
-        self.ops[op].observe(started.elapsed().as_secs_f64());
+    /// Run `operation`, observing how long it took.
+    async fn timed<T>(&self, op: Op, operation: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = operation.await;
+        self.ops[op as usize].observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 
 #[async_trait::async_trait]
 impl store::Store for MeteredStore {
     async fn get(&self, key: &store::Key) -> Result<Option<store::Record>, store::StoreError> {
-        let t = Instant::now();
-        let r = self.inner.get(key).await;
-        self.observe(0, t);
-        r
+        self.timed(Op::Get, self.inner.get(key)).await
     }
 
     async fn list(&self, scope: &store::Scope) -> Result<store::Listing, store::StoreError> {
-        let t = Instant::now();
-        let r = self.inner.list(scope).await;
-        self.observe(1, t);
-        r
+        self.timed(Op::List, self.inner.list(scope)).await
     }
 
     async fn create(
@@ -200,10 +212,7 @@ impl store::Store for MeteredStore {
         key: store::Key,
         value: bytes::Bytes,
     ) -> Result<store::Record, store::StoreError> {
-        let t = Instant::now();
-        let r = self.inner.create(key, value).await;
-        self.observe(2, t);
-        r
+        self.timed(Op::Create, self.inner.create(key, value)).await
     }
 
     async fn update(
@@ -212,10 +221,8 @@ impl store::Store for MeteredStore {
         value: bytes::Bytes,
         expected: Option<u64>,
     ) -> Result<store::Record, store::StoreError> {
-        let t = Instant::now();
-        let r = self.inner.update(key, value, expected).await;
-        self.observe(3, t);
-        r
+        self.timed(Op::Update, self.inner.update(key, value, expected))
+            .await
     }
 
     async fn delete(
@@ -223,10 +230,8 @@ impl store::Store for MeteredStore {
         key: &store::Key,
         expected: Option<u64>,
     ) -> Result<store::Record, store::StoreError> {
-        let t = Instant::now();
-        let r = self.inner.delete(key, expected).await;
-        self.observe(4, t);
-        r
+        self.timed(Op::Delete, self.inner.delete(key, expected))
+            .await
     }
 
     async fn list_at(
@@ -234,10 +239,8 @@ impl store::Store for MeteredStore {
         scope: &store::Scope,
         revision: u64,
     ) -> Result<store::Listing, store::StoreError> {
-        let t = Instant::now();
-        let r = self.inner.list_at(scope, revision).await;
-        self.observe(5, t);
-        r
+        self.timed(Op::ListAt, self.inner.list_at(scope, revision))
+            .await
     }
 
     async fn watch(
@@ -245,17 +248,11 @@ impl store::Store for MeteredStore {
         scope: store::Scope,
         after: u64,
     ) -> Result<store::WatchStream, store::StoreError> {
-        let t = Instant::now();
-        let r = self.inner.watch(scope, after).await;
-        self.observe(6, t);
-        r
+        self.timed(Op::Watch, self.inner.watch(scope, after)).await
     }
 
     async fn revision(&self) -> Result<u64, store::StoreError> {
-        let t = Instant::now();
-        let r = self.inner.revision().await;
-        self.observe(7, t);
-        r
+        self.timed(Op::Revision, self.inner.revision()).await
     }
 
     fn is_stale(&self, key: &store::Key) -> bool {

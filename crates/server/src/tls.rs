@@ -121,7 +121,7 @@ impl<T> WriteStall<T> {
     }
 
     /// Called when a write or flush is pending: an error once the deadline passed.
-    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    fn stalled(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Error> {
         let limit = self.limit;
         if limit.is_zero() {
             // `--write-stall-timeout 0`: never.
@@ -133,19 +133,26 @@ impl<T> WriteStall<T> {
         match deadline.as_mut().poll(cx) {
             std::task::Poll::Ready(()) => {
                 CLOSED_WRITE_STALL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                std::task::Poll::Ready(Err(io::Error::new(
+                std::task::Poll::Ready(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the client accepted no bytes within the write stall timeout",
-                )))
+                ))
             }
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }
 
-    fn progressed<R>(&mut self, r: std::task::Poll<R>) -> std::task::Poll<R> {
-        if r.is_ready() {
-            self.deadline = None;
+    /// The outcome of a write or flush: progress disarms the deadline; no progress arms it and
+    /// fails once it passed.
+    fn watch_progress<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        r: std::task::Poll<io::Result<R>>,
+    ) -> std::task::Poll<io::Result<R>> {
+        if r.is_pending() {
+            return self.stalled(cx).map(Err);
         }
+        self.deadline = None;
         r
     }
 }
@@ -167,10 +174,7 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
         buf: &[u8],
     ) -> std::task::Poll<io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if r.is_pending() {
-            return self.stalled(cx).map(|r| r.map(|()| 0));
-        }
-        self.progressed(r)
+        self.watch_progress(cx, r)
     }
 
     fn poll_write_vectored(
@@ -179,10 +183,7 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> std::task::Poll<io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if r.is_pending() {
-            return self.stalled(cx).map(|r| r.map(|()| 0));
-        }
-        self.progressed(r)
+        self.watch_progress(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -194,10 +195,7 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteStall<T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
-        if r.is_pending() {
-            return self.stalled(cx);
-        }
-        self.progressed(r)
+        self.watch_progress(cx, r)
     }
 
     fn poll_shutdown(
