@@ -178,7 +178,8 @@ struct StorageArgs {
     /// embedded cache of `serve` always uses /cache.
     #[arg(long, value_name = "PREFIX")]
     etcd_prefix: Option<String>,
-    /// Client certificate for etcd (PEM).
+    /// Client certificate for etcd (PEM). The three etcd files are re-read when they change
+    /// (a renewed pair once its key matches): new requests and the watch use them.
     #[arg(long, value_name = "FILE")]
     etcd_certfile: Option<PathBuf>,
     /// Client key for etcd (PEM).

@@ -1,7 +1,8 @@
 //! End-to-end on a real etcd (loopback, the distribution's etcd 3.4): a shard whose workspaces
 //! and cache live in etcd survives `kill -9`; two `cache-server` replicas over one etcd (mutual
 //! TLS) read, watch and conflict on each other's writes, and one keeps serving while the other
-//! is down; keys are kcp's layout as `etcdctl` shows them.
+//! is down; keys are kcp's layout as `etcdctl` shows them; a role follows renewed etcd client
+//! certificates and CA without a restart.
 
 mod common;
 
@@ -472,5 +473,59 @@ async fn a_watch_from_before_etcdctl_compact_is_410_gone() {
     assert!(
         code == 410 || (body.contains("\"ERROR\"") && body.contains("\"code\":410")),
         "{code}: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_cache_server_follows_a_rotated_etcd_ca_and_client_certificate_without_a_restart() {
+    let mut etcd = Etcd::start_tls();
+    let flags = etcd.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let server = Server::launch("cache-server", &flags);
+    let client = server.admin_client();
+    assert_eq!(create(&client, &server, "before").await.status(), 201);
+
+    // A new CA: etcd's serving pair, its trusted CA and our client pair all change on disk, in
+    // place (the file names the flags give stay). The role notices and moves to a new client.
+    etcd.rotate_certificates();
+    let log = server.wait_for_log("etcd client certificates reloaded");
+    assert!(log.contains("etcd client certificates reloaded"), "{log}");
+
+    // etcd restarted on the new CA only: the old client certificate would be refused and the
+    // old CA would not verify etcd, so a write succeeds only with the renewed files.
+    etcd.kill();
+    etcd.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = create(&client, &server, "after").await.status();
+        if status == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write after the rotation never succeeded (last {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The watch cache follows etcd again: both objects list, the new one read back.
+    let listed: Value = client
+        .get(collection(&server))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["after", "before"]);
+    let keys = etcd.ctl(&["get", "--prefix", "/cache/", "--keys-only"]);
+    assert!(
+        keys.contains("/cache/apis.kcp.io/apiexports/shard-1/c1/after"),
+        "{keys}"
     );
 }

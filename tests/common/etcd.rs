@@ -1,7 +1,8 @@
 //! A real etcd on loopback for tests: `etcd` from the distribution's `etcd-server` package, on
 //! free ports, with its data under a temp dir; stopped (killed) when dropped. With `tls`, client
 //! URLs are HTTPS and client certificates are required (a CA, a server and a client
-//! certificate generated with rcgen).
+//! certificate generated with rcgen), which [`Etcd::rotate_certificates`] replaces with a new
+//! CA's.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -121,6 +122,13 @@ impl Etcd {
             assert!(Instant::now() < deadline, "etcd never became healthy again");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Replace every TLS file (CA, etcd's serving pair, the client pair) with ones of a new CA,
+    /// in place, as a CA rotation does; etcd uses them once restarted.
+    pub fn rotate_certificates(&self) {
+        assert!(self.tls.is_some(), "etcd was started without TLS");
+        write_certificates(self.dir.path());
     }
 
     /// `etcdctl` against this etcd.

@@ -772,24 +772,7 @@ async fn open_etcd(
     shard: &str,
     status: Option<Startup>,
 ) -> anyhow::Result<store::etcd::EtcdStore> {
-    let read = |p: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<Vec<u8>>> {
-        p.as_ref()
-            .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display())))
-            .transpose()
-    };
-    let tls = match (&etcd.certfile, &etcd.keyfile, &etcd.cafile) {
-        (None, None, None) => None,
-        (cert, key, ca) => {
-            if cert.is_some() != key.is_some() {
-                anyhow::bail!("--etcd-certfile and --etcd-keyfile go together");
-            }
-            Some(store::etcd::EtcdTls {
-                ca: read(ca, "--etcd-cafile")?,
-                cert: read(cert, "--etcd-certfile")?,
-                key: read(key, "--etcd-keyfile")?,
-            })
-        }
-    };
+    let tls = read_etcd_tls(etcd)?;
     let prefix = etcd_prefix(etcd.prefix.as_deref(), which);
     let label = match which {
         StoreOf::Cache { .. } => "cache",
@@ -813,7 +796,7 @@ async fn open_etcd(
     let opened = store::etcd::EtcdStore::open(store::etcd::EtcdOptions {
         endpoints: etcd.servers.clone(),
         prefix: prefix.clone(),
-        tls,
+        tls: tls.clone(),
         transformer: transformer.clone(),
         // A shard's keys have no shard segment; its workspaces store keys them all as "root".
         fixed_shard: (which == StoreOf::Workspaces)
@@ -827,7 +810,66 @@ async fn open_etcd(
         opened.claim_prefix(shard).await?;
     }
     opened.spawn_compactor(etcd.compaction_interval);
+    if let Some(tls) = tls {
+        reload_etcd_tls(opened.clone(), etcd.clone(), tls);
+    }
     Ok(opened)
+}
+
+/// The etcd TLS material the flags name (`None` without any of the three files).
+fn read_etcd_tls(etcd: &EtcdFlags) -> anyhow::Result<Option<store::etcd::EtcdTls>> {
+    let read = |p: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        p.as_ref()
+            .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display())))
+            .transpose()
+    };
+    match (&etcd.certfile, &etcd.keyfile, &etcd.cafile) {
+        (None, None, None) => Ok(None),
+        (cert, key, ca) => {
+            if cert.is_some() != key.is_some() {
+                anyhow::bail!("--etcd-certfile and --etcd-keyfile go together");
+            }
+            Ok(Some(store::etcd::EtcdTls {
+                ca: read(ca, "--etcd-cafile")?,
+                cert: read(cert, "--etcd-certfile")?,
+                key: read(key, "--etcd-keyfile")?,
+            }))
+        }
+    }
+}
+
+/// Re-read `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile` as the serving certificate
+/// is (every couple of seconds, cert-manager renewing them in a Secret volume) and move the
+/// store to a new client once they changed and the key matches the certificate; a half-renewed
+/// pair is skipped until it is whole. Runs as long as the process.
+fn reload_etcd_tls(
+    store: store::etcd::EtcdStore,
+    etcd: EtcdFlags,
+    mut current: store::etcd::EtcdTls,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(tls::CERT_RELOAD_INTERVAL).await;
+            let Ok(Some(read)) = read_etcd_tls(&etcd) else {
+                continue;
+            };
+            if read.ca == current.ca && read.cert == current.cert && read.key == current.key {
+                continue;
+            }
+            if let (Some(cert), Some(key)) = (&read.cert, &read.key)
+                && let Err(e) = tls::key_matches_certificate(cert, key)
+            {
+                tracing::debug!(error = %e, "The etcd client certificate files are not a matching pair (yet).");
+                continue;
+            }
+            match store.replace_tls(read.clone()).await {
+                Ok(()) => current = read,
+                Err(e) => {
+                    tracing::warn!(error = %e, "The renewed etcd client certificates could not be used; retrying.")
+                }
+            }
+        }
+    });
 }
 
 /// Where a role finds a remote cache server.

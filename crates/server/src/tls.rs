@@ -889,6 +889,21 @@ impl rustls::server::ResolvesServerCert for ServingCert {
     }
 }
 
+/// Whether a PEM private key belongs to the first certificate of a PEM chain: the check made
+/// before a renewed pair of files replaces the one in use.
+pub fn key_matches_certificate(cert: &[u8], key: &[u8]) -> Result<(), String> {
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if chain.is_empty() {
+        return Err("no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &ring_provider())
+        .and_then(|c| c.keys_match())
+        .map_err(|e| e.to_string())
+}
+
 /// Every certificate of a PEM text, in order; at least one.
 fn certificates(
     pem: &str,
@@ -1344,7 +1359,7 @@ impl ClientTrust {
 }
 
 /// How often the serving certificate files are checked for a renewal.
-const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A file a flag names; it must exist.
 fn read_required(path: &Path, flag: &'static str) -> Result<String, TlsError> {

@@ -108,7 +108,13 @@ pub struct EtcdStore {
 }
 
 struct Shared {
-    client: Client,
+    /// The current client; replaced whole when the TLS material changes
+    /// ([`EtcdStore::replace_tls`]).
+    client: parking_lot::RwLock<Client>,
+    /// Client URLs, to connect a replacement client.
+    endpoints: Vec<String>,
+    /// Bumped when the client is replaced: the watch task reopens its watch on the new one.
+    generation: tokio::sync::watch::Sender<u64>,
     prefix: String,
     fixed_shard: Option<String>,
     transformer: Arc<Transformer>,
@@ -142,20 +148,7 @@ enum ReadError {
 impl EtcdStore {
     /// Connect (retrying until etcd answers), list the prefix and start watching it.
     pub async fn open(options: EtcdOptions) -> Result<Self, StoreError> {
-        let mut connect = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        if let Some(tls) = &options.tls {
-            let mut t = etcd_client::TlsOptions::new();
-            if let Some(ca) = &tls.ca {
-                t = t.ca_certificate(etcd_client::Certificate::from_pem(ca));
-            }
-            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-                t = t.identity(etcd_client::Identity::from_pem(cert, key));
-            }
-            connect = connect.with_tls(t);
-        }
+        let connect = connect_options(options.tls.as_ref());
         let prefix = options.prefix.trim_end_matches('/').to_string();
         let mut delay = Duration::from_millis(200);
         let (client, records, revision) = loop {
@@ -187,7 +180,9 @@ impl EtcdStore {
         };
         let (progress, progress_rx) = tokio::sync::mpsc::channel(16);
         let mut shared = Shared {
-            client,
+            client: parking_lot::RwLock::new(client),
+            endpoints: options.endpoints.clone(),
+            generation: tokio::sync::watch::Sender::new(0),
             prefix,
             fixed_shard: options.fixed_shard.clone(),
             transformer: options.transformer.clone(),
@@ -250,7 +245,22 @@ impl EtcdStore {
 
     /// The etcd client (for administrative reads such as a prefix marker).
     pub fn client(&self) -> Client {
-        self.shared.client.clone()
+        self.shared.client()
+    }
+
+    /// Connect a new client with `tls` (renewed client certificate, key or CA) and move every
+    /// later request and the watch to it; requests already running finish on the old one. The
+    /// watch reopens from the last applied revision, so its watchers see no gap. Connecting is
+    /// lazy: a client whose certificates etcd refuses fails its requests as any outage does.
+    pub async fn replace_tls(&self, tls: EtcdTls) -> Result<(), StoreError> {
+        let s = &self.shared;
+        let client = Client::connect(s.endpoints.clone(), Some(connect_options(Some(&tls))))
+            .await
+            .map_err(backend_error)?;
+        *s.client.write() = client;
+        s.generation.send_modify(|g| *g += 1);
+        tracing::info!(store = %s.label, "etcd client certificates reloaded; new requests and the watch use them.");
+        Ok(())
     }
 
     /// Claim this store's prefix for `shard`: a shard's keys have no shard segment, so two
@@ -267,7 +277,12 @@ impl EtcdStore {
             )])
             .and_then([TxnOp::put(marker.clone(), shard.as_bytes().to_vec(), None)])
             .or_else([TxnOp::get(marker.clone(), None)]);
-        let resp = s.client.kv_client().txn(txn).await.map_err(backend_error)?;
+        let resp = s
+            .client()
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(backend_error)?;
         if resp.succeeded() {
             return Ok(());
         }
@@ -311,7 +326,7 @@ impl EtcdStore {
                     continue;
                 };
                 if let Some(at) = previous {
-                    match s.client.kv_client().compact(at as i64, None).await {
+                    match s.client().kv_client().compact(at as i64, None).await {
                         Ok(_) => {
                             tracing::info!(store = %s.label, revision = at, "Compacted etcd's history.")
                         }
@@ -325,6 +340,25 @@ impl EtcdStore {
             }
         });
     }
+}
+
+/// How every client of this store connects: time limits, keep-alive and, when given, TLS.
+fn connect_options(tls: Option<&EtcdTls>) -> ConnectOptions {
+    let mut connect = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+    if let Some(tls) = tls {
+        let mut t = etcd_client::TlsOptions::new();
+        if let Some(ca) = &tls.ca {
+            t = t.ca_certificate(etcd_client::Certificate::from_pem(ca));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            t = t.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        connect = connect.with_tls(t);
+    }
+    connect
 }
 
 /// Every key under `prefix/` at one revision (the current one when `None`), in pages.
@@ -486,6 +520,11 @@ pub fn decode_key(prefix: &str, fixed_shard: Option<&str>, raw: &[u8]) -> Option
 
 impl Shared {
     /// The etcd key of a store key.
+    /// The current client (cheap: a handle on shared channels).
+    fn client(&self) -> Client {
+        self.client.read().clone()
+    }
+
     fn etcd_key(&self, key: &Key) -> Vec<u8> {
         encode_key(&self.prefix, self.fixed_shard.as_deref(), key)
     }
@@ -588,7 +627,7 @@ impl Shared {
 
     /// Whether etcd compacted the history after `after` away (false when etcd cannot tell now).
     async fn history_compacted(&self, after: u64) -> bool {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client().kv_client();
         let opts = GetOptions::new()
             .with_count_only()
             .with_limit(1)
@@ -601,7 +640,7 @@ impl Shared {
 
     /// etcd's current revision.
     async fn current_revision(&self) -> Result<u64, StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client().kv_client();
         let resp = kv
             .get(
                 format!("{}/", self.prefix),
@@ -614,7 +653,7 @@ impl Shared {
 
     /// The key's current state in etcd: (mod_revision) or None.
     async fn etcd_revision_of(&self, raw_key: &[u8]) -> Result<Option<u64>, StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client().kv_client();
         let resp = kv
             .get(raw_key.to_vec(), None)
             .await
@@ -646,7 +685,7 @@ impl Shared {
             None => format!("{}/", self.prefix),
         };
         let (kvs, revision) =
-            match read_range(&self.client, start.into_bytes(), Some(revision)).await {
+            match read_range(&self.client(), start.into_bytes(), Some(revision)).await {
                 Ok(r) => r,
                 Err(ReadError::Compacted(r)) => {
                     return Err(StoreError::Expired {
@@ -667,7 +706,7 @@ impl Shared {
 
     /// After a compaction outran the watch: list again and apply the differences as events.
     async fn resync(&self) -> Result<u64, ReadError> {
-        let (kvs, revision) = read_prefix(&self.client, &self.prefix, None).await?;
+        let (kvs, revision) = read_prefix(&self.client(), &self.prefix, None).await?;
         let fresh: BTreeMap<Key, (u64, Bytes)> = kvs
             .iter()
             .filter_map(|kv| self.record_of(kv))
@@ -715,6 +754,7 @@ async fn watch_loop(
     mut progress_rx: tokio::sync::mpsc::Receiver<()>,
 ) {
     let mut delay = Duration::from_millis(200);
+    let mut reopen_now = false;
     loop {
         let Some(s) = shared.upgrade() else {
             return;
@@ -723,7 +763,8 @@ async fn watch_loop(
             .with_prefix()
             .with_start_revision(after as i64 + 1)
             .with_progress_notify();
-        let mut wc = s.client.watch_client();
+        let mut generation = s.generation.subscribe();
+        let mut wc = s.client().watch_client();
         let stream = wc.watch(format!("{}/", s.prefix), Some(opts)).await;
         drop(s);
         let mut stream = match stream {
@@ -740,6 +781,14 @@ async fn watch_loop(
         loop {
             let next = tokio::select! {
                 m = stream.message() => m,
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // A new client (new certificates): reopen the watch on it from `after`.
+                    reopen_now = true;
+                    break;
+                }
                 asked = progress_rx.recv() => {
                     if asked.is_none() {
                         return;
@@ -811,6 +860,9 @@ async fn watch_loop(
                 }
             }
         }
+        if std::mem::take(&mut reopen_now) {
+            continue;
+        }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
@@ -854,7 +906,12 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(raw.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(raw.clone(), stored, None)]);
-        let resp = s.client.kv_client().txn(txn).await.map_err(backend_error)?;
+        let resp = s
+            .client()
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(backend_error)?;
         if !resp.succeeded() {
             return Err(StoreError::AlreadyExists);
         }
@@ -885,7 +942,12 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([guard])
             .and_then([TxnOp::put(raw.clone(), stored, None)]);
-        let resp = s.client.kv_client().txn(txn).await.map_err(backend_error)?;
+        let resp = s
+            .client()
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(backend_error)?;
         if !resp.succeeded() {
             return Err(s.refusal(&raw, expected).await);
         }
@@ -912,7 +974,12 @@ impl Store for EtcdStore {
             raw.clone(),
             Some(etcd_client::DeleteOptions::new().with_prev_key()),
         )]);
-        let resp = s.client.kv_client().txn(txn).await.map_err(backend_error)?;
+        let resp = s
+            .client()
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(backend_error)?;
         if !resp.succeeded() {
             return Err(s.refusal(&raw, expected).await);
         }
