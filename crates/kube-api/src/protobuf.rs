@@ -401,31 +401,20 @@ fn time(msg: &Msg<'_>, number: u64) -> Result<Option<String>> {
     format_rfc3339(seconds).map(Some)
 }
 
-/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC), for years 0 through 9999.
+/// Seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC), for years 0 through 9999 (the
+/// `time` crate does the calendar).
 fn format_rfc3339(seconds: i64) -> Result<String> {
-    let days = seconds.div_euclid(86_400);
-    let secs_of_day = seconds.rem_euclid(86_400);
-    // Civil date from a day count (proleptic Gregorian, era-based arithmetic).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if !(0..=9999).contains(&year) {
-        return Err(malformed(format!(
+    let outside = || {
+        malformed(format!(
             "Time: {seconds} seconds is outside the years 0 to 9999"
-        )));
+        ))
+    };
+    let at = ::time::OffsetDateTime::from_unix_timestamp(seconds).map_err(|_| outside())?;
+    if !(0..=9999).contains(&at.year()) {
+        return Err(outside());
     }
-    Ok(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs_of_day / 3_600,
-        secs_of_day % 3_600 / 60,
-        secs_of_day % 60
-    ))
+    let fmt = ::time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    at.format(&fmt).map_err(|_| outside())
 }
 
 fn object_meta(m: &Msg<'_>) -> Result<Map<String, Value>> {
