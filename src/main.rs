@@ -9,6 +9,12 @@ use replication_vw::server::flags::{FrontProxyFlags, ShutdownFlags, TlsFlags};
 use replication_vw::server::{self, CacheOptions, ListenOptions, ServeOptions, StorageKind};
 use std::path::PathBuf;
 
+/// mimalloc rather than the system allocator: freed memory goes back to the system, so a
+/// long-running role's RSS follows what it holds instead of its busiest moment (see the soak in
+/// benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "replication-vw",

@@ -4,7 +4,8 @@
 //! and 100 writes/s, both paced open loop by a tokio interval. Every watcher records the
 //! resourceVersion and name of each event; at the end, every acknowledged write must appear in
 //! every watcher, once, in increasing resourceVersion order. The server's RSS (`VmRSS` of the
-//! child process) is read after a warm-up of a tenth of the run and at the end.
+//! child process) is read ten times; the warm-up ends at the first reading after the store's
+//! history window (75 s of events) has filled, and the growth is from there to the end.
 
 use super::*;
 
@@ -34,7 +35,8 @@ const SOAK_FILL_IN_FLIGHT: usize = 16;
 const SOAK_DRAIN: Duration = Duration::from_secs(30);
 /// Goal: RSS at the end within 10% of RSS after the warm-up.
 const SOAK_RSS_GOAL: f64 = 0.10;
-/// RSS is read this many times over the run (the first reading ends the warm-up).
+/// RSS is read this many times over the run (the first one after the history window ends the
+/// warm-up).
 const SOAK_RSS_READINGS: u32 = 10;
 
 /// The cache API collection of the provider's CachedObjects on `base`.
@@ -359,7 +361,14 @@ async fn fill(client: &reqwest::Client, collection: &str, n: usize) -> anyhow::R
 /// The soak: see the module documentation.
 pub(crate) async fn scenario_soak(ctx: &mut Ctx) -> anyhow::Result<()> {
     let duration = ctx.args.duration_flag.unwrap_or(SOAK_DURATION);
-    let warmup = duration / SOAK_RSS_READINGS;
+    // The warm-up ends at the first reading after the store's history window has filled (the
+    // ring grows until then by design: at a steady write rate it then stays the same size).
+    let interval = duration / SOAK_RSS_READINGS;
+    let warm_reading = (1..SOAK_RSS_READINGS)
+        .find(|k| interval * *k >= replication_vw::store::memory::HISTORY_WINDOW)
+        .unwrap_or(1);
+    let warmup = interval * warm_reading;
+    let warm_index = warm_reading as usize - 1;
     let started = Instant::now();
     progress("soak: starting a `cache-server` process");
     let mut server = RoleProcess::spawn("cache-server", "cache-server", &[])?;
@@ -447,10 +456,11 @@ pub(crate) async fn scenario_soak(ctx: &mut Ctx) -> anyhow::Result<()> {
     let get_gate = Arc::new(Semaphore::new(SOAK_GET_IN_FLIGHT));
     let write_gate = Arc::new(Semaphore::new(SOAK_WRITE_IN_FLIGHT));
     progress(&format!(
-        "soak: {} GET/s and {} writes/s for {} s (RSS read every {} s)",
+        "soak: {} GET/s and {} writes/s for {} s (RSS read every {} s, the warm-up ends at {} s)",
         SOAK_GETS_PER_SECOND,
         SOAK_WRITES_PER_SECOND,
         duration.as_secs(),
+        interval.as_secs(),
         warmup.as_secs()
     ));
     let cpu_before = server.cpu_seconds();
@@ -549,7 +559,7 @@ pub(crate) async fn scenario_soak(ctx: &mut Ctx) -> anyhow::Result<()> {
     let write_lat = writes.tally.sorted_latencies();
     let secs = elapsed.as_secs_f64();
     let (warm, end) = (
-        readings.first().and_then(|r| r.0),
+        readings.get(warm_index).and_then(|r| r.0),
         readings.last().and_then(|r| r.0),
     );
     let growth = match (warm, end) {
@@ -566,7 +576,7 @@ pub(crate) async fn scenario_soak(ctx: &mut Ctx) -> anyhow::Result<()> {
     let history = window_events;
     // Events the store's history ring held at the warm-up reading and at the end (the fill's
     // creates count too).
-    let writes_at_warm = readings.first().map_or(0, |r| r.1);
+    let writes_at_warm = readings.get(warm_index).map_or(0, |r| r.1);
     let ring = |writes: u64| (SOAK_OBJECTS as u64 + writes).min(history);
     let ring_growth = ring(acked.len() as u64).saturating_sub(ring(writes_at_warm));
     let ring_bytes = ring_growth * object_bytes as u64;
