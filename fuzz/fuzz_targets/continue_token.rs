@@ -5,25 +5,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use kube_api::continuation::{decode, encode};
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/continue_token.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(token) = std::str::from_utf8(data) else {
-        return;
-    };
-    // One key part (cache server), two (namespaced keys) and three (the virtual workspace's
-    // namespace, name and cluster).
-    for n in 1..=3 {
-        match decode(token, n) {
-            Ok((rv, parts)) => {
-                assert_eq!(parts.len(), n);
-                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-                let again = encode(rv, &refs);
-                let back = decode(&again, n).expect("a token we encoded decodes");
-                assert_eq!(back, (rv, parts));
-            }
-            Err(status) => assert!(status.code < 500, "{token:?}: {}", status.message),
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

@@ -4,11 +4,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use libfuzzer_sys::fuzz_target;
+#[path = "../checks/duration_flag.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let _ = server::flags::parse_duration(text);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

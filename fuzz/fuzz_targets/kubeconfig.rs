@@ -6,38 +6,7 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use std::path::Path;
+#[path = "../checks/kubeconfig.rs"]
+mod check;
 
-use cache_client::parse_kubeconfig;
-use libfuzzer_sys::fuzz_target;
-
-fn read(path: &Path) -> std::io::Result<Vec<u8>> {
-    if path.ends_with("ca.crt") {
-        Ok(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_vec())
-    } else {
-        Err(std::io::ErrorKind::NotFound.into())
-    }
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let path = Path::new("/etc/replication-vw/cache.kubeconfig");
-    for server in [None, Some("https://cache.example:6443/path")] {
-        if let Ok(target) = parse_kubeconfig(path, text, server, read) {
-            let authority = target
-                .base
-                .strip_prefix("https://")
-                .expect("the base URL is https");
-            assert!(
-                !authority.is_empty() && !authority.contains('/'),
-                "{}",
-                target.base
-            );
-            if server.is_some() {
-                assert_eq!(target.base, "https://cache.example:6443");
-            }
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

@@ -12,43 +12,12 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use libfuzzer_sys::fuzz_target;
-use schema::structural::Structural;
-use schema::validate::Validator;
-use serde_json::{Value, json};
+#[path = "../checks/structural_schema.rs"]
+mod check;
 
-fuzz_target!(
+libfuzzer_sys::fuzz_target!(
     init: {
         let _aborting_hook = std::panic::take_hook();
     },
-    |data: &[u8]| {
-        let (schema, object) = match data.iter().position(|&b| b == 0) {
-            Some(at) => (&data[..at], Some(&data[at + 1..])),
-            None => (data, None),
-        };
-        let Ok(schema) = serde_json::from_slice::<Value>(schema) else {
-            return;
-        };
-        let object = match object.map(serde_json::from_slice::<Value>) {
-            Some(Ok(object)) => object,
-            Some(Err(_)) => return,
-            None => json!({"apiVersion": "g.io/v1", "kind": "Thing", "metadata": {"name": "a"},
-                           "spec": {"size": 3, "tags": ["a", "b"]}}),
-        };
-        if let Ok(validator) = Validator::compile(&schema) {
-            let _ = validator.validate(&object);
-        }
-        let Ok(structural) = Structural::compile(&schema) else {
-            return;
-        };
-        let _ = structural.skipped_rules();
-        let mut prepared = object.clone();
-        let first = structural.prepare(&mut prepared);
-        let mut again = prepared.clone();
-        let second = structural.prepare(&mut again);
-        assert_eq!(again, prepared, "preparing a prepared object changed it");
-        if first.is_ok() {
-            assert!(second.is_ok(), "a prepared, valid object became invalid: {second:?}");
-        }
-    }
+    |data: &[u8]| check::check(data)
 );
