@@ -2,7 +2,9 @@
 //! match, unwrapping and validating one CachedObject, building a 10,000-object LIST body (and a
 //! naive `serde_json::Value` baseline), encoding a watch event and fanning one shared frame out
 //! to 1,000 subscribers, the memoized per-event frame of a `ServedEvent`, and one per-consumer
-//! copy of a served object (again against a naive re-encode). Fixtures are realistic Cloud Co
+//! copy of a served object (again against a naive re-encode), and the shard's decoding of
+//! Kubernetes protobuf request bodies (a ~2 KB ConfigMap and Secret, a 5-rule ClusterRole) into
+//! JSON. Fixtures are realistic Cloud Co
 //! CPU flavors (a ~3 KB CachedObject that serves as ~1.7 KB of JSON), validated against a
 //! ~20-property structural schema. Run with `cargo bench --bench micro` (add a filter such as
 //! `cargo bench --bench micro -- list_body` for one group); each group keeps 20–50 samples over
@@ -11,6 +13,7 @@
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use replication_vw::api::protobuf;
 use replication_vw::api::selector::LabelSelector;
 use replication_vw::api::watch::{self, EventType};
 use replication_vw::controllers::wrap;
@@ -556,6 +559,179 @@ fn bench_per_consumer_copy(c: &mut Criterion) {
     g.finish();
 }
 
+/// A protobuf message under construction, for the `protobuf_body` fixtures: length-delimited and
+/// varint fields are all those bodies need.
+#[derive(Default)]
+struct Pb(Vec<u8>);
+
+impl Pb {
+    fn varint(mut self, mut v: u64) -> Self {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+        self
+    }
+    fn bytes(self, field: u64, b: &[u8]) -> Self {
+        let mut s = self.varint(field << 3 | 2).varint(b.len() as u64);
+        s.0.extend_from_slice(b);
+        s
+    }
+    fn str(self, field: u64, v: &str) -> Self {
+        self.bytes(field, v.as_bytes())
+    }
+    fn msg(self, field: u64, m: Pb) -> Self {
+        self.bytes(field, &m.0)
+    }
+    fn int(self, field: u64, v: u64) -> Self {
+        self.varint(field << 3).varint(v)
+    }
+    fn entry(self, field: u64, k: &str, v: &[u8]) -> Self {
+        self.msg(field, Pb::default().str(1, k).bytes(2, v))
+    }
+}
+
+/// `k8s\0` followed by the `runtime.Unknown` envelope around `raw`, as a client sends it.
+fn protobuf_body(api_version: &str, kind: &str, raw: Pb) -> Vec<u8> {
+    let unknown = Pb::default()
+        .msg(1, Pb::default().str(1, api_version).str(2, kind))
+        .msg(2, raw)
+        .str(3, "")
+        .str(4, "");
+    let mut out = b"k8s\0".to_vec();
+    out.extend_from_slice(&unknown.0);
+    out
+}
+
+/// ObjectMeta with a name, a namespace, four labels and two annotations.
+fn protobuf_meta(name: &str) -> Pb {
+    Pb::default()
+        .str(1, name)
+        .str(3, "tools")
+        .msg(8, Pb::default().int(1, 1_709_210_096))
+        .entry(11, "app.kubernetes.io/name", b"billing")
+        .entry(11, "app.kubernetes.io/part-of", b"cloud-co")
+        .entry(11, "app.kubernetes.io/managed-by", b"kubectl")
+        .entry(11, "tier", b"backend")
+        .entry(12, "cloud.example.com/owner", b"team-a@example.com")
+        .entry(
+            12,
+            "cloud.example.com/description",
+            b"settings of the billing service",
+        )
+}
+
+/// Bench 7: Decoding a Kubernetes protobuf request body into the equivalent JSON (what the shard
+/// does for kubectl's typed `create` commands): a ConfigMap and a Secret of about 2 KB, and a
+/// ClusterRole with five rules.
+fn bench_protobuf_body(c: &mut Criterion) {
+    let value = |i: usize| format!("{i:02}-").repeat(40);
+    let config_map = protobuf_body(
+        "v1",
+        "ConfigMap",
+        (0..12).fold(Pb::default().msg(1, protobuf_meta("billing")), |m, i| {
+            m.entry(
+                2,
+                &format!("setting-{i:02}.properties"),
+                value(i).as_bytes(),
+            )
+        }),
+    );
+    let secret = protobuf_body(
+        "v1",
+        "Secret",
+        (0..12)
+            .fold(
+                Pb::default().msg(1, protobuf_meta("billing-keys")),
+                |m, i| {
+                    let key: Vec<u8> = (0..120).map(|b| (b * 7 + i * 13) as u8).collect();
+                    m.entry(2, &format!("key-{i:02}.pem"), &key)
+                },
+            )
+            .str(3, "Opaque"),
+    );
+    let rule = |verbs: &[&str], groups: &[&str], resources: &[&str]| {
+        let r = verbs.iter().fold(Pb::default(), |r, v| r.str(1, v));
+        let r = groups.iter().fold(r, |r, g| r.str(2, g));
+        resources.iter().fold(r, |r, res| r.str(3, res))
+    };
+    let cluster_role = protobuf_body(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        Pb::default()
+            .msg(1, protobuf_meta("billing-operator"))
+            .msg(
+                2,
+                rule(
+                    &["get", "list", "watch"],
+                    &[""],
+                    &["pods", "services", "endpoints"],
+                ),
+            )
+            .msg(
+                2,
+                rule(
+                    &[
+                        "get", "list", "watch", "create", "update", "patch", "delete",
+                    ],
+                    &[""],
+                    &["configmaps", "secrets"],
+                ),
+            )
+            .msg(
+                2,
+                rule(
+                    &["get", "list", "watch", "update"],
+                    &["apps"],
+                    &["deployments", "statefulsets", "replicasets"],
+                ),
+            )
+            .msg(
+                2,
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["subjectaccessreviews"],
+                ),
+            )
+            .msg(
+                2,
+                rule(
+                    &["get", "list", "watch"],
+                    &["cloud.example.com"],
+                    &["cpuflavors", "cpuflavors/status"],
+                ),
+            ),
+    );
+    for (name, body) in [
+        ("configmap", &config_map),
+        ("secret", &secret),
+        ("clusterrole", &cluster_role),
+    ] {
+        assert!(
+            protobuf::decode(body).is_ok(),
+            "fixture: the {name} body decodes"
+        );
+    }
+    eprintln!(
+        "protobuf_body fixtures: ConfigMap {} bytes, Secret {} bytes, ClusterRole {} bytes",
+        config_map.len(),
+        secret.len(),
+        cluster_role.len()
+    );
+    let mut g = group(c, "protobuf_body", 50);
+    for (name, body) in [
+        ("configmap_2kb", &config_map),
+        ("secret_2kb", &secret),
+        ("clusterrole_5_rules", &cluster_role),
+    ] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| b.iter(|| protobuf::decode(black_box(body))));
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_url_digest,
@@ -563,6 +739,7 @@ criterion_group!(
     bench_unwrap_object,
     bench_list_body,
     bench_watch,
-    bench_per_consumer_copy
+    bench_per_consumer_copy,
+    bench_protobuf_body
 );
 criterion_main!(benches);

@@ -1,14 +1,33 @@
 //! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) into
-//! the equivalent JSON object. This module owns the wire-format reader (varints, tags, length
-//! prefixes, skipping of unknown fields), the `k8s\0` + `runtime.Unknown` envelope, and the
-//! message layouts of the kinds kubectl's typed `create` commands send: core/v1 Namespace,
-//! Secret, ConfigMap and ServiceAccount, rbac/v1 ClusterRole, Role, ClusterRoleBinding and
-//! RoleBinding, with meta/v1 ObjectMeta, OwnerReference, ManagedFieldsEntry, LabelSelector and
-//! Time. The JSON it produces follows the Go types' `json` tags (empty optional fields omitted,
-//! required ones always present) so it equals what the same client would have sent as JSON.
+//! the equivalent JSON object, with the message types that `k8s-pb` generates from Kubernetes'
+//! own `.proto` files (decoded by `prost`). This module owns the `k8s\0` magic, the dispatch on
+//! the `runtime.Unknown` envelope's apiVersion and kind, and the mapping of each typed object to
+//! the JSON its Go type would marshal to: field names from the Go `json` tags, empty `omitempty`
+//! fields left out and required ones always present, `[]byte` maps as base64, meta/v1 `Time` as
+//! `YYYY-MM-DDTHH:MM:SSZ` with Go's zero time left out, and `fieldsV1` embedded as the JSON it
+//! holds, so the result equals what the same client would have sent as JSON.
+//!
+//! `k8s-pb` has a type for every built-in kind, but only the kinds the shard serves are mapped to
+//! JSON: core/v1 Namespace, Secret, ConfigMap and ServiceAccount, and rbac/v1 ClusterRole, Role,
+//! ClusterRoleBinding and RoleBinding (with meta/v1 ObjectMeta, OwnerReference,
+//! ManagedFieldsEntry, LabelSelector and Time), the kinds kubectl's typed `create` commands send.
+//! Any other built-in kind is answered [`ProtoError::Unsupported`], since the shard has no such
+//! resource to write it to. Kinds defined by CustomResourceDefinitions never travel as
+//! protobuf (clients send them as JSON), so they need no mapping here.
+//!
+//! `prost` checks that every string field is UTF-8, so a body with one that is not is
+//! [`ProtoError::Malformed`]; the apiserver would keep the bytes (and its JSON encoder would write
+//! U+FFFD for them). kubectl does not send such strings: file contents that are not UTF-8 go to
+//! a ConfigMap's `binaryData`, which is bytes.
 
 use base64::Engine as _;
+use k8s_pb::api::core::v1 as core;
+use k8s_pb::api::rbac::v1 as rbac;
+use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+use k8s_pb::apimachinery::pkg::runtime::Unknown;
+use prost::Message;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// The protobuf media type.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -16,22 +35,21 @@ pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// The four bytes every Kubernetes protobuf body starts with.
 const MAGIC: [u8; 4] = *b"k8s\0";
 
-/// The highest field number protobuf allows.
-const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
-
 /// Seconds since the Unix epoch of Go's zero `time.Time` (0001-01-01T00:00:00Z), which
 /// Kubernetes treats as "no timestamp".
 const GO_ZERO_TIME_UNIX: i64 = -62_135_596_800;
+
+const RBAC_V1: &str = "rbac.authorization.k8s.io/v1";
 
 /// Why a protobuf body could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
     /// The bytes are not a well-formed Kubernetes protobuf message (bad magic, truncated data,
-    /// invalid tags, wrong wire types, groups, out-of-range values).
+    /// invalid tags, wrong wire types, strings that are not UTF-8, out-of-range values).
     #[error("{0}")]
     Malformed(String),
-    /// The envelope names an object this decoder has no layout for; the payload is the Go-style
-    /// group/version/kind, e.g. `apps/v1, Kind=Deployment`.
+    /// The envelope names an object this decoder does not map to JSON; the payload is the
+    /// Go-style group/version/kind, e.g. `apps/v1, Kind=Deployment`.
     #[error("protobuf decoding is not supported for {0}")]
     Unsupported(String),
     /// The envelope declares a content encoding (such as compression) this decoder cannot undo.
@@ -59,261 +77,60 @@ pub fn decode(body: &[u8]) -> Result<Value> {
     if rest.is_empty() {
         return Err(malformed("empty body"));
     }
-    let unknown = Msg::parse("Unknown", rest)?;
-    let (api_version, kind) = match unknown.message(1, "TypeMeta")? {
-        Some(tm) => (
-            tm.string(1)?.unwrap_or_default(),
-            tm.string(2)?.unwrap_or_default(),
-        ),
-        None => (String::new(), String::new()),
-    };
-    if let Some(enc) = unknown.string(3)?.filter(|e| !e.is_empty()) {
+    let unknown = Unknown::decode(rest).map_err(|e| malformed(format!("runtime.Unknown: {e}")))?;
+    let type_meta = unknown.type_meta.unwrap_or_default();
+    let api_version = type_meta.api_version.unwrap_or_default();
+    let kind = type_meta.kind.unwrap_or_default();
+    if let Some(enc) = unknown.content_encoding.filter(|e| !e.is_empty()) {
         return Err(ProtoError::Encoding(enc));
     }
     if kind.is_empty() {
         return Err(malformed("object kind missing from the protobuf envelope"));
     }
-    let raw = unknown.last_bytes(2)?.unwrap_or_default();
-    let object_fn: fn(&Msg<'_>, &mut Obj) -> Result<()> =
-        match (api_version.as_str(), kind.as_str()) {
-            ("v1", "Namespace") => namespace,
-            ("v1", "Secret") => secret,
-            ("v1", "ConfigMap") => config_map,
-            ("v1", "ServiceAccount") => service_account,
-            (RBAC_V1, "ClusterRole") => cluster_role,
-            (RBAC_V1, "Role") => role,
-            (RBAC_V1, "ClusterRoleBinding" | "RoleBinding") => role_binding,
-            _ => {
-                return Err(ProtoError::Unsupported(format!(
-                    "{api_version}, Kind={kind}"
-                )));
-            }
-        };
-    let msg = Msg::parse(&kind, raw)?;
+    let raw = unknown.raw.unwrap_or_default();
     let mut out = Obj::default();
-    out.put("kind", Value::String(kind.clone()));
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Namespace") => namespace(typed(&kind, &raw, &mut out)?, &mut out)?,
+        ("v1", "Secret") => secret(typed(&kind, &raw, &mut out)?, &mut out),
+        ("v1", "ConfigMap") => config_map(typed(&kind, &raw, &mut out)?, &mut out),
+        ("v1", "ServiceAccount") => service_account(typed(&kind, &raw, &mut out)?, &mut out),
+        (RBAC_V1, "ClusterRole") => cluster_role(typed(&kind, &raw, &mut out)?, &mut out),
+        (RBAC_V1, "Role") => {
+            let role: rbac::Role = typed(&kind, &raw, &mut out)?;
+            rules(role.rules, &mut out);
+        }
+        (RBAC_V1, "ClusterRoleBinding") => {
+            let b: rbac::ClusterRoleBinding = typed(&kind, &raw, &mut out)?;
+            role_binding(b.subjects, b.role_ref, &mut out);
+        }
+        (RBAC_V1, "RoleBinding") => {
+            let b: rbac::RoleBinding = typed(&kind, &raw, &mut out)?;
+            role_binding(b.subjects, b.role_ref, &mut out);
+        }
+        _ => {
+            return Err(ProtoError::Unsupported(format!(
+                "{api_version}, Kind={kind}"
+            )));
+        }
+    }
+    out.put("kind", Value::String(kind));
     out.put("apiVersion", Value::String(api_version));
-    let meta = match msg.message(1, "ObjectMeta")? {
-        Some(m) => object_meta(&m)?,
-        None => Map::new(),
-    };
-    out.put("metadata", Value::Object(meta));
-    object_fn(&msg, &mut out)?;
     Ok(Value::Object(out.0))
 }
 
-const RBAC_V1: &str = "rbac.authorization.k8s.io/v1";
-
-// ---------------------------------------------------------------------------------------------
-// Wire format reader
-// ---------------------------------------------------------------------------------------------
-
-/// One field value as it appears on the wire.
-#[derive(Clone, Copy, Debug)]
-enum Wire<'a> {
-    Varint(u64),
-    Fixed64,
-    Len(&'a [u8]),
-    Fixed32,
-}
-
-impl Wire<'_> {
-    fn type_number(&self) -> u8 {
-        match self {
-            Wire::Varint(_) => 0,
-            Wire::Fixed64 => 1,
-            Wire::Len(_) => 2,
-            Wire::Fixed32 => 5,
-        }
-    }
-}
-
-/// A parsed message: every field occurrence in wire order. Several serialized parts parsed into
-/// one `Msg` behave like their concatenation, which is protobuf's merge semantics.
-struct Msg<'a> {
-    what: String,
-    fields: Vec<(u64, Wire<'a>)>,
-}
-
-/// Read a base-128 varint at `*pos`, advancing it.
-fn read_varint(buf: &[u8], pos: &mut usize, what: &str) -> Result<u64> {
-    let mut value: u64 = 0;
-    for i in 0..10 {
-        let Some(&b) = buf.get(*pos) else {
-            return Err(malformed(format!(
-                "{what}: unexpected end of data in a varint"
-            )));
-        };
-        *pos += 1;
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Ok(value);
-        }
-    }
-    Err(malformed(format!("{what}: varint is longer than 10 bytes")))
-}
-
-/// Take `n` bytes at `*pos`, advancing it.
-fn take<'a>(buf: &'a [u8], pos: &mut usize, n: u64, what: &str) -> Result<&'a [u8]> {
-    let remaining = buf.len() - *pos;
-    let n = usize::try_from(n)
-        .ok()
-        .filter(|n| *n <= remaining)
-        .ok_or_else(|| malformed(format!("{what}: unexpected end of data")))?;
-    let out = &buf[*pos..*pos + n];
-    *pos += n;
-    Ok(out)
-}
-
-impl<'a> Msg<'a> {
-    fn parse(what: &str, buf: &'a [u8]) -> Result<Self> {
-        Self::parse_parts(what, &[buf])
-    }
-
-    fn parse_parts(what: &str, parts: &[&'a [u8]]) -> Result<Self> {
-        let mut fields = Vec::new();
-        for buf in parts {
-            let mut pos = 0;
-            while pos < buf.len() {
-                let tag = read_varint(buf, &mut pos, what)?;
-                let number = tag >> 3;
-                let wire_type = tag & 7;
-                if number == 0 || number > MAX_FIELD_NUMBER {
-                    return Err(malformed(format!(
-                        "{what}: illegal tag {number} (wire type {wire_type})"
-                    )));
-                }
-                let value = match wire_type {
-                    0 => Wire::Varint(read_varint(buf, &mut pos, what)?),
-                    1 => {
-                        take(buf, &mut pos, 8, what)?;
-                        Wire::Fixed64
-                    }
-                    2 => {
-                        let len = read_varint(buf, &mut pos, what)?;
-                        Wire::Len(take(buf, &mut pos, len, what)?)
-                    }
-                    5 => {
-                        take(buf, &mut pos, 4, what)?;
-                        Wire::Fixed32
-                    }
-                    3 | 4 => {
-                        return Err(malformed(format!(
-                            "{what}: field {number} uses a group, which is not supported"
-                        )));
-                    }
-                    other => {
-                        return Err(malformed(format!(
-                            "{what}: illegal wire type {other} for field {number}"
-                        )));
-                    }
-                };
-                fields.push((number, value));
-            }
-        }
-        Ok(Msg {
-            what: what.to_string(),
-            fields,
-        })
-    }
-
-    fn wrong_type(&self, number: u64, wire: &Wire<'_>) -> ProtoError {
-        malformed(format!(
-            "{}: wrong wire type {} for field {number}",
-            self.what,
-            wire.type_number()
-        ))
-    }
-
-    /// Every length-delimited occurrence of field `number`.
-    fn all_bytes(&self, number: u64) -> Result<Vec<&'a [u8]>> {
-        let mut out = Vec::new();
-        for (n, w) in &self.fields {
-            if *n != number {
-                continue;
-            }
-            match w {
-                Wire::Len(b) => out.push(*b),
-                other => return Err(self.wrong_type(number, other)),
-            }
-        }
-        Ok(out)
-    }
-
-    /// The last occurrence of a length-delimited scalar field.
-    fn last_bytes(&self, number: u64) -> Result<Option<&'a [u8]>> {
-        Ok(self.all_bytes(number)?.pop())
-    }
-
-    fn string(&self, number: u64) -> Result<Option<String>> {
-        Ok(self.last_bytes(number)?.map(text))
-    }
-
-    fn strings(&self, number: u64) -> Result<Vec<String>> {
-        Ok(self.all_bytes(number)?.into_iter().map(text).collect())
-    }
-
-    /// The last occurrence of a varint field.
-    fn varint(&self, number: u64) -> Result<Option<u64>> {
-        let mut out = None;
-        for (n, w) in &self.fields {
-            if *n != number {
-                continue;
-            }
-            match w {
-                Wire::Varint(v) => out = Some(*v),
-                other => return Err(self.wrong_type(number, other)),
-            }
-        }
-        Ok(out)
-    }
-
-    fn bool(&self, number: u64) -> Result<Option<bool>> {
-        Ok(self.varint(number)?.map(|v| v != 0))
-    }
-
-    fn int64(&self, number: u64) -> Result<Option<i64>> {
-        // Two's complement reinterpretation is how protobuf encodes negative int64 values.
-        Ok(self.varint(number)?.map(|v| v as i64))
-    }
-
-    /// A singular message field; all occurrences are merged.
-    fn message(&self, number: u64, what: &str) -> Result<Option<Msg<'a>>> {
-        let parts = self.all_bytes(number)?;
-        if parts.is_empty() {
-            return Ok(None);
-        }
-        Msg::parse_parts(what, &parts).map(Some)
-    }
-
-    /// A repeated message field, one message per occurrence.
-    fn messages(&self, number: u64, what: &str) -> Result<Vec<Msg<'a>>> {
-        self.all_bytes(number)?
-            .into_iter()
-            .map(|b| Msg::parse(what, b))
-            .collect()
-    }
-
-    /// A `map<string, string>` (or, with `binary`, `map<string, bytes>` rendered as base64).
-    fn map(&self, number: u64, binary: bool) -> Result<Map<String, Value>> {
-        let mut out = Map::new();
-        for entry in self.messages(number, "map entry")? {
-            let key = entry.string(1)?.unwrap_or_default();
-            let value = entry.last_bytes(2)?.unwrap_or_default();
-            let value = if binary {
-                base64::engine::general_purpose::STANDARD.encode(value)
-            } else {
-                text(value)
-            };
-            out.insert(key, Value::String(value));
-        }
-        Ok(out)
-    }
-}
-
-/// Protobuf strings as Go sees them: invalid UTF-8 is replaced, as Go's JSON encoder would.
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Decode `raw` as the object type `T` (named `kind` in errors) and put its metadata into `out`;
+/// the rest of the object is the caller's to map.
+fn typed<T>(kind: &str, raw: &[u8], out: &mut Obj) -> Result<T>
+where
+    T: Message + Default + k8s_pb::Metadata<Ty = meta::ObjectMeta>,
+{
+    let mut object = T::decode(raw).map_err(|e| malformed(format!("{kind}: {e}")))?;
+    let metadata = object.metadata_mut().map(std::mem::take);
+    out.put(
+        "metadata",
+        Value::Object(object_meta(metadata.unwrap_or_default())?),
+    );
+    Ok(object)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,6 +165,16 @@ impl Obj {
         }
     }
 
+    /// A list of strings without `omitempty`: `null` when empty, as Go encodes a nil slice.
+    fn req_strs(&mut self, key: &str, values: Vec<String>) {
+        let value = if values.is_empty() {
+            Value::Null
+        } else {
+            Value::from(values)
+        };
+        self.put(key, value);
+    }
+
     /// An array or map with `omitempty`.
     fn opt_value(&mut self, key: &str, value: Value) {
         let empty = match &value {
@@ -362,10 +189,18 @@ impl Obj {
     }
 
     /// A pointer field (`*bool`, `*int64`): present whenever it was on the wire.
-    fn ptr(&mut self, key: &str, value: Option<Value>) {
+    fn ptr(&mut self, key: &str, value: Option<impl Into<Value>>) {
         if let Some(v) = value {
-            self.put(key, v);
+            self.put(key, v.into());
         }
+    }
+
+    /// A meta/v1 `Time` with `omitempty`.
+    fn time(&mut self, key: &str, value: Option<meta::Time>) -> Result<()> {
+        if let Some(t) = time(value)? {
+            self.put(key, Value::String(t));
+        }
+        Ok(())
     }
 
     fn done(self) -> Value {
@@ -373,9 +208,32 @@ impl Obj {
     }
 }
 
-fn list(msgs: Vec<Msg<'_>>, each: fn(&Msg<'_>) -> Result<Value>) -> Result<Value> {
+/// A `map[string]string`.
+fn string_map(map: BTreeMap<String, String>) -> Value {
+    Value::Object(
+        map.into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
+}
+
+/// A `map[string][]byte`: Go's JSON encoder writes `[]byte` as standard base64.
+fn bytes_map(map: BTreeMap<String, Vec<u8>>) -> Value {
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    Value::Object(
+        map.into_iter()
+            .map(|(k, v)| (k, Value::String(b64.encode(v))))
+            .collect(),
+    )
+}
+
+fn list<T>(items: Vec<T>, each: fn(T) -> Value) -> Value {
+    Value::Array(items.into_iter().map(each).collect())
+}
+
+fn try_list<T>(items: Vec<T>, each: fn(T) -> Result<Value>) -> Result<Value> {
     Ok(Value::Array(
-        msgs.iter().map(each).collect::<Result<Vec<_>>>()?,
+        items.into_iter().map(each).collect::<Result<Vec<_>>>()?,
     ))
 }
 
@@ -383,18 +241,16 @@ fn list(msgs: Vec<Msg<'_>>, each: fn(&Msg<'_>) -> Result<Value>) -> Result<Value
 // meta/v1
 // ---------------------------------------------------------------------------------------------
 
-/// A meta/v1 `Time` field as its RFC 3339 string; `None` when absent or Go's zero time.
-/// Like Kubernetes, only whole seconds are kept.
-fn time(msg: &Msg<'_>, number: u64) -> Result<Option<String>> {
-    let Some(t) = msg.message(number, "Time")? else {
+/// A meta/v1 `Time` as its RFC 3339 string; `None` when absent, empty or Go's zero time. Like
+/// Kubernetes, only whole seconds are kept (`nanos` is decoded and ignored).
+fn time(t: Option<meta::Time>) -> Result<Option<String>> {
+    let Some(t) = t else {
         return Ok(None);
     };
-    if t.fields.is_empty() {
+    if t.seconds.is_none() && t.nanos.is_none() {
         return Ok(None);
     }
-    let seconds = t.int64(1)?.unwrap_or(0);
-    // The nanos field is validated for its wire type and otherwise ignored, as Kubernetes does.
-    t.varint(2)?;
+    let seconds = t.seconds.unwrap_or(0);
     if seconds == GO_ZERO_TIME_UNIX {
         return Ok(None);
     }
@@ -417,167 +273,146 @@ fn format_rfc3339(seconds: i64) -> Result<String> {
     at.format(&fmt).map_err(|_| outside())
 }
 
-fn object_meta(m: &Msg<'_>) -> Result<Map<String, Value>> {
+fn object_meta(m: meta::ObjectMeta) -> Result<Map<String, Value>> {
     let mut o = Obj::default();
-    o.opt_str("name", m.string(1)?);
-    o.opt_str("generateName", m.string(2)?);
-    o.opt_str("namespace", m.string(3)?);
-    o.opt_str("selfLink", m.string(4)?);
-    o.opt_str("uid", m.string(5)?);
-    o.opt_str("resourceVersion", m.string(6)?);
-    if let Some(g) = m.int64(7)?.filter(|g| *g != 0) {
-        o.put("generation", Value::from(g));
-    }
-    if let Some(t) = time(m, 8)? {
-        o.put("creationTimestamp", Value::String(t));
-    }
-    if let Some(t) = time(m, 9)? {
-        o.put("deletionTimestamp", Value::String(t));
-    }
-    o.ptr("deletionGracePeriodSeconds", m.int64(10)?.map(Value::from));
-    o.opt_value("labels", Value::Object(m.map(11, false)?));
-    o.opt_value("annotations", Value::Object(m.map(12, false)?));
-    o.opt_value(
-        "ownerReferences",
-        list(m.messages(13, "OwnerReference")?, owner_reference)?,
+    o.opt_str("name", m.name);
+    o.opt_str("generateName", m.generate_name);
+    o.opt_str("namespace", m.namespace);
+    o.opt_str("selfLink", m.self_link);
+    o.opt_str("uid", m.uid);
+    o.opt_str("resourceVersion", m.resource_version);
+    o.ptr("generation", m.generation.filter(|g| *g != 0));
+    o.time("creationTimestamp", m.creation_timestamp)?;
+    o.time("deletionTimestamp", m.deletion_timestamp)?;
+    o.ptr(
+        "deletionGracePeriodSeconds",
+        m.deletion_grace_period_seconds,
     );
-    o.opt_strs("finalizers", m.strings(14)?);
+    o.opt_value("labels", string_map(m.labels));
+    o.opt_value("annotations", string_map(m.annotations));
+    o.opt_value("ownerReferences", list(m.owner_references, owner_reference));
+    o.opt_strs("finalizers", m.finalizers);
     o.opt_value(
         "managedFields",
-        list(m.messages(17, "ManagedFieldsEntry")?, managed_fields_entry)?,
+        try_list(m.managed_fields, managed_fields_entry)?,
     );
     Ok(o.0)
 }
 
-fn owner_reference(m: &Msg<'_>) -> Result<Value> {
+fn owner_reference(r: meta::OwnerReference) -> Value {
     let mut o = Obj::default();
-    o.req_str("apiVersion", m.string(5)?);
-    o.req_str("kind", m.string(1)?);
-    o.req_str("name", m.string(3)?);
-    o.req_str("uid", m.string(4)?);
-    o.ptr("controller", m.bool(6)?.map(Value::Bool));
-    o.ptr("blockOwnerDeletion", m.bool(7)?.map(Value::Bool));
+    o.req_str("apiVersion", r.api_version);
+    o.req_str("kind", r.kind);
+    o.req_str("name", r.name);
+    o.req_str("uid", r.uid);
+    o.ptr("controller", r.controller);
+    o.ptr("blockOwnerDeletion", r.block_owner_deletion);
+    o.done()
+}
+
+fn managed_fields_entry(e: meta::ManagedFieldsEntry) -> Result<Value> {
+    let mut o = Obj::default();
+    o.opt_str("manager", e.manager);
+    o.opt_str("operation", e.operation);
+    o.opt_str("apiVersion", e.api_version);
+    o.time("time", e.time)?;
+    o.opt_str("fieldsType", e.fields_type);
+    if let Some(raw) = e.fields_v1.and_then(|f| f.raw).filter(|r| !r.is_empty()) {
+        let v: Value = serde_json::from_slice(&raw)
+            .map_err(|e| malformed(format!("FieldsV1: raw is not JSON: {e}")))?;
+        o.put("fieldsV1", v);
+    }
+    o.opt_str("subresource", e.subresource);
     Ok(o.done())
 }
 
-fn managed_fields_entry(m: &Msg<'_>) -> Result<Value> {
+fn label_selector(s: meta::LabelSelector) -> Value {
     let mut o = Obj::default();
-    o.opt_str("manager", m.string(1)?);
-    o.opt_str("operation", m.string(2)?);
-    o.opt_str("apiVersion", m.string(3)?);
-    if let Some(t) = time(m, 4)? {
-        o.put("time", Value::String(t));
-    }
-    o.opt_str("fieldsType", m.string(6)?);
-    if let Some(fields) = m.message(7, "FieldsV1")? {
-        let raw = fields.last_bytes(1)?.unwrap_or_default();
-        if !raw.is_empty() {
-            let v: Value = serde_json::from_slice(raw)
-                .map_err(|e| malformed(format!("FieldsV1: raw is not JSON: {e}")))?;
-            o.put("fieldsV1", v);
-        }
-    }
-    o.opt_str("subresource", m.string(8)?);
-    Ok(o.done())
-}
-
-fn label_selector(m: &Msg<'_>) -> Result<Value> {
-    let mut o = Obj::default();
-    o.opt_value("matchLabels", Value::Object(m.map(1, false)?));
+    o.opt_value("matchLabels", string_map(s.match_labels));
     o.opt_value(
         "matchExpressions",
-        list(
-            m.messages(2, "LabelSelectorRequirement")?,
-            label_selector_requirement,
-        )?,
+        list(s.match_expressions, label_selector_requirement),
     );
-    Ok(o.done())
+    o.done()
 }
 
-fn label_selector_requirement(m: &Msg<'_>) -> Result<Value> {
+fn label_selector_requirement(r: meta::LabelSelectorRequirement) -> Value {
     let mut o = Obj::default();
-    o.req_str("key", m.string(1)?);
-    o.req_str("operator", m.string(2)?);
-    o.opt_strs("values", m.strings(3)?);
-    Ok(o.done())
+    o.req_str("key", r.key);
+    o.req_str("operator", r.operator);
+    o.opt_strs("values", r.values);
+    o.done()
 }
 
 // ---------------------------------------------------------------------------------------------
 // core/v1
 // ---------------------------------------------------------------------------------------------
 
-fn namespace(m: &Msg<'_>, out: &mut Obj) -> Result<()> {
+/// `spec` and `status` are structs without `omitempty`: always present, `{}` when unset.
+fn namespace(ns: core::Namespace, out: &mut Obj) -> Result<()> {
     let mut spec = Obj::default();
-    if let Some(s) = m.message(2, "NamespaceSpec")? {
-        spec.opt_strs("finalizers", s.strings(1)?);
+    if let Some(s) = ns.spec {
+        spec.opt_strs("finalizers", s.finalizers);
     }
     out.put("spec", spec.done());
     let mut status = Obj::default();
-    if let Some(s) = m.message(3, "NamespaceStatus")? {
-        status.opt_str("phase", s.string(1)?);
-        status.opt_value(
-            "conditions",
-            list(s.messages(2, "NamespaceCondition")?, namespace_condition)?,
-        );
+    if let Some(s) = ns.status {
+        status.opt_str("phase", s.phase);
+        status.opt_value("conditions", try_list(s.conditions, namespace_condition)?);
     }
     out.put("status", status.done());
     Ok(())
 }
 
-fn namespace_condition(m: &Msg<'_>) -> Result<Value> {
+fn namespace_condition(c: core::NamespaceCondition) -> Result<Value> {
     let mut o = Obj::default();
-    o.req_str("type", m.string(1)?);
-    o.req_str("status", m.string(2)?);
-    if let Some(t) = time(m, 4)? {
-        o.put("lastTransitionTime", Value::String(t));
-    }
-    o.opt_str("reason", m.string(5)?);
-    o.opt_str("message", m.string(6)?);
+    o.req_str("type", c.r#type);
+    o.req_str("status", c.status);
+    o.time("lastTransitionTime", c.last_transition_time)?;
+    o.opt_str("reason", c.reason);
+    o.opt_str("message", c.message);
     Ok(o.done())
 }
 
-fn secret(m: &Msg<'_>, out: &mut Obj) -> Result<()> {
-    out.ptr("immutable", m.bool(5)?.map(Value::Bool));
-    out.opt_value("data", Value::Object(m.map(2, true)?));
-    out.opt_value("stringData", Value::Object(m.map(4, false)?));
-    out.opt_str("type", m.string(3)?);
-    Ok(())
+fn secret(s: core::Secret, out: &mut Obj) {
+    out.ptr("immutable", s.immutable);
+    out.opt_value("data", bytes_map(s.data));
+    out.opt_value("stringData", string_map(s.string_data));
+    out.opt_str("type", s.r#type);
 }
 
-fn config_map(m: &Msg<'_>, out: &mut Obj) -> Result<()> {
-    out.ptr("immutable", m.bool(4)?.map(Value::Bool));
-    out.opt_value("data", Value::Object(m.map(2, false)?));
-    out.opt_value("binaryData", Value::Object(m.map(3, true)?));
-    Ok(())
+fn config_map(c: core::ConfigMap, out: &mut Obj) {
+    out.ptr("immutable", c.immutable);
+    out.opt_value("data", string_map(c.data));
+    out.opt_value("binaryData", bytes_map(c.binary_data));
 }
 
-fn service_account(m: &Msg<'_>, out: &mut Obj) -> Result<()> {
-    out.opt_value(
-        "secrets",
-        list(m.messages(2, "ObjectReference")?, object_reference)?,
-    );
+fn service_account(sa: core::ServiceAccount, out: &mut Obj) {
+    out.opt_value("secrets", list(sa.secrets, object_reference));
     out.opt_value(
         "imagePullSecrets",
-        list(m.messages(3, "LocalObjectReference")?, |r| {
+        list(sa.image_pull_secrets, |r| {
             let mut o = Obj::default();
-            o.opt_str("name", r.string(1)?);
-            Ok(o.done())
-        })?,
+            o.opt_str("name", r.name);
+            o.done()
+        }),
     );
-    out.ptr("automountServiceAccountToken", m.bool(4)?.map(Value::Bool));
-    Ok(())
+    out.ptr(
+        "automountServiceAccountToken",
+        sa.automount_service_account_token,
+    );
 }
 
-fn object_reference(m: &Msg<'_>) -> Result<Value> {
+fn object_reference(r: core::ObjectReference) -> Value {
     let mut o = Obj::default();
-    o.opt_str("kind", m.string(1)?);
-    o.opt_str("namespace", m.string(2)?);
-    o.opt_str("name", m.string(3)?);
-    o.opt_str("uid", m.string(4)?);
-    o.opt_str("apiVersion", m.string(5)?);
-    o.opt_str("resourceVersion", m.string(6)?);
-    o.opt_str("fieldPath", m.string(7)?);
-    Ok(o.done())
+    o.opt_str("kind", r.kind);
+    o.opt_str("namespace", r.namespace);
+    o.opt_str("name", r.name);
+    o.opt_str("uid", r.uid);
+    o.opt_str("apiVersion", r.api_version);
+    o.opt_str("resourceVersion", r.resource_version);
+    o.opt_str("fieldPath", r.field_path);
+    o.done()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,72 +420,56 @@ fn object_reference(m: &Msg<'_>) -> Result<Value> {
 // ---------------------------------------------------------------------------------------------
 
 /// `rules` has no `omitempty`: an empty list is `null`, as Go encodes a nil slice.
-fn rules(m: &Msg<'_>, out: &mut Obj) -> Result<()> {
-    let rules = m.messages(2, "PolicyRule")?;
+fn rules(rules: Vec<rbac::PolicyRule>, out: &mut Obj) {
     let value = if rules.is_empty() {
         Value::Null
     } else {
-        list(rules, policy_rule)?
+        list(rules, policy_rule)
     };
     out.put("rules", value);
-    Ok(())
 }
 
-fn policy_rule(m: &Msg<'_>) -> Result<Value> {
+fn policy_rule(r: rbac::PolicyRule) -> Value {
     let mut o = Obj::default();
-    let verbs = m.strings(1)?;
     // `verbs` has no `omitempty` either.
-    o.put(
-        "verbs",
-        if verbs.is_empty() {
-            Value::Null
-        } else {
-            Value::from(verbs)
-        },
-    );
-    o.opt_strs("apiGroups", m.strings(2)?);
-    o.opt_strs("resources", m.strings(3)?);
-    o.opt_strs("resourceNames", m.strings(4)?);
-    o.opt_strs("nonResourceURLs", m.strings(5)?);
-    Ok(o.done())
+    o.req_strs("verbs", r.verbs);
+    o.opt_strs("apiGroups", r.api_groups);
+    o.opt_strs("resources", r.resources);
+    o.opt_strs("resourceNames", r.resource_names);
+    o.opt_strs("nonResourceURLs", r.non_resource_ur_ls);
+    o.done()
 }
 
-fn cluster_role(m: &Msg<'_>, out: &mut Obj) -> Result<()> {
-    rules(m, out)?;
-    if let Some(agg) = m.message(3, "AggregationRule")? {
+fn cluster_role(cr: rbac::ClusterRole, out: &mut Obj) {
+    rules(cr.rules, out);
+    if let Some(agg) = cr.aggregation_rule {
         let mut o = Obj::default();
         o.opt_value(
             "clusterRoleSelectors",
-            list(agg.messages(1, "LabelSelector")?, label_selector)?,
+            list(agg.cluster_role_selectors, label_selector),
         );
         out.put("aggregationRule", o.done());
     }
-    Ok(())
 }
 
-fn role(m: &Msg<'_>, out: &mut Obj) -> Result<()> {
-    rules(m, out)
-}
-
-fn role_binding(m: &Msg<'_>, out: &mut Obj) -> Result<()> {
-    out.opt_value("subjects", list(m.messages(2, "Subject")?, subject)?);
-    let mut role_ref = Obj::default();
-    let r = m.message(3, "RoleRef")?;
-    let field = |n| r.as_ref().map_or(Ok(None), |r| r.string(n));
-    role_ref.req_str("apiGroup", field(1)?);
-    role_ref.req_str("kind", field(2)?);
-    role_ref.req_str("name", field(3)?);
-    out.put("roleRef", role_ref.done());
-    Ok(())
-}
-
-fn subject(m: &Msg<'_>) -> Result<Value> {
+/// A ClusterRoleBinding's or RoleBinding's fields; `roleRef` is required, so always present.
+fn role_binding(subjects: Vec<rbac::Subject>, role_ref: Option<rbac::RoleRef>, out: &mut Obj) {
+    out.opt_value("subjects", list(subjects, subject));
+    let r = role_ref.unwrap_or_default();
     let mut o = Obj::default();
-    o.req_str("kind", m.string(1)?);
-    o.opt_str("apiGroup", m.string(2)?);
-    o.req_str("name", m.string(3)?);
-    o.opt_str("namespace", m.string(4)?);
-    Ok(o.done())
+    o.req_str("apiGroup", r.api_group);
+    o.req_str("kind", r.kind);
+    o.req_str("name", r.name);
+    out.put("roleRef", o.done());
+}
+
+fn subject(s: rbac::Subject) -> Value {
+    let mut o = Obj::default();
+    o.req_str("kind", s.kind);
+    o.opt_str("apiGroup", s.api_group);
+    o.req_str("name", s.name);
+    o.opt_str("namespace", s.namespace);
+    o.done()
 }
 
 #[cfg(test)]
@@ -1135,8 +954,9 @@ mod tests {
             );
             b
         };
-        // Start group (field 5) and a stray end group.
-        assert!(decode(&with_raw(vec![0x2b, 0x2c])).is_err());
+        // metadata (field 1) sent as a group, a group never ended, and a stray end group.
+        assert!(decode(&with_raw(vec![0x0b, 0x0c])).is_err());
+        assert!(decode(&with_raw(vec![0x2b])).is_err());
         assert!(decode(&with_raw(vec![0x2c])).is_err());
         // Field number zero and wire types 6 and 7.
         assert!(decode(&with_raw(vec![0x00, 0x00])).is_err());
@@ -1149,6 +969,39 @@ mod tests {
         assert!(decode(&with_raw(bad_generation.0)).is_err());
         // Field numbers above the protobuf maximum.
         assert!(decode(&with_raw(Enc::default().int(1 << 29, 1).0)).is_err());
+    }
+
+    #[test]
+    fn a_whole_group_in_an_unknown_field_is_skipped_like_any_unknown_field() {
+        // Field 5 of a Namespace, started and ended as a group around a varint field; the
+        // apiserver's generated decoders skip such a group too.
+        let raw = Enc::default()
+            .msg(1, meta("ns2"))
+            .tag(5, 3)
+            .int(1, 1)
+            .tag(5, 4)
+            .msg(2, Enc::default());
+        assert_eq!(
+            decoded(&body("v1", "Namespace", raw)),
+            json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "ns2"},
+                   "spec": {}, "status": {}})
+        );
+    }
+
+    #[test]
+    fn a_string_that_is_not_utf8_is_malformed_and_the_error_names_the_field() {
+        let raw = Enc::default().msg(1, Enc::default().bytes(1, &[b'a', 0xff]));
+        let m = malformed_message(decode(&body("v1", "ConfigMap", raw)));
+        assert!(m.starts_with("ConfigMap: "), "{m}");
+        assert!(m.contains("ObjectMeta.name"), "{m}");
+        let mut envelope = MAGIC.to_vec();
+        envelope.extend_from_slice(
+            &Enc::default()
+                .msg(1, Enc::default().str(1, "v1").bytes(2, &[0xc3]))
+                .0,
+        );
+        let m = malformed_message(decode(&envelope));
+        assert!(m.starts_with("runtime.Unknown: "), "{m}");
     }
 
     #[test]
