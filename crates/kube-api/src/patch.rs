@@ -3,7 +3,8 @@
 //! `serde_json::Value`, and the errors a patch can fail with.
 //!
 //! * [`PatchType::Merge`] follows RFC 7386: objects merge key by key, `null` deletes a key, any
-//!   other value (arrays included) replaces what was there.
+//!   other value (arrays included) replaces what was there. The `json-patch` crate's `merge`
+//!   does it; this module only parses the body.
 //! * [`PatchType::Json`] follows RFC 6902: `add`, `remove`, `replace`, `move`, `copy` and `test`
 //!   with RFC 6901 pointers (`~0`, `~1`, `-` to append). Like kube-apiserver it takes at most
 //!   10000 operations; on top of that the bytes `copy` may duplicate and the nesting depth of the
@@ -91,7 +92,9 @@ pub fn apply(kind: PatchType, target: &Value, patch: &[u8]) -> Result<Value, Pat
     match kind {
         PatchType::Merge => {
             let patch = parse_body(patch)?;
-            Ok(merge_patch(target.clone(), &patch))
+            let mut doc = target.clone();
+            json_patch::merge(&mut doc, &patch);
+            Ok(doc)
         }
         PatchType::Json => json_patch(target, patch),
         PatchType::StrategicMerge => strategic_merge_patch(target, patch),
@@ -101,31 +104,6 @@ pub fn apply(kind: PatchType, target: &Value, patch: &[u8]) -> Result<Value, Pat
 fn parse_body(body: &[u8]) -> Result<Value, PatchError> {
     serde_json::from_slice(body)
         .map_err(|e| PatchError::Malformed(format!("the patch body is not valid JSON: {e}")))
-}
-
-// ---------------------------------------------------------------------------------------------
-// RFC 7386 JSON merge patch
-
-/// Merges `patch` into `target` as RFC 7386 describes.
-fn merge_patch(target: Value, patch: &Value) -> Value {
-    let Value::Object(changes) = patch else {
-        return patch.clone();
-    };
-    let mut merged = match target {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    for (key, change) in changes {
-        if change.is_null() {
-            merged.remove(key);
-        } else if let Some(slot) = merged.get_mut(key) {
-            let old = std::mem::take(slot);
-            *slot = merge_patch(old, change);
-        } else {
-            merged.insert(key.clone(), merge_patch(Value::Null, change));
-        }
-    }
-    Value::Object(merged)
 }
 
 // ---------------------------------------------------------------------------------------------
