@@ -38,7 +38,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 
-use json_patch::jsonptr::Pointer;
+use json_patch::jsonptr::{Pointer, Resolve};
 use json_patch::{
     AddOperation, CopyOperation, MoveOperation, PatchErrorKind, PatchOperation, RemoveOperation,
     ReplaceOperation, TestOperation,
@@ -131,16 +131,35 @@ fn parse_body(body: &[u8]) -> Result<Value, PatchError> {
 // and words their errors.
 
 fn json_patch(target: &Value, body: &[u8]) -> Result<Value, PatchError> {
+    let operations = parse_operations(body)?;
+    if operations.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(too_many(operations.len()));
+    }
+    let mut doc = target.clone();
+    let mut copied = 0u64;
+    for op in &operations {
+        apply_operation(&mut doc, op, &mut copied).map_err(PatchError::Invalid)?;
+    }
+    Ok(doc)
+}
+
+/// The operations of a JSON patch body. A body that is not JSON, or not an array of objects, is
+/// malformed; an operation the crate cannot read (no `op`, a member missing, a pointer that is
+/// not one) is invalid; more operations than kube-apiserver takes are too large.
+fn parse_operations(body: &[u8]) -> Result<Vec<PatchOperation>, PatchError> {
+    // Most bodies are right: read them straight into operations. Any error (including a member
+    // given twice, which serde refuses and kube-apiserver takes the last of) goes the long way,
+    // which finds the answer kube-apiserver gives.
+    if let Ok(operations) = serde_json::from_slice::<Vec<PatchOperation>>(body) {
+        return Ok(operations);
+    }
     let Value::Array(operations) = parse_body(body)? else {
         return Err(PatchError::Malformed(
             "a JSON patch must be a JSON array of operations".into(),
         ));
     };
     if operations.len() > MAX_JSON_PATCH_OPERATIONS {
-        return Err(PatchError::TooLarge(format!(
-            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
-            operations.len()
-        )));
+        return Err(too_many(operations.len()));
     }
     if let Some((i, other)) = operations
         .iter()
@@ -151,7 +170,7 @@ fn json_patch(target: &Value, body: &[u8]) -> Result<Value, PatchError> {
             "JSON patch operation {i} is not a JSON object: {other}"
         )));
     }
-    let operations = operations
+    operations
         .into_iter()
         .enumerate()
         .map(|(i, op)| {
@@ -159,13 +178,13 @@ fn json_patch(target: &Value, body: &[u8]) -> Result<Value, PatchError> {
                 PatchError::Invalid(format!("JSON patch operation {i} is not valid: {e}"))
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut doc = target.clone();
-    let mut copied = 0u64;
-    for op in &operations {
-        apply_operation(&mut doc, op, &mut copied).map_err(PatchError::Invalid)?;
-    }
-    Ok(doc)
+        .collect()
+}
+
+fn too_many(operations: usize) -> PatchError {
+    PatchError::TooLarge(format!(
+        "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {operations}"
+    ))
 }
 
 /// Applies one operation: checks the bounds the crate does not know about, runs `test` itself
@@ -179,19 +198,16 @@ fn apply_operation(doc: &mut Value, op: &PatchOperation, copied: &mut u64) -> Re
             if from == path {
                 // A move onto itself changes nothing; the crate would take it out and put it
                 // back, which fails for the whole document.
-                return doc
-                    .pointer(from.as_str())
-                    .map(drop)
-                    .ok_or_else(|| missing(from));
+                return lookup(doc, from).map(drop).ok_or_else(|| missing(from));
             }
             if !path.starts_with(from)
-                && let Some(value) = doc.pointer(from.as_str())
+                && let Some(value) = lookup(doc, from)
             {
                 check_depth(path, value)?;
             }
         }
         PatchOperation::Copy(CopyOperation { from, path }) => {
-            if let Some(source) = doc.pointer(from.as_str()) {
+            if let Some(source) = lookup(doc, from) {
                 *copied = copied.saturating_add(serialized_len(source));
                 if *copied > MAX_COPIED_BYTES {
                     return Err(format!(
@@ -202,7 +218,7 @@ fn apply_operation(doc: &mut Value, op: &PatchOperation, copied: &mut u64) -> Re
             }
         }
         PatchOperation::Test(TestOperation { path, value }) => {
-            let actual = doc.pointer(path.as_str()).ok_or_else(|| missing(path))?;
+            let actual = lookup(doc, path).ok_or_else(|| missing(path))?;
             return if json_equal(actual, value) {
                 Ok(())
             } else {
@@ -245,6 +261,11 @@ fn failure(doc: &Value, op: &PatchOperation, error: &json_patch::PatchError) -> 
     }
 }
 
+/// The value `path` points at in `doc`, if any (without the allocations of `Value::pointer`).
+fn lookup<'a>(doc: &'a Value, path: &Pointer) -> Option<&'a Value> {
+    doc.resolve(path).ok()
+}
+
 fn missing(path: &Pointer) -> String {
     format!("path {:?} does not exist", path.as_str())
 }
@@ -252,7 +273,7 @@ fn missing(path: &Pointer) -> String {
 /// Why nothing could be added at `path` in `doc` (an add into an object always succeeds).
 fn cannot_add(doc: &Value, path: &Pointer) -> String {
     let reason = match path.split_back() {
-        Some((parent, last)) => match doc.pointer(parent.as_str()) {
+        Some((parent, last)) => match lookup(doc, parent) {
             None => "its parent does not exist".to_string(),
             Some(Value::Array(items)) => match last.to_index() {
                 Ok(_) => format!(
@@ -1230,6 +1251,13 @@ mod tests {
         let body = br#"[{"op": "add", "path": "/baz", "value": "qux", "op": "remove"}]"#;
         let out = apply(PatchType::Json, &json!({"baz": 1, "foo": 2}), body).expect("applies");
         assert_eq!(out, json!({"foo": 2}));
+    }
+
+    #[test]
+    fn json_patch_with_a_repeated_path_member_uses_the_last_one() {
+        let body = br#"[{"op": "remove", "path": "/a", "path": "/b"}]"#;
+        let out = apply(PatchType::Json, &json!({"a": 1, "b": 2}), body).expect("applies");
+        assert_eq!(out, json!({"a": 1}));
     }
 
     #[test]
