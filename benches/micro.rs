@@ -2,9 +2,10 @@
 //! match, unwrapping and validating one CachedObject, building a 10,000-object LIST body (and a
 //! naive `serde_json::Value` baseline), encoding a watch event and fanning one shared frame out
 //! to 1,000 subscribers, the memoized per-event frame of a `ServedEvent`, and one per-consumer
-//! copy of a served object (again against a naive re-encode), and the shard's decoding of
+//! copy of a served object (again against a naive re-encode), the shard's decoding of
 //! Kubernetes protobuf request bodies (a ~2 KB ConfigMap and Secret, a 5-rule ClusterRole) into
-//! JSON. Fixtures are realistic Cloud Co
+//! JSON, and applying a JSON merge patch and a 10-operation JSON patch to one object. Fixtures
+//! are realistic Cloud Co
 //! CPU flavors (a ~3 KB CachedObject that serves as ~1.7 KB of JSON), validated against a
 //! ~20-property structural schema. Run with `cargo bench --bench micro` (add a filter such as
 //! `cargo bench --bench micro -- list_body` for one group); each group keeps 20–50 samples over
@@ -13,6 +14,7 @@
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use replication_vw::api::patch::{self, PatchType};
 use replication_vw::api::protobuf;
 use replication_vw::api::selector::LabelSelector;
 use replication_vw::api::watch::{self, EventType};
@@ -732,6 +734,68 @@ fn bench_protobuf_body(c: &mut Criterion) {
     g.finish();
 }
 
+/// Bench 7: PATCH bodies applied to one ~2 KB flavor as a PATCH request applies them (parse the
+/// body, copy the stored object, patch the copy): a JSON merge patch such as `kubectl patch
+/// --type merge` sends (labels, an annotation removed, spec fields) and a 10-operation JSON patch
+/// (tests, adds, replaces, a remove, a move and a copy).
+fn bench_patch(c: &mut Criterion) {
+    let target = flavor_source(42);
+    let merge = json!({
+        "metadata": {
+            "labels": {"cloud.example.com/tier": "medium", "team": "compute"},
+            "annotations": {"cloud.example.com/last-reviewed": null}
+        },
+        "spec": {"cores": 4, "limits": {"maxBurstMinutes": 45}, "features": ["sve2", "neon"]}
+    })
+    .to_string();
+    let operations = json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "48255"},
+        {"op": "test", "path": "/spec/cores", "value": 2},
+        {"op": "replace", "path": "/spec/cores", "value": 4},
+        {"op": "add", "path": "/metadata/labels/cloud.example.com~1tier", "value": "medium"},
+        {"op": "add", "path": "/metadata/annotations/cloud.example.com~1last-reviewed", "value": "2026-11-23"},
+        {"op": "remove", "path": "/spec/deprecated"},
+        {"op": "add", "path": "/spec/regions/-", "value": "sa-east-1"},
+        {"op": "move", "from": "/spec/limits/maxBurstMinutes", "path": "/spec/limits/burstMinutes"},
+        {"op": "copy", "from": "/spec/pricing", "path": "/status/pricing"},
+        {"op": "replace", "path": "/status/conditions/0/message", "value": "Capacity is low."}
+    ])
+    .to_string();
+    // Bench fixtures: both patches apply.
+    let merged = patch::apply(PatchType::Merge, &target, merge.as_bytes())
+        .expect("fixture: the merge patch applies");
+    let patched = patch::apply(PatchType::Json, &target, operations.as_bytes())
+        .expect("fixture: the JSON patch applies");
+    assert_eq!(merged["spec"]["cores"], 4);
+    assert_eq!(patched["status"]["pricing"]["currency"], "EUR");
+    eprintln!(
+        "patch fixture: object {} bytes, merge patch {} bytes, JSON patch {} bytes",
+        target.to_string().len(),
+        merge.len(),
+        operations.len()
+    );
+    let mut g = group(c, "patch", 50);
+    g.bench_function("merge", |b| {
+        b.iter(|| {
+            patch::apply(
+                PatchType::Merge,
+                black_box(&target),
+                black_box(merge.as_bytes()),
+            )
+        })
+    });
+    g.bench_function("json_10_operations", |b| {
+        b.iter(|| {
+            patch::apply(
+                PatchType::Json,
+                black_box(&target),
+                black_box(operations.as_bytes()),
+            )
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_url_digest,
@@ -740,6 +804,7 @@ criterion_group!(
     bench_list_body,
     bench_watch,
     bench_per_consumer_copy,
-    bench_protobuf_body
+    bench_protobuf_body,
+    bench_patch
 );
 criterion_main!(benches);

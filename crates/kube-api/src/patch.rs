@@ -3,11 +3,26 @@
 //! `serde_json::Value`, and the errors a patch can fail with.
 //!
 //! * [`PatchType::Merge`] follows RFC 7386: objects merge key by key, `null` deletes a key, any
-//!   other value (arrays included) replaces what was there.
+//!   other value (arrays included) replaces what was there. The `json-patch` crate's `merge`
+//!   does it; this module only parses the body.
 //! * [`PatchType::Json`] follows RFC 6902: `add`, `remove`, `replace`, `move`, `copy` and `test`
-//!   with RFC 6901 pointers (`~0`, `~1`, `-` to append). Like kube-apiserver it takes at most
-//!   10000 operations; on top of that the bytes `copy` may duplicate and the nesting depth of the
-//!   result are bounded, so no patch can blow up memory or the stack.
+//!   with RFC 6901 pointers (`~0`, `~1`, `-` to append). The `json-patch` crate parses the
+//!   operations and their pointers and applies `add`, `remove`, `replace`, `move` and `copy`.
+//!   What stays ours, around each call, is what kube-apiserver does and the crate does not:
+//!   - the answers: a body that is not an array of objects is malformed (400), more than 10000
+//!     operations is too large (413, counted before anything is applied), an operation that is
+//!     not valid or cannot apply is invalid (422), worded by path in our own messages;
+//!   - `test`, which compares numbers by value (`1` equals `1.0`, as kube-apiserver's Go
+//!     decoding does), where the crate's `==` tells them apart;
+//!   - bounds on the bytes `copy` may duplicate and on the nesting depth of the result, checked
+//!     before each operation, so no patch can blow up memory or the stack (a result must also
+//!     read back within `serde_json`'s nesting limit);
+//!   - a `move` onto itself, which only needs its source to exist (the crate would take the
+//!     value out and put it back, which fails for the whole document).
+//!
+//!   Operations go to the crate's `patch_unsafe` one at a time, on a copy of the target that is
+//!   dropped on error: its `patch` would undo the applied operations on error, and that undo
+//!   panics after a `move` of a value onto its own parent.
 //! * [`PatchType::StrategicMerge`] is the part of Kubernetes strategic merge patch that the
 //!   built-in types Namespace, Secret, ConfigMap, ClusterRole(Binding) and Role(Binding) need:
 //!   merge-patch semantics for maps, lists replaced, except the merge lists of the top-level
@@ -15,13 +30,19 @@
 //!   the directives `$patch`, `$retainKeys`, `$setElementOrder/<field>` and
 //!   `$deleteFromPrimitiveList/<field>`. Directives are obeyed and never stored. Merge lists are
 //!   ordered the way kube-apiserver orders them: patch elements in patch order, interleaved with
-//!   the elements only the object had, in their old order.
+//!   the elements only the object had, in their old order. It is written here: no crate
+//!   implements Kubernetes' strategic merge patch (its rules live in Go struct tags).
 //!
 //! [`apply`] never panics and never changes the target; the caller stores the result.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 
+use json_patch::jsonptr::{Pointer, Resolve};
+use json_patch::{
+    AddOperation, CopyOperation, MoveOperation, PatchErrorKind, PatchOperation, RemoveOperation,
+    ReplaceOperation, TestOperation,
+};
 use serde_json::{Map, Number, Value};
 
 /// Most operations one JSON patch may carry (kube-apiserver's limit).
@@ -91,7 +112,9 @@ pub fn apply(kind: PatchType, target: &Value, patch: &[u8]) -> Result<Value, Pat
     match kind {
         PatchType::Merge => {
             let patch = parse_body(patch)?;
-            Ok(merge_patch(target.clone(), &patch))
+            let mut doc = target.clone();
+            json_patch::merge(&mut doc, &patch);
+            Ok(doc)
         }
         PatchType::Json => json_patch(target, patch),
         PatchType::StrategicMerge => strategic_merge_patch(target, patch),
@@ -104,227 +127,172 @@ fn parse_body(body: &[u8]) -> Result<Value, PatchError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// RFC 7386 JSON merge patch
-
-/// Merges `patch` into `target` as RFC 7386 describes.
-fn merge_patch(target: Value, patch: &Value) -> Value {
-    let Value::Object(changes) = patch else {
-        return patch.clone();
-    };
-    let mut merged = match target {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    for (key, change) in changes {
-        if change.is_null() {
-            merged.remove(key);
-        } else if let Some(slot) = merged.get_mut(key) {
-            let old = std::mem::take(slot);
-            *slot = merge_patch(old, change);
-        } else {
-            merged.insert(key.clone(), merge_patch(Value::Null, change));
-        }
-    }
-    Value::Object(merged)
-}
-
-// ---------------------------------------------------------------------------------------------
-// RFC 6902 JSON patch
+// RFC 6902 JSON patch: the `json-patch` crate applies the operations; this adapter bounds them
+// and words their errors.
 
 fn json_patch(target: &Value, body: &[u8]) -> Result<Value, PatchError> {
+    let operations = parse_operations(body)?;
+    if operations.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(too_many(operations.len()));
+    }
+    let mut doc = target.clone();
+    let mut copied = 0u64;
+    for op in &operations {
+        apply_operation(&mut doc, op, &mut copied).map_err(PatchError::Invalid)?;
+    }
+    Ok(doc)
+}
+
+/// The operations of a JSON patch body. A body that is not JSON, or not an array of objects, is
+/// malformed; an operation the crate cannot read (no `op`, a member missing, a pointer that is
+/// not one) is invalid; more operations than kube-apiserver takes are too large.
+fn parse_operations(body: &[u8]) -> Result<Vec<PatchOperation>, PatchError> {
+    // Most bodies are right: read them straight into operations. Any error (including a member
+    // given twice, which serde refuses and kube-apiserver takes the last of) goes the long way,
+    // which finds the answer kube-apiserver gives.
+    if let Ok(operations) = serde_json::from_slice::<Vec<PatchOperation>>(body) {
+        return Ok(operations);
+    }
     let Value::Array(operations) = parse_body(body)? else {
         return Err(PatchError::Malformed(
             "a JSON patch must be a JSON array of operations".into(),
         ));
     };
     if operations.len() > MAX_JSON_PATCH_OPERATIONS {
-        return Err(PatchError::TooLarge(format!(
-            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
-            operations.len()
+        return Err(too_many(operations.len()));
+    }
+    if let Some((i, other)) = operations
+        .iter()
+        .enumerate()
+        .find(|(_, op)| !op.is_object())
+    {
+        return Err(PatchError::Malformed(format!(
+            "JSON patch operation {i} is not a JSON object: {other}"
         )));
     }
-    let operations = operations
+    operations
         .into_iter()
         .enumerate()
-        .map(|(i, op)| match op {
-            Value::Object(op) => Ok(op),
-            other => Err(PatchError::Malformed(format!(
-                "JSON patch operation {i} is not a JSON object: {other}"
-            ))),
+        .map(|(i, op)| {
+            serde_json::from_value::<PatchOperation>(op).map_err(|e| {
+                PatchError::Invalid(format!("JSON patch operation {i} is not valid: {e}"))
+            })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut doc = target.clone();
-    let mut copied = 0u64;
-    for op in operations {
-        apply_operation(&mut doc, op, &mut copied).map_err(PatchError::Invalid)?;
-    }
-    Ok(doc)
+        .collect()
 }
 
-/// A parsed RFC 6901 JSON pointer.
-struct Pointer {
-    /// The pointer as written, for messages.
-    text: String,
-    /// The unescaped reference tokens.
-    tokens: Vec<String>,
+fn too_many(operations: usize) -> PatchError {
+    PatchError::TooLarge(format!(
+        "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {operations}"
+    ))
 }
 
-fn parse_pointer(text: &str) -> Result<Pointer, String> {
-    let mut tokens = Vec::new();
-    if !text.is_empty() {
-        let Some(rest) = text.strip_prefix('/') else {
-            return Err(format!(
-                "{text:?} is not a JSON pointer: it must be empty or start with \"/\""
-            ));
-        };
-        for raw in rest.split('/') {
-            tokens.push(unescape_token(raw).ok_or_else(|| {
-                format!("{text:?} is not a JSON pointer: \"~\" must be followed by \"0\" or \"1\"")
-            })?);
-        }
-    }
-    Ok(Pointer {
-        text: text.to_string(),
-        tokens,
-    })
-}
-
-/// Decodes `~1` to `/` and `~0` to `~` (in one pass, so `~01` is `~1`); `None` on a stray `~`.
-fn unescape_token(raw: &str) -> Option<String> {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' {
-            match chars.next() {
-                Some('0') => out.push('~'),
-                Some('1') => out.push('/'),
-                _ => return None,
+/// Applies one operation: checks the bounds the crate does not know about, runs `test` itself
+/// (kube-apiserver compares numbers by value, the crate does not) and hands the rest to the
+/// crate.
+fn apply_operation(doc: &mut Value, op: &PatchOperation, copied: &mut u64) -> Result<(), String> {
+    match op {
+        PatchOperation::Add(AddOperation { path, value })
+        | PatchOperation::Replace(ReplaceOperation { path, value }) => check_depth(path, value)?,
+        PatchOperation::Move(MoveOperation { from, path }) => {
+            if from == path {
+                // A move onto itself changes nothing; the crate would take it out and put it
+                // back, which fails for the whole document.
+                return lookup(doc, from).map(drop).ok_or_else(|| missing(from));
             }
-        } else {
-            out.push(c);
-        }
-    }
-    Some(out)
-}
-
-fn apply_operation(
-    doc: &mut Value,
-    mut op: Map<String, Value>,
-    copied: &mut u64,
-) -> Result<(), String> {
-    let name = match op.remove("op") {
-        Some(Value::String(name)) => name,
-        Some(other) => return Err(format!("a JSON patch \"op\" must be a string, not {other}")),
-        None => return Err("a JSON patch operation needs an \"op\" member".into()),
-    };
-    let path = pointer_member(&op, "path", &name)?;
-    match name.as_str() {
-        "add" => {
-            let value = value_member(&mut op, &name)?;
-            add(doc, &path, value)
-        }
-        "remove" => remove(doc, &path).map(drop),
-        "replace" => {
-            let value = value_member(&mut op, &name)?;
-            replace(doc, &path, value)
-        }
-        "move" => {
-            let from = pointer_member(&op, "from", &name)?;
-            move_value(doc, &from, &path)
-        }
-        "copy" => {
-            let from = pointer_member(&op, "from", &name)?;
-            let source = resolve(doc, &from.tokens).ok_or_else(|| missing(&from))?;
-            *copied = copied.saturating_add(serialized_len(source));
-            if *copied > MAX_COPIED_BYTES {
-                return Err(format!(
-                    "the copy operations of this patch duplicate more than {MAX_COPIED_BYTES} bytes"
-                ));
+            if !path.starts_with(from)
+                && let Some(value) = lookup(doc, from)
+            {
+                check_depth(path, value)?;
             }
-            let value = source.clone();
-            add(doc, &path, value)
         }
-        "test" => {
-            let expected = value_member(&mut op, &name)?;
-            let actual = resolve(doc, &path.tokens).ok_or_else(|| missing(&path))?;
-            if json_equal(actual, &expected) {
+        PatchOperation::Copy(CopyOperation { from, path }) => {
+            if let Some(source) = lookup(doc, from) {
+                *copied = copied.saturating_add(serialized_len(source));
+                if *copied > MAX_COPIED_BYTES {
+                    return Err(format!(
+                        "the copy operations of this patch duplicate more than {MAX_COPIED_BYTES} bytes"
+                    ));
+                }
+                check_depth(path, source)?;
+            }
+        }
+        PatchOperation::Test(TestOperation { path, value }) => {
+            let actual = lookup(doc, path).ok_or_else(|| missing(path))?;
+            return if json_equal(actual, value) {
                 Ok(())
             } else {
-                Err(format!("testing value {} failed", path.text))
-            }
+                Err(format!("testing value {} failed", path.as_str()))
+            };
         }
-        other => Err(format!(
-            "unknown JSON patch operation {other:?}: expected add, remove, replace, move, copy or test"
-        )),
+        PatchOperation::Remove(_) => {}
+    }
+    // `patch_unsafe` leaves a half-patched document on error instead of undoing, which is all
+    // this copy needs (it is dropped on error).
+    json_patch::patch_unsafe(doc, std::slice::from_ref(op)).map_err(|e| failure(doc, op, &e))
+}
+
+/// Words an error of the crate like the rest of this module: which path, and why.
+fn failure(doc: &Value, op: &PatchOperation, error: &json_patch::PatchError) -> String {
+    match (&error.kind, op) {
+        (PatchErrorKind::CannotMoveInsideItself, PatchOperation::Move(m)) => format!(
+            "cannot move {:?} into its own child {:?}",
+            m.from.as_str(),
+            m.path.as_str()
+        ),
+        (
+            PatchErrorKind::InvalidFromPointer,
+            PatchOperation::Move(MoveOperation { from, .. })
+            | PatchOperation::Copy(CopyOperation { from, .. }),
+        ) => missing(from),
+        (
+            PatchErrorKind::InvalidPointer,
+            PatchOperation::Add(AddOperation { path, .. })
+            | PatchOperation::Move(MoveOperation { path, .. })
+            | PatchOperation::Copy(CopyOperation { path, .. }),
+        ) => cannot_add(doc, path),
+        (PatchErrorKind::InvalidPointer, PatchOperation::Remove(RemoveOperation { path }))
+            if path.is_root() =>
+        {
+            "the whole document cannot be removed".into()
+        }
+        (PatchErrorKind::InvalidPointer, op) => missing(op.path()),
+        (kind, op) => format!("{:?}: {kind}", op.path().as_str()),
     }
 }
 
-fn pointer_member(op: &Map<String, Value>, member: &str, name: &str) -> Result<Pointer, String> {
-    match op.get(member) {
-        Some(Value::String(text)) => parse_pointer(text),
-        Some(other) => Err(format!(
-            "the \"{member}\" of a {name} operation must be a string, not {other}"
-        )),
-        None => Err(format!("a {name} operation needs a \"{member}\" member")),
-    }
-}
-
-fn value_member(op: &mut Map<String, Value>, name: &str) -> Result<Value, String> {
-    op.remove("value")
-        .ok_or_else(|| format!("a {name} operation needs a \"value\" member"))
+/// The value `path` points at in `doc`, if any (without the allocations of `Value::pointer`).
+fn lookup<'a>(doc: &'a Value, path: &Pointer) -> Option<&'a Value> {
+    doc.resolve(path).ok()
 }
 
 fn missing(path: &Pointer) -> String {
-    format!("path {:?} does not exist", path.text)
+    format!("path {:?} does not exist", path.as_str())
 }
 
-/// The array index a token names. `for_insert` allows `-` and the index one past the end.
-fn element_index(token: &str, len: usize, for_insert: bool) -> Result<usize, String> {
-    if for_insert && token == "-" {
-        return Ok(len);
-    }
-    let well_formed = !token.is_empty()
-        && token.bytes().all(|b| b.is_ascii_digit())
-        && !(token.len() > 1 && token.starts_with('0'));
-    if !well_formed {
-        return Err(format!("{token:?} is not a valid array index"));
-    }
-    match token.parse::<usize>() {
-        Ok(i) if i < len || (for_insert && i == len) => Ok(i),
-        _ => Err(format!(
-            "array index {token} is out of bounds (the array has {len} elements)"
-        )),
-    }
-}
-
-fn resolve<'a>(mut current: &'a Value, tokens: &[String]) -> Option<&'a Value> {
-    for token in tokens {
-        current = match current {
-            Value::Object(map) => map.get(token)?,
-            Value::Array(items) => items.get(element_index(token, items.len(), false).ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(current)
-}
-
-fn resolve_mut<'a>(mut current: &'a mut Value, tokens: &[String]) -> Option<&'a mut Value> {
-    for token in tokens {
-        current = match current {
-            Value::Object(map) => map.get_mut(token)?,
-            Value::Array(items) => {
-                let i = element_index(token, items.len(), false).ok()?;
-                items.get_mut(i)?
-            }
-            _ => return None,
-        };
-    }
-    Some(current)
+/// Why nothing could be added at `path` in `doc` (an add into an object always succeeds).
+fn cannot_add(doc: &Value, path: &Pointer) -> String {
+    let reason = match path.split_back() {
+        Some((parent, last)) => match lookup(doc, parent) {
+            None => "its parent does not exist".to_string(),
+            Some(Value::Array(items)) => match last.to_index() {
+                Ok(_) => format!(
+                    "array index {} is out of bounds (the array has {} elements)",
+                    last.encoded(),
+                    items.len()
+                ),
+                Err(_) => format!("{:?} is not a valid array index", last.encoded()),
+            },
+            Some(_) => "its parent is neither an object nor an array".to_string(),
+        },
+        None => "the path is invalid".to_string(),
+    };
+    format!("cannot add {:?}: {reason}", path.as_str())
 }
 
 /// Refuses a value that, placed at `path`, would nest deeper than [`MAX_DEPTH`].
 fn check_depth(path: &Pointer, value: &Value) -> Result<(), String> {
-    let depth = path.tokens.len();
+    let depth = path.count();
     if depth > MAX_DEPTH || nesting_exceeds(value, MAX_DEPTH - depth) {
         Err(format!(
             "the patched object would nest more than {MAX_DEPTH} levels deep"
@@ -341,68 +309,6 @@ fn nesting_exceeds(value: &Value, budget: usize) -> bool {
         Value::Object(map) => budget == 0 || map.values().any(|v| nesting_exceeds(v, budget - 1)),
         _ => false,
     }
-}
-
-fn add(doc: &mut Value, path: &Pointer, value: Value) -> Result<(), String> {
-    check_depth(path, &value)?;
-    let Some((last, parents)) = path.tokens.split_last() else {
-        *doc = value;
-        return Ok(());
-    };
-    let parent = resolve_mut(doc, parents)
-        .ok_or_else(|| format!("cannot add {:?}: its parent does not exist", path.text))?;
-    match parent {
-        Value::Object(map) => {
-            map.insert(last.clone(), value);
-            Ok(())
-        }
-        Value::Array(items) => {
-            let i = element_index(last, items.len(), true)?;
-            items.insert(i, value);
-            Ok(())
-        }
-        _ => Err(format!(
-            "cannot add {:?}: its parent is neither an object nor an array",
-            path.text
-        )),
-    }
-}
-
-fn remove(doc: &mut Value, path: &Pointer) -> Result<Value, String> {
-    let Some((last, parents)) = path.tokens.split_last() else {
-        return Err("the whole document cannot be removed".into());
-    };
-    match resolve_mut(doc, parents) {
-        Some(Value::Object(map)) => map.remove(last).ok_or_else(|| missing(path)),
-        Some(Value::Array(items)) => {
-            let i = element_index(last, items.len(), false)?;
-            Ok(items.remove(i))
-        }
-        _ => Err(missing(path)),
-    }
-}
-
-fn replace(doc: &mut Value, path: &Pointer, value: Value) -> Result<(), String> {
-    check_depth(path, &value)?;
-    let slot = resolve_mut(doc, &path.tokens).ok_or_else(|| missing(path))?;
-    *slot = value;
-    Ok(())
-}
-
-fn move_value(doc: &mut Value, from: &Pointer, path: &Pointer) -> Result<(), String> {
-    if from.tokens == path.tokens {
-        return resolve(doc, &from.tokens)
-            .map(drop)
-            .ok_or_else(|| missing(from));
-    }
-    if path.tokens.starts_with(&from.tokens) {
-        return Err(format!(
-            "cannot move {:?} into its own child {:?}",
-            from.text, path.text
-        ));
-    }
-    let value = remove(doc, from)?;
-    add(doc, path, value)
 }
 
 /// Length of `value` as compact JSON, counted without building the text.
@@ -424,7 +330,8 @@ fn serialized_len(value: &Value) -> u64 {
     }
 }
 
-/// JSON equality as RFC 6902 `test` defines it: numbers compare by value (`1` equals `1.0`).
+/// JSON equality as kube-apiserver's `test` judges it: numbers compare by value (`1` equals
+/// `1.0`), where `serde_json`'s `==` (and so the crate's `test`) tells them apart.
 fn json_equal(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => numbers_equal(x, y),
@@ -1347,6 +1254,13 @@ mod tests {
     }
 
     #[test]
+    fn json_patch_with_a_repeated_path_member_uses_the_last_one() {
+        let body = br#"[{"op": "remove", "path": "/a", "path": "/b"}]"#;
+        let out = apply(PatchType::Json, &json!({"a": 1, "b": 2}), body).expect("applies");
+        assert_eq!(out, json!({"a": 1}));
+    }
+
+    #[test]
     fn json_patch_pointer_escapes_are_decoded_in_order() {
         let target = json!({"/": 9, "~1": 10});
         let out = json_ok(
@@ -1575,6 +1489,30 @@ mod tests {
             .collect();
         let err = json_err(json!({}), Value::Array(ops));
         assert!(is_invalid(&err), "{err:?}");
+    }
+
+    #[test]
+    fn json_patch_failing_after_moving_a_value_onto_its_parent_is_invalid_not_a_panic() {
+        // The crate's undoing `patch` panics here; the adapter must not use it.
+        let err = json_err(
+            json!({"a": {"b": 1}}),
+            json!([
+                {"op": "move", "from": "/a/b", "path": "/a"},
+                {"op": "remove", "path": "/missing"}
+            ]),
+        );
+        assert!(is_invalid(&err), "{err:?}");
+        assert_eq!(err.to_string(), "path \"/missing\" does not exist");
+    }
+
+    #[test]
+    fn json_patch_move_of_the_whole_document_onto_itself_changes_nothing() {
+        let target = json!({"a": 1});
+        let out = json_ok(
+            target.clone(),
+            json!([{"op": "move", "from": "", "path": ""}]),
+        );
+        assert_eq!(out, target);
     }
 
     #[test]
