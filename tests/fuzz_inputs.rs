@@ -123,6 +123,37 @@ fn on_fuzz_target_stack(f: impl FnOnce() + Send) {
     });
 }
 
+/// The three properties every target has, as a module of tests named after the target:
+/// `<target>_inputs::every_committed_input_is_checked_without_a_panic` (the corpus replayed),
+/// `…::arbitrary_bytes_pass_the_check` and `…::mutations_of_the_committed_inputs_pass_the_check`
+/// (with their numbers of cases).
+macro_rules! common_properties {
+    ($module:ident: $target:ident, bytes $bytes:expr, mutations $mutations:expr) => {
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn every_committed_input_is_checked_without_a_panic() {
+                replay(stringify!($target), $target::check);
+            }
+
+            #[test]
+            fn arbitrary_bytes_pass_the_check() {
+                holds($bytes, bytes, $target::check);
+            }
+
+            #[test]
+            fn mutations_of_the_committed_inputs_pass_the_check() {
+                holds(
+                    $mutations,
+                    || mutated_seeds(stringify!($target)),
+                    $target::check,
+                );
+            }
+        }
+    };
+}
+
 /// Runs every committed seed of `target` through its check; names the seeds that panic.
 fn replay(target: &str, check: fn(&[u8])) {
     let seeds = seeds(target);
@@ -554,20 +585,7 @@ fn url_paths() -> impl Strategy<Value = String> {
     prop_oneof![2 => shaped, 1 => loose]
 }
 
-#[test]
-fn every_committed_vw_url_input_is_checked_without_a_panic() {
-    replay("vw_url", vw_url::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_vw_url_check() {
-    holds(CASES, bytes, vw_url::check);
-}
-
-#[test]
-fn mutations_of_the_committed_vw_url_inputs_pass_its_check() {
-    holds(CASES, || mutated_seeds("vw_url"), vw_url::check);
-}
+common_properties!(vw_url_inputs: vw_url, bytes CASES, mutations CASES);
 
 #[test]
 fn paths_made_of_virtual_workspace_url_segments_pass_the_vw_url_check() {
@@ -611,20 +629,7 @@ fn selector_strings() -> impl Strategy<Value = String> {
     (vec(term, 0..5), select(SEPARATORS)).prop_map(|(terms, sep)| terms.join(sep))
 }
 
-#[test]
-fn every_committed_selectors_input_is_checked_without_a_panic() {
-    replay("selectors", selectors::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_selectors_check() {
-    holds(CASES, bytes, selectors::check);
-}
-
-#[test]
-fn mutations_of_the_committed_selectors_inputs_pass_its_check() {
-    holds(CASES, || mutated_seeds("selectors"), selectors::check);
-}
+common_properties!(selectors_inputs: selectors, bytes CASES, mutations CASES);
 
 #[test]
 fn strings_of_selector_terms_pass_the_selectors_check() {
@@ -704,20 +709,7 @@ fn query_strings() -> impl Strategy<Value = String> {
     })
 }
 
-#[test]
-fn every_committed_list_options_input_is_checked_without_a_panic() {
-    replay("list_options", list_options::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_list_options_check() {
-    holds(CASES, bytes, list_options::check);
-}
-
-#[test]
-fn mutations_of_the_committed_list_options_inputs_pass_its_check() {
-    holds(CASES, || mutated_seeds("list_options"), list_options::check);
-}
+common_properties!(list_options_inputs: list_options, bytes CASES, mutations CASES);
 
 #[test]
 fn query_strings_of_list_parameters_pass_the_list_options_check() {
@@ -772,24 +764,7 @@ fn continue_tokens() -> impl Strategy<Value = String> {
         })
 }
 
-#[test]
-fn every_committed_continue_token_input_is_checked_without_a_panic() {
-    replay("continue_token", continue_token::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_continue_token_check() {
-    holds(CASES, bytes, continue_token::check);
-}
-
-#[test]
-fn mutations_of_the_committed_continue_token_inputs_pass_its_check() {
-    holds(
-        CASES,
-        || mutated_seeds("continue_token"),
-        continue_token::check,
-    );
-}
+common_properties!(continue_token_inputs: continue_token, bytes CASES, mutations CASES);
 
 #[test]
 fn tokens_encoding_any_json_members_pass_the_continue_token_check() {
@@ -855,24 +830,7 @@ static CACHED_OBJECT: Vocabulary = Vocabulary {
     ],
 };
 
-#[test]
-fn every_committed_cached_object_input_is_checked_without_a_panic() {
-    replay("cached_object", cached_object::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_cached_object_check() {
-    holds(CASES, bytes, cached_object::check);
-}
-
-#[test]
-fn mutations_of_the_committed_cached_object_inputs_pass_its_check() {
-    holds(
-        CASES,
-        || mutated_seeds("cached_object"),
-        cached_object::check,
-    );
-}
+common_properties!(cached_object_inputs: cached_object, bytes CASES, mutations CASES);
 
 /// The seeds' CachedObjects, edited with the words of CachedObjects and the served schema.
 fn cached_objects() -> impl Strategy<Value = Vec<u8>> {
@@ -975,24 +933,7 @@ static SCHEMA: Vocabulary = Vocabulary {
     ],
 };
 
-#[test]
-fn every_committed_structural_schema_input_is_checked_without_a_panic() {
-    replay("structural_schema", structural_schema::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_structural_schema_check() {
-    holds(SLOW_CASES, bytes, structural_schema::check);
-}
-
-#[test]
-fn mutations_of_the_committed_structural_schema_inputs_pass_its_check() {
-    holds(
-        SLOW_CASES,
-        || mutated_seeds("structural_schema"),
-        structural_schema::check,
-    );
-}
+common_properties!(structural_schema_inputs: structural_schema, bytes SLOW_CASES, mutations SLOW_CASES);
 
 /// The seeds' schemas, edited with schema keywords and CEL rules, and at times one of their
 /// objects after a NUL byte.
@@ -1106,20 +1047,7 @@ fn json_patch_ops() -> impl Strategy<Value = Value> {
     vec(op, 0..5).prop_map(Value::Array)
 }
 
-#[test]
-fn every_committed_patches_input_is_checked_without_a_panic() {
-    replay("patches", patches::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_patches_check() {
-    holds(CASES, bytes, patches::check);
-}
-
-#[test]
-fn mutations_of_the_committed_patches_inputs_pass_its_check() {
-    holds(CASES, || mutated_seeds("patches"), patches::check);
-}
+common_properties!(patches_inputs: patches, bytes CASES, mutations CASES);
 
 /// A patch type, at times a target (a seed's document, edited), and a body: a seed's document
 /// edited, JSON patch operations, or any value of the patches' words. The seeds' bodies and
@@ -1289,24 +1217,7 @@ fn protobuf_bodies() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-#[test]
-fn every_committed_protobuf_body_input_is_checked_without_a_panic() {
-    replay("protobuf_body", protobuf_body::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_protobuf_body_check() {
-    holds(CASES, bytes, protobuf_body::check);
-}
-
-#[test]
-fn mutations_of_the_committed_protobuf_body_inputs_pass_its_check() {
-    holds(
-        CASES,
-        || mutated_seeds("protobuf_body"),
-        protobuf_body::check,
-    );
-}
+common_properties!(protobuf_body_inputs: protobuf_body, bytes CASES, mutations CASES);
 
 #[test]
 fn envelopes_of_generated_protobuf_messages_pass_the_protobuf_body_check() {
@@ -1381,20 +1292,7 @@ fn seed_files() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-#[test]
-fn every_committed_seed_yaml_input_is_checked_without_a_panic() {
-    replay("seed_yaml", seed_yaml::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_seed_yaml_check() {
-    holds(SLOW_CASES, bytes, seed_yaml::check);
-}
-
-#[test]
-fn mutations_of_the_committed_seed_yaml_inputs_pass_its_check() {
-    holds(SLOW_CASES, || mutated_seeds("seed_yaml"), seed_yaml::check);
-}
+common_properties!(seed_yaml_inputs: seed_yaml, bytes SLOW_CASES, mutations SLOW_CASES);
 
 #[test]
 fn yaml_files_of_edited_manifests_pass_the_seed_yaml_check() {
@@ -1430,20 +1328,7 @@ fn token_files() -> impl Strategy<Value = String> {
     })
 }
 
-#[test]
-fn every_committed_token_file_input_is_checked_without_a_panic() {
-    replay("token_file", token_file::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_token_file_check() {
-    holds(CASES, bytes, token_file::check);
-}
-
-#[test]
-fn mutations_of_the_committed_token_file_inputs_pass_its_check() {
-    holds(CASES, || mutated_seeds("token_file"), token_file::check);
-}
+common_properties!(token_file_inputs: token_file, bytes CASES, mutations CASES);
 
 #[test]
 fn csv_lines_of_tokens_and_groups_pass_the_token_file_check() {
@@ -1517,24 +1402,7 @@ fn stored_values() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-#[test]
-fn every_committed_encryption_config_input_is_checked_without_a_panic() {
-    replay("encryption_config", encryption_config::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_encryption_config_check() {
-    holds(CASES, bytes, encryption_config::check);
-}
-
-#[test]
-fn mutations_of_the_committed_encryption_config_inputs_pass_its_check() {
-    holds(
-        SLOW_CASES,
-        || mutated_seeds("encryption_config"),
-        encryption_config::check,
-    );
-}
+common_properties!(encryption_config_inputs: encryption_config, bytes CASES, mutations SLOW_CASES);
 
 /// The seeds' configurations edited with the configuration's words, in JSON or YAML, or a
 /// stored value.
@@ -1616,24 +1484,7 @@ static KUBECONFIG: Vocabulary = Vocabulary {
     ],
 };
 
-#[test]
-fn every_committed_kubeconfig_input_is_checked_without_a_panic() {
-    replay("kubeconfig", kubeconfig::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_kubeconfig_check() {
-    holds(SLOW_CASES, bytes, kubeconfig::check);
-}
-
-#[test]
-fn mutations_of_the_committed_kubeconfig_inputs_pass_its_check() {
-    holds(
-        SLOW_CASES,
-        || mutated_seeds("kubeconfig"),
-        kubeconfig::check,
-    );
-}
+common_properties!(kubeconfig_inputs: kubeconfig, bytes SLOW_CASES, mutations SLOW_CASES);
 
 /// The seeds' kubeconfigs edited with the kubeconfig's words, in JSON or YAML.
 fn kubeconfigs() -> impl Strategy<Value = Vec<u8>> {
@@ -1675,24 +1526,7 @@ fn durations() -> impl Strategy<Value = String> {
     ]
 }
 
-#[test]
-fn every_committed_duration_flag_input_is_checked_without_a_panic() {
-    replay("duration_flag", duration_flag::check);
-}
-
-#[test]
-fn arbitrary_bytes_pass_the_duration_flag_check() {
-    holds(CASES, bytes, duration_flag::check);
-}
-
-#[test]
-fn mutations_of_the_committed_duration_flag_inputs_pass_its_check() {
-    holds(
-        CASES,
-        || mutated_seeds("duration_flag"),
-        duration_flag::check,
-    );
-}
+common_properties!(duration_flag_inputs: duration_flag, bytes CASES, mutations CASES);
 
 #[test]
 fn go_duration_strings_pass_the_duration_flag_check() {

@@ -277,12 +277,7 @@ impl EtcdStore {
             )])
             .and_then([TxnOp::put(marker.clone(), shard.as_bytes().to_vec(), None)])
             .or_else([TxnOp::get(marker.clone(), None)]);
-        let resp = s
-            .client()
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(backend_error)?;
+        let resp = s.txn(txn).await?;
         if resp.succeeded() {
             return Ok(());
         }
@@ -523,6 +518,15 @@ impl Shared {
     /// The current client (cheap: a handle on shared channels).
     fn client(&self) -> Client {
         self.client.read().clone()
+    }
+
+    /// Run a transaction on the current client.
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        self.client()
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(backend_error)
     }
 
     fn etcd_key(&self, key: &Key) -> Vec<u8> {
@@ -906,12 +910,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(raw.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(raw.clone(), stored, None)]);
-        let resp = s
-            .client()
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(backend_error)?;
+        let resp = s.txn(txn).await?;
         if !resp.succeeded() {
             return Err(StoreError::AlreadyExists);
         }
@@ -942,12 +941,7 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([guard])
             .and_then([TxnOp::put(raw.clone(), stored, None)]);
-        let resp = s
-            .client()
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(backend_error)?;
+        let resp = s.txn(txn).await?;
         if !resp.succeeded() {
             return Err(s.refusal(&raw, expected).await);
         }
@@ -974,12 +968,7 @@ impl Store for EtcdStore {
             raw.clone(),
             Some(etcd_client::DeleteOptions::new().with_prev_key()),
         )]);
-        let resp = s
-            .client()
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(backend_error)?;
+        let resp = s.txn(txn).await?;
         if !resp.succeeded() {
             return Err(s.refusal(&raw, expected).await);
         }
