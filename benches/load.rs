@@ -15,7 +15,7 @@
 //! stalled connections, watchers that never read, oversized requests and garbage TLS, while a
 //! well-behaved kubectl keeps working).
 //! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
-//! [--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
+//! [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
 //! [--changes N] [--shared-runtime]`; see `benches/README.md`.
 
 #[path = "load/hostile.rs"]
@@ -128,7 +128,7 @@ struct Args {
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
 [--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|soak|hostile|all] [--objects N] [--duration SECS] \
-[--quick] [--watchers N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
+[--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
 [--restart-objects N[,N]] [--shared-runtime]";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -137,6 +137,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut ingest_objects = None;
     let mut duration = None;
     let mut watchers = None;
+    let mut watch_events = None;
     let mut consumers = None;
     let mut wildcard_objects = None;
     let mut changes = None;
@@ -171,6 +172,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--duration" => duration = Some(number("--duration", it.next())?),
             "--watchers" => watchers = Some(number("--watchers", it.next())? as usize),
+            "--watch-events" => watch_events = Some(number("--watch-events", it.next())? as usize),
             "--consumers" => consumers = Some(number("--consumers", it.next())? as usize),
             "--wildcard-objects" => {
                 wildcard_objects = Some(number("--wildcard-objects", it.next())? as usize)
@@ -241,7 +243,7 @@ fn parse_args() -> anyhow::Result<Args> {
         watchers: watchers
             .unwrap_or(if quick { 1_000 } else { 10_000 })
             .max(1),
-        watch_events: if quick { 3 } else { 5 },
+        watch_events: watch_events.unwrap_or(if quick { 3 } else { 5 }),
         consumers: consumers.unwrap_or(if quick { 100 } else { 1_000 }).max(1),
         // At least one generated flavor beside the seed's three.
         wildcard_objects: wildcard_objects.unwrap_or(100).max(SEED_FLAVORS + 1),

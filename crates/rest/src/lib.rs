@@ -347,9 +347,10 @@ pub async fn watch(
     let bookmarks = opts.allow_watch_bookmarks;
     let deadline = tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds);
     let encode = Arc::new(encode);
+    let timers = watch::Timers::new(deadline);
     let live = futures_util::stream::unfold(
-        (stream, 0u64, false),
-        move |(mut stream, mut last, done)| {
+        (stream, timers, 0u64, false),
+        move |(mut stream, mut timers, mut last, done)| {
             let ls = ls.clone();
             let fs = fs.clone();
             let c = c.clone();
@@ -359,28 +360,31 @@ pub async fn watch(
                     return None;
                 }
                 loop {
-                    let tick = tokio::time::sleep(watch::BOOKMARK_INTERVAL);
                     tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => return None,
-                        _ = tick, if bookmarks && last > 0 => {
-                            return Some((Ok(watch::bookmark_frame(&c.api_version, &c.kind, last, false)), (stream, last, false)));
-                        }
+                        tick = timers.next(bookmarks && last > 0) => match tick {
+                            watch::Tick::Deadline => return None,
+                            watch::Tick::Bookmark => {
+                                let frame = watch::bookmark_frame(&c.api_version, &c.kind, last, false);
+                                return Some((Ok(frame), (stream, timers, last, false)));
+                            }
+                        },
                         next = stream.next() => {
+                            timers.activity();
                             let event = match next {
                                 None => return None,
                                 Some(Err(StoreError::Expired { requested, oldest })) => {
                                     watch::closed_behind();
                                     let st = continuation::too_old(requested, oldest);
-                                    return Some((Ok(watch::error_frame(&st)), (stream, last, true)));
+                                    return Some((Ok(watch::error_frame(&st)), (stream, timers, last, true)));
                                 }
                                 Some(Err(e)) => {
-                                    return Some((Ok(watch::error_frame(&Status::internal(e))), (stream, last, true)));
+                                    return Some((Ok(watch::error_frame(&Status::internal(e))), (stream, timers, last, true)));
                                 }
                                 Some(Ok(e)) => e,
                             };
                             last = event.revision;
                             if let Some(frame) = event_frame(&event, &ls, &fs, &c, encode.as_ref()) {
-                                return Some((Ok(frame), (stream, last, false)));
+                                return Some((Ok(frame), (stream, timers, last, false)));
                             }
                         }
                     }

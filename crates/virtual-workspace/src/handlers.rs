@@ -716,7 +716,8 @@ struct WatchState {
     rx: broadcast::Receiver<Arc<ServedEvent>>,
     last: u64,
     last_seq: u64,
-    deadline: tokio::time::Instant,
+    /// The stream's deadline and bookmark timers (registered once, not per event).
+    timers: watch::Timers,
     bookmarks: bool,
     api: Arc<ResolvedApi>,
     view: View,
@@ -727,6 +728,7 @@ struct WatchState {
 
 impl WatchState {
     fn push_event(&mut self, ev: &ServedEvent) {
+        self.timers.activity();
         if ev.seq <= self.last_seq {
             return;
         }
@@ -801,13 +803,15 @@ async fn next_frame(mut st: WatchState) -> Option<(Result<Bytes, std::io::Error>
         if st.done {
             return None;
         }
-        let tick = tokio::time::sleep(watch::BOOKMARK_INTERVAL);
+        let bookmarks = st.bookmarks;
         tokio::select! {
-            _ = tokio::time::sleep_until(st.deadline) => return None,
-            _ = tick, if st.bookmarks => {
-                let f = watch::bookmark_frame(&st.api.api_version(), &st.api.names.kind, st.last, false);
-                return Some((Ok(f), st));
-            }
+            tick = st.timers.next(bookmarks) => match tick {
+                watch::Tick::Deadline => return None,
+                watch::Tick::Bookmark => {
+                    let f = watch::bookmark_frame(&st.api.api_version(), &st.api.names.kind, st.last, false);
+                    return Some((Ok(f), st));
+                }
+            },
             r = st.rx.recv() => match r {
                 Ok(ev) => st.push_event(&ev),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -868,7 +872,9 @@ fn watch(
         rx: served.subscribe(),
         last: st.revision,
         last_seq: 0,
-        deadline: tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds),
+        timers: watch::Timers::new(
+            tokio::time::Instant::now() + watch::timeout(opts.timeout_seconds),
+        ),
         bookmarks: opts.allow_watch_bookmarks,
         api: api.clone(),
         view,
