@@ -1043,21 +1043,7 @@ impl ServingCert {
                 if last.as_ref().is_some_and(|(lc, lk)| *lc == c && *lk == k) {
                     continue;
                 }
-                let loaded = (|| -> Result<rustls::sign::CertifiedKey, String> {
-                    let chain = CertificateDer::pem_slice_iter(&c)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| e.to_string())?;
-                    if chain.is_empty() {
-                        return Err("no certificate".into());
-                    }
-                    let key = PrivateKeyDer::from_pem_slice(&k).map_err(|e| e.to_string())?;
-                    let certified =
-                        rustls::sign::CertifiedKey::from_der(chain, key, &ring_provider())
-                            .map_err(|e| e.to_string())?;
-                    certified.keys_match().map_err(|e| e.to_string())?;
-                    Ok(certified)
-                })();
-                match loaded {
+                match certified_key(&c, &k) {
                     Ok(certified) => {
                         let first = last.is_none();
                         last = Some((c, k));
@@ -1085,9 +1071,9 @@ impl rustls::server::ResolvesServerCert for ServingCert {
     }
 }
 
-/// Whether a PEM private key belongs to the first certificate of a PEM chain: the check made
-/// before a renewed pair of files replaces the one in use.
-pub fn key_matches_certificate(cert: &[u8], key: &[u8]) -> Result<(), String> {
+/// A PEM certificate chain and its PEM private key, once the key is known to belong to the
+/// first certificate: the check made before renewed files replace the pair in use.
+fn certified_key(cert: &[u8], key: &[u8]) -> Result<rustls::sign::CertifiedKey, String> {
     let chain = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
@@ -1095,9 +1081,15 @@ pub fn key_matches_certificate(cert: &[u8], key: &[u8]) -> Result<(), String> {
         return Err("no certificate".into());
     }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| e.to_string())?;
-    rustls::sign::CertifiedKey::from_der(chain, key, &ring_provider())
-        .and_then(|c| c.keys_match())
-        .map_err(|e| e.to_string())
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &ring_provider())
+        .map_err(|e| e.to_string())?;
+    certified.keys_match().map_err(|e| e.to_string())?;
+    Ok(certified)
+}
+
+/// Whether a PEM private key belongs to the first certificate of a PEM chain.
+pub fn key_matches_certificate(cert: &[u8], key: &[u8]) -> Result<(), String> {
+    certified_key(cert, key).map(|_| ())
 }
 
 /// Every certificate of a PEM text, in order; at least one.
