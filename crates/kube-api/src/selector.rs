@@ -17,6 +17,96 @@ pub enum SelectorError {
 // Label selectors
 // ---------------------------------------------------------------------------------------------
 
+/// An object's labels, kept compactly for matching: every key and value in one string, sorted
+/// by key, with the end of each in a second allocation. A served object holds its labels for
+/// its whole life, so at a million objects the per-label maps and strings of a
+/// `BTreeMap<String, String>` (about 550 bytes for three labels) were a fifth of the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels {
+    text: Box<str>,
+    /// For label `i`: the end of its key at `2 i`, the end of its value at `2 i + 1`.
+    ends: Box<[u32]>,
+}
+
+impl Labels {
+    /// The string labels of `metadata.labels` of a JSON object (non-string values are
+    /// skipped; none when absent or malformed).
+    pub fn of(obj: &serde_json::Value) -> Labels {
+        let Some(map) = obj.pointer("/metadata/labels").and_then(|l| l.as_object()) else {
+            return Labels::default();
+        };
+        let mut pairs: Vec<(&str, &str)> = map
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v)))
+            .collect();
+        pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        Labels::from_sorted(&pairs)
+    }
+
+    fn from_sorted(pairs: &[(&str, &str)]) -> Labels {
+        let len: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        // Labels longer than 4 GiB in all cannot come from a request body (3 MiB at most).
+        if u32::try_from(len).is_err() {
+            return Labels::default();
+        }
+        let mut text = String::with_capacity(len);
+        let mut ends = Vec::with_capacity(pairs.len() * 2);
+        for (k, v) in pairs {
+            text.push_str(k);
+            ends.push(text.len() as u32);
+            text.push_str(v);
+            ends.push(text.len() as u32);
+        }
+        Labels {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Key and value of label `i` (in key order).
+    fn pair(&self, i: usize) -> (&str, &str) {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[2 * i - 1] as usize
+        };
+        let key_end = self.ends[2 * i] as usize;
+        let value_end = self.ends[2 * i + 1] as usize;
+        (&self.text[start..key_end], &self.text[key_end..value_end])
+    }
+
+    /// The value of label `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (k, v) = self.pair(mid);
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(v),
+            }
+        }
+        None
+    }
+
+    /// The labels in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        (0..self.len()).map(|i| self.pair(i))
+    }
+}
+
 /// Comparison applied by one label requirement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Operator {
@@ -153,6 +243,11 @@ impl LabelSelector {
     /// Like matches but with a lookup closure so callers need not build a map.
     pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.requirements.iter().all(|r| r.matches_with(&get))
+    }
+
+    /// Whether compactly kept [`Labels`] match.
+    pub fn matches_labels(&self, labels: &Labels) -> bool {
+        self.matches_with(|k| labels.get(k))
     }
 
     /// Combine (AND) two selectors.
@@ -850,6 +945,54 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn compact_labels_answer_every_selector_as_the_map_of_the_same_labels_does() {
+        let obj = serde_json::json!({"metadata": {"labels": {
+            "tier": "gold", "app": "web", "": "odd", "count": "7", "zone": "", "skip": 3
+        }}});
+        let compact = Labels::of(&obj);
+        let map = labels(&[
+            ("tier", "gold"),
+            ("app", "web"),
+            ("", "odd"),
+            ("count", "7"),
+            ("zone", ""),
+        ]);
+        assert_eq!(compact.len(), 5, "the non-string label is not kept");
+        let pairs: Vec<(&str, &str)> = compact.iter().collect();
+        let want: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(pairs, want, "key order");
+        for key in [
+            "tier", "app", "", "count", "zone", "skip", "missing", "ap", "tiers",
+        ] {
+            assert_eq!(
+                compact.get(key),
+                map.get(key).map(String::as_str),
+                "{key:?}"
+            );
+        }
+        for s in [
+            "tier=gold",
+            "tier!=gold",
+            "app in (web,api),tier",
+            "!zone",
+            "zone",
+            "count>5",
+            "count<5",
+            "missing notin (x)",
+            "",
+        ] {
+            let selector = sel(s);
+            assert_eq!(
+                selector.matches_labels(&compact),
+                selector.matches(&map),
+                "{s:?}"
+            );
+        }
+        assert!(Labels::of(&serde_json::json!({"metadata": {}})).is_empty());
+        assert!(Labels::of(&serde_json::json!({"metadata": {"labels": "x"}})).is_empty());
     }
 
     fn sel(s: &str) -> LabelSelector {

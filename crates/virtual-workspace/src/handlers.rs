@@ -438,7 +438,7 @@ struct Filter {
 impl Filter {
     fn matches(&self, o: &ServedObject) -> bool {
         self.namespace.as_ref().is_none_or(|ns| *ns == o.namespace)
-            && (self.labels.is_everything() || self.labels.matches(&o.labels))
+            && (self.labels.is_everything() || self.labels.matches_labels(&o.labels))
             && (self.fields.is_everything()
                 || self.fields.matches_with(|f| match f {
                     "metadata.name" => Some(o.name.as_str()),

@@ -46,13 +46,14 @@ pub struct ServedObject {
     /// Cache store revision (the served `resourceVersion`).
     pub revision: u64,
     /// Labels of the inner object.
-    pub labels: BTreeMap<String, String>,
+    pub labels: kube_api::selector::Labels,
     /// Values of the schema's selectable fields, as field selectors compare them.
     pub fields: Vec<(String, String)>,
     prefix: Bytes,
     suffix: Bytes,
-    /// Table cells and metadata view, computed on first use.
-    table: std::sync::OnceLock<TableParts>,
+    /// Table cells and metadata view, computed on first use (boxed: most objects never need
+    /// them, and the slot stays one pointer wide).
+    table: std::sync::OnceLock<Box<TableParts>>,
 }
 
 impl ServedObject {
@@ -133,7 +134,7 @@ impl ServedObject {
             let placeholder = self.placeholder();
             let whole = self.json_for(&placeholder);
             let obj: Value = serde_json::from_slice(&whole).unwrap_or(Value::Null);
-            table::parts_for(&obj, columns, &placeholder)
+            Box::new(table::parts_for(&obj, columns, &placeholder))
         })
     }
 
@@ -619,7 +620,7 @@ pub(crate) fn serve_inner(
     if name.is_empty() {
         return Err("inner object has no metadata.name".into());
     }
-    let labels = kube_api::labels_of(&inner);
+    let labels = kube_api::selector::Labels::of(&inner);
     let fields = api
         .selectable_fields
         .iter()
@@ -684,8 +685,20 @@ fn split_at_cluster(object: &mut Value) -> Result<(Bytes, Bytes), String> {
 /// (a full rebuild after a relist or a schema change).
 fn derive_all<T: Sync>(
     items: &[T],
-    one: impl Fn(&T) -> Result<ServedObject, String> + Sync,
-) -> Vec<Result<ServedObject, String>> {
+    one: impl Fn(&T) -> Result<Arc<ServedObject>, String> + Sync,
+) -> Vec<Result<Arc<ServedObject>, String>> {
+    par_map(items, one, || {
+        Err("internal: unwrapping panicked".to_string())
+    })
+}
+
+/// `items` mapped by `one`, on every core (at most 8) for large inputs, in order. A worker that
+/// panicked gives `lost()` for each of its items.
+fn par_map<T: Sync, R: Send>(
+    items: &[T],
+    one: impl Fn(&T) -> R + Sync,
+    lost: impl Fn() -> R,
+) -> Vec<R> {
     let one = &one;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -704,16 +717,14 @@ fn derive_all<T: Sync>(
                 )
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|(len, h)| {
-                h.join().unwrap_or_else(|_| {
-                    (0..len)
-                        .map(|_| Err("internal: unwrapping panicked".to_string()))
-                        .collect()
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(items.len());
+        for (len, h) in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(_) => out.extend((0..len).map(|_| lost())),
+            }
+        }
+        out
     })
 }
 
@@ -925,12 +936,12 @@ impl State {
         counters: &Counters,
         okey: &ObjKey,
         api: &ResolvedApi,
-        result: Result<ServedObject, String>,
+        result: Result<Arc<ServedObject>, String>,
     ) -> Option<Arc<ServedObject>> {
         match result {
             Ok(o) => {
                 invalid.remove(okey);
-                Some(Arc::new(o))
+                Some(o)
             }
             Err(msg) => {
                 counters.invalid_total.fetch_add(1, Ordering::Relaxed);
@@ -974,7 +985,7 @@ impl State {
         HashMap<String, (String, String)>,
     ) {
         // (origin, key the refusal is remembered by, result)
-        let mut results: Vec<(String, ObjKey, Result<ServedObject, String>)> = Vec::new();
+        let mut results: Vec<(String, ObjKey, Result<Arc<ServedObject>, String>)> = Vec::new();
         match &api.source {
             Source::CachedObjects => {
                 if let Some((_, cr)) = self.cached_resources.get(key) {
@@ -985,7 +996,7 @@ impl State {
                         .filter(|(_, raw)| Self::matches_gvr(raw, cr))
                         .collect();
                     let derived = derive_all(&candidates, |(_, raw)| {
-                        unwrap_object(&raw.value, raw.revision, api)
+                        unwrap_object(&raw.value, raw.revision, api).map(Arc::new)
                     });
                     for ((okey, _), r) in candidates.into_iter().zip(derived) {
                         results.push((okey.1.clone(), okey.clone(), r));
@@ -999,7 +1010,7 @@ impl State {
                     .take_while(|(k, _)| k.in_source(source))
                     .collect();
                 let derived = derive_all(&candidates, |(_, (rev, value))| {
-                    super::slices::serve_identity_object(value, *rev, api)
+                    super::slices::serve_identity_object(value, *rev, api).map(Arc::new)
                 });
                 for ((ik, _), r) in candidates.into_iter().zip(derived) {
                     results.push((ik.origin(), identity_invalid_key(ik), r));
@@ -1161,6 +1172,7 @@ impl State {
                         Some(Err(e)) => Err(e.clone()),
                         None => unwrap_object(&raw.value, raw.revision, &api),
                     };
+                    let result = result.map(Arc::new);
                     Self::derive_logged(&mut self.invalid, counters, &okey, &api, result)
                 }
                 _ => None,
@@ -1203,7 +1215,8 @@ impl State {
             let new = if event_kind == EventKind::Deleted {
                 None
             } else {
-                let result = super::slices::serve_identity_object(value, revision, &api);
+                let result =
+                    super::slices::serve_identity_object(value, revision, &api).map(Arc::new);
                 Self::derive_logged(&mut self.invalid, counters, &invalid_key, &api, result)
             };
             if let Some(served) = self.served.get_mut(&dk) {
@@ -1411,22 +1424,30 @@ impl Index {
         }
         // Built in bulk (one sort of input that is mostly in order, then no search per
         // object): at a million objects, inserting one by one cost seconds of key compares.
-        st.cached_objects = listing
+        // Reading each CachedObject's labels parses its whole value: on every core.
+        let cached: Vec<&Record> = listing
             .records
             .iter()
             .filter(|r| {
                 (r.key.group.as_str(), r.key.resource.as_str()) == ("cache.kcp.io", "cachedobjects")
             })
-            .map(|r| {
+            .collect();
+        let raws = par_map(
+            &cached,
+            |r| {
                 let labels = decode::<WrapperLabels>(&r.value)
                     .unwrap_or_default()
                     .metadata
                     .labels;
-                (
-                    obj_key(&r.key),
-                    RawCached::new(r.revision, &r.value, &labels),
-                )
-            })
+                RawCached::new(r.revision, &r.value, &labels)
+            },
+            // Unreadable labels serve the object as no resource, as a decode failure does.
+            || RawCached::new(0, &Bytes::new(), &BTreeMap::new()),
+        );
+        st.cached_objects = cached
+            .iter()
+            .zip(raws)
+            .map(|(r, raw)| (obj_key(&r.key), raw))
             .collect();
         st.revision = listing.revision;
         st.reconcile(listing.revision, &self.counters, true);
