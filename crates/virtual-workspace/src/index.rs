@@ -256,7 +256,7 @@ pub struct Served {
     /// Consumer clusters (§5.8).
     pub consumers: Arc<BTreeSet<String>>,
     /// CachedObject name -> (namespace, name) of the object it serves.
-    by_origin: HashMap<String, (String, String)>,
+    by_origin: HashMap<String, Arc<ServedObject>>,
     history: VecDeque<Arc<ServedEvent>>,
     /// Events at or before this revision are no longer in `history`.
     compacted: u64,
@@ -367,7 +367,7 @@ impl Served {
         let prev = self
             .by_origin
             .remove(origin)
-            .and_then(|k| self.objects.remove(&k));
+            .and_then(|o| self.objects.remove(&(o.namespace.clone(), o.name.clone())));
         match (prev, new) {
             (None, None) => {}
             (Some(p), None) => self.push(ServedEvent::new(
@@ -379,7 +379,7 @@ impl Served {
             )),
             (prev, Some(n)) => {
                 let k = (n.namespace.clone(), n.name.clone());
-                self.by_origin.insert(origin.to_string(), k.clone());
+                self.by_origin.insert(origin.to_string(), n.clone());
                 self.objects.insert(k, n.clone());
                 let change = if prev.is_some() {
                     Change::Modified
@@ -409,9 +409,33 @@ impl Served {
 struct RawCached {
     revision: u64,
     value: Bytes,
+    /// Shared by the CachedObjects of one resource (see [`shared_gvr`]).
+    gvr: Arc<Gvr>,
+}
+
+/// The group, version and resource a CachedObject's labels name.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Gvr {
     group: String,
     version: String,
     resource: String,
+}
+
+thread_local! {
+    static LAST_GVR: std::cell::RefCell<Arc<Gvr>> = std::cell::RefCell::default();
+}
+
+/// `gvr`, as the same allocation as the previous call's on this thread when equal: a listing
+/// holds the CachedObjects of one resource next to each other, so a million of them share a
+/// handful of these instead of holding three strings each.
+fn shared_gvr(gvr: Gvr) -> Arc<Gvr> {
+    LAST_GVR.with(|last| {
+        let mut last = last.borrow_mut();
+        if **last != gvr {
+            *last = Arc::new(gvr);
+        }
+        last.clone()
+    })
 }
 
 /// The catalog and the served objects.
@@ -551,9 +575,11 @@ impl RawCached {
         RawCached {
             revision,
             value: value.clone(),
-            group: get(LABEL_OBJECT_GROUP),
-            version: get(LABEL_OBJECT_VERSION),
-            resource: get(LABEL_OBJECT_RESOURCE),
+            gvr: shared_gvr(Gvr {
+                group: get(LABEL_OBJECT_GROUP),
+                version: get(LABEL_OBJECT_VERSION),
+                resource: get(LABEL_OBJECT_RESOURCE),
+            }),
         }
     }
 }
@@ -970,7 +996,8 @@ impl State {
         } else {
             cr.spec.group.as_str()
         };
-        raw.group == g && raw.version == cr.spec.version && raw.resource == cr.spec.resource
+        let gvr = &raw.gvr;
+        gvr.group == g && gvr.version == cr.spec.version && gvr.resource == cr.spec.resource
     }
 
     /// Re-derive every object a domain serves: `(served key, object)` and origin → served key.
@@ -982,7 +1009,7 @@ impl State {
         counters: &Counters,
     ) -> (
         Vec<((String, String), Arc<ServedObject>)>,
-        HashMap<String, (String, String)>,
+        HashMap<String, Arc<ServedObject>>,
     ) {
         // (origin, key the refusal is remembered by, result)
         let mut results: Vec<(String, ObjKey, Result<Arc<ServedObject>, String>)> = Vec::new();
@@ -1023,7 +1050,7 @@ impl State {
             if let Some(o) =
                 Self::derive_logged(&mut self.invalid, counters, &invalid_key, api, result)
             {
-                by_origin.insert(origin, (o.namespace.clone(), o.name.clone()));
+                by_origin.insert(origin, o.clone());
                 derived.push(((o.namespace.clone(), o.name.clone()), o));
             }
         }
