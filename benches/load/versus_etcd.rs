@@ -295,13 +295,15 @@ async fn deliver(
         }
     }
     let mut per_change: Vec<Vec<Duration>> = sent.iter().map(|_| Vec::new()).collect();
-    for t in tasks {
-        if !t.is_finished() {
+    // A watcher that counted the last change may not have returned yet: give them a moment.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    for mut t in tasks {
+        let Ok(joined) = tokio::time::timeout_at(deadline, &mut t).await else {
             t.abort();
             out.failed += 1;
             continue;
-        }
-        match t.await {
+        };
+        match joined {
             Ok(Ok(times)) => {
                 for (k, at) in times.iter().enumerate() {
                     if let (Some(t0), Some(d)) = (sent.get(k), per_change.get_mut(k)) {
