@@ -13,11 +13,11 @@
 //! Usage: `cargo bench --bench etcd -- [--objects N] [--duration SECS]`.
 
 #[allow(dead_code)]
-#[path = "../tests/common/etcd.rs"]
-mod etcd_process;
+#[path = "load/etcd_server.rs"]
+mod etcd_server;
 
 use bytes::Bytes;
-use etcd_process::Etcd;
+use etcd_server::EtcdServer;
 use futures_util::StreamExt;
 use replication_vw::store::etcd::{EtcdOptions, EtcdStore};
 use replication_vw::store::local::LocalStore;
@@ -160,15 +160,8 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
-    let etcd = Etcd::start();
-    let version = std::process::Command::new("etcd")
-        .arg("--version")
-        .output()?;
-    let version = String::from_utf8_lossy(&version.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let etcd = EtcdServer::start()?;
+    let version = etcd.version.clone();
     let open = |prefix: &str| {
         EtcdStore::open(EtcdOptions {
             endpoints: vec![etcd.url.clone()],

@@ -14,14 +14,23 @@
 //! cache server API for 10 minutes; lost events and RSS growth) and `hostile` (`load/hostile.rs`:
 //! stalled connections, watchers that never read, oversized requests and garbage TLS, while a
 //! well-behaved kubectl keeps working).
+//! `--storage memory|local|etcd|all` (`load/backends.rs`) runs the in-process scenarios on the
+//! durable stores too; `--scenario etcd` (`load/versus_etcd.rs`) compares a `cache-server` on
+//! etcd with etcd read directly.
 //! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
 //! [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
-//! [--changes N] [--shared-runtime]`; see `benches/README.md`.
+//! [--changes N] [--storage memory|local|etcd|all] [--shared-runtime]`; see `benches/README.md`.
 
+#[path = "load/backends.rs"]
+mod backends;
+#[path = "load/etcd_server.rs"]
+mod etcd_server;
 #[path = "load/hostile.rs"]
 mod hostile;
 #[path = "load/soak.rs"]
 mod soak;
+#[path = "load/versus_etcd.rs"]
+mod versus_etcd;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
@@ -37,6 +46,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse as _;
 use axum::routing::get;
+use backends::Backend;
 use bytes::Bytes;
 use replication_vw::api::watch::FRAMES_BUILT;
 use replication_vw::cache_server::objects::{self as cache_objects, Location};
@@ -81,7 +91,7 @@ const SEED_FLAVORS: usize = 3;
 // Command line
 
 /// The scenarios, in the order `all` runs them (ingest first, on a clean heap).
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 9] = [
     "ingest",
     "get",
     "list",
@@ -90,6 +100,7 @@ const SCENARIOS: [&str; 8] = [
     "wildcard",
     "distributed",
     "storage",
+    "etcd",
 ];
 
 /// Scenarios that run only when named: long runs, started by hand.
@@ -124,12 +135,14 @@ struct Args {
     /// Run as the fill child of the storage scenario: fill this new store file with the
     /// catalog and the first `restart_objects` CachedObjects, print one `filled:` line, exit.
     fill_file: Option<std::path::PathBuf>,
+    /// `--storage`: the backends of the in-process servers, in order (default: memory).
+    storage: Vec<Backend>,
 }
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
-[--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|soak|hostile|all] [--objects N] [--duration SECS] \
+[--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|etcd|soak|hostile|all] [--objects N] [--duration SECS] \
 [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
-[--restart-objects N[,N]] [--shared-runtime]";
+[--restart-objects N[,N]] [--storage memory|local|etcd|all] [--shared-runtime]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut scenario = "all".to_string();
@@ -144,6 +157,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut restart_objects: Option<Vec<usize>> = None;
     let mut restart_file = None;
     let mut fill_file = None;
+    let mut storage = None;
     let mut quick = false;
     let mut shared_runtime = false;
     let mut child = false;
@@ -202,6 +216,12 @@ fn parse_args() -> anyhow::Result<Args> {
                         .collect::<anyhow::Result<_>>()?,
                 );
             }
+            "--storage" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| anyhow!("--storage needs a value\n{USAGE}"))?;
+                storage = Some(Backend::parse(&v)?);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -254,6 +274,7 @@ fn parse_args() -> anyhow::Result<Args> {
         restart_objects: restart_objects.unwrap_or(if quick { vec![2_000] } else { vec![100_000] }),
         restart_file,
         fill_file,
+        storage: storage.unwrap_or_else(|| vec![Backend::Memory]),
     })
 }
 
@@ -460,10 +481,12 @@ struct Row {
 }
 
 impl Row {
+    /// Print the row; its first cell gets the suffix of the backend it was measured on.
     fn print(&self) {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {}{} | {} | {} | {} | {} | {} | {} | {} |",
             self.scenario,
+            backends::row_suffix(),
             self.what,
             self.result,
             self.p50,
@@ -519,6 +542,10 @@ struct Transport {
     pki: tls::Pki,
     server: Arc<rustls::ServerConfig>,
     runtime: tokio::runtime::Handle,
+    /// The store [`Vw::start`] puts a new server on (`--storage`; set per scenario run).
+    backend: Backend,
+    /// The etcd of `--storage etcd`, started by the first store that needs it.
+    etcd: tokio::sync::OnceCell<Arc<etcd_server::EtcdServer>>,
 }
 
 impl Transport {
@@ -532,6 +559,8 @@ impl Transport {
             pki,
             server,
             runtime,
+            backend: Backend::Memory,
+            etcd: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -567,6 +596,10 @@ struct Vw {
     cached_names: Vec<String>,
     /// Average encoded size of a generated flavor and of its CachedObject.
     sizes: (usize, usize),
+    /// The backend of its store.
+    backend: Backend,
+    /// A local store's data directory.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Vw {
@@ -596,23 +629,24 @@ impl Vw {
         )
     }
 
-    /// Start a server with the Cloud Co seed, `consumers` more consumer clusters bound to its
-    /// `compute` export, and `objects` generated flavors; the index starts after all of it.
+    /// Start a server on a new store of the transport's backend with the Cloud Co seed,
+    /// `consumers` more consumer clusters bound to its `compute` export, and `objects` generated
+    /// flavors; the index starts after all of it.
     async fn start(
         transport: &Transport,
         objects: usize,
         consumers: &[String],
     ) -> anyhow::Result<Self> {
-        Self::start_on(
-            transport,
-            Arc::new(MemoryStore::default()),
-            objects,
-            consumers,
-        )
-        .await
+        let (store, data) = backends::open_store(transport).await?;
+        let mut vw = Self::start_on(transport, store, objects, consumers).await?;
+        vw.backend = transport.backend;
+        vw._data = data;
+        Ok(vw)
     }
 
-    /// [`Vw::start`] over a given (empty) store.
+    /// [`Vw::start`] over a given (empty) store (its backend is recorded as memory). The
+    /// flavors and consumers are written many at a time (a durable store's commits share an
+    /// fsync; a memory store finishes each write before the next starts anyway).
     async fn start_on(
         transport: &Transport,
         store: Arc<dyn Store>,
@@ -629,13 +663,14 @@ impl Vw {
         bind_consumers(store.as_ref(), consumers).await?;
         let mut cached_names = Vec::with_capacity(objects);
         let (mut source_bytes, mut cached_bytes) = (0, 0);
-        for i in 0..objects {
+        let items = (0..objects).map(|i| {
             let (key, value) = generated(i)?;
             source_bytes += serde_json::to_vec(&flavor(i))?.len();
             cached_bytes += value.len();
             cached_names.push(key.name.clone());
-            store.create(key, stored(value)).await?;
-        }
+            Ok((key, stored(value)))
+        });
+        backends::create_all(&store, backends::FILL_IN_FLIGHT, items).await?;
         transport.runtime.spawn(index.clone().run(Arc::new(
             replication_vw::cache_client::StoreRead(store.clone()),
         )));
@@ -651,6 +686,8 @@ impl Vw {
             listening,
             cached_names,
             sizes: (source_bytes / objects.max(1), cached_bytes / objects.max(1)),
+            backend: Backend::Memory,
+            _data: None,
         };
         vw.check(transport, objects).await?;
         Ok(vw)
@@ -709,8 +746,9 @@ fn consumer_cluster(i: usize) -> String {
 /// replication would: an APIBinding `compute` (referencing `root:cloudco`/`compute`) and the
 /// LogicalCluster `cluster` whose resource-bindings annotation locks `cpuflavors` to it, both
 /// written through the cache server's object layer (`cache_server::objects::create`, shard
-/// `root`) as replicated copies.
+/// `root`) as replicated copies; [`backends::FILL_IN_FLIGHT`] consumers at a time.
 async fn bind_consumers(store: &dyn Store, clusters: &[String]) -> anyhow::Result<()> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
     let find = |group: &str, version: &str, resource: &str| {
         resources::find(group, version, resource)
             .ok_or_else(|| anyhow!("the cache server does not serve {resource}.{group}"))
@@ -718,66 +756,80 @@ async fn bind_consumers(store: &dyn Store, clusters: &[String]) -> anyhow::Resul
     let bindings = find("apis.kcp.io", "v1alpha2", "apibindings")?;
     let logical_clusters = find("core.kcp.io", "v1alpha1", "logicalclusters")?;
     let locks = json!({"cpuflavors.cloud.example.com": {"n": "compute"}}).to_string();
-    for (i, cluster) in clusters.iter().enumerate() {
-        let path = format!("root:consumer-{}", i + 1);
-        // What the replication adds to a copy (uid and creationTimestamp are kept).
-        let copy = |uid: &str| {
-            json!({
-                ANN_PATH: path,
-                ANN_SHARD: SHARD,
-                ANN_ORIGINAL_RV: "1",
-                ANN_ORIGINAL_UID: uid,
-            })
-        };
-        let uid = uuid::Uuid::new_v4().to_string();
-        let binding = json!({
-            "apiVersion": "apis.kcp.io/v1alpha2",
-            "kind": "APIBinding",
-            "metadata": {
-                "name": "compute",
-                "uid": uid,
-                "creationTimestamp": "2026-01-01T00:00:00Z",
-                "annotations": copy(&uid),
-            },
-            "spec": {"reference": {"export": {"path": "root:cloudco", "name": "compute"}}},
-            "status": {"phase": "Bound"},
-        });
-        let loc = Location {
-            res: bindings,
-            version: "v1alpha2",
-            shard: SHARD,
-            cluster,
-            namespace: "",
-        };
-        cache_objects::create(store, &loc, binding)
-            .await
-            .with_context(|| format!("writing APIBinding {cluster}|compute"))?;
-        let uid = uuid::Uuid::new_v4().to_string();
-        let mut annotations = copy(&uid);
-        annotations[ANN_RESOURCE_BINDINGS] = json!(locks);
-        annotations["internal.tenancy.kcp.io/type"] = json!("root:universal");
-        let logical_cluster = json!({
-            "apiVersion": "core.kcp.io/v1alpha1",
-            "kind": "LogicalCluster",
-            "metadata": {
-                "name": "cluster",
-                "uid": uid,
-                "creationTimestamp": "2026-01-01T00:00:00Z",
-                "annotations": annotations,
-            },
-            "status": {"phase": "Ready"},
-        });
-        let loc = Location {
-            res: logical_clusters,
-            version: "v1alpha1",
-            shard: SHARD,
-            cluster,
-            namespace: "",
-        };
-        cache_objects::create(store, &loc, logical_cluster)
-            .await
-            .with_context(|| format!("writing LogicalCluster {cluster}|cluster"))?;
-    }
+    futures_util::stream::iter(clusters.iter().enumerate())
+        .map(|(i, cluster)| bind_consumer(store, bindings, logical_clusters, &locks, i, cluster))
+        .buffer_unordered(backends::FILL_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
+}
+
+/// One consumer of [`bind_consumers`]: the `i`-th, `cluster`.
+async fn bind_consumer(
+    store: &dyn Store,
+    bindings: &'static resources::ServedResource,
+    logical_clusters: &'static resources::ServedResource,
+    locks: &str,
+    i: usize,
+    cluster: &str,
+) -> anyhow::Result<()> {
+    let path = format!("root:consumer-{}", i + 1);
+    // What the replication adds to a copy (uid and creationTimestamp are kept).
+    let copy = |uid: &str| {
+        json!({
+            ANN_PATH: path,
+            ANN_SHARD: SHARD,
+            ANN_ORIGINAL_RV: "1",
+            ANN_ORIGINAL_UID: uid,
+        })
+    };
+    let uid = uuid::Uuid::new_v4().to_string();
+    let binding = json!({
+        "apiVersion": "apis.kcp.io/v1alpha2",
+        "kind": "APIBinding",
+        "metadata": {
+            "name": "compute",
+            "uid": uid,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": copy(&uid),
+        },
+        "spec": {"reference": {"export": {"path": "root:cloudco", "name": "compute"}}},
+        "status": {"phase": "Bound"},
+    });
+    let loc = Location {
+        res: bindings,
+        version: "v1alpha2",
+        shard: SHARD,
+        cluster,
+        namespace: "",
+    };
+    cache_objects::create(store, &loc, binding)
+        .await
+        .with_context(|| format!("writing APIBinding {cluster}|compute"))?;
+    let uid = uuid::Uuid::new_v4().to_string();
+    let mut annotations = copy(&uid);
+    annotations[ANN_RESOURCE_BINDINGS] = json!(locks);
+    annotations["internal.tenancy.kcp.io/type"] = json!("root:universal");
+    let logical_cluster = json!({
+        "apiVersion": "core.kcp.io/v1alpha1",
+        "kind": "LogicalCluster",
+        "metadata": {
+            "name": "cluster",
+            "uid": uid,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": annotations,
+        },
+        "status": {"phase": "Ready"},
+    });
+    let loc = Location {
+        res: logical_clusters,
+        version: "v1alpha1",
+        shard: SHARD,
+        cluster,
+        namespace: "",
+    };
+    cache_objects::create(store, &loc, logical_cluster)
+        .await
+        .with_context(|| format!("writing LogicalCluster {cluster}|cluster"))?;
     Ok(())
 }
 
@@ -1072,10 +1124,26 @@ struct Ctx {
     args: Args,
     transport: Transport,
     vw: Option<Vw>,
+    /// The servers of [`Ctx::vw`] on the other backends of `--storage`, kept for their next turn.
+    parked: Vec<Vw>,
     notes: Vec<String>,
 }
 
 impl Ctx {
+    /// Run what follows on `backend`: new servers get its store, [`Ctx::vw`] is its server.
+    fn use_backend(&mut self, backend: Backend) {
+        if self.transport.backend == backend {
+            return;
+        }
+        if let Some(vw) = self.vw.take() {
+            self.parked.push(vw);
+        }
+        self.transport.backend = backend;
+        if let Some(i) = self.parked.iter().position(|v| v.backend == backend) {
+            self.vw = Some(self.parked.swap_remove(i));
+        }
+    }
+
     async fn vw(&mut self) -> anyhow::Result<&Vw> {
         if self.vw.is_none() {
             progress(&format!(
@@ -1474,21 +1542,32 @@ async fn scenario_watch(ctx: &mut Ctx) -> anyhow::Result<()> {
 /// N CachedObjects written straight into a fresh store; then the index lists and syncs them.
 async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
     let n = ctx.args.ingest_objects;
-    progress(&format!("ingest: {n} objects"));
-    let store = Arc::new(MemoryStore::default());
+    let backend = ctx.transport.backend;
+    progress(&format!("ingest: {n} objects ({})", backend.name()));
+    let (store, data) = backends::open_store(&ctx.transport).await?;
     seed_catalog(store.clone(), "https://127.0.0.1:6443").await?;
+    // One create after the other on memory (as always); many in flight on a durable store,
+    // whose commits then share an fsync.
+    let in_flight = match backend {
+        Backend::Memory => 1,
+        Backend::Local | Backend::Etcd => backends::FILL_IN_FLIGHT,
+    };
+    let etcd = ctx.transport.etcd.get().cloned();
+    let etcd_rss0 = etcd.as_ref().and_then(|e| e.rss());
     let rss0 = rss();
     reset_peak_rss();
     let (mut raw, mut capacity) = (0u64, 0u64);
     let started = Instant::now();
-    for i in 0..n {
+    let items = (0..n).map(|i| {
         let (key, value) = generated(i)?;
         raw += value.len() as u64;
         capacity += value.capacity() as u64;
-        store.create(key, stored(value)).await?;
-    }
+        Ok((key, stored(value)))
+    });
+    backends::create_all(&store, in_flight, items).await?;
     let load_time = started.elapsed();
     let rss1 = rss();
+    let etcd_rss1 = etcd.as_ref().and_then(|e| e.rss());
     let index = Index::new();
     let started = Instant::now();
     let listing = store.list(&Scope::all()).await?;
@@ -1498,6 +1577,7 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
     drop(listing);
     let rss2 = rss();
     let peak = peak_rss();
+    let etcd_rss2 = etcd.as_ref().and_then(|e| e.rss());
     let served = {
         let st = index.read();
         st.served.values().map(|s| s.objects.len()).sum::<usize>()
@@ -1512,10 +1592,27 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
     let total_ratio = ratio(total_growth);
     let store_ratio = ratio(store_growth);
     let fmt_ratio = |r: Option<f64>| r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}×"));
+    // What the RSS figures hold beside the watch cache and the index, on a durable store.
+    let (in_flight_note, rss_note) = match backend {
+        Backend::Memory => (String::new(), String::new()),
+        Backend::Local => (
+            format!(", {in_flight} creates in flight"),
+            "; this process's RSS, incl. redb's page cache (≤ 64 MiB)".to_string(),
+        ),
+        Backend::Etcd => (
+            format!(", {in_flight} creates in flight"),
+            format!(
+                "; this process's RSS (the etcd store's watch cache), not etcd's: etcd's VmRSS {} → {} after the load, {} after the sync",
+                opt_mib(etcd_rss0),
+                opt_mib(etcd_rss1),
+                opt_mib(etcd_rss2)
+            ),
+        ),
+    };
     Row {
         scenario: "ingest",
         what: format!(
-            "{n} CachedObjects (avg {} B, raw {}) into the store, then list + `Index::reset` ({served} served)",
+            "{n} CachedObjects (avg {} B, raw {}) into the store{in_flight_note}, then list + `Index::reset` ({served} served)",
             raw / n as u64,
             mib(raw)
         ),
@@ -1529,7 +1626,7 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
         p99: "—".into(),
         rss: opt_mib(peak),
         ratio: format!(
-            "RSS growth {} raw (store {}, store + index {})",
+            "RSS growth {} raw (store {}, store + index {}){rss_note}",
             fmt_ratio(total_ratio),
             opt_mib(store_growth),
             opt_mib(total_growth)
@@ -1544,14 +1641,33 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
     ctx.notes.push(format!(
         "ingest: the store alone grew {} ({} raw); the encoded values' allocations hold {} for {} of JSON \
          (`Bytes::from(serde_json::to_vec(..))` keeps the spare capacity); the index adds the unwrapped, \
-         validated copies.",
+         validated copies.{}",
         opt_mib(store_growth),
         fmt_ratio(store_ratio),
         mib(capacity),
-        mib(raw)
+        mib(raw),
+        match (backend, &etcd) {
+            (Backend::Etcd, Some(e)) => format!(
+                " etcd ({}) is another process: its VmRSS went {} → {} (load) → {} (sync), VmHWM {}; its data dir holds {:.0} MB.",
+                e.version,
+                opt_mib(etcd_rss0),
+                opt_mib(etcd_rss1),
+                opt_mib(etcd_rss2),
+                opt_mib(e.peak_rss()),
+                e.disk_bytes() as f64 / 1e6
+            ),
+            (Backend::Local, _) => format!(
+                " The local store's file is {:.0} MB; redb's page cache (≤ 64 MiB) is in this process's RSS.",
+                data.as_ref()
+                    .and_then(|d| std::fs::metadata(d.path().join("cache.db")).ok())
+                    .map_or(0.0, |m| m.len() as f64 / 1e6)
+            ),
+            _ => String::new(),
+        }
     ));
     drop(index);
     drop(store);
+    drop(data);
     Ok(())
 }
 
@@ -1562,6 +1678,10 @@ async fn ingest_in_child(ctx: &mut Ctx) -> anyhow::Result<()> {
     cmd.args(["--child", "--scenario", "ingest", "--ingest-objects"])
         .arg(ctx.args.ingest_objects.to_string())
         .stderr(std::process::Stdio::inherit());
+    if ctx.transport.backend != Backend::Memory {
+        // The child starts its own etcd: a fresh one, whose memory is the ingest's alone.
+        cmd.args(["--storage", ctx.transport.backend.name()]);
+    }
     if ctx.args.quick {
         cmd.arg("--quick");
     }
@@ -2952,6 +3072,13 @@ fn print_header(args: &Args) {
         args.duration.as_secs(),
         args.warmup.as_millis()
     );
+    if args.storage != [Backend::Memory] {
+        let names: Vec<&str> = args.storage.iter().map(|b| b.name()).collect();
+        println!(
+            "- storage: {} (rows on local and etcd end their first cell with ` (local)`, ` (etcd)`)",
+            names.join(", ")
+        );
+    }
     println!(
         "- transport: server and clients in one process, {}; TLS 1.3 (rustls, ring) with the server's own \
          `tls::serve` + `tls::server_config` for the VW and every baseline; reqwest clients with the admin client certificate",
@@ -2977,17 +3104,43 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
         transport: Transport::new(server_runtime)?,
         args: args.clone(),
         vw: None,
+        parked: Vec::new(),
         notes: Vec::new(),
     };
+    let etcd_on_path = args.storage.contains(&Backend::Etcd) && etcd_server::version().is_some();
+    if args.storage == [Backend::Etcd] && !etcd_on_path {
+        bail!(
+            "--storage etcd needs `etcd` on PATH (Debian: apt-get install etcd-server etcd-client)"
+        );
+    }
     let mut failures = BTreeMap::new();
-    for s in &args.scenarios {
+    // Each scenario of `backends::PER_BACKEND` once per backend of `--storage`, the others once.
+    let runs = args.scenarios.iter().flat_map(|s| {
+        let on: &[Backend] = if backends::PER_BACKEND.contains(s) {
+            &args.storage
+        } else {
+            &[Backend::Memory]
+        };
+        on.iter().map(move |b| (*s, *b))
+    });
+    for (s, backend) in runs {
+        let label = format!("{s}{}", backend.suffix());
+        backends::set_row_suffix(backend);
+        if backend == Backend::Etcd && !etcd_on_path {
+            backends::print_skipped(s, "no `etcd` on PATH");
+            continue;
+        }
+        ctx.use_backend(backend);
+        let notes_before = ctx.notes.len();
         let started = Instant::now();
         let cpu_before = cpu_sample();
         let threads_before = thread_cpu();
-        let result = match *s {
-            // Beside other scenarios, ingest runs in a child process: a clean heap for its RSS
-            // figures, and its memory is gone before the next scenario.
-            "ingest" if args.scenarios.len() > 1 => ingest_in_child(&mut ctx).await,
+        let result = match s {
+            // Beside other scenarios (or backends), ingest runs in a child process: a clean
+            // heap for its RSS figures, and its memory is gone before the next scenario.
+            "ingest" if args.scenarios.len() > 1 || args.storage.len() > 1 => {
+                ingest_in_child(&mut ctx).await
+            }
             "ingest" => scenario_ingest(&mut ctx).await,
             "get" => scenario_get(&mut ctx).await,
             "list" => scenario_list(&mut ctx).await,
@@ -2996,23 +3149,33 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             "wildcard" => scenario_wildcard(&mut ctx).await,
             "distributed" => scenario_distributed(&mut ctx).await,
             "storage" => scenario_storage(&mut ctx).await,
+            "etcd" => versus_etcd::scenario_etcd(&mut ctx).await,
             "soak" => soak::scenario_soak(&mut ctx).await,
             "hostile" => hostile::scenario_hostile(&mut ctx).await,
             other => Err(anyhow!("unknown scenario {other}")),
         };
         let elapsed = started.elapsed();
-        progress(&format!("{s} done in {:.1} s", elapsed.as_secs_f64()));
+        progress(&format!("{label} done in {:.1} s", elapsed.as_secs_f64()));
+        // The scenario's own notes say which backend they are about (a child's already do).
+        if backend != Backend::Memory {
+            let tag = format!("[{}] ", backend.name());
+            for n in &mut ctx.notes[notes_before..] {
+                if !n.starts_with(&tag) {
+                    n.insert_str(0, &tag);
+                }
+            }
+        }
         if let Some(share) = others_share(cpu_before, cpu_sample()).filter(|_| !args.child) {
             let used = thread_cpu().since(threads_before);
-            let split = if *s == "ingest" && args.scenarios.len() > 1 {
+            let split = if s == "ingest" && (args.scenarios.len() > 1 || args.storage.len() > 1) {
                 "run in a child process (counted as this run's CPU below)".to_string()
-            } else if *s == "distributed" {
+            } else if s == "distributed" {
                 format!(
                     "the servers ran as child processes (the notes above give their CPU), the \
                      harness and watchers used {:.1} s",
                     used.rest
                 )
-            } else if matches!(*s, "soak" | "hostile") {
+            } else if matches!(s, "soak" | "hostile" | "etcd") {
                 format!(
                     "the server ran as a child process (the notes above give its CPU), the \
                      harness and its clients used {:.1} s",
@@ -3025,19 +3188,20 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
                 )
             };
             ctx.notes.push(format!(
-                "{s}: {:.1} s; {split}; other processes used {:.0}% of the machine's CPU meanwhile{}",
+                "{label}: {:.1} s; {split}; other processes used {:.0}% of the machine's CPU meanwhile{}{}",
                 elapsed.as_secs_f64(),
                 share * 100.0,
                 if share > 0.05 {
                     " (results disturbed by other load)"
                 } else {
                     ""
-                }
+                },
+                backend_note(&ctx, s, backend)
             ));
         }
         if let Err(e) = result {
             // A scenario that cannot run is a broken harness, not a missed goal.
-            failures.insert(*s, format!("{e:#}"));
+            failures.insert(label, format!("{e:#}"));
         }
     }
     println!();
@@ -3050,6 +3214,23 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
         let msgs: Vec<String> = failures.iter().map(|(s, e)| format!("{s}: {e}")).collect();
         Err(anyhow!("scenarios failed: {}", msgs.join("; ")))
     }
+}
+
+/// For the notes: what the peak RSS of a scenario's rows on a durable backend includes, and
+/// etcd's own memory (it is not in them).
+fn backend_note(ctx: &Ctx, scenario: &str, backend: Backend) -> String {
+    if backend == Backend::Memory || scenario == "ingest" {
+        return String::new();
+    }
+    let etcd = match (backend, ctx.transport.etcd.get()) {
+        (Backend::Etcd, Some(e)) => format!(
+            " (etcd's VmRSS now {}, VmHWM {}, for every server of the run so far)",
+            opt_mib(e.rss()),
+            opt_mib(e.peak_rss())
+        ),
+        _ => String::new(),
+    };
+    format!("; {}{etcd}", backend.rss_note())
 }
 
 fn main() -> ExitCode {
