@@ -479,6 +479,12 @@ fn collection(res: &'static ServedResource, api_version: &str) -> Collection {
         present: Arc::new(move |value, key, revision| {
             objects::present(value, key, revision, &av).ok()
         }),
+        present_json: Some({
+            let av = api_version.to_string();
+            Arc::new(move |value, key, revision, out| {
+                objects::present_json(value, key, revision, &av, out).is_ok()
+            })
+        }),
         columns: Some(Arc::new(Vec::new())),
     }
 }

@@ -33,6 +33,11 @@ pub const MAX_BODY: usize = 16 << 20;
 /// for a record that does not decode (skipped and logged).
 pub type Presenter = Arc<dyn Fn(&[u8], &Key, u64) -> Option<Value> + Send + Sync>;
 
+/// The same as a [`Presenter`], straight to JSON bytes appended to the buffer (`false`, and
+/// nothing appended, for a record that does not decode). Lists and watches without selectors or
+/// Table output use it when a collection has one: no `Value` per object and request.
+pub type JsonPresenter = Arc<dyn Fn(&[u8], &Key, u64, &mut Vec<u8>) -> bool + Send + Sync>;
+
 /// One readable collection: the resource and how its records are presented.
 #[derive(Clone)]
 pub struct Collection {
@@ -48,11 +53,21 @@ pub struct Collection {
     pub namespaced: bool,
     /// Presents records.
     pub present: Presenter,
+    /// Presents records as JSON bytes, when the collection can do so without a `Value`.
+    pub present_json: Option<JsonPresenter>,
     /// Printer columns: with them, Table output is offered (`Age` alone when empty).
     pub columns: Option<Arc<Vec<kcp_model::types::PrinterColumn>>>,
 }
 
 impl Collection {
+    /// The bytes presenter, when a request may use it: no selectors and no Table output.
+    fn json_path(&self, opts: &ListOptions, table: Option<&str>) -> Option<&JsonPresenter> {
+        let plain = table.is_none()
+            && opts.label_selector.is_everything()
+            && opts.field_selector.is_everything();
+        self.present_json.as_ref().filter(|_| plain)
+    }
+
     /// The Table apiVersion the `Accept` header asks for, when this collection prints tables.
     fn wants_table(&self, accept: Option<&str>) -> Result<Option<&'static str>, Status> {
         use kube_api::negotiate::{Format, Offer, negotiate};
@@ -209,6 +224,9 @@ pub async fn list(
         (None, None) => store.list(scope).await.map_err(|e| store_status(e, c))?,
     };
     let limit = opts.limit.map_or(usize::MAX, |l| l as usize);
+    if let Some(present_json) = c.json_path(opts, table_version) {
+        return list_json(c, present_json, &listing, resume.as_ref(), limit);
+    }
     let mut items: Vec<Value> = Vec::new();
     let mut last_key = None;
     let mut more = 0u64;
@@ -266,6 +284,62 @@ pub async fn list(
     Ok(json_response(200, body))
 }
 
+/// The LIST body built from each record's presented bytes ([`Collection::present_json`]).
+fn list_json(
+    c: &Collection,
+    present_json: &JsonPresenter,
+    listing: &store::Listing,
+    resume: Option<&(u64, Vec<String>)>,
+    limit: usize,
+) -> Result<Response, Status> {
+    let size: usize = listing.records.iter().map(|r| r.value.len() + 64).sum();
+    let mut items = Vec::with_capacity(size);
+    let (mut count, mut more, mut last_key) = (0usize, 0u64, None);
+    for record in &listing.records {
+        if let Some(t) = resume
+            && key_parts(&record.key).as_slice() <= t.1.as_slice()
+        {
+            continue;
+        }
+        if count >= limit {
+            more += 1;
+            continue;
+        }
+        if count > 0 {
+            items.push(b',');
+        }
+        if !present_json(&record.value, &record.key, record.revision, &mut items) {
+            if count > 0 {
+                items.pop();
+            }
+            tracing::warn!(key = %record.key, "Skipping a stored object that does not decode.");
+            continue;
+        }
+        count += 1;
+        last_key = Some(&record.key);
+    }
+    let mut metadata = serde_json::json!({"resourceVersion": listing.revision.to_string()});
+    if more > 0
+        && let Some(key) = last_key
+    {
+        let start = key_parts(key);
+        let start: Vec<&str> = start.iter().map(String::as_str).collect();
+        metadata["continue"] = Value::String(continuation::encode(listing.revision, &start));
+        metadata["remainingItemCount"] = Value::from(more);
+    }
+    let mut body = Vec::with_capacity(256 + items.len());
+    body.extend_from_slice(b"{\"apiVersion\":");
+    body.extend_from_slice(&to_vec(&Value::String(c.api_version.clone()))?);
+    body.extend_from_slice(b",\"kind\":");
+    body.extend_from_slice(&to_vec(&Value::String(format!("{}List", c.kind)))?);
+    body.extend_from_slice(b",\"metadata\":");
+    body.extend_from_slice(&to_vec(&metadata)?);
+    body.extend_from_slice(b",\"items\":[");
+    body.extend_from_slice(&items);
+    body.extend_from_slice(b"]}");
+    Ok(json_response(200, body))
+}
+
 /// WATCH `scope`: initial ADDED events (or resume after a revision), then live changes with
 /// kube's selector transitions, bookmarks when asked, the request's timeout.
 pub async fn watch(
@@ -309,8 +383,15 @@ pub async fn watch(
     let mut frames: Vec<Bytes> = Vec::new();
     let after = if initial {
         let listing = store.list(&scope).await.map_err(|e| store_status(e, &c))?;
+        let json_path = c.json_path(&opts, table);
+        let mut object = Vec::new();
         for record in &listing.records {
-            if let Some(v) = (c.present)(&record.value, &record.key, record.revision)
+            if let Some(present_json) = json_path {
+                object.clear();
+                if present_json(&record.value, &record.key, record.revision, &mut object) {
+                    frames.push(watch::frame(EventType::Added, &[&object]));
+                }
+            } else if let Some(v) = (c.present)(&record.value, &record.key, record.revision)
                 && selected(&v, &opts.label_selector, &opts.field_selector)
             {
                 frames.push(watch::frame(EventType::Added, &[&encode(&v)]));
@@ -342,6 +423,7 @@ pub async fn watch(
         }
         Err(e) => return Err(backend_status(&e)),
     };
+    let json_path = c.json_path(&opts, table).cloned();
     let ls = opts.label_selector.clone();
     let fs = opts.field_selector.clone();
     let bookmarks = opts.allow_watch_bookmarks;
@@ -355,6 +437,7 @@ pub async fn watch(
             let fs = fs.clone();
             let c = c.clone();
             let encode = encode.clone();
+            let json_path = json_path.clone();
             async move {
                 if done {
                     return None;
@@ -383,7 +466,11 @@ pub async fn watch(
                                 Some(Ok(e)) => e,
                             };
                             last = event.revision;
-                            if let Some(frame) = event_frame(&event, &ls, &fs, &c, encode.as_ref()) {
+                            let frame = match &json_path {
+                                Some(present_json) => json_event_frame(&event, present_json),
+                                None => event_frame(&event, &ls, &fs, &c, encode.as_ref()),
+                            };
+                            if let Some(frame) = frame {
                                 return Some((Ok(frame), (stream, timers, last, false)));
                             }
                         }
@@ -394,6 +481,21 @@ pub async fn watch(
     );
     let initial = futures_util::stream::iter(frames.into_iter().map(Ok));
     Ok(watch::response(initial.chain(live)))
+}
+
+/// The frame for one store event as a watcher without selectors sees it, from the presented
+/// bytes (no `Value`, and the previous value is not needed).
+fn json_event_frame(event: &store::Event, present_json: &JsonPresenter) -> Option<Bytes> {
+    let mut object = Vec::with_capacity(event.value.len() + 128);
+    if !present_json(&event.value, &event.key, event.revision, &mut object) {
+        return None;
+    }
+    let kind = match event.kind {
+        EventKind::Created => EventType::Added,
+        EventKind::Updated => EventType::Modified,
+        EventKind::Deleted => EventType::Deleted,
+    };
+    Some(watch::frame(kind, &[&object]))
 }
 
 /// The frame for one store event as a selector-filtered watcher sees it (kube's transitions).

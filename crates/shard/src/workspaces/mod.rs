@@ -509,6 +509,7 @@ fn collection(kind: &Kind) -> Collection {
         api_version: av.clone(),
         namespaced: kind.namespaced,
         present: Arc::new(move |value, key, revision| objects::present(value, key, revision, &av)),
+        present_json: None,
         columns: Some(Arc::new(rest::table::columns_from(&kind.printer_columns))),
     }
 }
