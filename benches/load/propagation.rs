@@ -3,14 +3,15 @@
 //! writes/s for `--duration`, `--write-rate N` to change it). It owns its set-up beside the
 //! distributed scenario's roles (`super::Setup`, `super::RoleProcess`): the embedded `serve` as
 //! the baseline, and `cache-server` + provider shard A + consumer shard B + two standalone
-//! `virtual-workspace` replicas on the one cache server. On each, 100 CPU flavors are created in
-//! `root:cloudco` through the shard's workspaces API; then a tokio interval starts every merge
-//! PATCH of `spec.cores` that is due as a task of its own (round robin over the flavors, the value
-//! naming the write; at most 200 in flight, the rest shed), while 20 watchers (10 per replica;
-//! all 20 on the baseline's own VW) record when each value arrived. Each write is timed until
-//! every watcher has that flavor at that write's state or a later one (the shard's controller
-//! replicates the latest state of a flavor per pass, so values written in between may never be
-//! sent on their own); a write some watcher never has within 10 s after the load ends is lost.
+//! `virtual-workspace` replicas on the one cache server. On each, 100 CPU flavors (20 with
+//! `--quick`, whose load is 200 writes/s for 1 s) are created in `root:cloudco` through the
+//! shard's workspaces API; then a tokio interval starts every merge PATCH of `spec.cores` that is
+//! due as a task of its own (round robin over the flavors, the value naming the write; at most
+//! 200 in flight, the rest shed), while 20 watchers (10 per replica; all 20 on the baseline's
+//! own VW) record when each value arrived. Each write is timed until every watcher has that
+//! flavor at that write's state or a later one (the shard's controller replicates the latest
+//! state of a flavor per pass, so values written in between may never be sent on their own); a
+//! write some watcher never has within 10 s after the load ends is lost.
 
 use super::soak::paced;
 use super::*;
@@ -20,15 +21,26 @@ use tokio::sync::Semaphore;
 
 /// CPU flavors created in `root:cloudco` before the load; the writes go round robin over them.
 const PROP_FLAVORS: usize = 100;
+/// The same with `--quick` (each controller pass has fewer flavors to replicate, so the set-up,
+/// warm-up and catch-up take a fraction of the time).
+const PROP_QUICK_FLAVORS: usize = 20;
+/// Length of the load with `--quick` and no `--duration`.
+const PROP_QUICK_DURATION: Duration = Duration::from_secs(1);
 /// Name prefix of those flavors (`prop-cpu-000` …).
 const PROP_PREFIX: &str = "prop-cpu-";
-/// Standalone `virtual-workspace` replicas of the distributed set-up, all on one cache server.
-const PROP_REPLICAS: usize = 2;
+/// Labels of the `virtual-workspace` replicas started beside the distributed set-up's own (all
+/// read the one cache server).
+const EXTRA_REPLICAS: [&str; 1] = ["virtual-workspace-2"];
+/// Standalone `virtual-workspace` replicas of the distributed set-up.
+const PROP_REPLICAS: usize = 1 + EXTRA_REPLICAS.len();
 /// Watch streams per replica, each on its own client (connection); the baseline's single VW
 /// gets as many as all replicas together.
 const PROP_WATCHERS_PER_VW: usize = 10;
-/// Target write rate without `--write-rate` (the issue's figure; `--quick` too, for 2 s).
+/// Target write rate without `--write-rate` (the issue's figure).
 const PROP_WRITE_RATE: u64 = 1_000;
+/// The same with `--quick`: each flavor is written every 100 ms, as in the default run (a PATCH
+/// that overlaps another of the same flavor can fail with 409: the shard does not retry it).
+const PROP_QUICK_WRITE_RATE: u64 = 200;
 /// Writes in flight at most (hyper's streams per HTTP/2 connection, so no write waits inside the
 /// client); a write due beyond them is not sent and counts as shed.
 const PROP_IN_FLIGHT: usize = 200;
@@ -76,10 +88,14 @@ fn vw_collection(base: &str) -> String {
 }
 
 /// Create the scenario's flavors on the writer's workspaces API.
-async fn create_flavors(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+async fn create_flavors(
+    client: &reqwest::Client,
+    base: &str,
+    flavors: usize,
+) -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
     let url = flavors_url(base);
-    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..PROP_FLAVORS)
+    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..flavors)
         .map(|i| {
             let (client, url) = (client.clone(), url.clone());
             async move {
@@ -100,7 +116,7 @@ async fn create_flavors(client: &reqwest::Client, base: &str) -> anyhow::Result<
 
 /// Poll a virtual workspace until it lists every scenario flavor; returns the list's
 /// resourceVersion.
-async fn wait_listed(vw: &RoleProcess) -> anyhow::Result<String> {
+async fn wait_listed(vw: &RoleProcess, flavors: usize) -> anyhow::Result<String> {
     let client = vw.client(Some(REQUEST_TIMEOUT))?;
     let url = vw_collection(&vw.url);
     let deadline = Instant::now() + FLAVORS_TIMEOUT;
@@ -120,14 +136,14 @@ async fn wait_listed(vw: &RoleProcess) -> anyhow::Result<String> {
                                 .filter(|n| n.starts_with(PROP_PREFIX))
                                 .count()
                         });
-                        if listed == PROP_FLAVORS {
+                        if listed == flavors {
                             return list
                                 .pointer("/metadata/resourceVersion")
                                 .and_then(Value::as_str)
                                 .map(str::to_string)
                                 .ok_or_else(|| anyhow!("LIST {url} has no resourceVersion"));
                         }
-                        format!("{listed} of {PROP_FLAVORS} flavors")
+                        format!("{listed} of {flavors} flavors")
                     }
                     Ok(body) => format!("{status}: {}", String::from_utf8_lossy(&body)),
                     Err(e) => format!("{status}: {e}"),
@@ -137,7 +153,7 @@ async fn wait_listed(vw: &RoleProcess) -> anyhow::Result<String> {
         };
         if Instant::now() > deadline {
             bail!(
-                "{}: did not list the {PROP_FLAVORS} flavors in {FLAVORS_TIMEOUT:?} (last: {last})",
+                "{}: did not list the {flavors} flavors in {FLAVORS_TIMEOUT:?} (last: {last})",
                 vw.label
             );
         }
@@ -273,6 +289,7 @@ async fn open_watches(
     replica: usize,
     rv: &str,
     n: usize,
+    flavors: usize,
     stop: &tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Vec<Watch>, usize)> {
     let url = format!("{}?watch=true&resourceVersion={rv}", vw_collection(&vw.url));
@@ -291,7 +308,7 @@ async fn open_watches(
         if resp.version() == reqwest::Version::HTTP_2 {
             http2 += 1;
         }
-        let last = Arc::new((0..PROP_FLAVORS).map(|_| AtomicU64::new(0)).collect());
+        let last = Arc::new((0..flavors).map(|_| AtomicU64::new(0)).collect());
         out.push(Watch {
             replica,
             last: Arc::clone(&last),
@@ -334,25 +351,28 @@ struct Acked {
 }
 
 /// The writes of one set-up: write `seq` sets `spec.cores = CORES_BASE + seq` of flavor
-/// `seq % PROP_FLAVORS`.
+/// `seq % flavors`.
 struct Writer {
     client: reqwest::Client,
     urls: Vec<String>,
     acked: std::sync::Mutex<Vec<Acked>>,
     errors: AtomicU64,
+    /// Errors that were `409 Conflict`.
+    conflicts: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
 }
 
 impl Writer {
-    fn new(client: reqwest::Client, base: &str) -> Self {
+    fn new(client: reqwest::Client, base: &str, flavors: usize) -> Self {
         let collection = flavors_url(base);
         Writer {
             client,
-            urls: (0..PROP_FLAVORS)
+            urls: (0..flavors)
                 .map(|i| format!("{collection}/{}", prop_flavor_name(i)))
                 .collect(),
             acked: std::sync::Mutex::new(Vec::new()),
             errors: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
             first_error: std::sync::Mutex::new(None),
         }
     }
@@ -365,7 +385,10 @@ impl Writer {
     }
 
     async fn write(&self, seq: u64) {
-        let Some(url) = self.urls.get((seq % PROP_FLAVORS as u64) as usize) else {
+        let Some(url) = self
+            .urls
+            .get((seq % self.urls.len().max(1) as u64) as usize)
+        else {
             return;
         };
         let patch = json!({"spec": {"cores": CORES_BASE + seq}}).to_string();
@@ -388,6 +411,9 @@ impl Writer {
             Err(e) => return self.failed(format!("PATCH {url}: reading the answer: {e}")),
         };
         if !status.is_success() {
+            if status == StatusCode::CONFLICT {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
             return self.failed(format!(
                 "PATCH {url} answered {status}: {}",
                 String::from_utf8_lossy(&body)
@@ -420,10 +446,12 @@ impl Writer {
 }
 
 /// The write each flavor ended with (the acknowledged write the shard applied last).
-fn final_writes(acked: &[Acked]) -> Vec<Option<u64>> {
-    let mut last: Vec<Option<(u64, u64)>> = vec![None; PROP_FLAVORS];
+fn final_writes(acked: &[Acked], flavors: usize) -> Vec<Option<u64>> {
+    let mut last: Vec<Option<(u64, u64)>> = vec![None; flavors];
     for a in acked {
-        let slot = &mut last[(a.seq % PROP_FLAVORS as u64) as usize];
+        let Some(slot) = last.get_mut((a.seq % flavors.max(1) as u64) as usize) else {
+            continue;
+        };
         if slot.is_none_or(|(rv, _)| a.rv > rv) {
             *slot = Some((a.rv, a.seq));
         }
@@ -433,6 +461,16 @@ fn final_writes(acked: &[Acked]) -> Vec<Option<u64>> {
 
 // ---------------------------------------------------------------------------------------------
 // One set-up's run
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    flavors: usize,
+    /// Target writes per second.
+    rate: u64,
+    /// Length of the load.
+    duration: Duration,
+}
 
 /// A set-up of the scenario: its processes, and which of them the watchers read.
 struct Target {
@@ -448,6 +486,7 @@ struct Outcome {
     started: u64,
     shed: u64,
     errors: u64,
+    conflicts: u64,
     first_error: Option<String>,
     acked: usize,
     /// PATCH sent → the last watcher has the write (or a later one), per write every watcher had.
@@ -499,34 +538,42 @@ async fn metric(client: &reqwest::Client, base: &str, name: &str) -> Option<f64>
 }
 
 /// Warm up, drive the load, wait for the watchers, and measure one set-up.
-async fn run_target(
-    t: &Target,
-    rate: u64,
-    duration: Duration,
-    rvs: &[String],
-) -> anyhow::Result<Outcome> {
+async fn run_target(t: &Target, plan: Plan, rvs: &[String]) -> anyhow::Result<Outcome> {
+    let Plan {
+        flavors,
+        rate,
+        duration,
+    } = plan;
     let label = t.setup.label;
     let writer_role = &t.setup.roles[t.setup.writer];
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut watches = Vec::new();
     let mut http2 = 0;
     for (replica, (&vw, rv)) in t.vws.iter().zip(rvs).enumerate() {
-        let (w, h) =
-            open_watches(&t.setup.roles[vw], replica, rv, t.watchers_per_vw, &stop_rx).await?;
+        let (w, h) = open_watches(
+            &t.setup.roles[vw],
+            replica,
+            rv,
+            t.watchers_per_vw,
+            flavors,
+            &stop_rx,
+        )
+        .await?;
         watches.extend(w);
         http2 += h;
     }
     let writer = Arc::new(Writer::new(
         writer_role.client(Some(REQUEST_TIMEOUT))?,
         &writer_role.url,
+        flavors,
     ));
     let metrics_client = writer_role.client(Some(REQUEST_TIMEOUT))?;
 
-    // Warm-up, untimed: one write per flavor (writes 0 … PROP_FLAVORS - 1), every watcher has
-    // them all before the load starts.
+    // Warm-up, untimed: one write per flavor (writes 0 … flavors - 1), every watcher has them
+    // all before the load starts.
     {
         use futures_util::StreamExt as _;
-        futures_util::stream::iter(0..PROP_FLAVORS as u64)
+        futures_util::stream::iter(0..flavors as u64)
             .for_each_concurrent(PROP_SETUP_IN_FLIGHT, |seq| {
                 let writer = Arc::clone(&writer);
                 async move { writer.write(seq).await }
@@ -536,13 +583,13 @@ async fn run_target(
     if let Some(e) = writer.first_error() {
         bail!("{label}: a warm-up write failed: {e}");
     }
-    let warm = final_writes(&writer.take_acked());
+    let warm = final_writes(&writer.take_acked(), flavors);
     if !caught_up(&watches, &warm, Instant::now() + EVENT_TIMEOUT).await {
         bail!("{label}: the warm-up writes did not reach every watcher in {EVENT_TIMEOUT:?}");
     }
 
     progress(&format!(
-        "propagation: {label}: {rate} writes/s for {} s over {PROP_FLAVORS} flavors, {} watchers",
+        "propagation: {label}: {rate} writes/s for {} s over {flavors} flavors, {} watchers",
         duration.as_secs(),
         watches.len()
     ));
@@ -562,7 +609,7 @@ async fn run_target(
             };
             let writer = Arc::clone(&writer);
             tokio::spawn(async move {
-                writer.write(PROP_FLAVORS as u64 + k).await;
+                writer.write(flavors as u64 + k).await;
                 drop(permit);
             });
         })
@@ -581,7 +628,7 @@ async fn run_target(
     }
     let load_end = Instant::now();
     let acked = writer.take_acked();
-    let finals = final_writes(&acked);
+    let finals = final_writes(&acked, flavors);
     let caught = caught_up(&watches, &finals, load_end + EVENT_TIMEOUT).await;
     let catch_up = caught.then(|| load_end.elapsed());
     let cpu_after = t.setup.cpu();
@@ -604,10 +651,11 @@ async fn run_target(
         }
         seen.push((w.replica, s));
     }
-    let mut out = measure(&acked, &seen, t.vws.len());
+    let mut out = measure(&acked, &seen, t.vws.len(), flavors);
     out.started = started;
     out.shed = shed.load(Ordering::Relaxed);
     out.errors = writer.errors.load(Ordering::Relaxed);
+    out.conflicts = writer.conflicts.load(Ordering::Relaxed);
     out.first_error = writer.first_error();
     out.catch_up = catch_up;
     out.watchers = seen.len();
@@ -629,7 +677,7 @@ async fn run_target(
 
 /// For each acknowledged write: when every watcher had its flavor at that write's state or a
 /// later one (the first line whose write the shard applied at or after it).
-fn measure(acked: &[Acked], seen: &[(usize, Seen)], replicas: usize) -> Outcome {
+fn measure(acked: &[Acked], seen: &[(usize, Seen)], replicas: usize, flavors: usize) -> Outcome {
     let rv_of: HashMap<u64, u64> = acked.iter().map(|a| (a.seq, a.rv)).collect();
     // Per watcher and flavor: (rv, earliest arrival of any line at rv or later), by rv.
     struct Watched {
@@ -640,7 +688,7 @@ fn measure(acked: &[Acked], seen: &[(usize, Seen)], replicas: usize) -> Outcome 
     let watched: Vec<Watched> = seen
         .iter()
         .map(|(replica, s)| {
-            let mut by_flavor: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); PROP_FLAVORS];
+            let mut by_flavor: Vec<Vec<(u64, Instant)>> = vec![Vec::new(); flavors];
             let mut exact = HashSet::with_capacity(s.changes.len());
             for &(flavor, seq, at) in &s.changes {
                 exact.insert(seq);
@@ -670,14 +718,14 @@ fn measure(acked: &[Acked], seen: &[(usize, Seen)], replicas: usize) -> Outcome 
     };
     for a in acked {
         out.rtt.push(a.ack - a.sent);
-        let flavor = (a.seq % PROP_FLAVORS as u64) as usize;
+        let flavor = (a.seq % flavors.max(1) as u64) as usize;
         let mut first: Option<Instant> = None;
         let mut last: Option<Instant> = None;
         let mut replica_last: Vec<Option<Instant>> = vec![None; replicas];
         let mut lost = false;
         let mut exact = true;
         for w in &watched {
-            let list = &w.by_flavor[flavor];
+            let list = w.by_flavor.get(flavor).map_or(&[][..], Vec::as_slice);
             let at = list.partition_point(|(rv, _)| *rv < a.rv);
             let Some(&(_, when)) = list.get(at) else {
                 lost = true;
@@ -724,8 +772,29 @@ fn measure(acked: &[Acked], seen: &[(usize, Seen)], replicas: usize) -> Outcome 
 
 /// The propagation scenario: see the module documentation.
 pub(crate) async fn scenario_propagation(ctx: &mut Ctx) -> anyhow::Result<()> {
-    let rate = ctx.args.write_rate.unwrap_or(PROP_WRITE_RATE).max(1);
-    let duration = ctx.args.duration;
+    let quick = ctx.args.quick;
+    let plan = Plan {
+        flavors: if quick {
+            PROP_QUICK_FLAVORS
+        } else {
+            PROP_FLAVORS
+        },
+        rate: ctx
+            .args
+            .write_rate
+            .unwrap_or(if quick {
+                PROP_QUICK_WRITE_RATE
+            } else {
+                PROP_WRITE_RATE
+            })
+            .max(1),
+        duration: match ctx.args.duration_flag {
+            Some(d) => d,
+            None if quick => PROP_QUICK_DURATION,
+            None => ctx.args.duration,
+        },
+    };
+    let flavors = plan.flavors;
     let started = Instant::now();
     progress("propagation: starting the embedded `serve` and a `cache-server`");
     let mut embedded = Setup::spawn_embedded()?;
@@ -740,13 +809,7 @@ pub(crate) async fn scenario_propagation(ctx: &mut Ctx) -> anyhow::Result<()> {
     ));
     let mut distributed = Setup::spawn_distributed(cache)?;
     let mut vws = vec![distributed.vw];
-    const REPLICA_LABELS: [&str; 4] = [
-        "virtual-workspace-2",
-        "virtual-workspace-3",
-        "virtual-workspace-4",
-        "virtual-workspace-5",
-    ];
-    for label in REPLICA_LABELS.iter().take(PROP_REPLICAS - 1) {
+    for label in EXTRA_REPLICAS {
         distributed.roles.push(RoleProcess::spawn(
             label,
             "virtual-workspace",
@@ -759,8 +822,8 @@ pub(crate) async fn scenario_propagation(ctx: &mut Ctx) -> anyhow::Result<()> {
     let ready = started.elapsed();
     let targets = [
         Target {
+            vws: vec![embedded.vw],
             setup: embedded,
-            vws: vec![0],
             watchers_per_vw: PROP_WATCHERS_PER_VW * PROP_REPLICAS,
         },
         Target {
@@ -769,37 +832,42 @@ pub(crate) async fn scenario_propagation(ctx: &mut Ctx) -> anyhow::Result<()> {
             watchers_per_vw: PROP_WATCHERS_PER_VW,
         },
     ];
-    let mut lists = Vec::new();
+    let mut creates = Vec::new();
     for t in &targets {
         let writer = &t.setup.roles[t.setup.writer];
-        create_flavors(&writer.client(Some(REQUEST_TIMEOUT))?, &writer.url)
-            .await
-            .with_context(|| format!("{}: creating the flavors", t.setup.label))?;
+        let client = writer.client(Some(REQUEST_TIMEOUT))?;
+        creates.push(async move {
+            create_flavors(&client, &writer.url, flavors)
+                .await
+                .with_context(|| format!("{}: creating the flavors", t.setup.label))
+        });
     }
+    futures_util::future::try_join_all(creates).await?;
+    let mut lists = Vec::new();
     for t in &targets {
         let mut rvs = Vec::new();
         for &vw in &t.vws {
-            rvs.push(wait_listed(&t.setup.roles[vw]).await?);
+            rvs.push(wait_listed(&t.setup.roles[vw], flavors).await?);
         }
         lists.push(rvs);
     }
     let serving = started.elapsed();
     progress(&format!(
-        "propagation: every role ready in {:.2} s, {PROP_FLAVORS} flavors created and listed by every VW after {:.2} s",
+        "propagation: every role ready in {:.2} s, {flavors} flavors created and listed by every VW after {:.2} s",
         ready.as_secs_f64(),
         serving.as_secs_f64()
     ));
     let mut outcomes = Vec::new();
     for (t, rvs) in targets.iter().zip(&lists) {
-        outcomes.push(run_target(t, rate, duration, rvs).await?);
+        outcomes.push(run_target(t, plan, rvs).await?);
     }
     let peaks: Vec<Vec<Option<u64>>> = targets
         .iter()
         .map(|t| t.setup.roles.iter().map(RoleProcess::peak_rss).collect())
         .collect();
-    report(ctx, &targets, &outcomes, &peaks, rate, duration);
+    report(ctx, &targets, &outcomes, &peaks, plan);
     ctx.notes.push(format!(
-        "propagation: set-up: every role ready after {:.2} s; {PROP_FLAVORS} flavors created on \
+        "propagation: set-up: every role ready after {:.2} s; {flavors} flavors created on \
          both writers (POST, {PROP_SETUP_IN_FLIGHT} in flight) and listed by every VW after {:.2} s.",
         ready.as_secs_f64(),
         serving.as_secs_f64()
@@ -818,9 +886,13 @@ fn report(
     targets: &[Target],
     outcomes: &[Outcome],
     peaks: &[Vec<Option<u64>>],
-    rate: u64,
-    duration: Duration,
+    plan: Plan,
 ) {
+    let Plan {
+        flavors,
+        rate,
+        duration,
+    } = plan;
     let secs = duration.as_secs_f64();
     let ratio = |b: &[Duration], d: &[Duration], q: f64| {
         let (b, d) = (percentile(b, q), percentile(d, q));
@@ -832,11 +904,12 @@ fn report(
     };
     let whats = [
         format!(
-            "baseline: embedded `serve` (shard, cache and VW in one process); {} PATCH/s target on its workspaces API, {PROP_WATCHERS_PER_VW}×{PROP_REPLICAS} watchers on its own VW",
-            thousands(rate as f64)
+            "baseline: embedded `serve` (shard, cache and VW in one process); {} PATCH/s target over {flavors} flavors on its workspaces API, {} watchers on its own VW",
+            thousands(rate as f64),
+            PROP_WATCHERS_PER_VW * PROP_REPLICAS
         ),
         format!(
-            "`cache-server` + shard A + shard B + {PROP_REPLICAS} `virtual-workspace` replicas, {} processes; {} PATCH/s target on shard A, {PROP_WATCHERS_PER_VW} watchers on each replica",
+            "`cache-server` + shard A + shard B + {PROP_REPLICAS} `virtual-workspace` replicas, {} processes; {} PATCH/s target over {flavors} flavors on shard A, {PROP_WATCHERS_PER_VW} watchers on each replica",
             targets.get(1).map_or(0, |t| t.setup.roles.len()),
             thousands(rate as f64)
         ),
@@ -868,12 +941,17 @@ fn report(
             scenario: "propagation",
             what: what.clone(),
             result: format!(
-                "{} writes/s acknowledged ({} of {} started, {} shed, {} errors), {} lost; {} of {} watchers had each; max {} (from PATCH sent); from PATCH response: p50 {}, p99 {}",
+                "{} writes/s acknowledged ({} of {} started, {} shed, {} errors{}), {} lost; {} of {} watchers had each; max {} (from PATCH sent); from PATCH response: p50 {}, p99 {}",
                 thousands(achieved),
                 thousands(o.acked as f64),
                 thousands(o.started as f64),
                 thousands(o.shed as f64),
                 o.errors,
+                if o.conflicts > 0 {
+                    format!(" ({} of them 409 Conflict)", o.conflicts)
+                } else {
+                    String::new()
+                },
                 o.lost,
                 o.watchers - o.watch_failed,
                 o.watchers,
@@ -890,10 +968,10 @@ fn report(
         .print();
     }
     ctx.notes.push(format!(
-        "propagation: each set-up gets {PROP_FLAVORS} Public CPU flavors (`prop-cpu-000` …) \
+        "propagation: each set-up gets {flavors} Public CPU flavors (`prop-cpu-000` …) \
          created through its writer's workspaces API, then one untimed warm-up write per flavor; \
          the load is an open loop of merge PATCHes of `spec.cores` ({} per second for {:.0} s, \
-         write k to flavor k mod {PROP_FLAVORS} with cores = {CORES_BASE} + k; at most \
+         write k to flavor k mod {flavors} with cores = {CORES_BASE} + k; at most \
          {PROP_IN_FLIGHT} in flight, the rest shed) on one HTTP/2 client. Measured (p50/p99 \
          columns): PATCH sent → the last watcher has that flavor at this write's state or a later \
          one (by the shard's resourceVersion of the answers); the shard replicates a flavor's \
@@ -926,7 +1004,8 @@ fn report(
         let controller = o.controller.map_or_else(String::new, |(passes, writes)| {
             format!(
                 "; the writer's controllers ran {passes:.0} passes and made {writes:.0} writes \
-                 (CachedObject updates) meanwhile"
+                 meanwhile (`controller_writes` of `/metrics`: here the CachedObject updates, one \
+                 per flavor changed since the pass before)"
             )
         });
         ctx.notes.push(format!(
@@ -943,7 +1022,7 @@ fn report(
             thousands(o.exact as f64),
             thousands(o.from_sent.len() as f64),
             o.catch_up
-                .map_or_else(|| format!("not within {EVENT_TIMEOUT:?}"), |d| ms(d)),
+                .map_or_else(|| format!("not within {EVENT_TIMEOUT:?}"), ms),
             o.http2,
             o.watchers,
             o.first_error
