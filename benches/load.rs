@@ -8,7 +8,9 @@
 //! loopback (the embedded `serve` as its baseline; `cache-server`, two shards and a standalone
 //! `virtual-workspace`) and times a write on a shard until watchers on a virtual workspace have
 //! it. Goals that are missed are marked `MISSED`; the harness still exits 0 (only a broken setup
-//! fails it).
+//! fails it). The propagation scenario (`load/propagation.rs`) starts the same roles with two
+//! `virtual-workspace` replicas and times writes under an open-loop load of 1,000 writes/s on a
+//! shard until watchers on both replicas have them.
 //! Two long scenarios run only when named (neither `all` nor `--quick` has them), each against
 //! the binary as a child process: `soak` (`load/soak.rs`: watchers, GETs and writes through the
 //! cache server API for 10 minutes; lost events and RSS growth) and `hostile` (`load/hostile.rs`:
@@ -19,7 +21,7 @@
 //! etcd with etcd read directly.
 //! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
 //! [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
-//! [--changes N] [--storage memory|local|etcd|all] [--shared-runtime]`; see `benches/README.md`.
+//! [--changes N] [--write-rate N] [--storage memory|local|etcd|all] [--shared-runtime]`; see `benches/README.md`.
 
 #[path = "load/backends.rs"]
 mod backends;
@@ -27,6 +29,8 @@ mod backends;
 mod etcd_server;
 #[path = "load/hostile.rs"]
 mod hostile;
+#[path = "load/propagation.rs"]
+mod propagation;
 #[path = "load/soak.rs"]
 mod soak;
 #[path = "load/versus_etcd.rs"]
@@ -91,7 +95,7 @@ const SEED_FLAVORS: usize = 3;
 // Command line
 
 /// The scenarios, in the order `all` runs them (ingest first, on a clean heap).
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "ingest",
     "get",
     "list",
@@ -99,6 +103,7 @@ const SCENARIOS: [&str; 9] = [
     "churn",
     "wildcard",
     "distributed",
+    "propagation",
     "storage",
     "etcd",
 ];
@@ -123,6 +128,8 @@ struct Args {
     wildcard_objects: usize,
     /// Writes on a shard per set-up of the distributed scenario.
     changes: usize,
+    /// `--write-rate`: target writes per second of the propagation scenario.
+    write_rate: Option<u64>,
     quick: bool,
     shared_runtime: bool,
     /// Run as the ingest child of a bigger run: rows and notes only.
@@ -140,9 +147,9 @@ struct Args {
 }
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
-[--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|etcd|soak|hostile|all] [--objects N] [--duration SECS] \
+[--scenario ingest|get|list|watch|churn|wildcard|distributed|propagation|storage|etcd|soak|hostile|all] [--objects N] [--duration SECS] \
 [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
-[--restart-objects N[,N]] [--storage memory|local|etcd|all] [--shared-runtime]";
+[--write-rate N] [--restart-objects N[,N]] [--storage memory|local|etcd|all] [--shared-runtime]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut scenario = "all".to_string();
@@ -154,6 +161,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut consumers = None;
     let mut wildcard_objects = None;
     let mut changes = None;
+    let mut write_rate = None;
     let mut restart_objects: Option<Vec<usize>> = None;
     let mut restart_file = None;
     let mut fill_file = None;
@@ -192,6 +200,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 wildcard_objects = Some(number("--wildcard-objects", it.next())? as usize)
             }
             "--changes" => changes = Some(number("--changes", it.next())? as usize),
+            "--write-rate" => write_rate = Some(number("--write-rate", it.next())?),
             "--restart-file" => {
                 restart_file =
                     Some(std::path::PathBuf::from(it.next().ok_or_else(|| {
@@ -268,6 +277,7 @@ fn parse_args() -> anyhow::Result<Args> {
         // At least one generated flavor beside the seed's three.
         wildcard_objects: wildcard_objects.unwrap_or(100).max(SEED_FLAVORS + 1),
         changes: changes.unwrap_or(if quick { 10 } else { 50 }).max(1),
+        write_rate,
         quick,
         shared_runtime,
         child,
@@ -3148,6 +3158,7 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             "churn" => scenario_churn(&mut ctx).await,
             "wildcard" => scenario_wildcard(&mut ctx).await,
             "distributed" => scenario_distributed(&mut ctx).await,
+            "propagation" => propagation::scenario_propagation(&mut ctx).await,
             "storage" => scenario_storage(&mut ctx).await,
             "etcd" => versus_etcd::scenario_etcd(&mut ctx).await,
             "soak" => soak::scenario_soak(&mut ctx).await,
@@ -3169,7 +3180,7 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             let used = thread_cpu().since(threads_before);
             let split = if s == "ingest" && (args.scenarios.len() > 1 || args.storage.len() > 1) {
                 "run in a child process (counted as this run's CPU below)".to_string()
-            } else if s == "distributed" {
+            } else if matches!(s, "distributed" | "propagation") {
                 format!(
                     "the servers ran as child processes (the notes above give their CPU), the \
                      harness and watchers used {:.1} s",
