@@ -1334,6 +1334,8 @@ impl Workspaces {
             if strict {
                 check_strict(kind, &patched)?;
             }
+            // The patch applies to the object as shown, resourceVersion included: a patch that
+            // sets another one asks for that revision (a conflict unless it is current).
             let asked = patched
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
@@ -1346,11 +1348,9 @@ impl Workspaces {
                 .write_over(kind, cluster, name, &current, patched, part)
                 .await
             {
-                Err(WsError::Conflict { message, .. })
-                    if asked.is_empty() && message.is_empty() =>
-                {
-                    continue;
-                }
+                // Another write came first: apply the patch again to what it wrote, as
+                // kube-apiserver does. A patch that named the revision it read fails then.
+                Err(WsError::Conflict { message, .. }) if message.is_empty() => continue,
                 other => return other,
             }
         }
@@ -1819,6 +1819,63 @@ mod tests {
                     "schema": {"openAPIV3Schema": {"type": "object", "properties": {
                         "spec": {"type": "object", "properties": {"size": {"type": "integer", "minimum": 1, "default": 2}}},
                         "status": {"type": "object", "properties": {"ok": {"type": "boolean"}}}}}}}]}})
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_patches_without_a_resource_version_all_apply() {
+        let w = Arc::new(ws().await);
+        let cm = w.builtin("", "configmaps").unwrap().clone();
+        w.create(
+            &cm,
+            "c1",
+            "default",
+            json!({"metadata": {"name": "m"}, "data": {}}),
+        )
+        .await
+        .unwrap();
+        let patches = (0..16).map(|i| {
+            let (w, cm) = (w.clone(), cm.clone());
+            tokio::spawn(async move {
+                let body = serde_json::to_vec(&json!({"data": {format!("k{i}"): "v"}})).unwrap();
+                w.patch(
+                    &cm,
+                    "c1",
+                    "default",
+                    "m",
+                    PatchType::Merge,
+                    &body,
+                    Part::Main,
+                    false,
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_status().code)
+            })
+        });
+        for p in patches.collect::<Vec<_>>() {
+            assert_eq!(p.await.unwrap(), Ok(()));
+        }
+        let rec = w.get(&cm, "c1", "default", "m").await.unwrap();
+        let v: Value = serde_json::from_slice(&rec.value).unwrap();
+        assert_eq!(v["data"].as_object().unwrap().len(), 16, "{v}");
+        // A patch naming a revision that is no longer current is still a conflict.
+        let stale =
+            serde_json::to_vec(&json!({"metadata": {"resourceVersion": "1"}, "data": {"x": "y"}}))
+                .unwrap();
+        let err = w
+            .patch(
+                &cm,
+                "c1",
+                "default",
+                "m",
+                PatchType::Merge,
+                &stale,
+                Part::Main,
+                false,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_status().code, 409);
     }
 
     #[tokio::test]
