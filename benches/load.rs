@@ -7,8 +7,12 @@
 //! same transport. The distributed scenario instead starts the binary's roles as processes on
 //! loopback (the embedded `serve` as its baseline; `cache-server`, two shards and a standalone
 //! `virtual-workspace`) and times a write on a shard until watchers on a virtual workspace have
-//! it. Goals that are missed are marked `MISSED`; the harness still exits 0 (only a broken setup
-//! fails it).
+//! it. The two memory scenarios of issue 17 run the embedded `serve` as a child process too, so
+//! its RSS is its own: `watch-idle` (`load/idle.rs`: 100,000 idle watches over HTTP/2, bytes of
+//! server RSS per watch, then one change to all of them) and `large-objects` (`load/large.rs`:
+//! about 30 MB of 1–2.75 MiB objects through the workspaces and cache APIs, RSS growth against
+//! the stored bytes). Goals that are missed are marked `MISSED`; the harness still exits 0 (only
+//! a broken setup fails it).
 //! Two long scenarios run only when named (neither `all` nor `--quick` has them), each against
 //! the binary as a child process: `soak` (`load/soak.rs`: watchers, GETs and writes through the
 //! cache server API for 10 minutes; lost events and RSS growth) and `hostile` (`load/hostile.rs`:
@@ -16,10 +20,14 @@
 //! well-behaved kubectl keeps working).
 //! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
 //! [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
-//! [--changes N] [--shared-runtime]`; see `benches/README.md`.
+//! [--changes N] [--idle-watches N] [--shared-runtime]`; see `benches/README.md`.
 
 #[path = "load/hostile.rs"]
 mod hostile;
+#[path = "load/idle.rs"]
+mod idle;
+#[path = "load/large.rs"]
+mod large;
 #[path = "load/soak.rs"]
 mod soak;
 
@@ -81,7 +89,7 @@ const SEED_FLAVORS: usize = 3;
 // Command line
 
 /// The scenarios, in the order `all` runs them (ingest first, on a clean heap).
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 10] = [
     "ingest",
     "get",
     "list",
@@ -90,6 +98,8 @@ const SCENARIOS: [&str; 8] = [
     "wildcard",
     "distributed",
     "storage",
+    "watch-idle",
+    "large-objects",
 ];
 
 /// Scenarios that run only when named: long runs, started by hand.
@@ -112,6 +122,8 @@ struct Args {
     wildcard_objects: usize,
     /// Writes on a shard per set-up of the distributed scenario.
     changes: usize,
+    /// Open watches of the watch-idle scenario.
+    idle_watches: usize,
     quick: bool,
     shared_runtime: bool,
     /// Run as the ingest child of a bigger run: rows and notes only.
@@ -127,9 +139,9 @@ struct Args {
 }
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
-[--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|soak|hostile|all] [--objects N] [--duration SECS] \
+[--scenario ingest|get|list|watch|churn|wildcard|distributed|storage|watch-idle|large-objects|soak|hostile|all] [--objects N] [--duration SECS] \
 [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
-[--restart-objects N[,N]] [--shared-runtime]";
+[--restart-objects N[,N]] [--idle-watches N] [--shared-runtime]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut scenario = "all".to_string();
@@ -141,6 +153,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut consumers = None;
     let mut wildcard_objects = None;
     let mut changes = None;
+    let mut idle_watches = None;
     let mut restart_objects: Option<Vec<usize>> = None;
     let mut restart_file = None;
     let mut fill_file = None;
@@ -178,6 +191,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 wildcard_objects = Some(number("--wildcard-objects", it.next())? as usize)
             }
             "--changes" => changes = Some(number("--changes", it.next())? as usize),
+            "--idle-watches" => idle_watches = Some(number("--idle-watches", it.next())? as usize),
             "--restart-file" => {
                 restart_file =
                     Some(std::path::PathBuf::from(it.next().ok_or_else(|| {
@@ -248,6 +262,9 @@ fn parse_args() -> anyhow::Result<Args> {
         // At least one generated flavor beside the seed's three.
         wildcard_objects: wildcard_objects.unwrap_or(100).max(SEED_FLAVORS + 1),
         changes: changes.unwrap_or(if quick { 10 } else { 50 }).max(1),
+        idle_watches: idle_watches
+            .unwrap_or(if quick { 2_000 } else { 100_000 })
+            .max(1),
         quick,
         shared_runtime,
         child,
@@ -2996,6 +3013,8 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             "wildcard" => scenario_wildcard(&mut ctx).await,
             "distributed" => scenario_distributed(&mut ctx).await,
             "storage" => scenario_storage(&mut ctx).await,
+            "watch-idle" => idle::scenario_watch_idle(&mut ctx).await,
+            "large-objects" => large::scenario_large_objects(&mut ctx).await,
             "soak" => soak::scenario_soak(&mut ctx).await,
             "hostile" => hostile::scenario_hostile(&mut ctx).await,
             other => Err(anyhow!("unknown scenario {other}")),
@@ -3012,7 +3031,7 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
                      harness and watchers used {:.1} s",
                     used.rest
                 )
-            } else if matches!(*s, "soak" | "hostile") {
+            } else if matches!(*s, "soak" | "hostile" | "watch-idle" | "large-objects") {
                 format!(
                     "the server ran as a child process (the notes above give its CPU), the \
                      harness and its clients used {:.1} s",
