@@ -33,7 +33,7 @@ const IDLE_OPEN_LIMIT: Duration = Duration::from_secs(600);
 const IDLE_WATCH_SECONDS: u64 = 3_600;
 /// Idle time before an RSS reading counts as settled (`--quick`: [`IDLE_SETTLE_QUICK`]).
 const IDLE_SETTLE: Duration = Duration::from_secs(3);
-const IDLE_SETTLE_QUICK: Duration = Duration::from_secs(1);
+const IDLE_SETTLE_QUICK: Duration = Duration::from_millis(500);
 /// After the idle time, RSS is read every [`SETTLE_STEP`] until two readings in a row are
 /// within 1%, at most this long.
 const SETTLE_LIMIT: Duration = Duration::from_secs(20);
@@ -642,7 +642,7 @@ pub(crate) async fn scenario_watch_idle(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     // Notes.
     ctx.notes.push(format!(
-        "watch-idle: {connected} connections ({} failed) in {:.2} s and {opened} watches from resourceVersion {rv} in {:.2} s, {IDLE_OPENING} connections opening at a time; each RSS reading after {:.0} s idle, then until two readings 250 ms apart were within 1%. The server is the binary cargo built for the bench (`#[global_allocator]` mimalloc, `src/main.rs`); its RSS is the heap and stacks only: the kernel's socket buffers of its {connected} connections are not in it. Open-files limit: harness {}, server {}. Harness RSS with every watch open: {} (lean h2 client).",
+        "watch-idle: {connected} connections ({} failed) in {:.2} s and {opened} watches from resourceVersion {rv} in {:.2} s, {IDLE_OPENING} connections opening at a time; each RSS reading after {:.1} s idle, then until two readings 250 ms apart were within 1%. The server is the binary cargo built for the bench (`#[global_allocator]` mimalloc, `src/main.rs`); its RSS is the heap and stacks only: the kernel's socket buffers of its {connected} connections are not in it. Open-files limit: harness {}, server {}. Harness RSS with every watch open: {} (lean h2 client).",
         Tally::get(&tally.connect_failed),
         connect_time.as_secs_f64(),
         open_time.as_secs_f64(),

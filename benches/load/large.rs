@@ -26,9 +26,9 @@ const LARGE_PER_API_QUICK: usize = 2;
 const LARGE_SHARD: &str = "bench-large";
 /// Label on every large flavor (the VW LIST selects them with it).
 const LARGE_LABEL: &str = "bench.example.com/large";
-/// Idle time before an RSS reading counts as settled (`--quick`: 1 s).
+/// Idle time before an RSS reading counts as settled (`--quick`: 0.5 s).
 const LARGE_SETTLE: Duration = Duration::from_secs(3);
-const LARGE_SETTLE_QUICK: Duration = Duration::from_secs(1);
+const LARGE_SETTLE_QUICK: Duration = Duration::from_millis(500);
 /// How long the VW may take to serve an object's last version.
 const LARGE_SERVED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of one request carrying or returning a large object.
