@@ -11,6 +11,11 @@
 //! fails it). The propagation scenario (`load/propagation.rs`) starts the same roles with two
 //! `virtual-workspace` replicas and times writes under an open-loop load of 1,000 writes/s on a
 //! shard until watchers on both replicas have them.
+//! The two memory scenarios of issue 17 run the embedded `serve` as a child process too, so
+//! its RSS is its own: `watch-idle` (`load/idle.rs`: 100,000 idle watches over HTTP/2, bytes of
+//! server RSS per watch, then one change to all of them) and `large-objects` (`load/large.rs`:
+//! about 30 MB of 1–2.75 MiB objects through the workspaces and cache APIs, RSS growth against
+//! the stored bytes).
 //! Two long scenarios run only when named (neither `all` nor `--quick` has them), each against
 //! the binary as a child process: `soak` (`load/soak.rs`: watchers, GETs and writes through the
 //! cache server API for 10 minutes; lost events and RSS growth) and `hostile` (`load/hostile.rs`:
@@ -21,7 +26,7 @@
 //! etcd with etcd read directly.
 //! Usage: `cargo bench --bench load -- [--scenario NAME|all] [--objects N] [--duration SECS]
 //! [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N]
-//! [--changes N] [--write-rate N] [--storage memory|local|etcd|all] [--shared-runtime]`; see `benches/README.md`.
+//! [--changes N] [--write-rate N] [--idle-watches N] [--storage memory|local|etcd|all] [--shared-runtime]`; see `benches/README.md`.
 
 #[path = "load/backends.rs"]
 mod backends;
@@ -31,6 +36,10 @@ mod etcd_server;
 mod hostile;
 #[path = "load/propagation.rs"]
 mod propagation;
+#[path = "load/idle.rs"]
+mod idle;
+#[path = "load/large.rs"]
+mod large;
 #[path = "load/soak.rs"]
 mod soak;
 #[path = "load/versus_etcd.rs"]
@@ -95,7 +104,7 @@ const SEED_FLAVORS: usize = 3;
 // Command line
 
 /// The scenarios, in the order `all` runs them (ingest first, on a clean heap).
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 12] = [
     "ingest",
     "get",
     "list",
@@ -106,6 +115,8 @@ const SCENARIOS: [&str; 10] = [
     "propagation",
     "storage",
     "etcd",
+    "watch-idle",
+    "large-objects",
 ];
 
 /// Scenarios that run only when named: long runs, started by hand.
@@ -130,6 +141,8 @@ struct Args {
     changes: usize,
     /// `--write-rate`: target writes per second of the propagation scenario.
     write_rate: Option<u64>,
+    /// Open watches of the watch-idle scenario.
+    idle_watches: usize,
     quick: bool,
     shared_runtime: bool,
     /// Run as the ingest child of a bigger run: rows and notes only.
@@ -147,9 +160,9 @@ struct Args {
 }
 
 const USAGE: &str = "usage: cargo bench --bench load -- \
-[--scenario ingest|get|list|watch|churn|wildcard|distributed|propagation|storage|etcd|soak|hostile|all] [--objects N] [--duration SECS] \
+[--scenario ingest|get|list|watch|churn|wildcard|distributed|propagation|storage|etcd|watch-idle|large-objects|soak|hostile|all] [--objects N] [--duration SECS] \
 [--quick] [--watchers N] [--watch-events N] [--ingest-objects N] [--consumers N] [--wildcard-objects N] [--changes N] \
-[--write-rate N] [--restart-objects N[,N]] [--storage memory|local|etcd|all] [--shared-runtime]";
+[--write-rate N] [--restart-objects N[,N]] [--idle-watches N] [--storage memory|local|etcd|all] [--shared-runtime]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut scenario = "all".to_string();
@@ -162,6 +175,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut wildcard_objects = None;
     let mut changes = None;
     let mut write_rate = None;
+    let mut idle_watches = None;
     let mut restart_objects: Option<Vec<usize>> = None;
     let mut restart_file = None;
     let mut fill_file = None;
@@ -201,6 +215,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--changes" => changes = Some(number("--changes", it.next())? as usize),
             "--write-rate" => write_rate = Some(number("--write-rate", it.next())?),
+            "--idle-watches" => idle_watches = Some(number("--idle-watches", it.next())? as usize),
             "--restart-file" => {
                 restart_file =
                     Some(std::path::PathBuf::from(it.next().ok_or_else(|| {
@@ -278,6 +293,9 @@ fn parse_args() -> anyhow::Result<Args> {
         wildcard_objects: wildcard_objects.unwrap_or(100).max(SEED_FLAVORS + 1),
         changes: changes.unwrap_or(if quick { 10 } else { 50 }).max(1),
         write_rate,
+        idle_watches: idle_watches
+            .unwrap_or(if quick { 2_000 } else { 100_000 })
+            .max(1),
         quick,
         shared_runtime,
         child,
@@ -3161,6 +3179,8 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
             "propagation" => propagation::scenario_propagation(&mut ctx).await,
             "storage" => scenario_storage(&mut ctx).await,
             "etcd" => versus_etcd::scenario_etcd(&mut ctx).await,
+            "watch-idle" => idle::scenario_watch_idle(&mut ctx).await,
+            "large-objects" => large::scenario_large_objects(&mut ctx).await,
             "soak" => soak::scenario_soak(&mut ctx).await,
             "hostile" => hostile::scenario_hostile(&mut ctx).await,
             other => Err(anyhow!("unknown scenario {other}")),
@@ -3186,7 +3206,7 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
                      harness and watchers used {:.1} s",
                     used.rest
                 )
-            } else if matches!(s, "soak" | "hostile" | "etcd") {
+            } else if matches!(s, "soak" | "hostile" | "etcd" | "watch-idle" | "large-objects") {
                 format!(
                     "the server ran as a child process (the notes above give its CPU), the \
                      harness and its clients used {:.1} s",
