@@ -3378,6 +3378,12 @@ async fn write_flat_out(
 /// `--restart-objects` CachedObjects.
 async fn scenario_storage(ctx: &mut Ctx) -> anyhow::Result<()> {
     let (warmup, duration) = (ctx.args.warmup, ctx.args.duration);
+    // Six timed loads: halved in the smoke run, which must stay under a minute in all.
+    let (warmup, duration) = if ctx.args.quick {
+        (warmup / 2, duration / 2)
+    } else {
+        (warmup, duration)
+    };
     let objects = ctx.args.objects;
     let dir = tempfile::tempdir()?;
     progress(&format!(
