@@ -34,12 +34,12 @@ mod backends;
 mod etcd_server;
 #[path = "load/hostile.rs"]
 mod hostile;
-#[path = "load/propagation.rs"]
-mod propagation;
 #[path = "load/idle.rs"]
 mod idle;
 #[path = "load/large.rs"]
 mod large;
+#[path = "load/propagation.rs"]
+mod propagation;
 #[path = "load/soak.rs"]
 mod soak;
 #[path = "load/versus_etcd.rs"]
@@ -3206,7 +3206,10 @@ async fn run(args: Args, server_runtime: tokio::runtime::Handle) -> anyhow::Resu
                      harness and watchers used {:.1} s",
                     used.rest
                 )
-            } else if matches!(s, "soak" | "hostile" | "etcd" | "watch-idle" | "large-objects") {
+            } else if matches!(
+                s,
+                "soak" | "hostile" | "etcd" | "watch-idle" | "large-objects"
+            ) {
                 format!(
                     "the server ran as a child process (the notes above give its CPU), the \
                      harness and its clients used {:.1} s",

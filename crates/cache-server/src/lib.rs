@@ -36,6 +36,8 @@ use std::sync::Arc;
 pub struct CacheServer {
     /// The storage.
     pub store: Arc<dyn Store>,
+    /// Watch frames of recent events, made once for all watchers (see [`rest::FrameMemo`]).
+    pub frames: Arc<rest::FrameMemo>,
 }
 
 /// The cache server's routes.
@@ -45,7 +47,10 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .route("/shards/{*rest}", any(handle))
         .route("/services/cache", any(shard_required))
         .route("/services/cache/{*rest}", any(shard_required))
-        .with_state(CacheServer { store })
+        .with_state(CacheServer {
+            store,
+            frames: Arc::default(),
+        })
 }
 
 async fn shard_required() -> Response {
@@ -254,7 +259,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let api_version = format!("{}/{}", res.group, path.version);
     let method = req.method().clone();
     let store = cs.store.as_ref();
-    let collection = collection(res, &api_version);
+    let collection = collection(res, &api_version, &cs.frames);
     let accept = req
         .headers()
         .get(axum::http::header::ACCEPT)
@@ -468,7 +473,11 @@ fn discovery_tail(path: &str) -> Option<Vec<String>> {
 }
 
 /// The generic list/watch view of a cache server resource.
-fn collection(res: &'static ServedResource, api_version: &str) -> Collection {
+fn collection(
+    res: &'static ServedResource,
+    api_version: &str,
+    frames: &Arc<rest::FrameMemo>,
+) -> Collection {
     let av = api_version.to_string();
     Collection {
         group: res.group.to_string(),
@@ -485,6 +494,7 @@ fn collection(res: &'static ServedResource, api_version: &str) -> Collection {
                 objects::present_json(value, key, revision, &av, out).is_ok()
             })
         }),
+        frames: Some(frames.clone()),
         columns: Some(Arc::new(Vec::new())),
     }
 }

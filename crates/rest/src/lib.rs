@@ -38,6 +38,60 @@ pub type Presenter = Arc<dyn Fn(&[u8], &Key, u64) -> Option<Value> + Send + Sync
 /// Table output use it when a collection has one: no `Value` per object and request.
 pub type JsonPresenter = Arc<dyn Fn(&[u8], &Key, u64, &mut Vec<u8>) -> bool + Send + Sync>;
 
+/// Watch frames of recent events, made once for every watcher that presents the same event with
+/// the same [`JsonPresenter`] and apiVersion: the owner (one per presenter, say one per cache
+/// server) hands the same memo to each request's [`Collection`]. Bounded: the last
+/// [`FrameMemo::ENTRIES`] events, and frames larger than [`FrameMemo::LARGEST`] are not kept.
+#[derive(Default)]
+pub struct FrameMemo {
+    recent: parking_lot::Mutex<std::collections::VecDeque<MemoEntry>>,
+}
+
+struct MemoEntry {
+    /// Holds the event's allocation (not its values), so its address names it while here.
+    event: std::sync::Weak<store::Event>,
+    api_version: String,
+    frame: Bytes,
+}
+
+impl FrameMemo {
+    /// Events kept.
+    pub const ENTRIES: usize = 64;
+    /// Largest frame kept, in bytes.
+    pub const LARGEST: usize = 256 << 10;
+
+    /// The frame of `event` for `api_version`: a kept one, else `make()` (kept when small).
+    /// Made under the lock, so the watchers of one event wait for one encoding instead of each
+    /// making its own.
+    fn frame(
+        &self,
+        event: &Arc<store::Event>,
+        api_version: &str,
+        make: impl FnOnce() -> Option<Bytes>,
+    ) -> Option<Bytes> {
+        let mut recent = self.recent.lock();
+        let this = Arc::as_ptr(event);
+        if let Some(e) = recent
+            .iter()
+            .find(|e| std::ptr::eq(e.event.as_ptr(), this) && e.api_version == api_version)
+        {
+            return Some(e.frame.clone());
+        }
+        let frame = make()?;
+        if frame.len() <= Self::LARGEST {
+            if recent.len() >= Self::ENTRIES {
+                recent.pop_front();
+            }
+            recent.push_back(MemoEntry {
+                event: Arc::downgrade(event),
+                api_version: api_version.to_string(),
+                frame: frame.clone(),
+            });
+        }
+        Some(frame)
+    }
+}
+
 /// One readable collection: the resource and how its records are presented.
 #[derive(Clone)]
 pub struct Collection {
@@ -55,6 +109,9 @@ pub struct Collection {
     pub present: Presenter,
     /// Presents records as JSON bytes, when the collection can do so without a `Value`.
     pub present_json: Option<JsonPresenter>,
+    /// Frames of recent events made with `present_json`, shared by the watchers of this
+    /// presenter (none: each watcher makes its own).
+    pub frames: Option<Arc<FrameMemo>>,
     /// Printer columns: with them, Table output is offered (`Age` alone when empty).
     pub columns: Option<Arc<Vec<kcp_model::types::PrinterColumn>>>,
 }
@@ -467,7 +524,12 @@ pub async fn watch(
                             };
                             last = event.revision;
                             let frame = match &json_path {
-                                Some(present_json) => json_event_frame(&event, present_json),
+                                Some(present_json) => match &c.frames {
+                                    Some(memo) => memo.frame(&event, &c.api_version, || {
+                                        json_event_frame(&event, present_json)
+                                    }),
+                                    None => json_event_frame(&event, present_json),
+                                },
                                 None => event_frame(&event, &ls, &fs, &c, encode.as_ref()),
                             };
                             if let Some(frame) = frame {
@@ -523,4 +585,88 @@ fn event_frame(
         _ => return None,
     };
     Some(watch::frame(kind, &[&encode(&new)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn event(revision: u64, size: usize) -> Arc<store::Event> {
+        Arc::new(store::Event {
+            revision,
+            kind: EventKind::Updated,
+            key: Arc::new(Key {
+                group: "cache.kcp.io".into(),
+                resource: "cachedobjects".into(),
+                shard: "root".into(),
+                cluster: "c1".into(),
+                namespace: String::new(),
+                name: "x".into(),
+            }),
+            value: Bytes::from(vec![b' '; size]),
+            prev: None,
+            prev_revision: 0,
+        })
+    }
+
+    #[test]
+    fn the_watchers_of_one_event_share_one_frame_per_api_version() {
+        let memo = FrameMemo::default();
+        let made = AtomicUsize::new(0);
+        let make = |e: &Arc<store::Event>| {
+            made.fetch_add(1, Ordering::SeqCst);
+            Some(Bytes::from(format!("frame of {}", e.revision)))
+        };
+        let (a, b) = (event(1, 10), event(2, 10));
+        for _ in 0..100 {
+            assert_eq!(
+                memo.frame(&a, "cache.kcp.io/v1alpha1", || make(&a))
+                    .as_deref(),
+                Some(&b"frame of 1"[..])
+            );
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        memo.frame(&a, "other/v1", || make(&a));
+        memo.frame(&b, "cache.kcp.io/v1alpha1", || make(&b));
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            3,
+            "another apiVersion, another event"
+        );
+        // A record that does not present makes no frame and is asked again next time.
+        assert_eq!(memo.frame(&event(3, 1), "v1", || None), None);
+    }
+
+    #[test]
+    fn the_frame_memo_keeps_only_recent_small_frames() {
+        let memo = FrameMemo::default();
+        let made = AtomicUsize::new(0);
+        let big = event(1, 0);
+        let large = Bytes::from(vec![0u8; FrameMemo::LARGEST + 1]);
+        for _ in 0..2 {
+            memo.frame(&big, "v1", || {
+                made.fetch_add(1, Ordering::SeqCst);
+                Some(large.clone())
+            });
+        }
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            2,
+            "a large frame is made again"
+        );
+        let events: Vec<_> = (10..10 + FrameMemo::ENTRIES as u64 + 1)
+            .map(|r| event(r, 1))
+            .collect();
+        for e in &events {
+            memo.frame(e, "v1", || Some(Bytes::from_static(b"f")));
+        }
+        assert_eq!(memo.recent.lock().len(), FrameMemo::ENTRIES);
+        let mut again = false;
+        memo.frame(&events[0], "v1", || {
+            again = true;
+            Some(Bytes::from_static(b"f"))
+        });
+        assert!(again, "the oldest event was let go");
+    }
 }

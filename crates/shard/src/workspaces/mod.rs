@@ -510,6 +510,7 @@ fn collection(kind: &Kind) -> Collection {
         namespaced: kind.namespaced,
         present: Arc::new(move |value, key, revision| objects::present(value, key, revision, &av)),
         present_json: None,
+        frames: None,
         columns: Some(Arc::new(rest::table::columns_from(&kind.printer_columns))),
     }
 }
