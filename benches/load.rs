@@ -1096,18 +1096,39 @@ async fn run_workers(
     duration: Duration,
     record: bool,
 ) -> Load {
+    let url: Arc<str> = Arc::from(url);
+    closed_loop(clients.to_vec(), duration, record, move |c| {
+        let url = url.clone();
+        async move { fetch(&c, &url).await }
+    })
+    .await
+}
+
+/// One closed-loop worker per item of `workers`, each calling `request` back to back until
+/// `duration` is over (an error counts and waits 10 ms); bytes, counts and, with `record`,
+/// every success's latency.
+async fn closed_loop<W, F, Fut>(
+    workers: Vec<W>,
+    duration: Duration,
+    record: bool,
+    request: F,
+) -> Load
+where
+    W: Clone + Send + 'static,
+    F: Fn(W) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
+{
     let start = Instant::now();
     let deadline = start + duration;
-    let mut tasks = Vec::with_capacity(clients.len());
-    for c in clients {
-        let c = c.clone();
-        let url = url.to_string();
+    let mut tasks = Vec::with_capacity(workers.len());
+    for w in workers {
+        let request = request.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let (mut requests, mut bytes, mut errors) = (0u64, 0u64, 0u64);
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match fetch(&c, &url).await {
+                match request(w.clone()).await {
                     Ok(n) => {
                         requests += 1;
                         bytes += n;

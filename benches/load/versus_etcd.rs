@@ -119,45 +119,13 @@ async fn run_direct(
     duration: Duration,
     record: bool,
 ) -> Load {
-    let start = Instant::now();
-    let deadline = start + duration;
-    let tasks: Vec<_> = (0..workers)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let (mut requests, mut bytes, mut errors) = (0u64, 0u64, 0u64);
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    match list_direct(&client).await {
-                        Ok((n, _)) => {
-                            requests += 1;
-                            bytes += n;
-                            if record {
-                                lat.push(t.elapsed());
-                            }
-                        }
-                        Err(_) => {
-                            errors += 1;
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                }
-                (requests, bytes, errors, lat)
-            })
-        })
-        .collect();
-    let mut load = Load::default();
-    for t in tasks {
-        if let Ok((r, b, e, l)) = t.await {
-            load.requests += r;
-            load.bytes += b;
-            load.errors += e;
-            load.latencies.extend(l);
-        }
-    }
-    load.elapsed = start.elapsed();
-    load
+    super::closed_loop(
+        vec![client.clone(); workers],
+        duration,
+        record,
+        |client| async move { list_direct(&client).await.map(|(n, _)| n) },
+    )
+    .await
 }
 
 /// One etcd watch: every message with events counts once per event, in order, until

@@ -323,20 +323,33 @@ pub async fn list(
     }
     let items: Vec<Vec<u8>> = items.iter().map(to_vec).collect::<Result<_, _>>()?;
     let size: usize = items.iter().map(|i| i.len() + 1).sum();
+    list_response(c, &metadata, size, |body| {
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(item);
+        }
+    })
+}
+
+/// A `<Kind>List` response: apiVersion, kind, `metadata`, and the items `write_items` appends
+/// (JSON objects separated by commas; `size` bytes of them, for the allocation).
+fn list_response(
+    c: &Collection,
+    metadata: &Value,
+    size: usize,
+    write_items: impl FnOnce(&mut Vec<u8>),
+) -> Result<Response, Status> {
     let mut body = Vec::with_capacity(256 + size);
     body.extend_from_slice(b"{\"apiVersion\":");
     body.extend_from_slice(&to_vec(&Value::String(c.api_version.clone()))?);
     body.extend_from_slice(b",\"kind\":");
     body.extend_from_slice(&to_vec(&Value::String(format!("{}List", c.kind)))?);
     body.extend_from_slice(b",\"metadata\":");
-    body.extend_from_slice(&to_vec(&metadata)?);
+    body.extend_from_slice(&to_vec(metadata)?);
     body.extend_from_slice(b",\"items\":[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item);
-    }
+    write_items(&mut body);
     body.extend_from_slice(b"]}");
     Ok(json_response(200, body))
 }
@@ -384,17 +397,9 @@ fn list_json(
         metadata["continue"] = Value::String(continuation::encode(listing.revision, &start));
         metadata["remainingItemCount"] = Value::from(more);
     }
-    let mut body = Vec::with_capacity(256 + items.len());
-    body.extend_from_slice(b"{\"apiVersion\":");
-    body.extend_from_slice(&to_vec(&Value::String(c.api_version.clone()))?);
-    body.extend_from_slice(b",\"kind\":");
-    body.extend_from_slice(&to_vec(&Value::String(format!("{}List", c.kind)))?);
-    body.extend_from_slice(b",\"metadata\":");
-    body.extend_from_slice(&to_vec(&metadata)?);
-    body.extend_from_slice(b",\"items\":[");
-    body.extend_from_slice(&items);
-    body.extend_from_slice(b"]}");
-    Ok(json_response(200, body))
+    list_response(c, &metadata, items.len(), |body| {
+        body.extend_from_slice(&items)
+    })
 }
 
 /// WATCH `scope`: initial ADDED events (or resume after a revision), then live changes with
