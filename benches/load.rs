@@ -759,8 +759,59 @@ impl Vw {
 /// Apply `examples/cloud-co` (catalog, bindings, RBAC, three Public CPU flavors).
 async fn seed_catalog(store: Arc<dyn Store>, url: &str) -> anyhow::Result<()> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/cloud-co");
-    let manifests = replication_vw::seed::read_dirs(&[dir])?;
+    let mut manifests = replication_vw::seed::read_dirs(&[dir])?;
+    for m in &mut manifests {
+        if m.object.pointer("/metadata/name").and_then(Value::as_str) == Some(FLAVOR_SCHEMA) {
+            describe_generated_fields(&mut m.object)?;
+        }
+    }
     replication_vw::seed::load(store, manifests, url).await?;
+    Ok(())
+}
+
+/// The APIResourceSchema of `cpuflavors` in `examples/cloud-co`.
+const FLAVOR_SCHEMA: &str = "v250801.cpuflavors.cloud.example.com";
+
+/// Add the fields [`flavor`] fills beyond the example's (topology, pricing, features, status)
+/// to the `cpuflavors` schema, so the generated flavors are what a kcp shard stores and
+/// replicates: objects its own schema admitted, which unwrapping leaves as they are (with the
+/// example's schema alone every object lost them at ingest: an unrealistic pruning pass).
+fn describe_generated_fields(schema: &mut Value) -> anyhow::Result<()> {
+    let version = schema
+        .pointer_mut("/spec/versions/0/schema/properties")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow!("{FLAVOR_SCHEMA} has no properties"))?;
+    let int = || json!({"type": "integer"});
+    let string = || json!({"type": "string"});
+    let spec = version
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("properties"))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow!("{FLAVOR_SCHEMA} has no spec properties"))?;
+    spec.insert(
+        "topology".into(),
+        json!({"type": "object", "properties": {
+            "sockets": int(), "threadsPerCore": int(), "numaNodes": int()}}),
+    );
+    spec.insert(
+        "pricing".into(),
+        json!({"type": "object", "properties": {
+            "currency": string(), "hourly": string(), "committedDiscountPercent": int()}}),
+    );
+    spec.insert(
+        "features".into(),
+        json!({"type": "array", "items": string()}),
+    );
+    version.insert(
+        "status".into(),
+        json!({"type": "object", "properties": {
+            "observedGeneration": int(),
+            "capacity": {"type": "object", "properties": {"total": int(), "available": int()}},
+            "conditions": {"type": "array", "items": {"type": "object", "properties": {
+                "type": string(), "status": string(), "reason": string(), "message": string(),
+                "lastTransitionTime": {"type": "string", "format": "date-time"}}}},
+        }}),
+    );
     Ok(())
 }
 

@@ -3,9 +3,13 @@
 //! refused with a reason, never a panic; a served object, as rendered for a consumer (full
 //! object and PartialObjectMetadata), is JSON naming that consumer as its `kcp.io/cluster`, the
 //! object's name and the served `resourceVersion`, also after being stamped with another
-//! revision.
+//! revision; it is one line (watch events are), and its members other than `metadata` are the
+//! inner object's after pruning and defaulting, whether they were encoded anew or served as
+//! stored.
 
 use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use kcp_model::types::{Names, PrinterColumn};
 use serde_json::{Value, json};
@@ -112,12 +116,42 @@ fn check_served(o: &ServedObject, revision: u64, input: &[u8]) {
     );
 }
 
+/// The served object's members other than `metadata` are those of the stored inner object
+/// after pruning and defaulting (with `apiVersion` and `kind` as stored).
+fn check_members(o: &ServedObject, input: &[u8]) {
+    let served = o.json_for(CONSUMER);
+    assert!(
+        !served.contains(&b'\n'),
+        "a served object is one line: {:?}",
+        String::from_utf8_lossy(&served)
+    );
+    let Ok(stored) = serde_json::from_slice::<Value>(input) else {
+        return;
+    };
+    let mut inner = stored["spec"]["raw"].clone();
+    let _ = api().validator.prepare(&mut inner);
+    let (Value::Object(mut want), Ok(Value::Object(mut got))) =
+        (inner, serde_json::from_slice::<Value>(&served))
+    else {
+        panic!("input {:?}: not objects", String::from_utf8_lossy(input));
+    };
+    want.remove("metadata");
+    got.remove("metadata");
+    assert_eq!(
+        Value::Object(got),
+        Value::Object(want),
+        "input {:?}",
+        String::from_utf8_lossy(input)
+    );
+}
+
 /// Checks one input; panics on a violation.
 pub fn check(data: &[u8]) {
-    match unwrap_object(data, REVISION, api()) {
+    match unwrap_object(&Bytes::copy_from_slice(data), REVISION, api()) {
         Ok(o) => {
             assert_eq!(o.revision, REVISION);
             check_served(&o, REVISION, data);
+            check_members(&o, data);
             let later = o.with_revision(REVISION + 1);
             check_served(&later, REVISION + 1, data);
         }

@@ -161,10 +161,26 @@ impl Structural {
     /// Kubernetes' order: structural errors, list-type errors, then CEL rule errors. The object
     /// stays pruned and defaulted even when it is rejected.
     pub fn prepare(&self, object: &mut Value) -> Result<(), Vec<FieldError>> {
-        prune(object, Some(&self.root), true);
+        self.prepare_noting_changes(object).0
+    }
+
+    /// [`Structural::prepare`], also telling whether pruning or defaulting changed anything
+    /// besides the root's `apiVersion`, `kind` and `metadata` (which neither touches): when
+    /// they did not, the object's members other than those three are exactly as they came.
+    pub fn prepare_noting_changes(
+        &self,
+        object: &mut Value,
+    ) -> (Result<(), Vec<FieldError>>, bool) {
+        let mut changed = false;
+        prune(object, Some(&self.root), true, &mut changed);
         if self.root.defaults_below {
-            apply_defaults(object, &self.root, true);
+            apply_defaults(object, &self.root, true, &mut changed);
         }
+        (self.validate_prepared(object), changed)
+    }
+
+    /// The validation half of [`Structural::prepare`].
+    fn validate_prepared(&self, object: &Value) -> Result<(), Vec<FieldError>> {
         let mut errors = self.validator.validate(object).err().unwrap_or_default();
         if self.root.lists_below && errors.len() < MAX_ERRORS {
             check_lists(object, &self.root, "", true, &mut errors);
@@ -342,7 +358,7 @@ impl Compiler {
         }
         if let Some(default) = source.get("default").filter(|d| !d.is_null()) {
             let mut default = default.clone();
-            prune(&mut default, Some(&node), false);
+            prune(&mut default, Some(&node), false, &mut false);
             node.default = Some(default);
         }
         node.summarise();
@@ -521,13 +537,13 @@ fn compile_cel(env: &Env, source: &str) -> Result<Program, String> {
 
 /// Removes what `node` does not specify. `None` stands for "no schema": objects lose every
 /// field. `resource` is true for the root object.
-fn prune(value: &mut Value, node: Option<&Node>, resource: bool) {
+fn prune(value: &mut Value, node: Option<&Node>, resource: bool, changed: &mut bool) {
     let Some(node) = node else {
-        prune_everything(value);
+        prune_everything(value, changed);
         return;
     };
     if node.preserve_unknown {
-        prune_below_known(value, node, resource);
+        prune_below_known(value, node, resource, changed);
         return;
     }
     match value {
@@ -538,39 +554,47 @@ fn prune(value: &mut Value, node: Option<&Node>, resource: bool) {
                     return true;
                 }
                 if let Some(property) = node.properties.get(key) {
-                    prune(child, Some(property), false);
+                    prune(child, Some(property), false, changed);
                     return true;
                 }
                 match &node.additional {
                     Additional::Schema(extra) => {
-                        prune(child, Some(extra), false);
+                        prune(child, Some(extra), false, changed);
                         true
                     }
                     Additional::Any => true,
-                    Additional::Absent => false,
+                    Additional::Absent => {
+                        *changed = true;
+                        false
+                    }
                 }
             });
         }
         Value::Array(items) => {
             for item in items {
-                prune(item, node.items.as_deref(), false);
+                prune(item, node.items.as_deref(), false, changed);
             }
         }
         _ => {}
     }
 }
 
-fn prune_everything(value: &mut Value) {
+fn prune_everything(value: &mut Value, changed: &mut bool) {
     match value {
-        Value::Object(map) => map.clear(),
-        Value::Array(items) => items.iter_mut().for_each(prune_everything),
+        Value::Object(map) => {
+            *changed |= !map.is_empty();
+            map.clear();
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| prune_everything(item, changed)),
         _ => {}
     }
 }
 
 /// Pruning under `x-kubernetes-preserve-unknown-fields`: unknown fields stay, known ones are
 /// pruned by their schema.
-fn prune_below_known(value: &mut Value, node: &Node, resource: bool) {
+fn prune_below_known(value: &mut Value, node: &Node, resource: bool, changed: &mut bool) {
     match value {
         Value::Object(map) => {
             let keeps_resource_fields = resource || node.embedded;
@@ -579,16 +603,16 @@ fn prune_below_known(value: &mut Value, node: &Node, resource: bool) {
                     continue;
                 }
                 if let Some(property) = node.properties.get(key) {
-                    prune(child, Some(property), false);
+                    prune(child, Some(property), false, changed);
                 } else if let Additional::Schema(extra) = &node.additional {
-                    prune(child, Some(extra), false);
+                    prune(child, Some(extra), false, changed);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_node) = &node.items {
                 for item in items {
-                    prune_below_known(item, item_node, false);
+                    prune_below_known(item, item_node, false, changed);
                 }
             }
         }
@@ -597,7 +621,7 @@ fn prune_below_known(value: &mut Value, node: &Node, resource: bool) {
 }
 
 /// Applies `default`s below `value` (the root's `apiVersion`, `kind` and `metadata` excluded).
-fn apply_defaults(value: &mut Value, node: &Node, resource: bool) {
+fn apply_defaults(value: &mut Value, node: &Node, resource: bool, changed: &mut bool) {
     let skip = |key: &str| resource && RESOURCE_FIELDS.contains(&key);
     match value {
         Value::Object(map) => {
@@ -615,6 +639,7 @@ fn apply_defaults(value: &mut Value, node: &Node, resource: bool) {
                 };
                 if replace {
                     map.insert(key.clone(), default.clone());
+                    *changed = true;
                 }
             }
             for (key, child) in map.iter_mut() {
@@ -623,17 +648,17 @@ fn apply_defaults(value: &mut Value, node: &Node, resource: bool) {
                 }
                 if let Some(property) = node.properties.get(key) {
                     if property.defaults_below {
-                        apply_defaults(child, property, false);
+                        apply_defaults(child, property, false, changed);
                     }
                 } else if let Additional::Schema(extra) = &node.additional {
-                    default_element(child, extra);
+                    default_element(child, extra, changed);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_node) = &node.items {
                 for item in items {
-                    default_element(item, item_node);
+                    default_element(item, item_node, changed);
                 }
             }
         }
@@ -642,15 +667,16 @@ fn apply_defaults(value: &mut Value, node: &Node, resource: bool) {
 }
 
 /// Defaulting of one array item or map value: a non-nullable `null` takes the default.
-fn default_element(value: &mut Value, node: &Node) {
+fn default_element(value: &mut Value, node: &Node, changed: &mut bool) {
     if value.is_null()
         && !node.nullable
         && let Some(default) = &node.default
     {
         *value = default.clone();
+        *changed = true;
     }
     if node.defaults_below {
-        apply_defaults(value, node, false);
+        apply_defaults(value, node, false, changed);
     }
 }
 
@@ -1347,6 +1373,29 @@ mod tests {
             object["spec"],
             json!({"replicas": 3, "minReplicas": 0, "maxReplicas": 10})
         );
+    }
+
+    #[test]
+    fn preparing_says_whether_pruning_or_defaulting_changed_the_object() {
+        let structural = compile(crontab_schema());
+        let changed = |object: Value| {
+            let mut object = object;
+            let (result, changed) = structural.prepare_noting_changes(&mut object);
+            assert!(result.is_ok(), "{result:?}");
+            changed
+        };
+        let complete = json!({"replicas": 3, "minReplicas": 1, "maxReplicas": 5});
+        assert!(!changed(crontab(complete.clone())));
+        let mut with_metadata = crontab(complete.clone());
+        with_metadata["metadata"]["unknownToTheSchema"] = json!("kept as it is");
+        assert!(!changed(with_metadata));
+        assert!(changed(crontab(json!({"replicas": 3}))), "defaults applied");
+        let mut unknown = complete.clone();
+        unknown["unknown"] = json!(1);
+        assert!(changed(crontab(unknown)), "a field pruned");
+        let mut unknown_root = crontab(complete);
+        unknown_root["extra"] = json!({"a": 1});
+        assert!(changed(unknown_root), "a root field pruned");
     }
 
     #[test]

@@ -37,6 +37,13 @@ const HISTORY_PER_RESOURCE: usize = 10_000;
 const BROADCAST_CAPACITY: usize = 1024;
 
 /// One served object: unwrapped, validated JSON split around its `kcp.io/cluster` value.
+///
+/// When the schema changed nothing (no field pruned, no default applied) and the stored object
+/// lists `apiVersion`, `kind` and `metadata` before its other members (as Kubernetes and kcp
+/// encode objects), only those three are encoded anew (`prefix` and `suffix`, a few hundred
+/// bytes); the members after them (`spec`, `status`, …) are served as a slice of the stored
+/// value itself (`tail`), which the store holds anyway, so the served object and its stored
+/// value do not each keep a copy of the same bytes.
 #[derive(Debug)]
 pub struct ServedObject {
     /// Namespace ("" when cluster-scoped).
@@ -51,22 +58,25 @@ pub struct ServedObject {
     pub fields: Vec<(String, String)>,
     prefix: Bytes,
     suffix: Bytes,
+    /// The stored object's members after `metadata` up to its closing brace, as stored (empty
+    /// when `suffix` closes the object itself).
+    tail: Bytes,
     /// Table cells and metadata view, computed on first use (boxed: most objects never need
     /// them, and the slot stays one pointer wide).
     table: std::sync::OnceLock<Box<TableParts>>,
 }
 
 impl ServedObject {
-    /// The three byte slices that make up the object for consumer `cluster_json` (a JSON
-    /// string literal, quotes included).
-    pub fn parts<'a>(&'a self, cluster_json: &'a [u8]) -> [&'a [u8]; 3] {
-        [&self.prefix, cluster_json, &self.suffix]
+    /// The byte slices that make up the object for consumer `cluster_json` (a JSON string
+    /// literal, quotes included).
+    pub fn parts<'a>(&'a self, cluster_json: &'a [u8]) -> [&'a [u8]; 4] {
+        [&self.prefix, cluster_json, &self.suffix, &self.tail]
     }
 
     /// The object as served to `cluster`.
     pub fn json_for(&self, cluster: &str) -> Bytes {
         let c = cluster_literal(cluster);
-        let mut b = BytesMut::with_capacity(self.prefix.len() + c.len() + self.suffix.len());
+        let mut b = BytesMut::with_capacity(self.len_for(c.len()));
         for p in self.parts(&c) {
             b.put_slice(p);
         }
@@ -81,21 +91,23 @@ impl ServedObject {
         let new = format!("\"resourceVersion\":\"{revision}\"");
         let count = |b: &Bytes| memchr::memmem::find_iter(b, old.as_bytes()).count();
         // `metadata.resourceVersion` follows `metadata.annotations`, so it is in the suffix.
-        let (prefix, suffix) = match (count(&self.prefix), count(&self.suffix)) {
-            (0, 1) => {
-                // invariant: counted just above.
-                let at = find(&self.suffix, old.as_bytes()).unwrap_or_default();
-                let mut out = BytesMut::with_capacity(self.suffix.len() + new.len());
-                out.put_slice(&self.suffix[..at]);
-                out.put_slice(new.as_bytes());
-                out.put_slice(&self.suffix[at + old.len()..]);
-                (self.prefix.clone(), out.freeze())
-            }
-            // The object's own content holds the same text (a label `resourceVersion`, say).
-            _ => self
-                .restamped(revision)
-                .unwrap_or_else(|| (self.prefix.clone(), self.suffix.clone())),
-        };
+        let (prefix, suffix, tail) =
+            match (count(&self.prefix), count(&self.suffix), count(&self.tail)) {
+                (0, 1, 0) => {
+                    // invariant: counted just above.
+                    let at = find(&self.suffix, old.as_bytes()).unwrap_or_default();
+                    let mut out = BytesMut::with_capacity(self.suffix.len() + new.len());
+                    out.put_slice(&self.suffix[..at]);
+                    out.put_slice(new.as_bytes());
+                    out.put_slice(&self.suffix[at + old.len()..]);
+                    (self.prefix.clone(), out.freeze(), self.tail.clone())
+                }
+                // The object's own content holds the same text (a label `resourceVersion`, say).
+                _ => self.restamped(revision).map_or_else(
+                    || (self.prefix.clone(), self.suffix.clone(), self.tail.clone()),
+                    |(prefix, suffix)| (prefix, suffix, Bytes::new()),
+                ),
+            };
         ServedObject {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
@@ -104,6 +116,7 @@ impl ServedObject {
             fields: self.fields.clone(),
             prefix,
             suffix,
+            tail,
             table: std::sync::OnceLock::new(),
         }
     }
@@ -114,15 +127,15 @@ impl ServedObject {
         let mut obj: Value = serde_json::from_slice(&self.json_for(&self.placeholder())).ok()?;
         *obj.pointer_mut("/metadata/resourceVersion")? = Value::String(revision.to_string());
         *obj.pointer_mut(&cluster_pointer())? = Value::String(PLACEHOLDER.into());
-        split_at_cluster(&mut obj).ok()
+        split_at_cluster(&mut obj, true, self.len_for(0)).ok()
     }
 
     /// A consumer cluster name found nowhere in the object's own bytes: [`PLACEHOLDER`], or a
     /// run of `_` longer than those bytes when they hold the placeholder.
     fn placeholder(&self) -> Cow<'static, str> {
         let holds = |b: &Bytes| find(b, PLACEHOLDER.as_bytes()).is_some();
-        if holds(&self.prefix) || holds(&self.suffix) {
-            Cow::Owned("_".repeat(self.prefix.len() + self.suffix.len() + 1))
+        if holds(&self.prefix) || holds(&self.suffix) || holds(&self.tail) {
+            Cow::Owned("_".repeat(self.len_for(0) + 1))
         } else {
             Cow::Borrowed(PLACEHOLDER)
         }
@@ -150,7 +163,15 @@ impl ServedObject {
 
     /// Size of one copy in bytes.
     pub fn len_for(&self, cluster_json_len: usize) -> usize {
-        self.prefix.len() + cluster_json_len + self.suffix.len()
+        self.prefix.len() + cluster_json_len + self.suffix.len() + self.tail.len()
+    }
+
+    /// Whether both serve the same bytes at the same revision.
+    fn same_as(&self, other: &ServedObject) -> bool {
+        self.revision == other.revision
+            && self.prefix == other.prefix
+            && self.suffix == other.suffix
+            && self.tail == other.tail
     }
 }
 
@@ -533,21 +554,37 @@ fn decode<T: DeserializeOwned>(value: &[u8]) -> Option<T> {
 /// Unwrap a CachedObject into the served object (§5.5) and validate it against the served
 /// version's schema; the error says why it is not served.
 pub fn unwrap_object(
-    value: &[u8],
+    value: &Bytes,
     revision: u64,
     api: &ResolvedApi,
 ) -> Result<ServedObject, String> {
-    let wrapper: WrapperView =
-        serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
-    serve_inner(wrapper.spec.raw, revision, api, true)
+    let (_, inner) = parse_cached_object(value)?;
+    serve_inner(inner?, revision, api, true)
 }
 
-/// The parts of a CachedObject the index reads; everything else is skipped while parsing.
+/// A CachedObject's labels and its inner object (`spec.raw`), parsed; `Err` outside when the
+/// CachedObject is not JSON, inside when `spec.raw` is missing or not an object.
+#[allow(clippy::type_complexity)]
+fn parse_cached_object(
+    value: &Bytes,
+) -> Result<(BTreeMap<String, String>, Result<Inner, String>), String> {
+    let wrapper: WrapperView<'_> =
+        serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
+    let inner = match wrapper.spec.raw {
+        None => Err("failed to decode inner object: spec.raw is missing".to_string()),
+        Some(raw) => Inner::parse(value, raw.get(), "inner object", "spec.raw"),
+    };
+    Ok((wrapper.metadata.labels, inner))
+}
+
+/// The parts of a CachedObject the index reads; everything else is skipped while parsing, and
+/// the inner object is only delimited (it is parsed by [`Inner::parse`]).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
-struct WrapperView {
+struct WrapperView<'a> {
     metadata: WrapperMeta,
-    spec: WrapperSpec,
+    #[serde(borrow)]
+    spec: WrapperSpec<'a>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -558,8 +595,144 @@ struct WrapperMeta {
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
-struct WrapperSpec {
-    raw: Option<Value>,
+struct WrapperSpec<'a> {
+    #[serde(borrow)]
+    raw: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An object to serve, parsed from its stored text, with what is needed to serve its members
+/// after `metadata` as that text (see [`ServedObject`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Inner {
+    object: Value,
+    /// The stored value the object's text is part of.
+    stored: Bytes,
+    /// Where the object's text starts and ends in `stored`.
+    span: std::ops::Range<usize>,
+    /// Each top-level member's key and where its value's text ends in `stored`, in order.
+    members: Vec<(String, usize)>,
+    /// A key occurs twice (the parsed object kept the last; the text would hold both).
+    duplicate: bool,
+}
+
+/// The root members encoded anew when the rest is served as stored.
+const HEAD_MEMBERS: [&str; 3] = ["apiVersion", "kind", "metadata"];
+
+impl Inner {
+    /// Parse `text`, a slice of `stored`, as a JSON object; errors name it `what` (and
+    /// `place`, where it is when it is not an object).
+    pub(crate) fn parse(
+        stored: &Bytes,
+        text: &str,
+        what: &str,
+        place: &str,
+    ) -> Result<Inner, String> {
+        if !text.trim_start().starts_with('{') {
+            return Err(format!(
+                "failed to decode {what}: {place} is not a JSON object"
+            ));
+        }
+        let failed = |e: serde_json::Error| format!("failed to decode {what}: {e}");
+        let Members(raw_members) = serde_json::from_str(text).map_err(failed)?;
+        let start = offset_in(stored, text).ok_or("internal: inner object outside its value")?;
+        let mut object = serde_json::Map::new();
+        let mut members = Vec::with_capacity(raw_members.len());
+        let mut duplicate = false;
+        for (key, raw) in raw_members {
+            let value: Value = serde_json::from_str(raw.get()).map_err(failed)?;
+            let end = offset_in(stored, raw.get()).ok_or("internal: member outside its value")?
+                + raw.get().len();
+            members.push((key.clone(), end));
+            duplicate |= object.insert(key, value).is_some();
+        }
+        Ok(Inner {
+            object: Value::Object(object),
+            stored: stored.clone(),
+            span: start..start + text.len(),
+            members,
+            duplicate,
+        })
+    }
+
+    /// The stored text of every member after the head members, up to and including the
+    /// object's closing brace, when it can be served as it is: the head members (those of
+    /// [`HEAD_MEMBERS`] present) come first, no key repeats, at least one other member
+    /// follows, and the text has no line break (watch events are one line each).
+    fn tail(&self) -> Option<Bytes> {
+        let heads = self
+            .members
+            .iter()
+            .take_while(|(k, _)| HEAD_MEMBERS.contains(&k.as_str()))
+            .count();
+        if self.duplicate
+            || heads == self.members.len()
+            || self.members[heads..]
+                .iter()
+                .any(|(k, _)| HEAD_MEMBERS.contains(&k.as_str()))
+        {
+            return None;
+        }
+        let text = self.stored.get(self.span.clone())?;
+        // After the last head member's value (or the opening brace): its comma, then the
+        // first other member's key.
+        let after = match heads {
+            0 => self.span.start + 1,
+            n => self.members[n - 1].1,
+        };
+        let rest = self.stored.get(after..self.span.end)?;
+        let skip_ws = |b: &[u8], from: usize| {
+            from + b[from..]
+                .iter()
+                .take_while(|c| c.is_ascii_whitespace())
+                .count()
+        };
+        let mut at = skip_ws(rest, 0);
+        if heads > 0 {
+            if rest.get(at) != Some(&b',') {
+                return None;
+            }
+            at = skip_ws(rest, at + 1);
+        }
+        if rest.get(at) != Some(&b'"')
+            || text.last() != Some(&b'}')
+            || memchr::memchr2(b'\n', b'\r', &rest[at..]).is_some()
+        {
+            return None;
+        }
+        Some(self.stored.slice(after + at..self.span.end))
+    }
+}
+
+/// Where `part` (borrowed from `whole`) starts in `whole`.
+fn offset_in(whole: &[u8], part: &str) -> Option<usize> {
+    let at = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (at + part.len() <= whole.len()).then_some(at)
+}
+
+/// An object's top-level members in order, their values as text.
+struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(entry) = map.next_entry()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// Only the wrapper's labels (the inner object is skipped without building values).
@@ -588,18 +761,12 @@ impl RawCached {
 /// (`wrapped`: its uid is the original's, from the annotation; §5.5) or an object stored as
 /// itself (its uid is the cache's and its apiVersion the served one; `kcp-head.md` §4.5).
 pub(crate) fn serve_inner(
-    raw: Option<Value>,
+    mut parsed: Inner,
     revision: u64,
     api: &ResolvedApi,
     wrapped: bool,
 ) -> Result<ServedObject, String> {
-    let mut inner = match raw {
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => {
-            return Err("failed to decode inner object: spec.raw is not a JSON object".into());
-        }
-        None => return Err("failed to decode inner object: spec.raw is missing".into()),
-    };
+    let mut inner = std::mem::take(&mut parsed.object);
     let Some(obj) = inner.as_object_mut() else {
         return Err("failed to decode inner object".into());
     };
@@ -660,11 +827,19 @@ pub(crate) fn serve_inner(
             (f.clone(), v)
         })
         .collect();
-    if let Err(errors) = api.validator.prepare(&mut inner) {
+    let (result, changed) = api.validator.prepare_noting_changes(&mut inner);
+    if let Err(errors) = result {
         let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(format!("invalid against its schema: {}", msgs.join("; ")));
     }
-    let (prefix, suffix) = split_at_cluster(&mut inner)?;
+    let tail = if changed { None } else { parsed.tail() };
+    if tail.is_some()
+        && let Some(obj) = inner.as_object_mut()
+    {
+        obj.retain(|k, _| HEAD_MEMBERS.contains(&k.as_str()));
+    }
+    let size_hint = parsed.span.len() - tail.as_ref().map_or(0, Bytes::len);
+    let (prefix, suffix) = split_at_cluster(&mut inner, tail.is_none(), size_hint)?;
     Ok(ServedObject {
         table: std::sync::OnceLock::new(),
         namespace,
@@ -674,6 +849,7 @@ pub(crate) fn serve_inner(
         fields,
         prefix,
         suffix,
+        tail: tail.unwrap_or_default(),
     })
 }
 
@@ -685,26 +861,49 @@ fn cluster_pointer() -> String {
 /// Serialize an object whose `kcp.io/cluster` annotation is [`PLACEHOLDER`] and split it around
 /// that annotation's JSON string literal. When the object's own content holds the placeholder
 /// too, the annotation is first set to a run of `_` longer than the whole serialized object,
-/// which nothing else in it can hold, so the split is always at the annotation.
-fn split_at_cluster(object: &mut Value) -> Result<(Bytes, Bytes), String> {
-    let mut bytes = serde_json::to_vec(&*object).map_err(|e| e.to_string())?;
-    let mut placeholder = Cow::Borrowed(PLACEHOLDER);
-    if memchr::memmem::find_iter(&bytes, PLACEHOLDER.as_bytes())
-        .nth(1)
-        .is_some()
-    {
-        placeholder = Cow::Owned("_".repeat(bytes.len() + 1));
-        let cluster = object
-            .pointer_mut(&cluster_pointer())
-            .ok_or("internal: no cluster annotation")?;
-        *cluster = Value::String(placeholder.to_string());
-        bytes = serde_json::to_vec(&*object).map_err(|e| e.to_string())?;
+/// which nothing else in it can hold, so the split is always at the annotation. Unless `close`,
+/// the object's closing brace becomes a comma (more members follow). `size_hint`: about how
+/// long the encoding will be.
+fn split_at_cluster(
+    object: &mut Value,
+    close: bool,
+    size_hint: usize,
+) -> Result<(Bytes, Bytes), String> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(PLACEHOLDER.as_bytes()));
+    let encode = |object: &Value| {
+        let mut bytes = Vec::with_capacity(size_hint.saturating_add(64));
+        serde_json::to_writer(&mut bytes, object).map(|()| bytes)
+    };
+    let mut bytes = encode(object).map_err(|e| e.to_string())?;
+    let (at, len) = {
+        let mut hits = FINDER.find_iter(&bytes);
+        match (hits.next(), hits.next()) {
+            // The annotation's value is the only place: the literal is the quoted placeholder.
+            (Some(at), None) if at > 0 => (at - 1, PLACEHOLDER.len() + 2),
+            _ => {
+                let placeholder = "_".repeat(bytes.len() + 1);
+                let cluster = object
+                    .pointer_mut(&cluster_pointer())
+                    .ok_or("internal: no cluster annotation")?;
+                *cluster = Value::String(placeholder.clone());
+                bytes = encode(object).map_err(|e| e.to_string())?;
+                let literal = format!("\"{placeholder}\"");
+                let at = find(&bytes, literal.as_bytes())
+                    .ok_or("internal: cluster placeholder not found")?;
+                (at, literal.len())
+            }
+        }
+    };
+    if bytes.get(at) != Some(&b'"') || bytes.get(at + len - 1) != Some(&b'"') {
+        return Err("internal: cluster placeholder not found".into());
+    }
+    if !close && let Some(last) = bytes.last_mut() {
+        *last = b',';
     }
     bytes.shrink_to_fit();
-    let literal = format!("\"{placeholder}\"");
-    let at = find(&bytes, literal.as_bytes()).ok_or("internal: cluster placeholder not found")?;
     let bytes = Bytes::from(bytes);
-    Ok((bytes.slice(..at), bytes.slice(at + literal.len()..)))
+    Ok((bytes.slice(..at), bytes.slice(at + len..)))
 }
 
 /// Derive many served objects, spread over the machine's cores when there are enough of them
@@ -1127,9 +1326,7 @@ impl State {
                 } else {
                     Change::Added
                 };
-                if prev.as_ref().is_some_and(|p| {
-                    p.revision == o.revision && p.prefix == o.prefix && p.suffix == o.suffix
-                }) {
+                if prev.as_ref().is_some_and(|p| p.same_as(o)) {
                     continue;
                 }
                 served.push(ServedEvent::new(
@@ -1156,19 +1353,16 @@ impl State {
     ) {
         let okey = obj_key(key);
         // The parsed inner object, unwrapped by each matching resource.
-        let mut parsed: Option<Result<Option<Value>, String>> = None;
+        let mut parsed: Option<Result<Inner, String>> = None;
         if event_kind == EventKind::Deleted {
             self.cached_objects.remove(&okey);
             self.invalid.remove(&okey);
         } else {
-            let (labels, raw_inner) = match serde_json::from_slice::<WrapperView>(value) {
-                Ok(w) => (w.metadata.labels, Ok(w.spec.raw)),
-                Err(e) => (
-                    BTreeMap::new(),
-                    Err(format!("failed to decode CachedObject: {e}")),
-                ),
+            let (labels, inner) = match parse_cached_object(value) {
+                Ok((labels, inner)) => (labels, inner),
+                Err(e) => (BTreeMap::new(), Err(e)),
             };
-            parsed = Some(raw_inner);
+            parsed = Some(inner);
             self.cached_objects
                 .insert(okey.clone(), RawCached::new(revision, value, &labels));
         }
@@ -1691,13 +1885,130 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid against its schema")
         );
-        let no_raw = serde_json::to_vec(&json!({"spec": {"raw": "text"}})).unwrap();
+        let no_raw = Bytes::from(serde_json::to_vec(&json!({"spec": {"raw": "text"}})).unwrap());
         assert!(
             unwrap_object(&no_raw, 1, &api())
                 .unwrap_err()
                 .contains("failed to decode inner object")
         );
-        assert!(unwrap_object(b"not json", 1, &api()).is_err());
+        assert!(unwrap_object(&Bytes::from_static(b"not json"), 1, &api()).is_err());
+    }
+
+    /// A CachedObject around `inner`, given as text.
+    fn wrapped_text(inner: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"metadata":{{"name":"x"}},"spec":{{"raw":{inner}}}}}"#
+        ))
+    }
+
+    /// Whether `part` lies inside `whole`'s memory.
+    fn inside(part: &[u8], whole: &Bytes) -> bool {
+        let (p, w) = (part.as_ptr() as usize, whole.as_ptr() as usize);
+        !part.is_empty() && p >= w && p + part.len() <= w + whole.len()
+    }
+
+    const STORED_THING: &str = r#"{"apiVersion":"g.io/v1","kind":"Thing","metadata":{"name":"a","annotations":{"kcp.io/cluster":"p"}},"spec":{"size":3, "note" :"kept as stored"},"status":{"phase":"Ready"}}"#;
+
+    #[test]
+    fn an_object_the_schema_leaves_alone_shares_its_members_after_metadata_with_the_stored_value() {
+        let mut a = api();
+        a.validator = Arc::new(
+            Validator::compile(&json!({"type": "object", "properties": {
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}))
+            .unwrap(),
+        );
+        let stored = wrapped_text(STORED_THING);
+        let o = unwrap_object(&stored, 42, &a).unwrap();
+        let served = o.json_for("consumer-1");
+        let text = std::str::from_utf8(&served).unwrap();
+        assert!(
+            text.ends_with(
+                r#","spec":{"size":3, "note" :"kept as stored"},"status":{"phase":"Ready"}}"#
+            ),
+            "{text}"
+        );
+        assert!(
+            inside(&o.tail, &stored),
+            "the tail is a slice of the stored value"
+        );
+        let v: Value = serde_json::from_slice(&served).unwrap();
+        assert_eq!(v["metadata"]["annotations"]["kcp.io/cluster"], "consumer-1");
+        assert_eq!(v["metadata"]["resourceVersion"], "42");
+        assert_eq!(v["spec"], json!({"size": 3, "note": "kept as stored"}));
+        let gone = o.with_revision(50);
+        assert!(inside(&gone.tail, &stored), "a deletion shares it too");
+        let v: Value = serde_json::from_slice(&gone.json_for("c")).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "50");
+        assert_eq!(v["status"], json!({"phase": "Ready"}));
+    }
+
+    #[test]
+    fn an_object_the_schema_prunes_or_that_is_stored_unusually_is_served_encoded_anew() {
+        let mut a = api();
+        a.validator = Arc::new(
+            Validator::compile(&json!({"type": "object", "properties": {
+                "spec": {"type": "object", "properties": {
+                    "size": {"type": "integer"}, "note": {"type": "string"}}},
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}))
+            .unwrap(),
+        );
+        let pruned = STORED_THING.replace(r#""size":3"#, r#""size":3,"unknown":true"#);
+        let metadata_last =
+            r#"{"spec":{"size":3},"apiVersion":"g.io/v1","kind":"Thing","metadata":{"name":"a"}}"#;
+        let twice = r#"{"apiVersion":"g.io/v1","kind":"Thing","metadata":{"name":"a"},"spec":{"size":3},"spec":{"size":4}}"#;
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<Value>(STORED_THING).unwrap())
+                .unwrap();
+        for (inner, spec) in [
+            (
+                pruned.as_str(),
+                json!({"size": 3, "note": "kept as stored"}),
+            ),
+            (metadata_last, json!({"size": 3})),
+            (twice, json!({"size": 4})),
+            (
+                pretty.as_str(),
+                json!({"size": 3, "note": "kept as stored"}),
+            ),
+        ] {
+            let o = unwrap_object(&wrapped_text(inner), 42, &a).unwrap();
+            assert!(o.tail.is_empty(), "{inner}");
+            let served = o.json_for("c");
+            assert!(!served.contains(&b'\n'), "{inner}");
+            let v: Value = serde_json::from_slice(&served).unwrap();
+            assert_eq!(v["spec"], spec, "{inner}");
+            assert_eq!(
+                v["metadata"]["annotations"]["kcp.io/cluster"], "c",
+                "{inner}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_tail_holding_the_placeholder_or_the_resource_version_text_is_served_right() {
+        let mut a = api();
+        a.validator = Arc::new(
+            Validator::compile(&json!({"type": "object", "properties": {
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}))
+            .unwrap(),
+        );
+        let inner = format!(
+            r#"{{"apiVersion":"g.io/v1","kind":"Thing","metadata":{{"name":"a"}},"spec":{{"p":"{PLACEHOLDER}","resourceVersion":"42"}}}}"#
+        );
+        let o = unwrap_object(&wrapped_text(&inner), 42, &a).unwrap();
+        assert!(!o.tail.is_empty());
+        let meta: Vec<u8> = o.metadata_parts(&[], b"\"c\"").concat();
+        let meta: Value = serde_json::from_slice(&meta).unwrap();
+        assert_eq!(meta["metadata"]["annotations"]["kcp.io/cluster"], "c");
+        let d = o.with_revision(50);
+        let v: Value = serde_json::from_slice(&d.json_for("c")).unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "50");
+        assert_eq!(v["metadata"]["annotations"]["kcp.io/cluster"], "c");
+        assert_eq!(
+            v["spec"],
+            json!({"p": PLACEHOLDER, "resourceVersion": "42"})
+        );
     }
 
     #[test]

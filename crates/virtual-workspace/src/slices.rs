@@ -12,6 +12,7 @@
 
 use super::index::{ObjKey, ServedObject, State};
 use super::resolved::{IdentitySource, ResolvedApi, Source};
+use bytes::Bytes;
 use kcp_model::types::{ANN_PATH, ApiExport, CachedResource, EndpointSlice};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -346,11 +347,11 @@ impl State {
 /// `kcp.io/shard` and the `cache.kcp.io/original-*` annotations removed; `uid` kept (the
 /// cache's); `resourceVersion` the cache revision; validated against the served schema.
 pub fn serve_identity_object(
-    value: &[u8],
+    value: &Bytes,
     revision: u64,
     api: &ResolvedApi,
 ) -> Result<ServedObject, String> {
-    let object: serde_json::Value =
-        serde_json::from_slice(value).map_err(|e| format!("failed to decode object: {e}"))?;
-    super::index::serve_inner(Some(object), revision, api, false)
+    let text = std::str::from_utf8(value).map_err(|e| format!("failed to decode object: {e}"))?;
+    let inner = super::index::Inner::parse(value, text.trim(), "object", "it")?;
+    super::index::serve_inner(inner, revision, api, false)
 }
