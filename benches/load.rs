@@ -1697,7 +1697,7 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
         Backend::Memory => (String::new(), String::new()),
         Backend::Local => (
             format!(", {in_flight} creates in flight"),
-            "; this process's RSS, incl. redb's page cache (≤ 64 MiB)".to_string(),
+            "; this process's RSS, incl. redb's page cache (≤ 16 MiB)".to_string(),
         ),
         Backend::Etcd => (
             format!(", {in_flight} creates in flight"),
@@ -1761,7 +1761,7 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
                 e.disk_bytes() as f64 / 1e6
             ),
             (Backend::Local, _) => format!(
-                " The local store's file is {:.0} MB; redb's page cache (≤ 64 MiB) is in this process's RSS.",
+                " The local store's file is {:.0} MB; redb's page cache (≤ 16 MiB) is in this process's RSS.",
                 data.as_ref()
                     .and_then(|d| std::fs::metadata(d.path().join("cache.db")).ok())
                     .map_or(0.0, |m| m.len() as f64 / 1e6)
