@@ -609,8 +609,9 @@ pub(crate) struct Inner {
     stored: Bytes,
     /// Where the object's text starts and ends in `stored`.
     span: std::ops::Range<usize>,
-    /// Each top-level member's key and where its value's text ends in `stored`, in order.
-    members: Vec<(String, usize)>,
+    /// Per top-level member, in order: for a member of [`HEAD_MEMBERS`], where its value's
+    /// text ends in `stored`; `None` for the others.
+    members: Vec<Option<usize>>,
     /// A key occurs twice (the parsed object kept the last; the text would hold both).
     duplicate: bool,
 }
@@ -632,19 +633,23 @@ impl Inner {
                 "failed to decode {what}: {place} is not a JSON object"
             ));
         }
-        let failed = |e: serde_json::Error| format!("failed to decode {what}: {e}");
-        let Members(raw_members) = serde_json::from_str(text).map_err(failed)?;
+        let Members {
+            object,
+            heads,
+            duplicate,
+        } = serde_json::from_str(text).map_err(|e| format!("failed to decode {what}: {e}"))?;
         let start = offset_in(stored, text).ok_or("internal: inner object outside its value")?;
-        let mut object = serde_json::Map::new();
-        let mut members = Vec::with_capacity(raw_members.len());
-        let mut duplicate = false;
-        for (key, raw) in raw_members {
-            let value: Value = serde_json::from_str(raw.get()).map_err(failed)?;
-            let end = offset_in(stored, raw.get()).ok_or("internal: member outside its value")?
-                + raw.get().len();
-            members.push((key.clone(), end));
-            duplicate |= object.insert(key, value).is_some();
-        }
+        let members = heads
+            .into_iter()
+            .map(|h| {
+                h.map(|raw| {
+                    offset_in(stored, raw.get())
+                        .map(|at| at + raw.get().len())
+                        .ok_or("internal: member outside its value")
+                })
+                .transpose()
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Inner {
             object: Value::Object(object),
             stored: stored.clone(),
@@ -659,16 +664,10 @@ impl Inner {
     /// [`HEAD_MEMBERS`] present) come first, no key repeats, at least one other member
     /// follows, and the text has no line break (watch events are one line each).
     fn tail(&self) -> Option<Bytes> {
-        let heads = self
-            .members
-            .iter()
-            .take_while(|(k, _)| HEAD_MEMBERS.contains(&k.as_str()))
-            .count();
+        let heads = self.members.iter().take_while(|m| m.is_some()).count();
         if self.duplicate
             || heads == self.members.len()
-            || self.members[heads..]
-                .iter()
-                .any(|(k, _)| HEAD_MEMBERS.contains(&k.as_str()))
+            || self.members[heads..].iter().any(Option::is_some)
         {
             return None;
         }
@@ -677,7 +676,7 @@ impl Inner {
         // first other member's key.
         let after = match heads {
             0 => self.span.start + 1,
-            n => self.members[n - 1].1,
+            n => self.members[n - 1]?,
         };
         let rest = self.stored.get(after..self.span.end)?;
         let skip_ws = |b: &[u8], from: usize| {
@@ -709,8 +708,16 @@ fn offset_in(whole: &[u8], part: &str) -> Option<usize> {
     (at + part.len() <= whole.len()).then_some(at)
 }
 
-/// An object's top-level members in order, their values as text.
-struct Members<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
+/// An object parsed in one pass, noting its members' order: the values of [`HEAD_MEMBERS`]
+/// are also kept as text (to find where they end), every other member is parsed straight
+/// into its value.
+struct Members<'a> {
+    object: serde_json::Map<String, Value>,
+    /// Per member, in order: its text if it is a head member.
+    heads: Vec<Option<&'a serde_json::value::RawValue>>,
+    /// A key occurs twice.
+    duplicate: bool,
+}
 
 impl<'de> serde::Deserialize<'de> for Members<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -724,11 +731,24 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
                 self,
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some(entry) = map.next_entry()? {
-                    members.push(entry);
+                use serde::de::Error as _;
+                let mut out = Members {
+                    object: serde_json::Map::new(),
+                    heads: Vec::with_capacity(8),
+                    duplicate: false,
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    let (value, head) = if HEAD_MEMBERS.contains(&key.as_str()) {
+                        let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                        let value = serde_json::from_str(raw.get()).map_err(A::Error::custom)?;
+                        (value, Some(raw))
+                    } else {
+                        (map.next_value::<Value>()?, None)
+                    };
+                    out.heads.push(head);
+                    out.duplicate |= out.object.insert(key, value).is_some();
                 }
-                Ok(Members(members))
+                Ok(out)
             }
         }
         d.deserialize_map(Visit)
