@@ -26,6 +26,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use store::{GroupResource, Key, Record, Scope, Store, StoreError};
 
+/// How often a PATCH is applied again after losing its write to another one (see
+/// [`Workspaces::patch`]).
+pub const PATCH_ATTEMPTS: usize = 100;
+
 /// The shard name under which the workspaces' objects are stored (and replicated).
 pub const SHARD: &str = "root";
 
@@ -1300,7 +1304,8 @@ impl Workspaces {
     }
 
     /// Patch an object (PATCH) or its status; with `strict`, a result with fields the schema
-    /// does not know is refused.
+    /// does not know is refused. A write that came first between reading and writing makes the
+    /// patch apply again to what it wrote (up to [`PATCH_ATTEMPTS`] times).
     #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
@@ -1313,7 +1318,10 @@ impl Workspaces {
         part: Part,
         strict: bool,
     ) -> Result<Deleted, WsError> {
-        for _ in 0..8 {
+        // kube-apiserver retries a patch for as long as other writes keep coming first; a
+        // bound keeps a pathological writer from holding the request forever. Each lost round
+        // means another write succeeded, so N writers racing on one object need at most N - 1.
+        for _ in 0..PATCH_ATTEMPTS {
             let current = self.get(kind, cluster, namespace, name).await?;
             let shown = present(
                 &current.value,
