@@ -446,8 +446,8 @@ impl Filter {
                     other => o
                         .fields
                         .iter()
-                        .find(|(k, _)| k == other)
-                        .map(|(_, v)| v.as_str()),
+                        .find(|(k, _)| &**k == other)
+                        .map(|(_, v)| &**v),
                 }))
     }
 }

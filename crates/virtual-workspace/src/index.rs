@@ -54,8 +54,9 @@ pub struct ServedObject {
     pub revision: u64,
     /// Labels of the inner object.
     pub labels: kube_api::selector::Labels,
-    /// Values of the schema's selectable fields, as field selectors compare them.
-    pub fields: Vec<(String, String)>,
+    /// Values of the schema's selectable fields, as field selectors compare them (each name
+    /// one allocation shared by the objects of the resource).
+    pub fields: Box<[(Arc<str>, Box<str>)]>,
     prefix: Bytes,
     suffix: Bytes,
     /// The stored object's members after `metadata` up to its closing brace, as stored (empty
@@ -459,6 +460,27 @@ fn shared_gvr(gvr: Gvr) -> Arc<Gvr> {
     })
 }
 
+thread_local! {
+    static NAMES: std::cell::RefCell<Vec<Arc<str>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `name` as the same allocation as earlier calls' on this thread (selectable field names are
+/// few and repeat for every object of a resource); at most 64 are remembered.
+fn shared_name(name: &str) -> Arc<str> {
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(found) = names.iter().find(|n| &***n == name) {
+            return found.clone();
+        }
+        if names.len() >= 64 {
+            names.clear();
+        }
+        let new: Arc<str> = Arc::from(name);
+        names.push(new.clone());
+        new
+    })
+}
+
 /// The catalog and the served objects.
 #[derive(Default)]
 pub struct State {
@@ -844,7 +866,7 @@ pub(crate) fn serve_inner(
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 });
-            (f.clone(), v)
+            (shared_name(f), v.into_boxed_str())
         })
         .collect();
     let (result, changed) = api.validator.prepare_noting_changes(&mut inner);
