@@ -693,7 +693,6 @@ impl Inner {
         {
             return None;
         }
-        let text = self.stored.get(self.span.clone())?;
         // After the last head member's value (or the opening brace): its comma, then the
         // first other member's key.
         let after = match heads {
@@ -715,7 +714,7 @@ impl Inner {
             at = skip_ws(rest, at + 1);
         }
         if rest.get(at) != Some(&b'"')
-            || text.last() != Some(&b'}')
+            || rest.last() != Some(&b'}')
             || memchr::memchr2(b'\n', b'\r', &rest[at..]).is_some()
         {
             return None;
