@@ -152,6 +152,8 @@ struct Args {
     /// Run as the restart child of the storage scenario: open this store file, sync an index,
     /// print one `restart:` line, exit.
     restart_file: Option<std::path::PathBuf>,
+    /// The restart child starts without the validation memo the fill child wrote.
+    restart_without_memo: bool,
     /// Run as the fill child of the storage scenario: fill this new store file with the
     /// catalog and the first `restart_objects` CachedObjects, print one `filled:` line, exit.
     fill_file: Option<std::path::PathBuf>,
@@ -178,6 +180,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut idle_watches = None;
     let mut restart_objects: Option<Vec<usize>> = None;
     let mut restart_file = None;
+    let mut restart_without_memo = false;
     let mut fill_file = None;
     let mut storage = None;
     let mut quick = false;
@@ -222,6 +225,7 @@ fn parse_args() -> anyhow::Result<Args> {
                         anyhow!("--restart-file needs a value\n{USAGE}")
                     })?))
             }
+            "--restart-without-memo" => restart_without_memo = true,
             "--fill-file" => {
                 fill_file =
                     Some(std::path::PathBuf::from(it.next().ok_or_else(|| {
@@ -301,6 +305,7 @@ fn parse_args() -> anyhow::Result<Args> {
         child,
         restart_objects: restart_objects.unwrap_or(if quick { vec![2_000] } else { vec![100_000] }),
         restart_file,
+        restart_without_memo,
         fill_file,
         storage: storage.unwrap_or_else(|| vec![Backend::Memory]),
     })
@@ -3382,7 +3387,7 @@ fn main() -> ExitCode {
         };
     }
     if let Some(path) = args.restart_file.clone() {
-        return match clients.block_on(restart_child(path)) {
+        return match clients.block_on(restart_child(path, args.restart_without_memo)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("restart child failed: {e:#}");
@@ -3624,14 +3629,31 @@ async fn restart_to_ready(n: usize, notes: &mut Vec<String>) -> anyhow::Result<(
         "storage: filled in {:.1} s; restarting",
         fill_started.elapsed().as_secs_f64()
     ));
-    let line = child_line(
-        tokio::process::Command::new(&exe)
-            .arg("--restart-file")
-            .arg(&path),
-        "restart: ",
-    )
-    .await?;
-    let field = |name: &str| field(&line, name);
+    // First as a server that never ran on this store (no memo), then as the restart of one
+    // that did: the fill child synced an index and wrote its validation memo, as a running
+    // server does.
+    for without_memo in [true, false] {
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("--restart-file").arg(&path);
+        if without_memo {
+            cmd.arg("--restart-without-memo");
+        }
+        let line = child_line(&mut cmd, "restart: ").await?;
+        restart_row(n, &line, without_memo, raw_bytes, file_size, notes)?;
+    }
+    Ok(())
+}
+
+/// Print the row of one restart child's `restart:` line.
+fn restart_row(
+    n: usize,
+    line: &str,
+    without_memo: bool,
+    raw_bytes: usize,
+    file_size: u64,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let field = |name: &str| field(line, name);
     let loaded = Duration::from_secs_f64(field("load")?);
     let ready = Duration::from_secs_f64(field("ready")?);
     let (records, served, invalid, full_repair, peak) = (
@@ -3647,13 +3669,26 @@ async fn restart_to_ready(n: usize, notes: &mut Vec<String>) -> anyhow::Result<(
         );
     }
     let goal_secs = 15.0 * n as f64 / 1_000_000.0;
+    let memo_served = field("memo_served")? as u64;
     Row {
-        scenario: "storage: restart",
+        scenario: if without_memo {
+            "storage: restart without memo"
+        } else {
+            "storage: restart"
+        },
         what: format!(
-            "--storage local, {} CachedObjects ({:.0} MB of values, file {:.0} MB): open + load, then index (validate) until ready",
+            "--storage local, {} CachedObjects ({:.0} MB of values, file {:.0} MB): open + load, then index until ready; {}",
             thousands(n as f64),
             raw_bytes as f64 / 1e6,
-            file_size as f64 / 1e6
+            file_size as f64 / 1e6,
+            if without_memo {
+                "no validation memo: every object validated".to_string()
+            } else {
+                format!(
+                    "{} served on the validation memo's word",
+                    thousands(memo_served as f64)
+                )
+            }
         ),
         result: format!(
             "ready in {:.2} s (load {:.2} s, index {:.2} s)",
@@ -3665,12 +3700,19 @@ async fn restart_to_ready(n: usize, notes: &mut Vec<String>) -> anyhow::Result<(
         p99: String::new(),
         rss: opt_mib(Some(peak)),
         ratio: String::new(),
-        goal: format!(
-            "≤ 15 s per 1,000,000 ({goal_secs:.1} s here) {}",
-            verdict(ready.as_secs_f64() <= goal_secs.max(0.5))
-        ),
+        goal: if without_memo {
+            "— (the first start; compare)".to_string()
+        } else {
+            format!(
+                "≤ 15 s per 1,000,000 ({goal_secs:.1} s here) {}",
+                verdict(ready.as_secs_f64() <= goal_secs.max(0.5))
+            )
+        },
     }
     .print();
+    if without_memo {
+        return Ok(());
+    }
     notes.push(format!(
         "storage restart of {n}: {records} records loaded, full repair: {full_repair}; the restart \
          is timed in a fresh child process (store open + index sync; peak RSS is its VmHWM), \
@@ -3707,15 +3749,22 @@ fn field(line: &str, name: &str) -> anyhow::Result<f64> {
         .map_err(|e| anyhow!("{name} in {line}: {e}"))
 }
 
+/// The validation memo of the index over the store file `path` (`validated.memo` beside it,
+/// as in a data directory).
+fn memo_path(store: &std::path::Path) -> std::path::PathBuf {
+    store.with_file_name(replication_vw::server::MEMO_FILE)
+}
+
 /// The fill child: a new local store at `path` with the Cloud Co catalog and `n` generated
-/// CachedObjects, many writes in flight so that they share commits; prints
-/// `filled: raw_bytes=…`.
+/// CachedObjects, many writes in flight so that they share commits, then an index synced
+/// over it that writes its validation memo (as a running server does); prints
+/// `filled: raw_bytes=… memo=…`.
 async fn fill_child(path: std::path::PathBuf, n: usize) -> anyhow::Result<()> {
     use futures_util::StreamExt as _;
     use replication_vw::store::local::LocalStore;
     let store = LocalStore::open(&path)?;
     let shared: Arc<dyn Store> = Arc::new(store.clone());
-    seed_catalog(shared, "https://127.0.0.1:1").await?;
+    seed_catalog(shared.clone(), "https://127.0.0.1:1").await?;
     let mut bytes = 0usize;
     let mut pending = futures_util::stream::FuturesUnordered::new();
     for i in 0..n {
@@ -3732,20 +3781,31 @@ async fn fill_child(path: std::path::PathBuf, n: usize) -> anyhow::Result<()> {
     while let Some(r) = pending.next().await {
         r?;
     }
+    let index = Arc::new(Index::new().with_memo_file(memo_path(&path)));
+    let source = Arc::new(replication_vw::cache_client::StoreRead(shared.clone()));
+    let running = tokio::spawn(index.clone().run(source));
+    wait_synced(&index, shared.as_ref()).await?;
+    let memo = index.save_memo()?;
+    running.abort();
     store.close().await;
-    println!("filled: raw_bytes={bytes}");
+    println!("filled: raw_bytes={bytes} memo={memo}");
     Ok(())
 }
 
 /// The restart child: open the store at `path`, sync a fresh index from it, print
 /// `restart: load=… ready=… records=… served=… invalid=… full_repair=0|1 peak_rss=…`.
-async fn restart_child(path: std::path::PathBuf) -> anyhow::Result<()> {
+async fn restart_child(path: std::path::PathBuf, without_memo: bool) -> anyhow::Result<()> {
     use replication_vw::store::local::LocalStore;
+    let memo = memo_path(&path);
     let started = Instant::now();
     let opened = tokio::task::spawn_blocking(move || LocalStore::open(&path)).await??;
     let loaded = started.elapsed();
     let store: Arc<dyn Store> = Arc::new(opened.clone());
-    let index = Arc::new(Index::new());
+    let index = Arc::new(if without_memo {
+        Index::new()
+    } else {
+        Index::new().with_memo_file(memo)
+    });
     tokio::spawn(
         index
             .clone()
@@ -3763,12 +3823,13 @@ async fn restart_child(path: std::path::PathBuf) -> anyhow::Result<()> {
         .map(|s| s.objects.len())
         .sum::<usize>();
     println!(
-        "restart: load={} ready={} records={} served={served} invalid={invalid} full_repair={} peak_rss={}",
+        "restart: load={} ready={} records={} served={served} invalid={invalid} full_repair={} peak_rss={} memo_served={}",
         loaded.as_secs_f64(),
         ready.as_secs_f64(),
         opened.stats().loaded,
         u8::from(opened.stats().full_repair),
-        status_bytes("VmHWM:").unwrap_or(0)
+        status_bytes("VmHWM:").unwrap_or(0),
+        index.counters.memo_served_total.load(Ordering::Relaxed)
     );
     Ok(())
 }

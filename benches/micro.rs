@@ -22,8 +22,10 @@ use replication_vw::controllers::wrap;
 use replication_vw::model::types::Names;
 use replication_vw::replication::body::ListBody;
 use replication_vw::replication::index::{
-    Index, ResolvedApi, ServedEvent, ServedObject, cluster_literal, unwrap_object,
+    Index, MemoUse, ResolvedApi, ServedEvent, ServedObject, cluster_literal, unwrap_object,
+    unwrap_object_memo,
 };
+use replication_vw::replication::memo::Memo;
 use replication_vw::replication::url::digest;
 use replication_vw::schema::structural::Structural as Validator;
 use replication_vw::store::memory::{DEFAULT_HISTORY, MemoryStore};
@@ -235,6 +237,7 @@ fn flavor_api() -> ResolvedApi {
         fingerprint: "bench".into(),
         schema: Arc::new(schema),
         source: replication_vw::replication::resolved::Source::CachedObjects,
+        memo_contexts: Default::default(),
     }
 }
 
@@ -354,6 +357,24 @@ fn bench_unwrap_object(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.bench_function("unwrap_and_validate", |b| {
         b.iter(|| unwrap_object(black_box(&bytes), 50_042, &api))
+    });
+    // After a restart: the validation memo vouches for the object (digest, then only its
+    // head members and selectable fields parsed; no validation).
+    let record = MemoUse {
+        record: true,
+        ..MemoUse::default()
+    };
+    let digest = unwrap_object_memo(&bytes, 50_042, &api, record)
+        .ok()
+        .and_then(|o| o.digest())
+        .expect("fixture: the flavor is served with its stored tail");
+    let memo = Memo::of([digest]);
+    let known = MemoUse {
+        known: Some(&memo),
+        ..MemoUse::default()
+    };
+    g.bench_function("memo_known", |b| {
+        b.iter(|| unwrap_object_memo(black_box(&bytes), 50_042, &api, known))
     });
     g.bench_function("decode_only", |b| {
         b.iter(|| serde_json::from_slice::<Value>(black_box(&bytes)))

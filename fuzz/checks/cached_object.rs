@@ -13,7 +13,10 @@ use bytes::Bytes;
 
 use kcp_model::types::{Names, PrinterColumn};
 use serde_json::{Value, json};
-use virtual_workspace::index::{ServedObject, cluster_literal, unwrap_object};
+use virtual_workspace::index::{
+    MemoUse, ServedObject, cluster_literal, unwrap_object, unwrap_object_memo,
+};
+use virtual_workspace::memo::Memo;
 use virtual_workspace::resolved::{ResolvedApi, Source};
 
 const REVISION: u64 = 7;
@@ -61,6 +64,7 @@ fn api() -> &'static ResolvedApi {
             fingerprint: "f".into(),
             schema: Arc::new(schema),
             source: Source::CachedObjects,
+            memo_contexts: Default::default(),
         }
     })
 }
@@ -145,16 +149,51 @@ fn check_members(o: &ServedObject, input: &[u8]) {
     );
 }
 
+/// An object the validation memo vouches for (it was validated and served with its stored
+/// tail) is served after a restart exactly as when it was validated.
+fn check_memo(validated: &ServedObject, stored: &Bytes) {
+    let Some(digest) = validated.digest() else {
+        return;
+    };
+    let memo = Memo::of([digest]);
+    let known = MemoUse {
+        known: Some(&memo),
+        ..MemoUse::default()
+    };
+    let vouched = unwrap_object_memo(stored, REVISION, api(), known)
+        .expect("an object the memo vouches for is served");
+    assert_eq!(vouched.digest(), Some(digest));
+    assert_eq!(vouched.json_for(CONSUMER), validated.json_for(CONSUMER));
+    assert_eq!(vouched.fields, validated.fields);
+    assert_eq!(
+        (&vouched.namespace, &vouched.name),
+        (&validated.namespace, &validated.name)
+    );
+    assert_eq!(
+        format!("{:?}", vouched.labels),
+        format!("{:?}", validated.labels)
+    );
+}
+
 /// Checks one input; panics on a violation.
 pub fn check(data: &[u8]) {
-    match unwrap_object(&Bytes::copy_from_slice(data), REVISION, api()) {
+    let stored = Bytes::copy_from_slice(data);
+    match unwrap_object(&stored, REVISION, api()) {
         Ok(o) => {
             assert_eq!(o.revision, REVISION);
             check_served(&o, REVISION, data);
             check_members(&o, data);
             let later = o.with_revision(REVISION + 1);
             check_served(&later, REVISION + 1, data);
+            assert!(o.digest().is_none(), "no digest unless asked to record");
         }
         Err(reason) => assert!(!reason.is_empty()),
+    }
+    let record = MemoUse {
+        record: true,
+        ..MemoUse::default()
+    };
+    if let Ok(o) = unwrap_object_memo(&stored, REVISION, api(), record) {
+        check_memo(&o, &stored);
     }
 }

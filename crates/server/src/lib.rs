@@ -456,6 +456,7 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         store_revision,
         invalid_objects: c.invalid_total.load(Ordering::Relaxed),
         store_events: c.events_total.load(Ordering::Relaxed),
+        memo_served: c.memo_served_total.load(Ordering::Relaxed),
         controllers: state
             .controllers
             .get()
@@ -1222,8 +1223,14 @@ pub async fn run_cache_server(opts: ListenOptions, storage: StorageOptions) -> a
     serve_until_interrupted(l, state, async { Ok(()) }).await
 }
 
+/// The virtual workspace's validation memo in the data directory
+/// (`virtual_workspace::memo`): which stored objects it already validated, so a restart does not
+/// validate them again.
+pub const MEMO_FILE: &str = "validated.memo";
+
 /// `replication-vw virtual-workspace`: the Replication virtual workspace alone, reading
-/// everything it serves from the remote cache server. Keeps no API data of its own.
+/// everything it serves from the remote cache server. Keeps no API data of its own (only its
+/// validation memo, [`MEMO_FILE`]).
 pub async fn run_virtual_workspace(
     opts: ListenOptions,
     cache: CacheOptions,
@@ -1237,7 +1244,7 @@ pub async fn run_virtual_workspace(
         shards.push(shard);
     }
     let l = listen(&opts).await?;
-    let index = Arc::new(Index::new());
+    let index = Arc::new(Index::new().with_memo_file(l.data_dir.join(MEMO_FILE)));
     let store: Arc<dyn Store> = Arc::new(store::memory::MemoryStore::default());
     let mut state = AppState::new(store, index.clone(), l.authenticator.clone());
     state.roles = Roles::VIRTUAL_WORKSPACE;
@@ -1307,7 +1314,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Ok((store, ws_store))
     })
     .await?;
-    let index = Arc::new(Index::new());
+    // The memo outlives a restart only where the cache's objects do.
+    let index = if remote.is_none() && opts.storage.kind == StorageKind::Memory {
+        Index::new()
+    } else {
+        Index::new().with_memo_file(l.data_dir.join(MEMO_FILE))
+    };
+    let index = Arc::new(index);
     let mut state = AppState::new(store.clone(), index.clone(), l.authenticator.clone());
     state.local_stores = Arc::new(opened.locals);
     state.etcd_stores = Arc::new(opened.etcd);

@@ -107,6 +107,8 @@ pub struct Snapshot {
     pub invalid_objects: u64,
     /// Store events applied to the index.
     pub store_events: u64,
+    /// Objects served without validating them again, on the validation memo's word.
+    pub memo_served: u64,
     /// Controller passes, writes and the last pass's duration (shards only).
     pub controllers: Option<(u64, u64, f64)>,
     /// Durable stores (`--storage local`) by name (`cache`, `workspaces`).
@@ -323,6 +325,11 @@ impl Metrics {
             "store_events",
             "Store events applied to the virtual workspace index.",
             ConstCounter::new(snapshot.store_events),
+        );
+        registry.register(
+            "memo_served_objects",
+            "Cached objects served after a restart or relist without validating them again, because the validation memo knew their text and schema.",
+            ConstCounter::new(snapshot.memo_served),
         );
         if let Some((passes, writes, last)) = snapshot.controllers {
             registry.register(

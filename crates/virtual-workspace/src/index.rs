@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use store::{Event, EventKind, Key, Listing, Record, StoreError};
 use tokio::sync::broadcast;
 
+use super::memo::{self, Memo};
 pub use super::resolved::{ObjKey, ResolvedApi, Source};
 use super::slices::{Domain, IdentityObjectKey, IdentityResource, IdentityResourceKey};
 
@@ -35,6 +36,9 @@ use super::slices::{Domain, IdentityObjectKey, IdentityResource, IdentityResourc
 const HISTORY_PER_RESOURCE: usize = 10_000;
 /// Broadcast buffer per CachedResource; a watcher further behind catches up from history.
 const BROADCAST_CAPACITY: usize = 1024;
+
+/// How often the validation memo is written again while changes arrive.
+pub const MEMO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One served object: unwrapped, validated JSON split around its `kcp.io/cluster` value.
 ///
@@ -65,6 +69,10 @@ pub struct ServedObject {
     /// Table cells and metadata view, computed on first use (boxed: most objects never need
     /// them, and the slot stays one pointer wide).
     table: std::sync::OnceLock<Box<TableParts>>,
+    /// The validation memo's digest of the stored text this object was served from, when it was
+    /// validated (or vouched for by the memo), served with its stored tail, and the index keeps
+    /// a memo.
+    digest: Option<memo::Digest>,
 }
 
 impl ServedObject {
@@ -119,6 +127,7 @@ impl ServedObject {
             suffix,
             tail,
             table: std::sync::OnceLock::new(),
+            digest: None,
         }
     }
 
@@ -160,6 +169,11 @@ impl ServedObject {
     ) -> [&'a [u8]; 3] {
         let t = self.table_parts(columns);
         [&t.meta_prefix, cluster_json, &t.meta_suffix]
+    }
+
+    /// The validation memo's digest of the text it was served from, when noted.
+    pub fn digest(&self) -> Option<memo::Digest> {
+        self.digest
     }
 
     /// Size of one copy in bytes.
@@ -518,6 +532,10 @@ pub struct State {
     /// Objects refused at ingest: their resource's label and why.
     invalid: HashMap<ObjKey, (String, String)>,
     pub(crate) validators: HashMap<String, Arc<Validator>>,
+    /// The validation memo read at start, used by the first full rebuild only.
+    memo_known: Option<Arc<Memo>>,
+    /// Whether served objects note their memo digests (the index keeps a memo file).
+    memo_record: bool,
 }
 
 /// Counters an operator can read.
@@ -527,6 +545,8 @@ pub struct Counters {
     pub invalid_total: AtomicU64,
     /// Store events applied.
     pub events_total: AtomicU64,
+    /// Objects served without validating them again because the validation memo knew them.
+    pub memo_served_total: AtomicU64,
 }
 
 /// The index, shared by the ingest task and the request handlers.
@@ -548,6 +568,10 @@ pub struct Index {
     source: parking_lot::Mutex<Option<Arc<dyn CacheRead>>>,
     /// The kcp shards consumers are read from (`--shard-kubeconfig`), by source number.
     pub(crate) shard_sources: parking_lot::Mutex<BTreeMap<usize, Arc<dyn CacheRead>>>,
+    /// Where the validation memo is kept ([`Index::with_memo_file`]).
+    memo_path: Option<std::path::PathBuf>,
+    /// Held while the memo file is written (one writer at a time).
+    memo_writing: parking_lot::Mutex<()>,
 }
 
 impl Default for Index {
@@ -562,6 +586,8 @@ impl Default for Index {
             catalog_tx: tokio::sync::watch::Sender::new(0),
             source: parking_lot::Mutex::new(None),
             shard_sources: parking_lot::Mutex::default(),
+            memo_path: None,
+            memo_writing: parking_lot::Mutex::new(()),
         }
     }
 }
@@ -580,8 +606,74 @@ pub fn unwrap_object(
     revision: u64,
     api: &ResolvedApi,
 ) -> Result<ServedObject, String> {
-    let (_, inner) = parse_cached_object(value)?;
-    serve_inner(inner?, revision, api, true)
+    unwrap_object_memo(value, revision, api, MemoUse::default())
+}
+
+/// How deriving a served object uses the validation memo ([`crate::memo`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoUse<'a> {
+    /// Objects validated before: one whose digest is here is served without validating it.
+    pub known: Option<&'a Memo>,
+    /// Note the digest of each object validated and served with its stored tail.
+    pub record: bool,
+    /// Counts the objects served on the memo's word.
+    pub hits: Option<&'a AtomicU64>,
+}
+
+/// [`unwrap_object`], using the validation memo as `memo` says.
+pub fn unwrap_object_memo(
+    value: &Bytes,
+    revision: u64,
+    api: &ResolvedApi,
+    memo: MemoUse<'_>,
+) -> Result<ServedObject, String> {
+    let wrapper: WrapperInner<'_> =
+        serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
+    let raw = wrapper
+        .spec
+        .raw
+        .ok_or("failed to decode inner object: spec.raw is missing")?;
+    derive_text(
+        value,
+        raw.get(),
+        ("inner object", "spec.raw"),
+        revision,
+        api,
+        true,
+        memo,
+    )
+}
+
+/// The served object of `text`, an object stored in `stored` (the inner object of a
+/// CachedObject when `wrapped`), using the memo as `memo` says: an object the memo knows is
+/// parsed only as far as serving it needs (its `apiVersion`, `kind` and `metadata`, and its
+/// selectable fields), not validated again, and served with its stored tail; anything else (or
+/// a known object that cannot be served that way after all) is parsed, validated and served in
+/// full. `(what, place)` name it in errors.
+pub(crate) fn derive_text(
+    stored: &Bytes,
+    text: &str,
+    (what, place): (&str, &str),
+    revision: u64,
+    api: &ResolvedApi,
+    wrapped: bool,
+    memo: MemoUse<'_>,
+) -> Result<ServedObject, String> {
+    if let Some(known) = memo.known {
+        let digest = memo::digest(api.memo_context(wrapped), text.as_bytes());
+        if known.contains(&digest)
+            && let Ok(inner) = Inner::parse(stored, text, what, place, true)
+            && let Ok(mut served) = serve_inner(inner, revision, api, wrapped, false)
+        {
+            served.digest = Some(digest);
+            if let Some(hits) = memo.hits {
+                hits.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(served);
+        }
+    }
+    let inner = Inner::parse(stored, text, what, place, false)?;
+    serve_inner(inner, revision, api, wrapped, memo.record)
 }
 
 /// A CachedObject's labels and its inner object (`spec.raw`), parsed; `Err` outside when the
@@ -594,7 +686,7 @@ fn parse_cached_object(
         serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
     let inner = match wrapper.spec.raw {
         None => Err("failed to decode inner object: spec.raw is missing".to_string()),
-        Some(raw) => Inner::parse(value, raw.get(), "inner object", "spec.raw"),
+        Some(raw) => Inner::parse(value, raw.get(), "inner object", "spec.raw", false),
     };
     Ok((wrapper.metadata.labels, inner))
 }
@@ -605,6 +697,14 @@ fn parse_cached_object(
 #[serde(default)]
 struct WrapperView<'a> {
     metadata: WrapperMeta,
+    #[serde(borrow)]
+    spec: WrapperSpec<'a>,
+}
+
+/// Only where a CachedObject's inner object is (its labels are skipped without building values).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct WrapperInner<'a> {
     #[serde(borrow)]
     spec: WrapperSpec<'a>,
 }
@@ -636,6 +736,11 @@ pub(crate) struct Inner {
     members: Vec<Option<usize>>,
     /// A key occurs twice (the parsed object kept the last; the text would hold both).
     duplicate: bool,
+    /// Parsed for an object the memo vouches for: `object` holds only the head members, the
+    /// others are in `others`, unparsed.
+    trusted: bool,
+    /// When `trusted`: every other member's key and where its value's text is in `stored`.
+    others: Vec<(String, std::ops::Range<usize>)>,
 }
 
 /// The root members encoded anew when the rest is served as stored.
@@ -643,24 +748,41 @@ const HEAD_MEMBERS: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
 impl Inner {
     /// Parse `text`, a slice of `stored`, as a JSON object; errors name it `what` (and
-    /// `place`, where it is when it is not an object).
+    /// `place`, where it is when it is not an object). `trusted`: only the head members are
+    /// parsed into values (for an object the memo vouches for).
     pub(crate) fn parse(
         stored: &Bytes,
         text: &str,
         what: &str,
         place: &str,
+        trusted: bool,
     ) -> Result<Inner, String> {
         if !text.trim_start().starts_with('{') {
             return Err(format!(
                 "failed to decode {what}: {place} is not a JSON object"
             ));
         }
+        let decode = || {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let members =
+                serde::de::DeserializeSeed::deserialize(MembersSeed { trusted }, &mut de)?;
+            de.end().map(|()| members)
+        };
         let Members {
             object,
             heads,
+            others,
             duplicate,
-        } = serde_json::from_str(text).map_err(|e| format!("failed to decode {what}: {e}"))?;
+        } = decode().map_err(|e| format!("failed to decode {what}: {e}"))?;
         let start = offset_in(stored, text).ok_or("internal: inner object outside its value")?;
+        let others = others
+            .into_iter()
+            .map(|(key, raw)| {
+                offset_in(stored, raw.get())
+                    .map(|at| (key, at..at + raw.get().len()))
+                    .ok_or("internal: member outside its value")
+            })
+            .collect::<Result<_, _>>()?;
         let members = heads
             .into_iter()
             .map(|h| {
@@ -678,7 +800,68 @@ impl Inner {
             span: start..start + text.len(),
             members,
             duplicate,
+            trusted,
+            others,
         })
+    }
+
+    /// The value of selectable field `path` (`spec.a.b`) of a trusted object, as
+    /// [`selectable_value`] gives it for the whole object: read from the head members' values
+    /// (`head`), or by walking the stored text of the member it names and parsing only the
+    /// value found there.
+    fn trusted_field(&self, head: &Value, path: &str) -> String {
+        let segments: Vec<&str> = path.split('.').collect();
+        let simple = segments.iter().all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        if !simple || HEAD_MEMBERS.contains(&segments[0]) {
+            return self.field_from_parsed(head, path);
+        }
+        let Some(range) = self
+            .others
+            .iter()
+            .rev()
+            .find(|(k, _)| k == segments[0])
+            .map(|(_, r)| r.clone())
+        else {
+            return String::new();
+        };
+        let Some(mut text) = self.stored_str(range) else {
+            return self.field_from_parsed(head, path);
+        };
+        for segment in &segments[1..] {
+            match pick(text, segment) {
+                Picked::Found(raw) => text = raw.get(),
+                Picked::Missing => return String::new(),
+                Picked::NotObject => return self.field_from_parsed(head, path),
+            }
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::String(s)) => s,
+            Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_))) => v.to_string(),
+            _ => self.field_from_parsed(head, path),
+        }
+    }
+
+    /// A selectable field of a trusted object evaluated on a value of the whole object (the
+    /// head members as given, the others parsed now): the way for uncommon shapes.
+    fn field_from_parsed(&self, head: &Value, path: &str) -> String {
+        let mut whole = head.as_object().cloned().unwrap_or_default();
+        for (key, range) in &self.others {
+            let value = self
+                .stored_str(range.clone())
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or(Value::Null);
+            whole.insert(key.clone(), value);
+        }
+        selectable_value(&Value::Object(whole), path)
+    }
+
+    /// The stored text in `range` (a JSON value's text, so valid UTF-8).
+    fn stored_str(&self, range: std::ops::Range<usize>) -> Option<&str> {
+        std::str::from_utf8(self.stored.get(range)?).ok()
     }
 
     /// The stored text of every member after the head members, up to and including the
@@ -730,50 +913,119 @@ fn offset_in(whole: &[u8], part: &str) -> Option<usize> {
 }
 
 /// An object parsed in one pass, noting its members' order: the values of [`HEAD_MEMBERS`]
+/// An object parsed in one pass, noting its members' order: the values of [`HEAD_MEMBERS`]
 /// are also kept as text (to find where they end), every other member is parsed straight
-/// into its value.
+/// into its value or, when trusted, only delimited.
 struct Members<'a> {
     object: serde_json::Map<String, Value>,
     /// Per member, in order: its text if it is a head member.
     heads: Vec<Option<&'a serde_json::value::RawValue>>,
+    /// When trusted: the members other than the head members, as text.
+    others: Vec<(String, &'a serde_json::value::RawValue)>,
     /// A key occurs twice.
     duplicate: bool,
 }
 
-impl<'de> serde::Deserialize<'de> for Members<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                use serde::de::Error as _;
-                let mut out = Members {
-                    object: serde_json::Map::new(),
-                    heads: Vec::with_capacity(8),
-                    duplicate: false,
-                };
-                while let Some(key) = map.next_key::<String>()? {
-                    let (value, head) = if HEAD_MEMBERS.contains(&key.as_str()) {
-                        let raw: &'de serde_json::value::RawValue = map.next_value()?;
-                        let value = serde_json::from_str(raw.get()).map_err(A::Error::custom)?;
-                        (value, Some(raw))
-                    } else {
-                        (map.next_value::<Value>()?, None)
-                    };
-                    out.heads.push(head);
-                    out.duplicate |= out.object.insert(key, value).is_some();
-                }
-                Ok(out)
+/// Parses [`Members`]; `trusted` leaves the members other than the head members unparsed.
+struct MembersSeed {
+    trusted: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for MembersSeed {
+    type Value = Members<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Members<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for MembersSeed {
+    type Value = Members<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+        use serde::de::Error as _;
+        let mut out = Members {
+            object: serde_json::Map::new(),
+            heads: Vec::with_capacity(8),
+            others: Vec::new(),
+            duplicate: false,
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            if HEAD_MEMBERS.contains(&key.as_str()) {
+                let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                let value = serde_json::from_str(raw.get()).map_err(A::Error::custom)?;
+                out.heads.push(Some(raw));
+                out.duplicate |= out.object.insert(key, value).is_some();
+            } else if self.trusted {
+                let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                out.heads.push(None);
+                out.duplicate |= out.others.iter().any(|(k, _)| *k == key);
+                out.others.push((key, raw));
+            } else {
+                let value = map.next_value::<Value>()?;
+                out.heads.push(None);
+                out.duplicate |= out.object.insert(key, value).is_some();
             }
         }
-        d.deserialize_map(Visit)
+        Ok(out)
     }
+}
+
+/// What [`pick`] found.
+enum Picked<'de> {
+    /// The member's value, as text.
+    Found(&'de serde_json::value::RawValue),
+    /// An object without that member.
+    Missing,
+    /// Not an object (or not JSON).
+    NotObject,
+}
+
+/// The last member `key` of the JSON object `text`, without parsing the other members' values.
+fn pick<'de>(text: &'de str, key: &str) -> Picked<'de> {
+    struct Pick<'k>(&'k str);
+    struct KeyIs<'k>(&'k str);
+    impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+        type Value = bool;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl serde::de::Visitor<'_> for KeyIs<'_> {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            Ok(v == self.0)
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for Pick<'_> {
+        type Value = Picked<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Picked<'de>, A::Error> {
+            let mut found = None;
+            while let Some(is) = map.next_key_seed(KeyIs(self.0))? {
+                if is {
+                    found = Some(map.next_value()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(found.map_or(Picked::Missing, Picked::Found))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_map(&mut de, Pick(key)).unwrap_or(Picked::NotObject)
 }
 
 /// Only the wrapper's labels (the inner object is skipped without building values).
@@ -801,11 +1053,16 @@ impl RawCached {
 /// The served object of an already parsed object, validated: the inner object of a CachedObject
 /// (`wrapped`: its uid is the original's, from the annotation; §5.5) or an object stored as
 /// itself (its uid is the cache's and its apiVersion the served one; `kcp-head.md` §4.5).
+///
+/// A trusted object (parsed for the memo) is not validated and must be servable with its stored
+/// tail, or this fails. `record`: note the memo digest of a validated object served with its
+/// stored tail.
 pub(crate) fn serve_inner(
     mut parsed: Inner,
     revision: u64,
     api: &ResolvedApi,
     wrapped: bool,
+    record: bool,
 ) -> Result<ServedObject, String> {
     let mut inner = std::mem::take(&mut parsed.object);
     let Some(obj) = inner.as_object_mut() else {
@@ -859,21 +1116,36 @@ pub(crate) fn serve_inner(
         .selectable_fields
         .iter()
         .map(|f| {
-            let v = table::evaluate(&inner, &format!(".{f}"))
-                .first()
-                .map_or(String::new(), |v| match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                });
+            let v = if parsed.trusted {
+                parsed.trusted_field(&inner, f)
+            } else {
+                selectable_value(&inner, f)
+            };
             (shared_name(f), v.into_boxed_str())
         })
         .collect();
-    let (result, changed) = api.validator.prepare_noting_changes(&mut inner);
-    if let Err(errors) = result {
-        let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        return Err(format!("invalid against its schema: {}", msgs.join("; ")));
-    }
-    let tail = if changed { None } else { parsed.tail() };
+    let tail = if parsed.trusted {
+        Some(
+            parsed
+                .tail()
+                .ok_or("internal: a memo entry for an object not served with its stored tail")?,
+        )
+    } else {
+        let (result, changed) = api.validator.prepare_noting_changes(&mut inner);
+        if let Err(errors) = result {
+            let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(format!("invalid against its schema: {}", msgs.join("; ")));
+        }
+        if changed { None } else { parsed.tail() }
+    };
+    let digest = (record && tail.is_some() && !parsed.trusted)
+        .then(|| {
+            parsed
+                .stored
+                .get(parsed.span.clone())
+                .map(|text| memo::digest(api.memo_context(wrapped), text))
+        })
+        .flatten();
     if tail.is_some()
         && let Some(obj) = inner.as_object_mut()
     {
@@ -891,7 +1163,19 @@ pub(crate) fn serve_inner(
         prefix,
         suffix,
         tail: tail.unwrap_or_default(),
+        digest,
     })
+}
+
+/// The value of selectable field `path` (`spec.a.b`) of `object`: a string as it is, any
+/// other value as JSON, nothing as "".
+fn selectable_value(object: &Value, path: &str) -> String {
+    table::evaluate(object, &format!(".{path}"))
+        .first()
+        .map_or(String::new(), |v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
 }
 
 /// The JSON pointer of an object's `kcp.io/cluster` annotation.
@@ -945,6 +1229,55 @@ fn split_at_cluster(
     bytes.shrink_to_fit();
     let bytes = Bytes::from(bytes);
     Ok((bytes.slice(..at), bytes.slice(at + len..)))
+}
+
+/// A map from pairs of strings (namespace, name) built from `items` in any order; a key given
+/// twice keeps its last value, as inserting one by one would.
+///
+/// Sorting a million such keys by comparing the strings costs seconds (each comparison follows
+/// two pointers per side into memory all over the heap, and names often share long prefixes).
+/// Instead each key gets a fixed-size sort key: the 16 bytes of each string after the prefix
+/// every key shares (zero-padded; names hold no NUL). Those sort in one flat array; only keys
+/// whose sort keys tie are compared as strings.
+pub(crate) fn map_by_name<T>(items: Vec<((String, String), T)>) -> BTreeMap<(String, String), T> {
+    fn common_prefix<'a>(mut all: impl Iterator<Item = &'a str>) -> usize {
+        let Some(first) = all.next() else { return 0 };
+        let mut len = first.len();
+        for s in all {
+            len = first.as_bytes()[..len]
+                .iter()
+                .zip(s.as_bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+        }
+        len
+    }
+    let after = |s: &str, skip: usize| {
+        let mut b = [0u8; 16];
+        let rest = s.as_bytes().get(skip..).unwrap_or_default();
+        let n = rest.len().min(16);
+        b[..n].copy_from_slice(&rest[..n]);
+        u128::from_be_bytes(b)
+    };
+    let ns_skip = common_prefix(items.iter().map(|((ns, _), _)| ns.as_str()));
+    let name_skip = common_prefix(items.iter().map(|((_, name), _)| name.as_str()));
+    let mut order: Vec<(u128, u128, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, ((ns, name), _))| (after(ns, ns_skip), after(name, name_skip), i))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| items[a.2].0.cmp(&items[b.2].0))
+            .then(a.2.cmp(&b.2))
+    });
+    let mut slots: Vec<Option<((String, String), T)>> = items.into_iter().map(Some).collect();
+    // Sorted, so `collect` finds one run and builds the tree without sorting again.
+    order
+        .into_iter()
+        .filter_map(|(_, _, i)| slots[i].take())
+        .collect()
 }
 
 /// Derive many served objects, spread over the machine's cores when there are enough of them
@@ -1193,6 +1526,7 @@ impl State {
             schema: Arc::new(version.schema.clone()),
             source,
             fingerprint: format!("{schema_fingerprint}|{fingerprint}"),
+            memo_contexts: Default::default(),
         }))
     }
 
@@ -1219,6 +1553,15 @@ impl State {
                 None
             }
         }
+    }
+
+    /// The memo digests of the objects served now (one per served copy).
+    fn served_digests(&self) -> Vec<memo::Digest> {
+        self.served
+            .values()
+            .flat_map(|s| s.objects.values())
+            .filter_map(|o| o.digest)
+            .collect()
     }
 
     /// Objects refused at ingest and not served now, by resource label.
@@ -1262,8 +1605,13 @@ impl State {
                         .take_while(|(okey, _)| okey.0 == key.0)
                         .filter(|(_, raw)| Self::matches_gvr(raw, cr))
                         .collect();
+                    let memo = MemoUse {
+                        known: self.memo_known.as_deref(),
+                        record: self.memo_record,
+                        hits: Some(&counters.memo_served_total),
+                    };
                     let derived = derive_all(&candidates, |(_, raw)| {
-                        unwrap_object(&raw.value, raw.revision, api).map(Arc::new)
+                        unwrap_object_memo(&raw.value, raw.revision, api, memo).map(Arc::new)
                     });
                     for ((okey, _), r) in candidates.into_iter().zip(derived) {
                         results.push((okey.1.clone(), okey.clone(), r));
@@ -1276,8 +1624,13 @@ impl State {
                     .range(IdentityObjectKey::start(source)..)
                     .take_while(|(k, _)| k.in_source(source))
                     .collect();
+                let memo = MemoUse {
+                    known: self.memo_known.as_deref(),
+                    record: self.memo_record,
+                    hits: Some(&counters.memo_served_total),
+                };
                 let derived = derive_all(&candidates, |(_, (rev, value))| {
-                    super::slices::serve_identity_object(value, *rev, api).map(Arc::new)
+                    super::slices::serve_identity_object_memo(value, *rev, api, memo).map(Arc::new)
                 });
                 for ((ik, _), r) in candidates.into_iter().zip(derived) {
                     results.push((ik.origin(), identity_invalid_key(ik), r));
@@ -1343,8 +1696,7 @@ impl State {
                 Ok(a) => self.derive_domain(&key, a, counters),
                 Err(_) => (Vec::new(), HashMap::new()),
             };
-            let fresh: BTreeMap<(String, String), Arc<ServedObject>> =
-                derived.into_iter().collect();
+            let fresh = map_by_name(derived);
             let Some(served) = self.served.get_mut(&key) else {
                 continue;
             };
@@ -1360,7 +1712,14 @@ impl State {
                     ));
                 }
             }
-            for (k, o) in &fresh {
+            // A domain nobody could have seen yet (new at this revision, no history, no
+            // watcher) gets no Added events: no watch could ask for them (a resume needs a
+            // revision after this one), and at a million objects making them cost seconds.
+            let unseen = old.is_empty()
+                && served.history.is_empty()
+                && served.compacted == revision
+                && served.tx.receiver_count() == 0;
+            for (k, o) in fresh.iter().filter(|_| !unseen) {
                 let prev = old.get(k).cloned();
                 let change = if prev.is_some() {
                     Change::Modified
@@ -1430,9 +1789,19 @@ impl State {
                 (EventKind::Deleted, _) | (_, None) => None,
                 (_, Some(raw)) if Self::matches_gvr(raw, &cr) => {
                     let result = match &parsed {
-                        Some(Ok(inner)) => serve_inner(inner.clone(), revision, &api, true),
+                        Some(Ok(inner)) => {
+                            serve_inner(inner.clone(), revision, &api, true, self.memo_record)
+                        }
                         Some(Err(e)) => Err(e.clone()),
-                        None => unwrap_object(&raw.value, raw.revision, &api),
+                        None => unwrap_object_memo(
+                            &raw.value,
+                            raw.revision,
+                            &api,
+                            MemoUse {
+                                record: self.memo_record,
+                                ..MemoUse::default()
+                            },
+                        ),
                     };
                     let result = result.map(Arc::new);
                     Self::derive_logged(&mut self.invalid, counters, &okey, &api, result)
@@ -1477,8 +1846,12 @@ impl State {
             let new = if event_kind == EventKind::Deleted {
                 None
             } else {
-                let result =
-                    super::slices::serve_identity_object(value, revision, &api).map(Arc::new);
+                let memo = MemoUse {
+                    record: self.memo_record,
+                    ..MemoUse::default()
+                };
+                let result = super::slices::serve_identity_object_memo(value, revision, &api, memo)
+                    .map(Arc::new);
                 Self::derive_logged(&mut self.invalid, counters, &invalid_key, &api, result)
             };
             if let Some(served) = self.served.get_mut(&dk) {
@@ -1635,6 +2008,100 @@ impl Index {
         let doc = super::openapi::render(api);
         cache.insert(api.fingerprint.clone(), doc.clone());
         doc
+    }
+
+    /// Keep a validation memo ([`crate::memo`]) at `path`: [`Index::run`] reads it before its
+    /// first list, so objects validated before a restart are served without validating them
+    /// again, and writes it after each full list and every [`MEMO_INTERVAL`] while changes
+    /// arrive.
+    pub fn with_memo_file(mut self, path: std::path::PathBuf) -> Self {
+        self.state.get_mut().memo_record = true;
+        self.memo_path = Some(path);
+        self
+    }
+
+    /// Write the validation memo now: the digest of every served object that was validated
+    /// and is served with its stored tail. Returns how many it holds; `Ok(0)` without a memo
+    /// file.
+    pub fn save_memo(&self) -> Result<usize, memo::MemoError> {
+        let Some(path) = &self.memo_path else {
+            return Ok(0);
+        };
+        let _writing = self.memo_writing.lock();
+        let mut digests = self.state.read().served_digests();
+        digests.sort_unstable();
+        digests.dedup();
+        Memo::save(path, &digests)?;
+        Ok(digests.len())
+    }
+
+    /// Unless a memo read from the file is waiting for the next rebuild, make one of the digests
+    /// of the objects served now.
+    fn memo_from_served(&self) {
+        let mut st = self.state.write();
+        if st.memo_record && st.memo_known.is_none() {
+            let digests = st.served_digests();
+            if !digests.is_empty() {
+                st.memo_known = Some(Arc::new(Memo::of(digests)));
+            }
+        }
+    }
+
+    /// Read the memo file, if any, for the next full rebuild (on a blocking thread).
+    async fn load_memo(self: &Arc<Self>) {
+        let me = self.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || me.read_memo_file()).await {
+            tracing::warn!(error = %e, "Reading the validation memo failed.");
+        }
+    }
+
+    /// Read the memo file, if any, for the next full rebuild; a damaged one is ignored.
+    fn read_memo_file(&self) {
+        let Some(path) = &self.memo_path else {
+            return;
+        };
+        match Memo::load(path) {
+            Ok(Some(memo)) => {
+                tracing::info!(
+                    objects = memo.len(),
+                    "Read the validation memo: those objects are served without validating them again."
+                );
+                self.state.write().memo_known = Some(Arc::new(memo));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "Ignoring the validation memo: every object is validated.");
+            }
+        }
+    }
+
+    /// Write the memo after each full list and then every [`MEMO_INTERVAL`] while the index
+    /// changes, forever.
+    async fn keep_memo(self: Arc<Self>) {
+        let mut relists = self.relists();
+        let mut written = None;
+        loop {
+            tokio::select! {
+                changed = relists.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(MEMO_INTERVAL) => {}
+            }
+            let now = (
+                *relists.borrow_and_update(),
+                self.counters.events_total.load(Ordering::Relaxed),
+            );
+            if !self.is_synced() || written == Some(now) {
+                continue;
+            }
+            let me = self.clone();
+            match tokio::task::spawn_blocking(move || me.save_memo()).await {
+                Ok(Ok(n)) => {
+                    written = Some(now);
+                    tracing::debug!(objects = n, "Wrote the validation memo.");
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "Writing the validation memo failed."),
+                Err(e) => tracing::warn!(error = %e, "Writing the validation memo failed."),
+            }
+        }
     }
 
     /// Whether the initial list has been applied.
@@ -1800,6 +2267,10 @@ impl Index {
     /// already synced meanwhile.
     pub async fn run(self: Arc<Self>, cache: Arc<dyn CacheRead>) {
         *self.source.lock() = Some(cache.clone());
+        if self.memo_path.is_some() {
+            self.load_memo().await;
+            tokio::spawn(self.clone().keep_memo());
+        }
         let mut backoff = cache_client::Backoff::new(
             std::time::Duration::from_millis(100),
             std::time::Duration::from_secs(10),
@@ -1817,7 +2288,11 @@ impl Index {
             // A full rebuild is CPU work for seconds on a large cache: keep it off the async workers.
             let me = self.clone();
             let listing = match tokio::task::spawn_blocking(move || {
+                // The memo read at start, or on a relist the digests of what is served now:
+                // objects whose text and schema did not change are not validated again.
+                me.memo_from_served();
                 me.reset(&listing);
+                me.state.write().memo_known = None;
                 listing
             })
             .await
@@ -1887,6 +2362,7 @@ mod tests {
             fingerprint: "f".into(),
             schema: Arc::new(json!({"type": "object"})),
             source: Source::CachedObjects,
+            memo_contexts: Default::default(),
         }
     }
 
@@ -2273,5 +2749,163 @@ mod tests {
             served.events_after(7).is_err(),
             "history starts at the sync revision"
         );
+    }
+    fn thing_sized(name: &str, size: Value, revision: u64) -> Record {
+        let mut w: Value = serde_json::from_slice(&wrapped(name, size)).unwrap();
+        w["metadata"]["labels"] = json!({LABEL_OBJECT_GROUP: "g.io", LABEL_OBJECT_VERSION: "v1", LABEL_OBJECT_RESOURCE: "things"});
+        record(
+            "cache.kcp.io",
+            "cachedobjects",
+            "p",
+            &format!("co-{name}"),
+            revision,
+            w,
+        )
+    }
+
+    /// The catalog with a schema that keeps the things' `spec.size` (an integer).
+    fn catalog_keeping_size() -> Vec<Record> {
+        let mut records = catalog();
+        for r in &mut records {
+            if r.key.resource == "apiresourceschemas" {
+                let mut v: Value = serde_json::from_slice(&r.value).unwrap();
+                v["spec"]["versions"][0]["schema"] = json!({"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}});
+                r.value = Bytes::from(serde_json::to_vec(&v).unwrap());
+            }
+        }
+        records
+    }
+
+    /// The inner object's text as `wrapped` embeds it.
+    fn inner_text(stored: &Bytes) -> String {
+        let v: Value = serde_json::from_slice(stored).unwrap();
+        serde_json::to_string(&v["spec"]["raw"]).unwrap()
+    }
+
+    #[test]
+    fn an_object_the_memo_vouches_for_is_served_as_validated_without_validating_it_again() {
+        let a = api();
+        let stored = wrapped("a", json!(1));
+        let record = MemoUse {
+            record: true,
+            ..MemoUse::default()
+        };
+        let validated = unwrap_object_memo(&stored, 42, &a, record).unwrap();
+        let digest = validated
+            .digest()
+            .expect("validated and served with its tail");
+        let memo = Memo::of([digest]);
+        let hits = AtomicU64::new(0);
+        let known = MemoUse {
+            known: Some(&memo),
+            record: true,
+            hits: Some(&hits),
+        };
+        let vouched = unwrap_object_memo(&stored, 42, &a, known).unwrap();
+        assert_eq!(hits.load(Ordering::Relaxed), 1);
+        assert_eq!(vouched.json_for("c1"), validated.json_for("c1"));
+        assert_eq!(vouched.fields, validated.fields);
+        assert_eq!(vouched.digest(), Some(digest));
+
+        // The memo's word is taken: an invalid object it names is served unvalidated ...
+        let bad = wrapped("b", json!("big"));
+        assert!(unwrap_object(&bad, 1, &a).is_err());
+        let text = inner_text(&bad);
+        let memo = Memo::of([memo::digest(a.memo_context(true), text.as_bytes())]);
+        let known = MemoUse {
+            known: Some(&memo),
+            ..MemoUse::default()
+        };
+        assert!(unwrap_object_memo(&bad, 1, &a, known).is_ok());
+        // ... but only for the schema it was made under.
+        let mut other = api();
+        other.schema = Arc::new(json!({"type": "object", "description": "changed"}));
+        assert!(unwrap_object_memo(&bad, 1, &other, known).is_err());
+    }
+
+    #[test]
+    fn a_restarted_index_serves_from_its_memo_only_the_objects_whose_text_did_not_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("validated.memo");
+        let listing = |size_b: Value| {
+            let mut records = catalog_keeping_size();
+            records.push(thing_sized("a", json!(1), 8));
+            records.push(thing_sized("b", size_b, 9));
+            Listing {
+                records,
+                revision: 9,
+            }
+        };
+        let first = Index::new().with_memo_file(path.clone());
+        first.reset(&listing(json!(2)));
+        assert_eq!(first.save_memo().unwrap(), 2);
+        assert_eq!(first.counters.memo_served_total.load(Ordering::Relaxed), 0);
+
+        let again = Index::new().with_memo_file(path.clone());
+        again.read_memo_file();
+        again.reset(&listing(json!(2)));
+        assert_eq!(again.counters.memo_served_total.load(Ordering::Relaxed), 2);
+        let key = ("p".to_string(), "things-v1".to_string());
+        let json = |index: &Index| -> Vec<Bytes> {
+            index.read().served[&key]
+                .objects
+                .values()
+                .map(|o| o.json_for("c1"))
+                .collect()
+        };
+        assert_eq!(json(&again), json(&first));
+
+        // Object b changed while the index was down: it is validated (and refused) again.
+        let changed = Index::new().with_memo_file(path);
+        changed.read_memo_file();
+        changed.reset(&listing(json!("big")));
+        assert_eq!(
+            changed.counters.memo_served_total.load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(changed.read().served[&key].objects.len(), 1);
+        assert_eq!(changed.counters.invalid_total.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn served_objects_are_ordered_by_namespace_and_name_whatever_order_they_come_in() {
+        let names = [
+            ("", "bench-cpu-0000010"),
+            ("b", "x"),
+            ("", "bench-cpu-0000002"),
+            ("a", "bench-cpu-00000000000000000000001"),
+            ("a", "bench-cpu-00000000000000000000000"),
+            ("", "bench-cpu-0000002"),
+            ("", "bench"),
+        ];
+        let items: Vec<((String, String), usize)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (ns, n))| ((ns.to_string(), n.to_string()), i))
+            .collect();
+        let expected: BTreeMap<(String, String), usize> = items.iter().cloned().collect();
+        let got = map_by_name(items);
+        assert_eq!(got, expected);
+        assert_eq!(
+            got[&(String::new(), "bench-cpu-0000002".to_string())],
+            5,
+            "the last one wins"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ordering_by_sort_keys_gives_the_map_inserting_one_by_one_gives(
+            keys in proptest::collection::vec(("[ab]{0,2}", "(bench-cpu-0{0,20})?[0-9ab-]{0,20}"), 0..80)
+        ) {
+            let items: Vec<((String, String), usize)> =
+                keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
+            let mut expected = BTreeMap::new();
+            for (k, v) in items.clone() {
+                expected.insert(k, v);
+            }
+            proptest::prop_assert_eq!(map_by_name(items), expected);
+        }
     }
 }

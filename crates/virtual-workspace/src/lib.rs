@@ -2,7 +2,8 @@
 //! CachedResource per URL (`kcp-reference.md` §5, §6) or, for kcp v0.32 and main, one slice per
 //! URL (`kcp-head.md` §4).
 //!
-//! [`url`] digests the URL, [`index`] keeps the catalog and the served objects in memory,
+//! [`url`] digests the URL, [`index`] keeps the catalog and the served objects in memory
+//! ([`memo`] remembers across restarts which objects it already validated),
 //! [`slices`] resolves the slice-keyed URLs,
 //! [`authz`] (with `kube_api::rbac`) decides who may read, and [`handlers`] serves discovery, get, list
 //! and watch.
@@ -14,6 +15,7 @@ pub mod body;
 pub mod consumers;
 pub mod handlers;
 pub mod index;
+pub mod memo;
 pub mod openapi;
 pub mod resolved;
 pub mod slices;

@@ -41,6 +41,8 @@ pub struct ResolvedApi {
     pub schema: Arc<Value>,
     /// Where the served objects come from.
     pub source: Source,
+    /// The validation contexts of [`crate::memo`] (unwrapped, wrapped), made on first use.
+    pub memo_contexts: std::sync::OnceLock<[crate::memo::Context; 2]>,
 }
 
 /// Where the objects of a served API are stored in the cache.
@@ -67,6 +69,19 @@ pub struct IdentitySource {
 }
 
 impl ResolvedApi {
+    /// The validation context of this API's objects for the memo: `wrapped` for the inner
+    /// objects of CachedObjects, otherwise objects stored as themselves.
+    pub fn memo_context(&self, wrapped: bool) -> &crate::memo::Context {
+        let both = self.memo_contexts.get_or_init(|| {
+            let (api_version, kind) = (self.api_version(), &self.names.kind);
+            [
+                crate::memo::context(&self.schema, &api_version, kind, false),
+                crate::memo::context(&self.schema, &api_version, kind, true),
+            ]
+        });
+        &both[usize::from(wrapped)]
+    }
+
     /// Whether watches follow kube's selector semantics (an object entering a label selector
     /// arrives as ADDED) rather than kcp v0.30's (MODIFIED): the slice-keyed generations do.
     pub fn kube_watch(&self) -> bool {

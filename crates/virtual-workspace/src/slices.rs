@@ -10,7 +10,7 @@
 //! resolution here is redone on every change of the slice, its resource, its export or its
 //! schema.
 
-use super::index::{ObjKey, ServedObject, State};
+use super::index::{MemoUse, ObjKey, ServedObject, State};
 use super::resolved::{IdentitySource, ResolvedApi, Source};
 use bytes::Bytes;
 use kcp_model::types::{ANN_PATH, ApiExport, CachedResource, EndpointSlice};
@@ -351,7 +351,24 @@ pub fn serve_identity_object(
     revision: u64,
     api: &ResolvedApi,
 ) -> Result<ServedObject, String> {
+    serve_identity_object_memo(value, revision, api, MemoUse::default())
+}
+
+/// [`serve_identity_object`], using the validation memo as `memo` says.
+pub fn serve_identity_object_memo(
+    value: &Bytes,
+    revision: u64,
+    api: &ResolvedApi,
+    memo: MemoUse<'_>,
+) -> Result<ServedObject, String> {
     let text = std::str::from_utf8(value).map_err(|e| format!("failed to decode object: {e}"))?;
-    let inner = super::index::Inner::parse(value, text.trim(), "object", "it")?;
-    super::index::serve_inner(inner, revision, api, false)
+    super::index::derive_text(
+        value,
+        text.trim(),
+        ("object", "it"),
+        revision,
+        api,
+        false,
+        memo,
+    )
 }
