@@ -705,6 +705,9 @@ struct WrapperView<'a> {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 struct WrapperInner<'a> {
+    /// Skipped, but named so that a CachedObject with two is refused as [`WrapperView`] does.
+    #[allow(dead_code)]
+    metadata: Option<serde::de::IgnoredAny>,
     #[serde(borrow)]
     spec: WrapperSpec<'a>,
 }
@@ -975,6 +978,26 @@ impl<'de> serde::de::Visitor<'de> for MembersSeed {
     }
 }
 
+/// Reads a map key, telling whether it is the given one (without allocating it).
+struct KeyIs<'k>(&'k str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for KeyIs<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.0)
+    }
+}
+
 /// What [`pick`] found.
 enum Picked<'de> {
     /// The member's value, as text.
@@ -988,22 +1011,6 @@ enum Picked<'de> {
 /// The last member `key` of the JSON object `text`, without parsing the other members' values.
 fn pick<'de>(text: &'de str, key: &str) -> Picked<'de> {
     struct Pick<'k>(&'k str);
-    struct KeyIs<'k>(&'k str);
-    impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
-        type Value = bool;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-    impl serde::de::Visitor<'_> for KeyIs<'_> {
-        type Value = bool;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a key")
-        }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
-            Ok(v == self.0)
-        }
-    }
     impl<'de> serde::de::Visitor<'de> for Pick<'_> {
         type Value = Picked<'de>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1028,11 +1035,35 @@ fn pick<'de>(text: &'de str, key: &str) -> Picked<'de> {
     serde::Deserializer::deserialize_map(&mut de, Pick(key)).unwrap_or(Picked::NotObject)
 }
 
-/// Only the wrapper's labels (the inner object is skipped without building values).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-struct WrapperLabels {
-    metadata: WrapperMeta,
+/// A CachedObject's labels (none when they cannot be read), read without scanning past its
+/// `metadata` (kcp writes it before `spec`, so the inner object is not even skipped through).
+/// A value that is not JSON after `metadata` still has labels here: unwrapping it then fails,
+/// and it is refused and counted against the resource its labels name.
+fn wrapper_labels(value: &[u8]) -> BTreeMap<String, String> {
+    struct Visit<'a>(&'a mut Option<BTreeMap<String, String>>);
+    impl<'de> serde::de::Visitor<'de> for Visit<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a CachedObject")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            use serde::de::Error as _;
+            while let Some(is_metadata) = map.next_key_seed(KeyIs("metadata"))? {
+                if is_metadata {
+                    let meta: WrapperMeta = map.next_value()?;
+                    *self.0 = Some(meta.labels);
+                    // Stop here: the rest is not read (the error only ends the parse).
+                    return Err(A::Error::custom("labels read"));
+                }
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let mut labels = None;
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let _ = serde::Deserializer::deserialize_map(&mut de, Visit(&mut labels));
+    labels.unwrap_or_default()
 }
 
 impl RawCached {
@@ -1760,7 +1791,8 @@ impl State {
         } else {
             let (labels, inner) = match parse_cached_object(value) {
                 Ok((labels, inner)) => (labels, inner),
-                Err(e) => (BTreeMap::new(), Err(e)),
+                // Still counted against the resource its labels name.
+                Err(e) => (wrapper_labels(value), Err(e)),
             };
             parsed = Some(inner);
             self.cached_objects
@@ -2163,13 +2195,7 @@ impl Index {
             .collect();
         let raws = par_map(
             &cached,
-            |r| {
-                let labels = decode::<WrapperLabels>(&r.value)
-                    .unwrap_or_default()
-                    .metadata
-                    .labels;
-                RawCached::new(r.revision, &r.value, &labels)
-            },
+            |r| RawCached::new(r.revision, &r.value, &wrapper_labels(&r.value)),
             // Unreadable labels serve the object as no resource, as a decode failure does.
             || RawCached::new(0, &Bytes::new(), &BTreeMap::new()),
         );
@@ -2907,5 +2933,57 @@ mod tests {
             }
             proptest::prop_assert_eq!(map_by_name(items), expected);
         }
+    }
+
+    #[test]
+    fn a_cached_objects_labels_are_read_wherever_metadata_is_and_even_when_the_rest_is_broken() {
+        let labels = |text: &str| wrapper_labels(text.as_bytes());
+        let want: BTreeMap<String, String> = [("a".to_string(), "1".to_string())].into();
+        assert_eq!(
+            labels(r#"{"kind":"CachedObject","metadata":{"labels":{"a":"1"}},"spec":{}}"#),
+            want
+        );
+        assert_eq!(
+            labels(r#"{"spec":{"raw":{"x":[1,2]}},"metadata":{"labels":{"a":"1"}}}"#),
+            want
+        );
+        assert_eq!(
+            labels(r#"{"metadata":{"labels":{"a":"1"}},"spec":{"raw": nope"#),
+            want
+        );
+        assert!(labels("not json").is_empty());
+        assert!(labels(r#"{"metadata":{"labels":{"a":1}}}"#).is_empty());
+        assert!(labels(r#"{"spec":{}}"#).is_empty());
+    }
+
+    #[test]
+    fn a_broken_cached_object_with_readable_labels_is_refused_and_counted_on_list_and_on_watch() {
+        let mut broken = thing("a", 8);
+        let text = String::from_utf8(broken.value.to_vec()).unwrap();
+        let cut = text.find("\"spec\"").unwrap();
+        broken.value = Bytes::from(format!("{}\"spec\":{{\"raw\": nope}}}}", &text[..cut]));
+        let index = Index::new();
+        let mut records = catalog();
+        records.push(broken.clone());
+        index.reset(&Listing {
+            records,
+            revision: 8,
+        });
+        assert_eq!(index.counters.invalid_total.load(Ordering::Relaxed), 1);
+        index.apply(&Event {
+            revision: 9,
+            kind: EventKind::Updated,
+            key: broken.key.clone(),
+            value: broken.value.clone(),
+            prev: Some(broken.value.clone()),
+            prev_revision: 8,
+        });
+        assert_eq!(index.counters.invalid_total.load(Ordering::Relaxed), 2);
+        let st = index.read();
+        assert!(
+            st.served[&("p".to_string(), "things-v1".to_string())]
+                .objects
+                .is_empty()
+        );
     }
 }
