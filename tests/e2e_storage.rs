@@ -62,6 +62,81 @@ fn the_embedded_server_keeps_a_change_across_kill_9_and_does_not_seed_over_it() 
     );
 }
 
+/// The sum of the samples of metric `name` (every label set) in the server's `/metrics`.
+fn metric_sum(server: &Server, name: &str) -> f64 {
+    let admin = server.admin_client();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let text = rt.block_on(async {
+        admin
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics text")
+    });
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn after_kill_9_the_virtual_workspace_serves_what_it_validated_before_without_validating_it_again()
+{
+    let mut server = Server::cloud_co();
+    let memo = server.data_dir.path().join("validated.memo");
+    common::eventually(
+        "the validation memo is written after the first sync",
+        || memo.exists().then_some(()).ok_or("no memo yet".to_string()),
+    );
+    assert_eq!(
+        metric_sum(&server, "replication_vw_memo_served_objects_total"),
+        0.0
+    );
+    // Changed after the memo was written (it is written again only a minute later).
+    let mut patch = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
+    patch.args([
+        "patch",
+        "cpuflavor",
+        "cpu-small",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"cores":5}}"#,
+    ]);
+    run(patch);
+    let flavors = |server: &Server| {
+        let mut list =
+            server.kubectl_token(&server.vw("cpuflavors-v1", TEAM_A), Some("alice-token"));
+        list.args([
+            "get",
+            "cpuflavors",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.spec.cores} {end}",
+        ]);
+        run(list).trim().to_string()
+    };
+    let changed = "cpu-large=8 cpu-medium=4 cpu-small=5";
+    common::eventually("the change is replicated and served", || {
+        let now = flavors(&server);
+        (now == changed).then_some(()).ok_or(now)
+    });
+
+    server.crash_and_restart();
+    server.wait_until_ready();
+
+    let served = metric_sum(&server, "replication_vw_index_objects");
+    let vouched = metric_sum(&server, "replication_vw_memo_served_objects_total");
+    assert!(served >= 3.0, "the index serves the flavors ({served})");
+    assert_eq!(
+        vouched,
+        served - 1.0,
+        "every served object but the changed one was served on the memo's word"
+    );
+    assert_eq!(flavors(&server), changed);
+}
+
 /// `replication-vw snapshot …` with `args`; returns (success, stdout, stderr).
 fn snapshot_cli(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_replication-vw"))
