@@ -18,19 +18,37 @@ fn cpu_small(server: &Server, jsonpath: &str) -> String {
     run(c)
 }
 
-#[test]
-fn the_embedded_server_keeps_a_change_across_kill_9_and_does_not_seed_over_it() {
-    let mut server = Server::cloud_co();
+/// `kubectl patch` cpu-small's `spec.cores` in the provider's workspace.
+fn set_small_cores(server: &Server, cores: u32) {
     let mut patch = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
+    let body = format!(r#"{{"spec":{{"cores":{cores}}}}}"#);
     patch.args([
         "patch",
         "cpuflavor",
         "cpu-small",
         "--type=merge",
         "-p",
-        r#"{"spec":{"cores":3}}"#,
+        &body,
     ]);
     run(patch);
+}
+
+/// The flavors team A's alice sees through the virtual workspace: `name=cores …`.
+fn flavors(server: &Server) -> String {
+    let mut list = server.kubectl_token(&server.vw("cpuflavors-v1", TEAM_A), Some("alice-token"));
+    list.args([
+        "get",
+        "cpuflavors",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.spec.cores} {end}",
+    ]);
+    run(list).trim().to_string()
+}
+
+#[test]
+fn the_embedded_server_keeps_a_change_across_kill_9_and_does_not_seed_over_it() {
+    let mut server = Server::cloud_co();
+    set_small_cores(&server, 3);
     let rv = cpu_small(&server, "{.metadata.resourceVersion}");
 
     // Killed without warning, started again with the same command (and its --seed).
@@ -47,16 +65,8 @@ fn the_embedded_server_keeps_a_change_across_kill_9_and_does_not_seed_over_it() 
         rv,
         "with the same resourceVersion"
     );
-    let mut list = server.kubectl_token(&server.vw("cpuflavors-v1", TEAM_A), Some("alice-token"));
-    list.args([
-        "get",
-        "cpuflavors",
-        "-o",
-        "jsonpath={range .items[*]}{.metadata.name}={.spec.cores} {end}",
-    ]);
-    let served = run(list);
     assert_eq!(
-        served.trim(),
+        flavors(&server),
         "cpu-large=8 cpu-medium=4 cpu-small=3",
         "the virtual workspace serves the kept objects"
     );
@@ -96,27 +106,7 @@ fn after_kill_9_the_virtual_workspace_serves_what_it_validated_before_without_va
         0.0
     );
     // Changed after the memo was written (it is written again only a minute later).
-    let mut patch = server.kubectl_admin(&format!("{}/clusters/root:cloudco", server.url));
-    patch.args([
-        "patch",
-        "cpuflavor",
-        "cpu-small",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"cores":5}}"#,
-    ]);
-    run(patch);
-    let flavors = |server: &Server| {
-        let mut list =
-            server.kubectl_token(&server.vw("cpuflavors-v1", TEAM_A), Some("alice-token"));
-        list.args([
-            "get",
-            "cpuflavors",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name}={.spec.cores} {end}",
-        ]);
-        run(list).trim().to_string()
-    };
+    set_small_cores(&server, 5);
     let changed = "cpu-large=8 cpu-medium=4 cpu-small=5";
     common::eventually("the change is replicated and served", || {
         let now = flavors(&server);

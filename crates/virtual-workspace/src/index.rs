@@ -2698,17 +2698,7 @@ mod tests {
     }
 
     fn thing(name: &str, revision: u64) -> Record {
-        let wrapper: Value = serde_json::from_slice(&wrapped(name, json!(1))).unwrap();
-        let mut w = wrapper;
-        w["metadata"]["labels"] = json!({LABEL_OBJECT_GROUP: "g.io", LABEL_OBJECT_VERSION: "v1", LABEL_OBJECT_RESOURCE: "things"});
-        record(
-            "cache.kcp.io",
-            "cachedobjects",
-            "p",
-            &format!("co-{name}"),
-            revision,
-            w,
-        )
+        thing_sized(name, json!(1), revision)
     }
 
     #[test]
