@@ -496,8 +496,7 @@ fn get(
             return Err(Status::not_found(&api.group, &api.resource, name));
         }
         served
-            .objects
-            .get(&(ns.unwrap_or("").to_string(), name.to_string()))
+            .object(ns.unwrap_or(""), name)
             .cloned()
             .ok_or_else(|| Status::not_found(&api.group, &api.resource, name))?
     };
