@@ -729,21 +729,26 @@ pub(crate) fn derive_text(
     wrapped: bool,
     memo: MemoUse<'_>,
 ) -> Result<ServedObject, String> {
-    if let Some(known) = memo.known {
-        let digest = memo::digest(api.memo_context(wrapped), text.as_bytes());
-        if known.contains(&digest)
-            && let Ok(inner) = Inner::parse(stored, text, what, place, true)
-            && let Ok(mut served) = serve_inner(inner, revision, api, wrapped, false)
-        {
-            served.digest = Some(digest);
-            if let Some(hits) = memo.hits {
-                hits.fetch_add(1, Ordering::Relaxed);
-            }
-            return Ok(served);
+    let digest = (memo.known.is_some() || memo.record)
+        .then(|| memo::digest(api.memo_context(wrapped), text.as_bytes()));
+    if let (Some(known), Some(digest)) = (memo.known, digest)
+        && known.contains(&digest)
+        && let Ok(inner) = Inner::parse(stored, text, what, place, true)
+        && let Ok(mut served) = serve_inner(inner, revision, api, wrapped, false)
+    {
+        served.digest = Some(digest);
+        if let Some(hits) = memo.hits {
+            hits.fetch_add(1, Ordering::Relaxed);
         }
+        return Ok(served);
     }
     let inner = Inner::parse(stored, text, what, place, false)?;
-    serve_inner(inner, revision, api, wrapped, memo.record)
+    let mut served = serve_inner(inner, revision, api, wrapped, false)?;
+    // Validated (or it would have failed); noted when served with its stored tail.
+    if memo.record && !served.tail.is_empty() {
+        served.digest = digest;
+    }
+    Ok(served)
 }
 
 /// A CachedObject's labels and its inner object (`spec.raw`), parsed; `Err` outside when the
