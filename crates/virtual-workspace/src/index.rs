@@ -2186,8 +2186,8 @@ impl Index {
 
     /// Write the memo after each full list and then every [`MEMO_INTERVAL`] while the index
     /// changes, forever.
-    async fn keep_memo(self: Arc<Self>) {
-        let mut relists = self.relists();
+    /// `relists` must be subscribed before the first list, or its change is missed.
+    async fn keep_memo(self: Arc<Self>, mut relists: tokio::sync::watch::Receiver<u64>) {
         let mut written = None;
         loop {
             tokio::select! {
@@ -2372,7 +2372,8 @@ impl Index {
         *self.source.lock() = Some(cache.clone());
         if self.memo_path.is_some() {
             self.load_memo().await;
-            tokio::spawn(self.clone().keep_memo());
+            // Subscribed here, before the first list: the task may start after it.
+            tokio::spawn(self.clone().keep_memo(self.relists()));
         }
         let mut backoff = cache_client::Backoff::new(
             std::time::Duration::from_millis(100),
