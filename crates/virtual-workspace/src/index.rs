@@ -315,17 +315,19 @@ struct NameIndex {
     hasher: std::hash::RandomState,
 }
 
+/// The hash [`NameIndex`] files an object under.
+fn name_hash(hasher: &std::hash::RandomState, o: &ServedObject) -> u64 {
+    hasher.hash_one((&*o.namespace, &*o.name))
+}
+
 impl NameIndex {
     /// An index of `objects`.
     fn of(objects: &BTreeMap<(String, String), Arc<ServedObject>>) -> NameIndex {
         let hasher = std::hash::RandomState::new();
         let mut table = hashbrown::HashTable::with_capacity(objects.len());
         for o in objects.values() {
-            let hash = hasher.hash_one((&*o.namespace, &*o.name));
             // Distinct keys (the map's), so no search for an equal one.
-            table.insert_unique(hash, o.clone(), |o: &Arc<ServedObject>| {
-                hasher.hash_one((&*o.namespace, &*o.name))
-            });
+            table.insert_unique(name_hash(&hasher, o), o.clone(), |o| name_hash(&hasher, o));
         }
         NameIndex { table, hasher }
     }
@@ -341,12 +343,11 @@ impl NameIndex {
     }
 
     fn insert(&mut self, object: Arc<ServedObject>) {
-        let hash = self.hash(&object.namespace, &object.name);
         let hasher = &self.hasher;
         match self.table.entry(
-            hash,
+            name_hash(hasher, &object),
             |o| o.namespace == object.namespace && o.name == object.name,
-            |o| hasher.hash_one((&*o.namespace, &*o.name)),
+            |o| name_hash(hasher, o),
         ) {
             hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = object,
             hashbrown::hash_table::Entry::Vacant(e) => {
@@ -734,21 +735,21 @@ pub(crate) fn derive_text(
     if let (Some(known), Some(digest)) = (memo.known, digest)
         && known.contains(&digest)
         && let Ok(inner) = Inner::parse(stored, text, what, place, true)
-        && let Ok(mut served) = serve_inner(inner, revision, api, wrapped, false)
+        && let Ok(served) = serve_inner(inner, revision, api, wrapped, Some(digest))
     {
-        served.digest = Some(digest);
         if let Some(hits) = memo.hits {
             hits.fetch_add(1, Ordering::Relaxed);
         }
         return Ok(served);
     }
     let inner = Inner::parse(stored, text, what, place, false)?;
-    let mut served = serve_inner(inner, revision, api, wrapped, false)?;
-    // Validated (or it would have failed); noted when served with its stored tail.
-    if memo.record && !served.tail.is_empty() {
-        served.digest = digest;
-    }
-    Ok(served)
+    serve_inner(
+        inner,
+        revision,
+        api,
+        wrapped,
+        digest.filter(|_| memo.record),
+    )
 }
 
 /// A CachedObject's labels and its inner object (`spec.raw`), parsed; `Err` outside when the
@@ -935,6 +936,12 @@ impl Inner {
             whole.insert(key.clone(), value);
         }
         selectable_value(&Value::Object(whole), path)
+    }
+
+    /// The validation memo's digest of the object's stored text.
+    fn memo_digest(&self, api: &ResolvedApi, wrapped: bool) -> Option<memo::Digest> {
+        let text = self.stored.get(self.span.clone())?;
+        Some(memo::digest(api.memo_context(wrapped), text))
     }
 
     /// The stored text in `range` (a JSON value's text, so valid UTF-8).
@@ -1161,14 +1168,14 @@ impl RawCached {
 /// itself (its uid is the cache's and its apiVersion the served one; `kcp-head.md` §4.5).
 ///
 /// A trusted object (parsed for the memo) is not validated and must be servable with its stored
-/// tail, or this fails. `record`: note the memo digest of a validated object served with its
-/// stored tail.
+/// tail, or this fails. `digest`: the memo digest of the object's text, kept by the served
+/// object when it is served with its stored tail (validated or trusted).
 pub(crate) fn serve_inner(
     mut parsed: Inner,
     revision: u64,
     api: &ResolvedApi,
     wrapped: bool,
-    record: bool,
+    digest: Option<memo::Digest>,
 ) -> Result<ServedObject, String> {
     let mut inner = std::mem::take(&mut parsed.object);
     let Some(obj) = inner.as_object_mut() else {
@@ -1244,14 +1251,7 @@ pub(crate) fn serve_inner(
         }
         if changed { None } else { parsed.tail() }
     };
-    let digest = (record && tail.is_some() && !parsed.trusted)
-        .then(|| {
-            parsed
-                .stored
-                .get(parsed.span.clone())
-                .map(|text| memo::digest(api.memo_context(wrapped), text))
-        })
-        .flatten();
+    let digest = digest.filter(|_| tail.is_some());
     if tail.is_some()
         && let Some(obj) = inner.as_object_mut()
     {
@@ -1899,7 +1899,11 @@ impl State {
                 (_, Some(raw)) if Self::matches_gvr(raw, &cr) => {
                     let result = match &parsed {
                         Some(Ok(inner)) => {
-                            serve_inner(inner.clone(), revision, &api, true, self.memo_record)
+                            let digest = self
+                                .memo_record
+                                .then(|| inner.memo_digest(&api, true))
+                                .flatten();
+                            serve_inner(inner.clone(), revision, &api, true, digest)
                         }
                         Some(Err(e)) => Err(e.clone()),
                         None => unwrap_object_memo(
