@@ -11,9 +11,10 @@ use std::path::PathBuf;
 
 /// mimalloc rather than the system allocator: freed memory goes back to the system, so a
 /// long-running role's RSS follows what it holds instead of its busiest moment (see the soak in
-/// benches/README.md).
+/// benches/README.md); allocations of 1 MiB and more get pages of their own, given back when
+/// freed (`crates/allocator`; the large-objects rows of benches/README.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 #[derive(Parser)]
 #[command(
