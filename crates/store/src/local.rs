@@ -52,11 +52,12 @@ use tokio::sync::{mpsc, oneshot};
 pub const FORMAT_VERSION: u64 = 1;
 /// redb's page cache. Reads are served from memory, so the file is read through once at open
 /// and then only for the B-tree pages writes touch: a small cache keeps the open from holding
-/// a second copy of the data (redb's default is 1 GiB). 16 MiB (64 MiB until issue 17): the
-/// load harness wrote 100,000 CachedObjects as fast with 16 as with 64 MiB (13,300–15,500
-/// against 14,500–15,300 objects/s), and the cache no longer keeps up to 48 MiB more of
-/// recently written values per store (the large-objects scenario: 40 MiB less RSS).
-const CACHE_BYTES: usize = 16 << 20;
+/// a second copy of the data (redb's default is 1 GiB). 2 MiB (64 MiB until issue 17, then
+/// 16): redb also keeps every page a commit wrote in it while there is room, so the cache held
+/// up to its size of recently written values (the large-objects scenario: 29 MiB of heap for
+/// the two stores at 16 MiB each); the load harness wrote 100,000 CachedObjects as fast with 2
+/// as with 16 MiB (12,258 and 9,826 against 11,933 and 10,455 objects/s, alternating).
+pub const CACHE_BYTES: usize = 2 << 20;
 /// The most writes one commit takes.
 pub const MAX_BATCH: usize = 4096;
 
