@@ -341,17 +341,25 @@ fn list_response(
     size: usize,
     write_items: impl FnOnce(&mut Vec<u8>),
 ) -> Result<Response, Status> {
-    let mut body = Vec::with_capacity(256 + size);
-    body.extend_from_slice(b"{\"apiVersion\":");
-    body.extend_from_slice(&to_vec(&Value::String(c.api_version.clone()))?);
-    body.extend_from_slice(b",\"kind\":");
-    body.extend_from_slice(&to_vec(&Value::String(format!("{}List", c.kind)))?);
-    body.extend_from_slice(b",\"metadata\":");
-    body.extend_from_slice(&to_vec(metadata)?);
-    body.extend_from_slice(b",\"items\":[");
+    let head = list_head(c, metadata)?;
+    let mut body = Vec::with_capacity(head.len() + size + 2);
+    body.extend_from_slice(&head);
     write_items(&mut body);
     body.extend_from_slice(b"]}");
     Ok(json_response(200, body))
+}
+
+/// A `<Kind>List`'s bytes before its first item: apiVersion, kind, `metadata`, `"items":[`.
+fn list_head(c: &Collection, metadata: &Value) -> Result<Vec<u8>, Status> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"{\"apiVersion\":");
+    head.extend_from_slice(&to_vec(&Value::String(c.api_version.clone()))?);
+    head.extend_from_slice(b",\"kind\":");
+    head.extend_from_slice(&to_vec(&Value::String(format!("{}List", c.kind)))?);
+    head.extend_from_slice(b",\"metadata\":");
+    head.extend_from_slice(&to_vec(metadata)?);
+    head.extend_from_slice(b",\"items\":[");
+    Ok(head)
 }
 
 /// The LIST body built from each record's presented bytes ([`Collection::present_json`]).
@@ -363,7 +371,10 @@ fn list_json(
     limit: usize,
 ) -> Result<Response, Status> {
     let size: usize = listing.records.iter().map(|r| r.value.len() + 64).sum();
-    let mut items = Vec::with_capacity(size);
+    // The items are written after room for the head, which goes in front of them once the
+    // metadata is known: one buffer, no second copy of a body of many MB.
+    let mut items = Vec::with_capacity(LIST_HEAD_ROOM + size + 2);
+    items.resize(LIST_HEAD_ROOM, b' ');
     let (mut count, mut more, mut last_key) = (0usize, 0u64, None);
     for record in &listing.records {
         if let Some(t) = resume
@@ -375,13 +386,12 @@ fn list_json(
             more += 1;
             continue;
         }
+        let mark = items.len();
         if count > 0 {
             items.push(b',');
         }
         if !present_json(&record.value, &record.key, record.revision, &mut items) {
-            if count > 0 {
-                items.pop();
-            }
+            items.truncate(mark);
             tracing::warn!(key = %record.key, "Skipping a stored object that does not decode.");
             continue;
         }
@@ -397,9 +407,27 @@ fn list_json(
         metadata["continue"] = Value::String(continuation::encode(listing.revision, &start));
         metadata["remainingItemCount"] = Value::from(more);
     }
-    list_response(c, &metadata, items.len(), |body| {
-        body.extend_from_slice(&items)
-    })
+    let head = list_head(c, &metadata)?;
+    Ok(json_response(200, finish_list(&head, items)))
+}
+
+/// Room left in front of a LIST's items for its head (`apiVersion`, `kind`, `metadata` with
+/// the resource version and any continue token).
+const LIST_HEAD_ROOM: usize = 1024;
+
+/// The list body from its `head` and `items`, whose first [`LIST_HEAD_ROOM`] bytes are room:
+/// the head goes in that room when it fits (no copy of the items), else in a new buffer.
+fn finish_list(head: &[u8], mut items: Vec<u8>) -> Bytes {
+    if let Some(start) = LIST_HEAD_ROOM.checked_sub(head.len()) {
+        items[start..LIST_HEAD_ROOM].copy_from_slice(head);
+        items.extend_from_slice(b"]}");
+        return Bytes::from(items).slice(start..);
+    }
+    let mut body = Vec::with_capacity(head.len() + items.len() + 2 - LIST_HEAD_ROOM);
+    body.extend_from_slice(head);
+    body.extend_from_slice(&items[LIST_HEAD_ROOM..]);
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
 }
 
 /// WATCH `scope`: initial ADDED events (or resume after a revision), then live changes with
@@ -641,6 +669,23 @@ mod tests {
         );
         // A record that does not present makes no frame and is asked again next time.
         assert_eq!(memo.frame(&event(3, 1), "v1", || None), None);
+    }
+
+    #[test]
+    fn a_list_body_is_its_head_items_and_end_whether_or_not_the_head_fits_its_room() {
+        for head_len in [
+            0,
+            10,
+            LIST_HEAD_ROOM,
+            LIST_HEAD_ROOM + 1,
+            3 * LIST_HEAD_ROOM,
+        ] {
+            let head: Vec<u8> = (0..head_len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut items = vec![b' '; LIST_HEAD_ROOM];
+            items.extend_from_slice(b"{\"a\":1},{\"b\":2}");
+            let want = [&head[..], b"{\"a\":1},{\"b\":2}", b"]}"].concat();
+            assert_eq!(finish_list(&head, items), want, "head of {head_len} bytes");
+        }
     }
 
     #[test]
