@@ -45,6 +45,11 @@ mod soak;
 #[path = "load/versus_etcd.rs"]
 mod versus_etcd;
 
+/// The allocator of the binary (`src/main.rs`), so that in-process figures are those of what
+/// ships.
+#[global_allocator]
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -1703,7 +1708,10 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
         Backend::Memory => (String::new(), String::new()),
         Backend::Local => (
             format!(", {in_flight} creates in flight"),
-            "; this process's RSS, incl. redb's page cache (≤ 16 MiB)".to_string(),
+            format!(
+                "; this process's RSS, incl. redb's page cache (≤ {} MiB)",
+                store::local::CACHE_BYTES >> 20
+            ),
         ),
         Backend::Etcd => (
             format!(", {in_flight} creates in flight"),
@@ -1768,10 +1776,11 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
                 e.disk_bytes() as f64 / 1e6
             ),
             (Backend::Local, _) => format!(
-                " The local store's file is {:.0} MB; redb's page cache (≤ 16 MiB) is in this process's RSS.",
+                " The local store's file is {:.0} MB; redb's page cache (≤ {} MiB) is in this process's RSS.",
                 data.as_ref()
                     .and_then(|d| std::fs::metadata(d.path().join("cache.db")).ok())
-                    .map_or(0.0, |m| m.len() as f64 / 1e6)
+                    .map_or(0.0, |m| m.len() as f64 / 1e6),
+                store::local::CACHE_BYTES >> 20
             ),
             _ => String::new(),
         }

@@ -64,7 +64,7 @@ impl Backend {
             Backend::Memory => "",
             Backend::Local => {
                 "peak RSS is the harness process (server with its watch cache, clients) and \
-                 includes redb's page cache (at most 16 MiB)"
+                 includes redb's page cache (at most 2 MiB, `store::local::CACHE_BYTES`)"
             }
             Backend::Etcd => {
                 "peak RSS is the harness process (server with the etcd store's watch cache, \

@@ -581,7 +581,7 @@ pub(crate) async fn scenario_watch_idle(ctx: &mut Ctx) -> anyhow::Result<()> {
     Row {
         scenario: "idle watchers",
         what: format!(
-            "`serve` process (mimalloc, default storage): {opened} of {watches} watches of the VW collection open and idle, HTTP/2, {connected} connections × {STREAMS_PER_CONNECTION} streams{}",
+            "`serve` process (mimalloc + mapped large allocations, default storage): {opened} of {watches} watches of the VW collection open and idle, HTTP/2, {connected} connections × {STREAMS_PER_CONNECTION} streams{}",
             if failed_open > 0 {
                 format!(", {failed_open} failed to open")
             } else {
@@ -642,7 +642,7 @@ pub(crate) async fn scenario_watch_idle(ctx: &mut Ctx) -> anyhow::Result<()> {
 
     // Notes.
     ctx.notes.push(format!(
-        "watch-idle: {connected} connections ({} failed) in {:.2} s and {opened} watches from resourceVersion {rv} in {:.2} s, {IDLE_OPENING} connections opening at a time; each RSS reading after {:.1} s idle, then until two readings 250 ms apart were within 1%. The server is the binary cargo built for the bench (`#[global_allocator]` mimalloc, `src/main.rs`); its RSS is the heap and stacks only: the kernel's socket buffers of its {connected} connections are not in it. Open-files limit: harness {}, server {}. Harness RSS with every watch open: {} (lean h2 client).",
+        "watch-idle: {connected} connections ({} failed) in {:.2} s and {opened} watches from resourceVersion {rv} in {:.2} s, {IDLE_OPENING} connections opening at a time; each RSS reading after {:.1} s idle, then until two readings 250 ms apart were within 1%. The server is the binary cargo built for the bench (`#[global_allocator]` `allocator::Allocator`: mimalloc, allocations of 1 MiB or more mapped apart; `src/main.rs`); its RSS is the heap and stacks only: the kernel's socket buffers of its {connected} connections are not in it. Open-files limit: harness {}, server {}. Harness RSS with every watch open: {} (lean h2 client).",
         Tally::get(&tally.connect_failed),
         connect_time.as_secs_f64(),
         open_time.as_secs_f64(),

@@ -228,6 +228,7 @@ pub(crate) async fn scenario_large_objects(ctx: &mut Ctx) -> anyhow::Result<()> 
         });
     }
     let rss_created = setup.roles[server].rss();
+    let stored_created: usize = workspaces.iter().chain(&cached).map(|o| o.stored).sum();
 
     // One update of each: new text of the same length, cores + 1.
     progress("large-objects: updating each object once");
@@ -324,6 +325,10 @@ pub(crate) async fn scenario_large_objects(ctx: &mut Ctx) -> anyhow::Result<()> 
         _ => None,
     };
     let ratio = growth.map(|g| g as f64 / stored as f64);
+    let created_growth = match (rss_before, rss_created) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
     let (smallest, largest) = workspaces
         .iter()
         .chain(&cached)
@@ -333,20 +338,26 @@ pub(crate) async fn scenario_large_objects(ctx: &mut Ctx) -> anyhow::Result<()> 
     Row {
         scenario: "memory for large objects",
         what: format!(
-            "`serve` process (mimalloc, default storage `local`): {} flavors with 1–2.75 MiB descriptions ({}–{} B), {per_api} through the workspaces API and {per_api} as CachedObjects through the cache API, each updated once, then read back (its API, VW GET, VW LIST)",
+            "`serve` process (mimalloc, allocations of 1 MiB or more mapped apart; default storage `local`): {} flavors with 1–2.75 MiB descriptions ({}–{} B), {per_api} through the workspaces API and {per_api} as CachedObjects through the cache API, each updated once, then read back (its API, VW GET, VW LIST)",
             2 * per_api,
             thousands(smallest as f64),
             thousands(largest as f64)
         ),
         result: format!(
-            "stored {} ({} workspaces API, {} cache API; {} written with the updates); server VmRSS {} before, {} after (settled), growth {}",
+            "stored {} ({} workspaces API, {} cache API; {} written with the updates); server VmRSS {} before, {} after (settled), growth {}; after the creates alone growth {} ({} the {} stored then)",
             mib1(stored as u64),
             mib1(stored_ws as u64),
             mib1((stored - stored_ws) as u64),
             mib1(written as u64),
             opt_mib(rss_before),
             opt_mib(rss_after),
-            growth.map_or_else(|| "n/a".into(), mib1)
+            growth.map_or_else(|| "n/a".into(), mib1),
+            created_growth.map_or_else(|| "n/a".into(), mib1),
+            created_growth.map_or_else(
+                || "n/a".into(),
+                |g| format!("{:.2}×", g as f64 / stored_created.max(1) as f64)
+            ),
+            mib1(stored_created as u64),
         ),
         p50: String::new(),
         p99: String::new(),
@@ -362,7 +373,7 @@ pub(crate) async fn scenario_large_objects(ctx: &mut Ctx) -> anyhow::Result<()> 
     }
     .print();
     ctx.notes.push(format!(
-        "large-objects: server VmRSS after the creates {}, after the updates and reads {}, settled {} (VmHWM {}); read back {} through the APIs, {} through VW GETs, one VW LIST of {items} items {}; server CPU for the writes and reads {}. The stored bytes count each object once, as the server answered its last write; the server holds more copies by design: a workspaces-API flavor is in the shard's store, in the embedded cache's store as a CachedObject, and in the index (which serves the members after `metadata` as a slice of the cache store's value when the schema changed nothing); a cache-API CachedObject in the cache's store and the index. RSS also holds both stores' history rings (every create's and update's value) and redb's page cache of the two `local` store files (at most 16 MiB each, `store::local::CACHE_BYTES`); the kernel's page cache of those files is not in RSS. A {} MiB write at the end answered {refused} (request bodies are limited to 3 MiB, kube-apiserver's default), so no object can exceed that.",
+        "large-objects: server VmRSS after the creates {}, after the updates and reads {}, settled {} (VmHWM {}); read back {} through the APIs, {} through VW GETs, one VW LIST of {items} items {}; server CPU for the writes and reads {}. The stored bytes count each object once, as the server answered its last write; the server holds more copies by design: a workspaces-API flavor is in the shard's store, in the embedded cache's store as a CachedObject, and in the index (which serves the members after `metadata` as a slice of the cache store's value when the schema changed nothing); a cache-API CachedObject in the cache's store and the index. RSS also holds both stores' history rings (every create's and update's value: a watch may resume from any revision of the last 75 s, kube's watch-cache window, so until then each update leaves the previous version in memory too) and redb's page cache of the two `local` store files (at most {} MiB each, `store::local::CACHE_BYTES`); the kernel's page cache of those files is not in RSS. A {} MiB write at the end answered {refused} (request bodies are limited to 3 MiB, kube-apiserver's default), so no object can exceed that.",
         opt_mib(rss_created),
         opt_mib(rss_read),
         opt_mib(rss_after),
@@ -374,6 +385,7 @@ pub(crate) async fn scenario_large_objects(ctx: &mut Ctx) -> anyhow::Result<()> 
             (Some(b), Some(a)) => format!("{:.2} s", a - b),
             _ => "n/a".into(),
         },
+        store::local::CACHE_BYTES >> 20,
         OVERSIZE_BYTES >> 20
     ));
     progress(&format!(
