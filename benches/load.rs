@@ -3414,9 +3414,8 @@ fn main() -> ExitCode {
 }
 
 /// A value as the cache server stores it: the encoded JSON without spare capacity.
-fn stored(mut value: Vec<u8>) -> Bytes {
-    value.shrink_to_fit();
-    Bytes::from(value)
+fn stored(value: Vec<u8>) -> Bytes {
+    store::exact_bytes(value)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -172,12 +172,9 @@ fn is_replicated(md: &Map<String, Value>) -> bool {
 }
 
 fn encode(body: &Value) -> Result<Bytes, ObjectError> {
+    // Stored values live long: do not keep the encoder's spare capacity.
     serde_json::to_vec(body)
-        .map(|mut v| {
-            // Stored values live long: do not keep the encoder's spare capacity.
-            v.shrink_to_fit();
-            Bytes::from(v)
-        })
+        .map(store::exact_bytes)
         .map_err(|e| ObjectError::BadRequest(e.to_string()))
 }
 

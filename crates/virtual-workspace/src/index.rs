@@ -1332,8 +1332,7 @@ fn split_at_cluster(
     if !close && let Some(last) = bytes.last_mut() {
         *last = b',';
     }
-    bytes.shrink_to_fit();
-    let bytes = Bytes::from(bytes);
+    let bytes = store::exact_bytes(bytes);
     Ok((bytes.slice(..at), bytes.slice(at + len..)))
 }
 

@@ -287,10 +287,7 @@ fn crd_gr() -> GroupResource {
 
 fn encode(body: &Value) -> Result<Bytes, WsError> {
     serde_json::to_vec(body)
-        .map(|mut v| {
-            v.shrink_to_fit();
-            Bytes::from(v)
-        })
+        .map(store::exact_bytes)
         .map_err(|e| WsError::BadRequest(e.to_string()))
 }
 
