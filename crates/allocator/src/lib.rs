@@ -10,7 +10,10 @@
 //! 29 MiB of stored objects. Allocations this large are rare (large objects, request bodies, big
 //! lists and tables), so a system call and fresh pages for each cost little next to filling
 //! them, and a growing one is moved by the kernel instead of copied. glibc's malloc does the same
-//! above its mmap threshold, but raises that threshold whenever such a block is freed.
+//! above its mmap threshold, but raises that threshold whenever such a block is freed. Each
+//! mapping is at least 1 MiB, so the kernel's limit on a process's mappings (`vm.max_map_count`,
+//! 65,530 by default) is out of reach below 64 GiB of them; a refused mapping is an allocation
+//! failure like any other.
 //!
 //! The one module of this workspace with `unsafe` code: implementing [`GlobalAlloc`] is unsafe
 //! by definition, and the mappings are made through `libc`.
