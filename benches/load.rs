@@ -706,7 +706,7 @@ impl Vw {
             source_bytes += serde_json::to_vec(&flavor(i))?.len();
             cached_bytes += value.len();
             cached_names.push(key.name.clone());
-            Ok((key, stored(value)))
+            Ok((key, store::exact_bytes(value)))
         });
         backends::create_all(&store, backends::FILL_IN_FLIGHT, items).await?;
         transport.runtime.spawn(index.clone().run(Arc::new(
@@ -1027,7 +1027,8 @@ fn flavor(i: usize) -> Value {
 }
 
 /// The `i`-th generated flavor wrapped into a CachedObject, with its store key. The encoding is
-/// the cache server's own (`serde_json::to_vec`, kept as `Bytes` with the `Vec`'s capacity).
+/// the cache server's own (`serde_json::to_vec`, kept by `store::exact_bytes` without spare
+/// capacity).
 fn generated(i: usize) -> anyhow::Result<(Key, Vec<u8>)> {
     let mut wrapper = wrapped(i);
     let name = wrapper
@@ -1673,7 +1674,7 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
         let (key, value) = generated(i)?;
         raw += value.len() as u64;
         capacity += value.capacity() as u64;
-        Ok((key, stored(value)))
+        Ok((key, store::exact_bytes(value)))
     });
     backends::create_all(&store, in_flight, items).await?;
     let load_time = started.elapsed();
@@ -3413,11 +3414,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// A value as the cache server stores it: the encoded JSON without spare capacity.
-fn stored(value: Vec<u8>) -> Bytes {
-    store::exact_bytes(value)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Storage: the durable local store against memory
 
@@ -3779,7 +3775,7 @@ async fn fill_child(path: std::path::PathBuf, n: usize) -> anyhow::Result<()> {
         let (key, value) = generated(i)?;
         bytes += value.len();
         let s = store.clone();
-        pending.push(async move { s.create(key, stored(value)).await });
+        pending.push(async move { s.create(key, store::exact_bytes(value)).await });
         if pending.len() >= 4096
             && let Some(r) = pending.next().await
         {
