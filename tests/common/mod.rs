@@ -38,7 +38,24 @@ pub fn kubectl_path() -> PathBuf {
 fn install_kubectl() -> PathBuf {
     let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubectl-bin");
     let script = repo().join("../shared/tools/install-kubectl.sh");
-    let out = Command::new("bash")
+    // Once installed, use it: the script's own check (`kubectl version | grep -q` under
+    // `pipefail`) fails now and then when grep stops reading early, and it then installs again
+    // over a kubectl other tests are running.
+    let kubectl = dest.join("kubectl");
+    let installed = Command::new(&kubectl)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("v1.34"));
+    if installed {
+        return kubectl;
+    }
+    // Test processes of other binaries (nextest runs each test in a process of its own) may
+    // install at the same time: one writing kubectl while another runs it fails with "Text file
+    // busy". `flock` (util-linux) lets one install at a time.
+    std::fs::create_dir_all(&dest).expect("kubectl-bin is created");
+    let out = Command::new("flock")
+        .arg(dest.join(".install.lock"))
+        .arg("bash")
         .arg(&script)
         .arg(&dest)
         .output()
@@ -48,7 +65,7 @@ fn install_kubectl() -> PathBuf {
         "install-kubectl.sh failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    dest.join("kubectl")
+    kubectl
 }
 
 /// A running server.
