@@ -17,7 +17,7 @@ use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterio
 use replication_vw::api::patch::{self, PatchType};
 use replication_vw::api::protobuf;
 use replication_vw::api::selector::LabelSelector;
-use replication_vw::api::watch::{self, EventType};
+use replication_vw::api::watch::EventType;
 use replication_vw::controllers::wrap;
 use replication_vw::model::types::Names;
 use replication_vw::replication::body::ListBody;
@@ -514,7 +514,7 @@ fn bench_watch(c: &mut Criterion) {
     let api = flavor_api();
     let object = Arc::new(served_object(42, &api));
     let literal = cluster_literal(CONSUMER);
-    let frame = watch::frame(EventType::Modified, &object.parts(&literal));
+    let frame = object.frame(EventType::Modified, &literal);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -524,7 +524,7 @@ fn bench_watch(c: &mut Criterion) {
     let mut g = group(c, "watch_event", 50);
     g.throughput(Throughput::Bytes(frame.len() as u64));
     g.bench_function("frame_encode", |b| {
-        b.iter(|| watch::frame(EventType::Modified, black_box(&object.parts(&literal))))
+        b.iter(|| black_box(&object).frame(EventType::Modified, black_box(&literal)))
     });
     match served_event(&rt, 42) {
         Some(event) => {
@@ -553,9 +553,7 @@ fn bench_watch(c: &mut Criterion) {
             fan_out(
                 &rt,
                 object.clone(),
-                move |o: &Arc<ServedObject>| {
-                    watch::frame(EventType::Modified, &o.parts(&lit)).len()
-                },
+                move |o: &Arc<ServedObject>| o.frame(EventType::Modified, &lit).len(),
                 iters,
             )
         })

@@ -78,15 +78,22 @@ pub static FRAMES_BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomi
 
 /// One event frame from object bytes given in pieces (concatenated in order).
 pub fn frame(kind: EventType, object_parts: &[&[u8]]) -> Bytes {
-    FRAMES_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let len: usize = object_parts.iter().map(|p| p.len()).sum();
+    frame_with(kind, len, |buf| {
+        for p in object_parts {
+            buf.put_slice(p);
+        }
+    })
+}
+
+/// A watch event line whose object `write_object` writes (`len`: about how many bytes).
+pub fn frame_with(kind: EventType, len: usize, write_object: impl FnOnce(&mut BytesMut)) -> Bytes {
+    FRAMES_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut buf = BytesMut::with_capacity(len + 32);
     buf.put_slice(b"{\"type\":\"");
     buf.put_slice(kind.as_str().as_bytes());
     buf.put_slice(b"\",\"object\":");
-    for p in object_parts {
-        buf.put_slice(p);
-    }
+    write_object(&mut buf);
     buf.put_slice(b"}\n");
     buf.freeze()
 }

@@ -42,7 +42,7 @@ pub fn write_item(
     c: &[u8],
 ) {
     match view {
-        ItemView::Object => o.parts(c).iter().for_each(|p| buf.put_slice(p)),
+        ItemView::Object => o.write(c, buf),
         ItemView::Metadata => o
             .metadata_parts(columns, c)
             .iter()
@@ -64,7 +64,7 @@ pub fn write_item(
                 }
                 IncludeObject::Object => {
                     buf.put_slice(b",\"object\":");
-                    o.parts(c).iter().for_each(|p| buf.put_slice(p));
+                    o.write(c, buf);
                 }
             }
             buf.put_u8(b'}');

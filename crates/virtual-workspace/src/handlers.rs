@@ -781,7 +781,7 @@ impl WatchState {
     /// An initial ADDED event for an object of the snapshot.
     fn push_initial(&mut self, o: &ServedObject, c: &[u8]) {
         let frame = match self.view {
-            View::Object => watch::frame(EventType::Added, &o.parts(c)),
+            View::Object => o.frame(EventType::Added, c),
             view => {
                 let defs = self.defs.take();
                 watch::frame(

@@ -4,8 +4,8 @@
 //!
 //! Every CachedObject is decoded, unwrapped (`kcp-reference.md` §5.5) and validated against the
 //! APIResourceSchema version it is served with exactly once, when it enters the index. The
-//! served JSON is kept split around the value of its `kcp.io/cluster` annotation, so a copy for
-//! consumer X is `prefix + "X" + suffix` with no re-encoding. Each CachedResource keeps a
+//! served JSON is kept as pieces (`pieces`) around the value of its `kcp.io/cluster` annotation,
+//! mostly slices of the stored value, so a copy for consumer X is written with no re-encoding. Each CachedResource keeps a
 //! bounded history of served events so watches resume from recent revisions; older ones are
 //! answered `410 Gone`. Objects that fail to unwrap or validate are not served, counted, and
 //! logged once with their key.
@@ -30,6 +30,7 @@ use store::{Event, EventKind, Key, Listing, Record, StoreError};
 use tokio::sync::broadcast;
 
 use super::memo::{self, Memo};
+use super::pieces::{self, Pieces};
 pub use super::resolved::{ObjKey, ResolvedApi, Source};
 use super::slices::{Domain, IdentityObjectKey, IdentityResource, IdentityResourceKey};
 
@@ -41,14 +42,14 @@ const BROADCAST_CAPACITY: usize = 1024;
 /// How often the validation memo is written again while changes arrive.
 pub const MEMO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// One served object: unwrapped, validated JSON split around its `kcp.io/cluster` value.
+/// One served object: unwrapped, validated JSON as [`Pieces`] around its `kcp.io/cluster` value.
 ///
 /// When the schema changed nothing (no field pruned, no default applied) and the stored object
 /// lists `apiVersion`, `kind` and `metadata` before its other members (as Kubernetes and kcp
-/// encode objects), only those three are encoded anew (`prefix` and `suffix`, a few hundred
-/// bytes); the members after them (`spec`, `status`, …) are served as a slice of the stored
-/// value itself (`tail`), which the store holds anyway, so the served object and its stored
-/// value do not each keep a copy of the same bytes.
+/// encode objects), the served text is pieces of the stored value itself, which the store holds
+/// anyway, with the few members the virtual workspace rewrites (the cluster annotation, `uid`,
+/// `resourceVersion`) put in between: the served object and its stored value do not each keep a
+/// copy of the same bytes. Otherwise the object is encoded anew.
 #[derive(Debug)]
 pub struct ServedObject {
     /// Namespace ("" when cluster-scoped).
@@ -62,91 +63,76 @@ pub struct ServedObject {
     /// Values of the schema's selectable fields, as field selectors compare them (each name
     /// one allocation shared by the objects of the resource).
     pub fields: Box<[(Arc<str>, Box<str>)]>,
-    prefix: Bytes,
-    suffix: Bytes,
-    /// The stored object's members after `metadata` up to its closing brace, as stored (empty
-    /// when `suffix` closes the object itself).
-    tail: Bytes,
+    /// The served text, without the cluster literal (and the revision, when served from the
+    /// stored text).
+    text: Pieces,
     /// Table cells and metadata view, computed on first use (boxed: most objects never need
     /// them, and the slot stays one pointer wide).
     table: std::sync::OnceLock<Box<TableParts>>,
     /// The validation memo's digest of the stored text this object was served from, when it was
-    /// validated (or vouched for by the memo), served with its stored tail, and the index keeps
+    /// validated (or vouched for by the memo), served from its stored text, and the index keeps
     /// a memo.
     digest: Option<memo::Digest>,
 }
 
 impl ServedObject {
-    /// The byte slices that make up the object for consumer `cluster_json` (a JSON string
-    /// literal, quotes included).
-    pub fn parts<'a>(&'a self, cluster_json: &'a [u8]) -> [&'a [u8]; 4] {
-        [&self.prefix, cluster_json, &self.suffix, &self.tail]
+    /// Write the object for consumer `cluster_json` (a JSON string literal, quotes included).
+    pub fn write(&self, cluster_json: &[u8], out: &mut impl BufMut) {
+        self.text.write(cluster_json, self.revision, out);
+    }
+
+    /// A watch event line of `kind` with the object for consumer `cluster_json`.
+    pub fn frame(&self, kind: EventType, cluster_json: &[u8]) -> Bytes {
+        kube_api::watch::frame_with(kind, self.len_for(cluster_json.len()), |buf| {
+            self.write(cluster_json, buf)
+        })
     }
 
     /// The object as served to `cluster`.
     pub fn json_for(&self, cluster: &str) -> Bytes {
         let c = cluster_literal(cluster);
         let mut b = BytesMut::with_capacity(self.len_for(c.len()));
-        for p in self.parts(&c) {
-            b.put_slice(p);
-        }
+        self.write(&c, &mut b);
         b.freeze()
     }
 
     /// The same object stamped with another revision (a deletion's): its
-    /// `metadata.resourceVersion` replaced in the bytes when that is the only place the old
-    /// value is written, else in the re-read object; unchanged if neither works.
+    /// `metadata.resourceVersion` written from the new revision, or, for an object encoded
+    /// anew, set in the re-read object; unchanged if that fails.
     pub fn with_revision(&self, revision: u64) -> ServedObject {
-        let old = format!("\"resourceVersion\":\"{}\"", self.revision);
-        let new = format!("\"resourceVersion\":\"{revision}\"");
-        let count = |b: &Bytes| memchr::memmem::find_iter(b, old.as_bytes()).count();
-        // `metadata.resourceVersion` follows `metadata.annotations`, so it is in the suffix.
-        let (prefix, suffix, tail) =
-            match (count(&self.prefix), count(&self.suffix), count(&self.tail)) {
-                (0, 1, 0) => {
-                    // invariant: counted just above.
-                    let at = find(&self.suffix, old.as_bytes()).unwrap_or_default();
-                    let mut out = BytesMut::with_capacity(self.suffix.len() + new.len());
-                    out.put_slice(&self.suffix[..at]);
-                    out.put_slice(new.as_bytes());
-                    out.put_slice(&self.suffix[at + old.len()..]);
-                    (self.prefix.clone(), out.freeze(), self.tail.clone())
-                }
-                // The object's own content holds the same text (a label `resourceVersion`, say).
-                _ => self.restamped(revision).map_or_else(
-                    || (self.prefix.clone(), self.suffix.clone(), self.tail.clone()),
-                    |(prefix, suffix)| (prefix, suffix, Bytes::new()),
-                ),
-            };
+        let text = if self.text.has_revision() {
+            self.text.clone()
+        } else {
+            self.restamped(revision)
+                .unwrap_or_else(|| self.text.clone())
+        };
         ServedObject {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             revision,
             labels: self.labels.clone(),
             fields: self.fields.clone(),
-            prefix,
-            suffix,
-            tail,
+            text,
             table: std::sync::OnceLock::new(),
             digest: None,
         }
     }
 
-    /// Prefix and suffix of the object re-read with `metadata.resourceVersion` set to
-    /// `revision`.
-    fn restamped(&self, revision: u64) -> Option<(Bytes, Bytes)> {
+    /// The object re-read with `metadata.resourceVersion` set to `revision`, encoded anew.
+    fn restamped(&self, revision: u64) -> Option<Pieces> {
         let mut obj: Value = serde_json::from_slice(&self.json_for(&self.placeholder())).ok()?;
         *obj.pointer_mut("/metadata/resourceVersion")? = Value::String(revision.to_string());
         *obj.pointer_mut(&cluster_pointer())? = Value::String(PLACEHOLDER.into());
-        split_at_cluster(&mut obj, true, self.len_for(0)).ok()
+        split_at_cluster(&mut obj, self.len_for(0)).ok()
     }
 
     /// A consumer cluster name found nowhere in the object's own bytes: [`PLACEHOLDER`], or a
     /// run of `_` longer than those bytes when they hold the placeholder.
     fn placeholder(&self) -> Cow<'static, str> {
-        let holds = |b: &Bytes| find(b, PLACEHOLDER.as_bytes()).is_some();
-        if holds(&self.prefix) || holds(&self.suffix) || holds(&self.tail) {
-            Cow::Owned("_".repeat(self.len_for(0) + 1))
+        let mut whole = BytesMut::with_capacity(self.len_for(0));
+        self.write(b"", &mut whole);
+        if find(&whole, PLACEHOLDER.as_bytes()).is_some() {
+            Cow::Owned("_".repeat(whole.len() + 1))
         } else {
             Cow::Borrowed(PLACEHOLDER)
         }
@@ -179,15 +165,24 @@ impl ServedObject {
 
     /// Size of one copy in bytes.
     pub fn len_for(&self, cluster_json_len: usize) -> usize {
-        self.prefix.len() + cluster_json_len + self.suffix.len() + self.tail.len()
+        self.text.len(cluster_json_len, self.revision)
     }
 
     /// Whether both serve the same bytes at the same revision.
     fn same_as(&self, other: &ServedObject) -> bool {
-        self.revision == other.revision
-            && self.prefix == other.prefix
-            && self.suffix == other.suffix
-            && self.tail == other.tail
+        self.revision == other.revision && self.text.chunks().eq(other.text.chunks())
+    }
+
+    /// The buffer the served text slices (the stored value, when served from it).
+    #[cfg(test)]
+    fn buffer(&self) -> &Bytes {
+        self.text.buffer()
+    }
+
+    /// Whether the served text is pieces of its stored value.
+    #[cfg(test)]
+    fn served_from_stored(&self) -> bool {
+        self.text.has_revision()
     }
 }
 
@@ -258,9 +253,7 @@ impl ServedEvent {
     /// The watch frame of this event for one consumer (a JSON string literal), encoded once
     /// and shared by every watcher that sends it.
     pub fn frame(&self, kind: EventType, cluster: &[u8]) -> Bytes {
-        self.memo(kind, cluster, 0, || {
-            kube_api::watch::frame(kind, &self.object.parts(cluster))
-        })
+        self.memo(kind, cluster, 0, || self.object.frame(kind, cluster))
     }
 
     /// A frame of this event in some view (`view` distinguishes representations), built once
@@ -810,9 +803,9 @@ pub(crate) struct Inner {
     stored: Bytes,
     /// Where the object's text starts and ends in `stored`.
     span: std::ops::Range<usize>,
-    /// Per top-level member, in order: for a member of [`HEAD_MEMBERS`], where its value's
-    /// text ends in `stored`; `None` for the others.
-    members: Vec<Option<usize>>,
+    /// Per top-level member, in order: for a member of [`HEAD_MEMBERS`], which one (its index
+    /// there) and where its value's text is in `stored`; `None` for the others.
+    members: Vec<Option<(usize, std::ops::Range<usize>)>>,
     /// A key occurs twice (the parsed object kept the last; the text would hold both).
     duplicate: bool,
     /// Parsed for an object the memo vouches for: `object` holds only the head members, the
@@ -822,8 +815,9 @@ pub(crate) struct Inner {
     others: Vec<(String, std::ops::Range<usize>)>,
 }
 
-/// The root members encoded anew when the rest is served as stored.
-const HEAD_MEMBERS: [&str; 3] = ["apiVersion", "kind", "metadata"];
+/// The root members the virtual workspace reads (and rewrites, in `metadata`) before the rest,
+/// which is served as stored.
+const HEAD_MEMBERS: [&str; 3] = pieces::HEAD_NAMES;
 
 impl Inner {
     /// Parse `text`, a slice of `stored`, as a JSON object; errors name it `what` (and
@@ -865,9 +859,9 @@ impl Inner {
         let members = heads
             .into_iter()
             .map(|h| {
-                h.map(|raw| {
+                h.map(|(which, raw)| {
                     offset_in(stored, raw.get())
-                        .map(|at| at + raw.get().len())
+                        .map(|at| (which, at..at + raw.get().len()))
                         .ok_or("internal: member outside its value")
                 })
                 .transpose()
@@ -949,45 +943,25 @@ impl Inner {
         std::str::from_utf8(self.stored.get(range)?).ok()
     }
 
-    /// The stored text of every member after the head members, up to and including the
-    /// object's closing brace, when it can be served as it is: the head members (those of
-    /// [`HEAD_MEMBERS`] present) come first, no key repeats, at least one other member
-    /// follows, and the text has no line break (watch events are one line each).
-    fn tail(&self) -> Option<Bytes> {
-        let heads = self.members.iter().take_while(|m| m.is_some()).count();
+    /// The object's served text as pieces of its stored text, when it can be served that way:
+    /// the head members (those of [`HEAD_MEMBERS`] present, `metadata` among them) come first,
+    /// no key repeats, at least one other member follows, and the text has no line break
+    /// (watch events are one line each); see [`pieces::from_stored`] for `metadata`.
+    fn stored_pieces(&self, wrapped: bool) -> Option<Pieces> {
+        let heads: Vec<(usize, std::ops::Range<usize>)> =
+            self.members.iter().map_while(Option::clone).collect();
         if self.duplicate
-            || heads == self.members.len()
-            || self.members[heads..].iter().any(Option::is_some)
+            || heads.len() == self.members.len()
+            || self.members[heads.len()..].iter().any(Option::is_some)
         {
             return None;
         }
-        // After the last head member's value (or the opening brace): its comma, then the
-        // first other member's key.
-        let after = match heads {
-            0 => self.span.start + 1,
-            n => self.members[n - 1]?,
-        };
-        let rest = self.stored.get(after..self.span.end)?;
-        let skip_ws = |b: &[u8], from: usize| {
-            from + b[from..]
-                .iter()
-                .take_while(|c| c.is_ascii_whitespace())
-                .count()
-        };
-        let mut at = skip_ws(rest, 0);
-        if heads > 0 {
-            if rest.get(at) != Some(&b',') {
-                return None;
-            }
-            at = skip_ws(rest, at + 1);
-        }
-        if rest.get(at) != Some(&b'"')
-            || rest.last() != Some(&b'}')
-            || memchr::memchr2(b'\n', b'\r', &rest[at..]).is_some()
-        {
-            return None;
-        }
-        Some(self.stored.slice(after + at..self.span.end))
+        pieces::from_stored(&pieces::Head {
+            stored: &self.stored,
+            span: self.span.clone(),
+            heads,
+            wrapped,
+        })
     }
 }
 
@@ -1003,8 +977,8 @@ fn offset_in(whole: &[u8], part: &str) -> Option<usize> {
 /// into its value or, when trusted, only delimited.
 struct Members<'a> {
     object: serde_json::Map<String, Value>,
-    /// Per member, in order: its text if it is a head member.
-    heads: Vec<Option<&'a serde_json::value::RawValue>>,
+    /// Per member, in order: which head member it is and its text, if it is one.
+    heads: Vec<Option<(usize, &'a serde_json::value::RawValue)>>,
     /// When trusted: the members other than the head members, as text.
     others: Vec<(String, &'a serde_json::value::RawValue)>,
     /// A key occurs twice.
@@ -1040,10 +1014,10 @@ impl<'de> serde::de::Visitor<'de> for MembersSeed {
             duplicate: false,
         };
         while let Some(key) = map.next_key::<String>()? {
-            if HEAD_MEMBERS.contains(&key.as_str()) {
+            if let Some(which) = HEAD_MEMBERS.iter().position(|m| *m == key) {
                 let raw: &'de serde_json::value::RawValue = map.next_value()?;
                 let value = serde_json::from_str(raw.get()).map_err(A::Error::custom)?;
-                out.heads.push(Some(raw));
+                out.heads.push(Some((which, raw)));
                 out.duplicate |= out.object.insert(key, value).is_some();
             } else if self.trusted {
                 let raw: &'de serde_json::value::RawValue = map.next_value()?;
@@ -1181,6 +1155,11 @@ pub(crate) fn serve_inner(
     let Some(obj) = inner.as_object_mut() else {
         return Err("failed to decode inner object".into());
     };
+    // An object stored as itself is served from its stored text only when that already names
+    // the served apiVersion and a kind.
+    let as_stored = wrapped
+        || (obj.get("apiVersion").and_then(Value::as_str) == Some(api.api_version().as_str())
+            && obj.contains_key("kind"));
     if !wrapped {
         obj.insert("apiVersion".into(), Value::String(api.api_version()));
         obj.entry("kind")
@@ -1237,11 +1216,12 @@ pub(crate) fn serve_inner(
             (shared_name(f), v.into_boxed_str())
         })
         .collect();
-    let tail = if parsed.trusted {
+    let from_stored = if parsed.trusted {
         Some(
-            parsed
-                .tail()
-                .ok_or("internal: a memo entry for an object not served with its stored tail")?,
+            as_stored
+                .then(|| parsed.stored_pieces(wrapped))
+                .flatten()
+                .ok_or("internal: a memo entry for an object not served from its stored text")?,
         )
     } else {
         let (result, changed) = api.validator.prepare_noting_changes(&mut inner);
@@ -1249,16 +1229,15 @@ pub(crate) fn serve_inner(
             let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Err(format!("invalid against its schema: {}", msgs.join("; ")));
         }
-        if changed { None } else { parsed.tail() }
+        (as_stored && !changed)
+            .then(|| parsed.stored_pieces(wrapped))
+            .flatten()
     };
-    let digest = digest.filter(|_| tail.is_some());
-    if tail.is_some()
-        && let Some(obj) = inner.as_object_mut()
-    {
-        obj.retain(|k, _| HEAD_MEMBERS.contains(&k.as_str()));
-    }
-    let size_hint = parsed.span.len() - tail.as_ref().map_or(0, Bytes::len);
-    let (prefix, suffix) = split_at_cluster(&mut inner, tail.is_none(), size_hint)?;
+    let digest = digest.filter(|_| from_stored.is_some());
+    let text = match from_stored {
+        Some(text) => text,
+        None => split_at_cluster(&mut inner, parsed.span.len())?,
+    };
     Ok(ServedObject {
         table: std::sync::OnceLock::new(),
         namespace,
@@ -1266,9 +1245,7 @@ pub(crate) fn serve_inner(
         revision,
         labels,
         fields,
-        prefix,
-        suffix,
-        tail: tail.unwrap_or_default(),
+        text,
         digest,
     })
 }
@@ -1292,14 +1269,9 @@ fn cluster_pointer() -> String {
 /// Serialize an object whose `kcp.io/cluster` annotation is [`PLACEHOLDER`] and split it around
 /// that annotation's JSON string literal. When the object's own content holds the placeholder
 /// too, the annotation is first set to a run of `_` longer than the whole serialized object,
-/// which nothing else in it can hold, so the split is always at the annotation. Unless `close`,
-/// the object's closing brace becomes a comma (more members follow). `size_hint`: about how
-/// long the encoding will be.
-fn split_at_cluster(
-    object: &mut Value,
-    close: bool,
-    size_hint: usize,
-) -> Result<(Bytes, Bytes), String> {
+/// which nothing else in it can hold, so the split is always at the annotation. `size_hint`:
+/// about how long the encoding will be.
+fn split_at_cluster(object: &mut Value, size_hint: usize) -> Result<Pieces, String> {
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(PLACEHOLDER.as_bytes()));
     let encode = |object: &Value| {
@@ -1329,11 +1301,8 @@ fn split_at_cluster(
     if bytes.get(at) != Some(&b'"') || bytes.get(at + len - 1) != Some(&b'"') {
         return Err("internal: cluster placeholder not found".into());
     }
-    if !close && let Some(last) = bytes.last_mut() {
-        *last = b',';
-    }
-    let bytes = store::exact_bytes(bytes);
-    Ok((bytes.slice(..at), bytes.slice(at + len..)))
+    Pieces::encoded(store::exact_bytes(bytes), at, len)
+        .ok_or_else(|| "internal: an encoded object beyond 4 GiB".into())
 }
 
 /// A map from pairs of strings (namespace, name) built from `items` in any order; a key given
@@ -2553,15 +2522,18 @@ mod tests {
             "{text}"
         );
         assert!(
-            inside(&o.tail, &stored),
-            "the tail is a slice of the stored value"
+            o.served_from_stored() && inside(o.buffer(), &stored),
+            "the served text is pieces of the stored value"
         );
         let v: Value = serde_json::from_slice(&served).unwrap();
         assert_eq!(v["metadata"]["annotations"]["kcp.io/cluster"], "consumer-1");
         assert_eq!(v["metadata"]["resourceVersion"], "42");
         assert_eq!(v["spec"], json!({"size": 3, "note": "kept as stored"}));
         let gone = o.with_revision(50);
-        assert!(inside(&gone.tail, &stored), "a deletion shares it too");
+        assert!(
+            gone.served_from_stored() && inside(gone.buffer(), &stored),
+            "a deletion shares it too"
+        );
         let v: Value = serde_json::from_slice(&gone.json_for("c")).unwrap();
         assert_eq!(v["metadata"]["resourceVersion"], "50");
         assert_eq!(v["status"], json!({"phase": "Ready"}));
@@ -2597,7 +2569,7 @@ mod tests {
             ),
         ] {
             let o = unwrap_object(&wrapped_text(inner), 42, &a).unwrap();
-            assert!(o.tail.is_empty(), "{inner}");
+            assert!(!o.served_from_stored(), "{inner}");
             let served = o.json_for("c");
             assert!(!served.contains(&b'\n'), "{inner}");
             let v: Value = serde_json::from_slice(&served).unwrap();
@@ -2621,7 +2593,7 @@ mod tests {
             r#"{{"apiVersion":"g.io/v1","kind":"Thing","metadata":{{"name":"a"}},"spec":{{"p":"{PLACEHOLDER}","resourceVersion":"42"}}}}"#
         );
         let o = unwrap_object(&wrapped_text(&inner), 42, &a).unwrap();
-        assert!(!o.tail.is_empty());
+        assert!(o.served_from_stored());
         let meta: Vec<u8> = o.metadata_parts(&[], b"\"c\"").concat();
         let meta: Value = serde_json::from_slice(&meta).unwrap();
         assert_eq!(meta["metadata"]["annotations"]["kcp.io/cluster"], "c");

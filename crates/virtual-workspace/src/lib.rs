@@ -17,6 +17,7 @@ pub mod handlers;
 pub mod index;
 pub mod memo;
 pub mod openapi;
+mod pieces;
 pub mod resolved;
 pub mod slices;
 pub mod url;
