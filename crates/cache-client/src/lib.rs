@@ -514,7 +514,7 @@ fn record_of(group: &str, resource: &str, raw: &[u8]) -> Option<Record> {
             name: md.name,
         }),
         revision: md.resource_version.parse().unwrap_or(0),
-        value: Bytes::copy_from_slice(raw),
+        value: store::exact_copy(raw),
     })
 }
 

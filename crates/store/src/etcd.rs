@@ -572,7 +572,7 @@ impl Shared {
                 } else {
                     stale.remove(key);
                 }
-                Some(Bytes::from(d.value))
+                Some(super::exact_bytes(d.value))
             }
             Err(e) => {
                 self.skip(raw_key, &e.to_string());

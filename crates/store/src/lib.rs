@@ -25,10 +25,15 @@ use std::sync::Arc;
 /// the allocator does with a shrink. An encoder's `Vec` has up to twice its length in capacity,
 /// and `shrink_to_fit` does not always give it back: mimalloc keeps a block in place when the
 /// shrink leaves it at least half used, so a 2.7 KB value kept a 4 KiB block (the load
-/// harness's ingest: 1.2 KB per object, 116 MiB per 100,000). Below [`EXACT_COPY_MAX`] the value
-/// is copied into a block of its own length; from there on it is shrunk in place (the process's
-/// allocator maps such blocks apart and shrinks them without a copy).
+/// harness's ingest: 1.2 KB per object, 116 MiB per 100,000). From [`EXACT_MALLOC_MIN`] to
+/// [`EXACT_COPY_MAX`] the value is copied into an [`allocator::ExactBuf`] of its own length
+/// (mimalloc's size classes would still round a 2.7 KB value up to 3 KiB); shorter values are
+/// copied only when they have spare capacity; from [`EXACT_COPY_MAX`] on they are shrunk in
+/// place (the process's allocator maps such blocks apart and shrinks them without a copy).
 pub fn exact_bytes(mut v: Vec<u8>) -> Bytes {
+    if (EXACT_MALLOC_MIN..EXACT_COPY_MAX).contains(&v.len()) {
+        return exact_copy(&v);
+    }
     if v.capacity() > v.len() {
         if v.len() < EXACT_COPY_MAX {
             return Bytes::copy_from_slice(&v);
@@ -38,8 +43,23 @@ pub fn exact_bytes(mut v: Vec<u8>) -> Bytes {
     Bytes::from(v)
 }
 
+/// A copy of `value` to keep for long, at its exact size as [`exact_bytes`] keeps one.
+pub fn exact_copy(value: &[u8]) -> Bytes {
+    if (EXACT_MALLOC_MIN..EXACT_COPY_MAX).contains(&value.len())
+        && let Some(buf) = allocator::ExactBuf::copy_of(value)
+    {
+        return Bytes::from_owner(buf);
+    }
+    Bytes::copy_from_slice(value)
+}
+
 /// Values at least this long are shrunk in place by [`exact_bytes`] rather than copied.
 pub const EXACT_COPY_MAX: usize = 1 << 20;
+
+/// Values at least this long (and shorter than [`EXACT_COPY_MAX`]) are kept in an
+/// [`allocator::ExactBuf`]: below it, a size class's rounding costs less than the buffer's
+/// shared header.
+pub const EXACT_MALLOC_MIN: usize = 1 << 10;
 
 /// A group and plural resource.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -255,6 +275,8 @@ mod tests {
         for len in [
             0,
             1,
+            EXACT_MALLOC_MIN - 1,
+            EXACT_MALLOC_MIN,
             2690,
             EXACT_COPY_MAX - 1,
             EXACT_COPY_MAX,
@@ -266,6 +288,7 @@ mod tests {
                 v.extend_from_slice(&text);
                 assert_eq!(exact_bytes(v), text, "{len} bytes, {spare} spare");
             }
+            assert_eq!(exact_copy(&text), text, "{len} bytes copied");
         }
     }
 

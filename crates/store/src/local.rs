@@ -291,7 +291,7 @@ impl LocalStore {
                             continue;
                         };
                         let value = if plain && !value.starts_with(ENCRYPTED) {
-                            Bytes::copy_from_slice(value)
+                            super::exact_copy(value)
                         } else {
                             let storage_key = key.to_string();
                             match transformer.decode(
@@ -304,7 +304,7 @@ impl LocalStore {
                                     if decoded.stale {
                                         stale.insert(key.clone());
                                     }
-                                    Bytes::from(decoded.value)
+                                    super::exact_bytes(decoded.value)
                                 }
                                 Err(e) => {
                                     tracing::warn!(store = %label, key = %key, error = %e, "Skipping a stored record whose value cannot be decrypted.");
