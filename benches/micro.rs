@@ -505,7 +505,7 @@ fn served_event(rt: &tokio::runtime::Runtime, i: usize) -> Option<Arc<ServedEven
         .events_after_seq(0)
         .ok()?
         .into_iter()
-        .find(|e| e.object.name == want)
+        .find(|e| *e.object.name == *want)
 }
 
 /// Bench 5: One watch frame: encoding it, the memoized frame of a `ServedEvent`, and fanning one

@@ -102,7 +102,7 @@ fn check_served(o: &ServedObject, revision: u64, input: &[u8]) {
         "input {:?} served as {v}",
         String::from_utf8_lossy(input)
     );
-    assert_eq!(md["name"], o.name.as_str(), "{v}");
+    assert_eq!(md["name"], &*o.name, "{v}");
     assert_eq!(
         md["resourceVersion"],
         revision.to_string(),

@@ -21,7 +21,6 @@
 pub mod reader;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -437,12 +437,14 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, o: &ServedObject) -> bool {
-        self.namespace.as_ref().is_none_or(|ns| *ns == o.namespace)
+        self.namespace
+            .as_ref()
+            .is_none_or(|ns| **ns == *o.namespace)
             && (self.labels.is_everything() || self.labels.matches_labels(&o.labels))
             && (self.fields.is_everything()
                 || self.fields.matches_with(|f| match f {
-                    "metadata.name" => Some(o.name.as_str()),
-                    "metadata.namespace" => Some(o.namespace.as_str()),
+                    "metadata.name" => Some(&*o.name),
+                    "metadata.namespace" => Some(&*o.namespace),
                     other => o
                         .fields
                         .iter()
@@ -639,7 +641,7 @@ async fn list(
         for (oi, o) in objects.iter().enumerate() {
             for (ci, cname) in cluster_names.iter().enumerate() {
                 if let Some((a_ns, a_name, a_cluster)) = &after
-                    && (o.namespace.as_str(), o.name.as_str(), cname.as_str())
+                    && (&*o.namespace, &*o.name, cname.as_str())
                         <= (a_ns.as_str(), a_name.as_str(), a_cluster.as_str())
                 {
                     continue;

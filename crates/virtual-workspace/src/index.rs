@@ -53,9 +53,9 @@ pub const MEMO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60
 #[derive(Debug)]
 pub struct ServedObject {
     /// Namespace ("" when cluster-scoped).
-    pub namespace: String,
+    pub namespace: Box<str>,
     /// Name.
-    pub name: String,
+    pub name: Box<str>,
     /// Cache store revision (the served `resourceVersion`).
     pub revision: u64,
     /// Labels of the inner object.
@@ -331,7 +331,7 @@ impl NameIndex {
 
     fn get(&self, namespace: &str, name: &str) -> Option<&Arc<ServedObject>> {
         self.table.find(self.hash(namespace, name), |o| {
-            o.namespace == namespace && o.name == name
+            *o.namespace == *namespace && *o.name == *name
         })
     }
 
@@ -353,7 +353,7 @@ impl NameIndex {
         let hash = self.hash(namespace, name);
         if let Ok(e) = self
             .table
-            .find_entry(hash, |o| o.namespace == namespace && o.name == name)
+            .find_entry(hash, |o| *o.namespace == *namespace && *o.name == *name)
         {
             e.remove();
         }
@@ -383,7 +383,7 @@ impl Served {
             .take_while(|e| e.revision > revision)
             .filter(|e| !e.membership)
         {
-            let key = (ev.object.namespace.clone(), ev.object.name.clone());
+            let key = (ev.object.namespace.to_string(), ev.object.name.to_string());
             match (ev.change, &ev.prev) {
                 (Change::Added, _) => {
                     objects.remove(&key);
@@ -465,7 +465,8 @@ impl Served {
         let consumers = self.consumers.clone();
         let prev = self.by_origin.remove(origin).and_then(|o| {
             self.by_name.remove(&o.namespace, &o.name);
-            self.objects.remove(&(o.namespace.clone(), o.name.clone()))
+            self.objects
+                .remove(&(o.namespace.to_string(), o.name.to_string()))
         });
         match (prev, new) {
             (None, None) => {}
@@ -477,7 +478,7 @@ impl Served {
                 consumers,
             )),
             (prev, Some(n)) => {
-                let k = (n.namespace.clone(), n.name.clone());
+                let k = (n.namespace.to_string(), n.name.to_string());
                 self.by_origin.insert(origin.to_string(), n.clone());
                 self.objects.insert(k, n.clone());
                 self.by_name.insert(n.clone());
@@ -1240,8 +1241,8 @@ pub(crate) fn serve_inner(
     };
     Ok(ServedObject {
         table: std::sync::OnceLock::new(),
-        namespace,
-        name,
+        namespace: namespace.into_boxed_str(),
+        name: name.into_boxed_str(),
         revision,
         labels,
         fields,
@@ -1718,7 +1719,7 @@ impl State {
                 Self::derive_logged(&mut self.invalid, counters, &invalid_key, api, result)
             {
                 by_origin.insert(origin, o.clone());
-                derived.push(((o.namespace.clone(), o.name.clone()), o));
+                derived.push(((o.namespace.to_string(), o.name.to_string()), o));
             }
         }
         (derived, by_origin)
