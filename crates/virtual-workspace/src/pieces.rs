@@ -17,7 +17,7 @@ use std::ops::Range;
 
 /// Where one piece of a served object's text comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Piece {
+enum Piece {
     /// `len` bytes of the buffer from `start`.
     Text { start: u32, len: u32 },
     /// A constant.
@@ -26,6 +26,49 @@ pub(crate) enum Piece {
     Cluster,
     /// `,"resourceVersion":"<revision>"}` (the last member of `metadata`).
     Revision,
+}
+
+/// A [`Piece`] in eight bytes: a slice's start and length, or, with the start `u32::MAX` (no
+/// slice starts there: the builder refuses it), a code for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    start: u32,
+    len: u32,
+}
+
+const SPECIAL: u32 = u32::MAX;
+const CLUSTER: u32 = 0x100;
+const REVISION: u32 = 0x101;
+
+impl Packed {
+    fn of(piece: Piece) -> Packed {
+        let special = |len| Packed {
+            start: SPECIAL,
+            len,
+        };
+        match piece {
+            Piece::Text { start, len } => Packed { start, len },
+            Piece::Lit(l) => special(l as u32),
+            Piece::Cluster => special(CLUSTER),
+            Piece::Revision => special(REVISION),
+        }
+    }
+
+    fn get(self) -> Piece {
+        if self.start != SPECIAL {
+            return Piece::Text {
+                start: self.start,
+                len: self.len,
+            };
+        }
+        match self.len {
+            CLUSTER => Piece::Cluster,
+            REVISION => Piece::Revision,
+            code => Lit::ALL
+                .get(code as usize)
+                .map_or(Piece::Cluster, |l| Piece::Lit(*l)),
+        }
+    }
 }
 
 /// The constants a served object's text is put together with.
@@ -41,6 +84,17 @@ pub(crate) enum Lit {
 }
 
 impl Lit {
+    /// Every constant, at its discriminant.
+    const ALL: [Lit; 7] = [
+        Lit::Close,
+        Lit::Annotations,
+        Lit::CommaAnnotations,
+        Lit::ClusterKey,
+        Lit::CommaClusterKey,
+        Lit::CloseUid,
+        Lit::EmptyString,
+    ];
+
     fn bytes(self) -> &'static [u8] {
         match self {
             Lit::Close => b"}",
@@ -68,7 +122,7 @@ pub(crate) enum Chunk<'a> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Pieces {
     buffer: Bytes,
-    list: Box<[Piece]>,
+    list: Box<[Packed]>,
 }
 
 impl Pieces {
@@ -84,7 +138,7 @@ impl Pieces {
 
     /// The bytes of each piece in order, the cluster literal and revision left as markers.
     pub(crate) fn chunks(&self) -> impl Iterator<Item = Chunk<'_>> {
-        self.list.iter().map(|p| match *p {
+        self.list.iter().map(|p| match p.get() {
             Piece::Text { start, len } => {
                 let start = start as usize;
                 Chunk::Bytes(&self.buffer[start..start + len as usize])
@@ -97,7 +151,7 @@ impl Pieces {
 
     /// Whether the text holds a `resourceVersion` piece (rendered from the revision given).
     pub(crate) fn has_revision(&self) -> bool {
-        self.list.contains(&Piece::Revision)
+        self.list.contains(&Packed::of(Piece::Revision))
     }
 
     /// The buffer the text slices.
@@ -155,7 +209,7 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// Collects pieces, merging adjacent slices of the buffer.
 struct Builder<'a> {
     buffer: &'a [u8],
-    list: Vec<Piece>,
+    list: Vec<Packed>,
 }
 
 impl<'a> Builder<'a> {
@@ -174,20 +228,24 @@ impl<'a> Builder<'a> {
         if range.is_empty() {
             return Some(());
         }
-        let start = u32::try_from(range.start).ok()?;
+        let start = u32::try_from(range.start).ok().filter(|s| *s != SPECIAL)?;
         let len = u32::try_from(range.len()).ok()?;
-        if let Some(Piece::Text { start: s, len: l }) = self.list.last_mut()
-            && *s as usize + *l as usize == range.start
+        if let Some(last) = self.list.last_mut()
+            && let Piece::Text { start: s, len: l } = last.get()
+            && s as usize + l as usize == range.start
         {
-            *l = l.checked_add(len)?;
+            *last = Packed::of(Piece::Text {
+                start: s,
+                len: l.checked_add(len)?,
+            });
             return Some(());
         }
-        self.list.push(Piece::Text { start, len });
+        self.list.push(Packed::of(Piece::Text { start, len }));
         Some(())
     }
 
     fn push(&mut self, piece: Piece) {
-        self.list.push(piece);
+        self.list.push(Packed::of(piece));
     }
 
     fn lit(&mut self, l: Lit) {
@@ -549,6 +607,27 @@ mod tests {
             Lit::CommaClusterKey.bytes(),
             format!(",\"{ANN_CLUSTER}\":").as_bytes()
         );
+    }
+
+    #[test]
+    fn every_piece_survives_packing() {
+        let mut all: Vec<Piece> = Lit::ALL.iter().map(|l| Piece::Lit(*l)).collect();
+        all.extend([
+            Piece::Cluster,
+            Piece::Revision,
+            Piece::Text { start: 0, len: 0 },
+            Piece::Text {
+                start: SPECIAL - 1,
+                len: u32::MAX,
+            },
+        ]);
+        for (i, l) in Lit::ALL.iter().enumerate() {
+            assert_eq!(*l as usize, i);
+        }
+        for p in all {
+            assert_eq!(Packed::of(p).get(), p);
+        }
+        assert_eq!(std::mem::size_of::<Packed>(), 8);
     }
 
     #[test]
