@@ -1266,7 +1266,8 @@ impl Ctx {
                 "Generated flavors: {} B as the provider stores them, {} B as CachedObjects (average \
                  encoded JSON); the `cpuflavors` schema describes every field they carry (the harness adds \
                  topology, pricing, features and status to the example's), so the index serves each as \
-                 stored: `metadata` encoded anew, the members after it a slice of the stored value.",
+                 stored: pieces of the stored value, with the members the index rewrites (the cluster \
+                 annotation, `uid`, `resourceVersion`) in between.",
                 vw.sizes.0, vw.sizes.1
             ));
             self.vw = Some(vw);
@@ -1759,9 +1760,8 @@ async fn scenario_ingest(ctx: &mut Ctx) -> anyhow::Result<()> {
     .print();
     ctx.notes.push(format!(
         "ingest: the store alone grew {} ({} raw); the encoder's allocations held {} for {} of JSON \
-         before the harness dropped their spare capacity (as the cache server does); the index adds, per \
-         object, its served `metadata` (encoded anew) and its index entries, and serves the rest of the \
-         object as a slice of the stored value.{}",
+         before the harness kept each at its exact size (as the cache server does); the index adds, per \
+         object, its served object (a list of pieces of the stored value) and its index entries.{}",
         opt_mib(store_growth),
         fmt_ratio(store_ratio),
         mib(capacity),
