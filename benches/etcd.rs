@@ -34,8 +34,8 @@ fn key(i: usize) -> Key {
         resource: "cpuflavors".into(),
         shard: "root".into(),
         cluster: "1p5f2x8rkq0vd7wz".into(),
-        namespace: String::new(),
-        name: format!("flavor-{i:06}"),
+        namespace: String::new().into(),
+        name: format!("flavor-{i:06}").into(),
     }
 }
 
@@ -234,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
                 let (store, sent) = (store.clone(), sent.clone());
                 pending.spawn(async move {
                     let k = key(1_000_000 + i);
-                    sent.insert(k.name.clone(), Instant::now());
+                    sent.insert(k.name.to_string(), Instant::now());
                     store.create(k, object(i)).await.expect("a paced write");
                 });
             }

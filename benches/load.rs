@@ -705,7 +705,7 @@ impl Vw {
             let (key, value) = generated(i)?;
             source_bytes += serde_json::to_vec(&flavor(i))?.len();
             cached_bytes += value.len();
-            cached_names.push(key.name.clone());
+            cached_names.push(key.name.to_string());
             Ok((key, store::exact_bytes(value)))
         });
         backends::create_all(&store, backends::FILL_IN_FLIGHT, items).await?;
@@ -1046,8 +1046,8 @@ fn generated(i: usize) -> anyhow::Result<(Key, Vec<u8>)> {
         resource: "cachedobjects".into(),
         shard: SHARD.into(),
         cluster: PROVIDER.into(),
-        namespace: String::new(),
-        name,
+        namespace: String::new().into(),
+        name: name.into(),
     };
     Ok((key, serde_json::to_vec(&wrapper)?))
 }
@@ -1064,7 +1064,7 @@ fn cached_key(name: &str) -> Key {
         resource: "cachedobjects".into(),
         shard: SHARD.into(),
         cluster: PROVIDER.into(),
-        namespace: String::new(),
+        namespace: String::new().into(),
         name: name.into(),
     }
 }

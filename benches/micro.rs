@@ -489,8 +489,8 @@ fn served_event(rt: &tokio::runtime::Runtime, i: usize) -> Option<Arc<ServedEven
             resource: "cachedobjects".into(),
             shard: "root".into(),
             cluster: PROVIDER.into(),
-            namespace: String::new(),
-            name,
+            namespace: String::new().into(),
+            name: name.into(),
         };
         store.create(key, bytes).await.ok()?;
         store.list(&Scope::all()).await.ok()

@@ -505,12 +505,12 @@ fn record_of(group: &str, resource: &str, raw: &[u8]) -> Option<Record> {
     }
     Some(Record {
         key: Arc::new(Key {
-            group: group.to_string(),
-            resource: resource.to_string(),
-            shard,
-            cluster,
-            namespace: md.namespace,
-            name: md.name,
+            group: group.into(),
+            resource: resource.into(),
+            shard: shard.into(),
+            cluster: cluster.into(),
+            namespace: md.namespace.into(),
+            name: md.name.into(),
         }),
         revision: md.resource_version.parse().unwrap_or(0),
         value: store::exact_copy(raw),

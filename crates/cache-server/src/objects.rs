@@ -78,12 +78,12 @@ impl Location<'_> {
     /// The store key of `name` here.
     pub fn key(&self, name: &str) -> Key {
         Key {
-            group: self.res.group.to_string(),
-            resource: self.res.resource.to_string(),
-            shard: self.shard.to_string(),
-            cluster: self.cluster.to_string(),
-            namespace: self.namespace.to_string(),
-            name: name.to_string(),
+            group: self.res.group.into(),
+            resource: self.res.resource.into(),
+            shard: self.shard.into(),
+            cluster: self.cluster.into(),
+            namespace: self.namespace.into(),
+            name: name.into(),
         }
     }
 
@@ -306,8 +306,8 @@ pub fn present(
         Value::String(revision.to_string()),
     );
     let a = child_map(md, "annotations");
-    a.insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
-    a.insert(ANN_SHARD.into(), Value::String(key.shard.clone()));
+    a.insert(ANN_CLUSTER.into(), Value::String(key.cluster.to_string()));
+    a.insert(ANN_SHARD.into(), Value::String(key.shard.to_string()));
     Ok(v)
 }
 
@@ -341,8 +341,8 @@ pub fn present_json(
         .get("annotations")
         .and_then(|a| serde_json::from_str(a.get()).ok())
         .unwrap_or_default();
-    annotations.insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
-    annotations.insert(ANN_SHARD.into(), Value::String(key.shard.clone()));
+    annotations.insert(ANN_CLUSTER.into(), Value::String(key.cluster.to_string()));
+    annotations.insert(ANN_SHARD.into(), Value::String(key.shard.to_string()));
     let raw = |v: &Value| {
         serde_json::value::to_raw_value(v).map_err(|e| internal(&format!("does not encode: {e}")))
     };
@@ -390,7 +390,7 @@ mod tests {
             resource: "cachedobjects".into(),
             shard: "shard-1".into(),
             cluster: "c1".into(),
-            namespace: String::new(),
+            namespace: String::new().into(),
             name: "x".into(),
         };
         let stored = [

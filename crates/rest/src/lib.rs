@@ -217,12 +217,12 @@ pub fn selected(v: &Value, ls: &LabelSelector, fs: &FieldSelector) -> bool {
 
 fn key_parts(k: &Key) -> [String; 6] {
     [
-        k.group.clone(),
-        k.resource.clone(),
-        k.shard.clone(),
-        k.cluster.clone(),
-        k.namespace.clone(),
-        k.name.clone(),
+        k.group.to_string(),
+        k.resource.to_string(),
+        k.shard.to_string(),
+        k.cluster.to_string(),
+        k.namespace.to_string(),
+        k.name.to_string(),
     ]
 }
 
@@ -634,7 +634,7 @@ mod tests {
                 resource: "cachedobjects".into(),
                 shard: "root".into(),
                 cluster: "c1".into(),
-                namespace: String::new(),
+                namespace: Default::default(),
                 name: "x".into(),
             }),
             value: Bytes::from(vec![b' '; size]),

@@ -1452,7 +1452,7 @@ async fn workspace_names(ws: &shard::workspaces::objects::Workspaces) -> Vec<Str
             v.pointer("/metadata/annotations/kcp.io~1path")
                 .and_then(serde_json::Value::as_str)
                 .filter(|p| !p.is_empty())
-                .map_or_else(|| key.cluster.clone(), str::to_string)
+                .map_or_else(|| key.cluster.to_string(), str::to_string)
         })
         .collect();
     names.sort();

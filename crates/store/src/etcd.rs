@@ -500,16 +500,12 @@ pub fn decode_key(prefix: &str, fixed_shard: Option<&str>, raw: &[u8]) -> Option
         return None;
     }
     Some(Key {
-        group: if group == "core" {
-            String::new()
-        } else {
-            group.to_string()
-        },
-        resource: resource.to_string(),
-        shard: shard.to_string(),
-        cluster: cluster.to_string(),
-        namespace: namespace.to_string(),
-        name: name.to_string(),
+        group: if group == "core" { "" } else { group }.into(),
+        resource: resource.into(),
+        shard: shard.into(),
+        cluster: cluster.into(),
+        namespace: namespace.into(),
+        name: name.into(),
     })
 }
 

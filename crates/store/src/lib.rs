@@ -13,8 +13,11 @@ pub mod encryption;
 pub mod etcd;
 pub mod local;
 pub mod memory;
+mod part;
 pub mod progress;
 pub mod snapshot;
+
+pub use part::Part;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -84,17 +87,17 @@ impl GroupResource {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key {
     /// API group.
-    pub group: String,
+    pub group: Part,
     /// Plural resource.
-    pub resource: String,
+    pub resource: Part,
     /// Shard that wrote it.
-    pub shard: String,
+    pub shard: Part,
     /// Logical cluster.
-    pub cluster: String,
+    pub cluster: Part,
     /// Namespace ("" when cluster-scoped).
-    pub namespace: String,
+    pub namespace: Part,
     /// Name.
-    pub name: String,
+    pub name: Part,
 }
 
 impl std::fmt::Display for Key {
@@ -298,7 +301,7 @@ mod tests {
             resource: "cachedobjects".into(),
             shard: "root".into(),
             cluster: cluster.into(),
-            namespace: String::new(),
+            namespace: Default::default(),
             name: name.into(),
         }
     }

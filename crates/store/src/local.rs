@@ -973,12 +973,12 @@ pub fn decode_key(bytes: &[u8]) -> Option<Key> {
     }
     let mut it = fields.into_iter();
     Some(Key {
-        group: it.next()?,
-        resource: it.next()?,
-        shard: it.next()?,
-        cluster: it.next()?,
-        namespace: it.next()?,
-        name: it.next()?,
+        group: it.next()?.into(),
+        resource: it.next()?.into(),
+        shard: it.next()?.into(),
+        cluster: it.next()?.into(),
+        namespace: it.next()?.into(),
+        name: it.next()?.into(),
     })
 }
 
@@ -1067,7 +1067,7 @@ mod tests {
             resource: "cachedobjects".into(),
             shard: "root".into(),
             cluster: "c1".into(),
-            namespace: String::new(),
+            namespace: Default::default(),
             name: name.into(),
         }
     }

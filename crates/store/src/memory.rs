@@ -6,7 +6,8 @@
 //! buffer catches up from the history ring; if the ring no longer reaches back far enough, its
 //! stream ends with [`StoreError::Expired`] and the client relists — memory stays bounded.
 
-use super::{Event, EventKind, Key, Listing, Record, Scope, Store, StoreError, WatchStream};
+use super::part::Interner;
+use super::{Event, EventKind, Key, Listing, Part, Record, Scope, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -37,6 +38,8 @@ struct Inner {
     revision: u64,
     /// Events with a revision up to and including this one are gone from `history`.
     compacted: u64,
+    /// The group, resource, shard and cluster of the keys, each held once.
+    interner: Interner,
 }
 
 /// An in-memory [`Store`]. Cheap to clone: clones share the same data.
@@ -98,6 +101,7 @@ impl MemoryStore {
                     // Revision 1 is the empty store, so no list ever reports "0".
                     revision: 1,
                     compacted: 1,
+                    interner: Interner::default(),
                 }),
                 tx,
                 history_limit: history_limit.max(1),
@@ -148,10 +152,12 @@ impl MemoryStore {
             // Built in bulk: `collect` sorts (one pass over input that is already in key
             // order, as a local store's file hands it out) and then fills the tree without a
             // search per record, which at a million keys was most of a restart's load time.
+            let interner = &mut inner.interner;
             let objects: BTreeMap<Arc<Key>, Record> = records
                 .into_iter()
-                .map(|r| {
+                .map(|mut r| {
                     newest = newest.max(r.revision);
+                    r.key = Arc::new(interner.key(Key::clone(&r.key)));
                     (r.key.clone(), r)
                 })
                 .collect();
@@ -221,7 +227,7 @@ impl Shared {
                 let prev = inner.objects.get(&key).cloned();
                 let (kind, key) = match &prev {
                     Some(p) => (EventKind::Updated, p.key.clone()),
-                    None => (EventKind::Created, Arc::new(key)),
+                    None => (EventKind::Created, Arc::new(inner.interner.key(key))),
                 };
                 Some(self.put(inner, kind, key, value, prev))
             }
@@ -356,12 +362,12 @@ impl Store for MemoryStore {
         let records = match &scope.resource {
             Some(gr) => {
                 let lo = Key {
-                    group: gr.group.clone(),
-                    resource: gr.resource.clone(),
-                    shard: scope.shard.clone().unwrap_or_default(),
-                    cluster: String::new(),
-                    namespace: String::new(),
-                    name: String::new(),
+                    group: gr.group.as_str().into(),
+                    resource: gr.resource.as_str().into(),
+                    shard: scope.shard.as_deref().unwrap_or_default().into(),
+                    cluster: Part::default(),
+                    namespace: Part::default(),
+                    name: Part::default(),
                 };
                 inner
                     .objects
@@ -393,9 +399,10 @@ impl Store for MemoryStore {
         if inner.objects.contains_key(&key) {
             return Err(StoreError::AlreadyExists);
         }
+        let key = Arc::new(inner.interner.key(key));
         Ok(self
             .shared
-            .put(&mut inner, EventKind::Created, Arc::new(key), value, None))
+            .put(&mut inner, EventKind::Created, key, value, None))
     }
 
     async fn update(
@@ -558,7 +565,7 @@ mod tests {
             resource: "cachedobjects".into(),
             shard: "root".into(),
             cluster: "c1".into(),
-            namespace: String::new(),
+            namespace: Default::default(),
             name: name.into(),
         }
     }

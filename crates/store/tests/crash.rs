@@ -24,7 +24,7 @@ fn key(name: &str) -> Key {
         resource: "cachedobjects".into(),
         shard: "root".into(),
         cluster: "c1".into(),
-        namespace: String::new(),
+        namespace: Default::default(),
         name: name.into(),
     }
 }

@@ -52,15 +52,15 @@ impl State {
         match (key.group.as_str(), key.resource.as_str()) {
             ("core.kcp.io", "logicalclusters") if key.name == "cluster" => {
                 if deleted {
-                    self.shard_logical_clusters.remove(&key.cluster);
+                    self.shard_logical_clusters.remove(key.cluster.as_str());
                 } else if let Ok(lc) = serde_json::from_slice::<LogicalCluster>(value) {
                     self.shard_logical_clusters
-                        .insert(key.cluster.clone(), (source, Arc::new(lc)));
+                        .insert(key.cluster.to_string(), (source, Arc::new(lc)));
                 }
                 true
             }
             ("apis.kcp.io", "apibindings") => {
-                let k = (key.cluster.clone(), key.name.clone());
+                let k = (key.cluster.to_string(), key.name.to_string());
                 if deleted {
                     self.shard_bindings.remove(&k);
                 } else if let Ok(b) = serde_json::from_slice::<ApiBinding>(value) {

@@ -1415,7 +1415,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn obj_key(key: &Key) -> ObjKey {
-    (key.cluster.clone(), key.name.clone())
+    (key.cluster.to_string(), key.name.to_string())
 }
 
 impl State {
@@ -1846,7 +1846,7 @@ impl State {
         }
         let crs: Vec<ObjKey> = self
             .cached_resources
-            .range((key.cluster.clone(), String::new())..)
+            .range((key.cluster.to_string(), String::new())..)
             .take_while(|(k, _)| k.0 == key.cluster)
             .map(|(k, _)| k.clone())
             .collect();
@@ -2013,7 +2013,7 @@ impl State {
                                 ikey,
                                 IdentityResource {
                                     revision,
-                                    shard: key.shard.clone(),
+                                    shard: key.shard.to_string(),
                                     resource: Arc::new(cr),
                                 },
                             );
@@ -2050,10 +2050,10 @@ impl State {
                     return false;
                 }
                 if deleted {
-                    self.logical_clusters.remove(&key.cluster);
+                    self.logical_clusters.remove(key.cluster.as_str());
                 } else if let Some(lc) = decode::<LogicalCluster>(value) {
                     self.logical_clusters
-                        .insert(key.cluster.clone(), Arc::new(lc));
+                        .insert(key.cluster.to_string(), Arc::new(lc));
                 }
             }
             ("rbac.authorization.k8s.io", "clusterroles") => {
@@ -2682,7 +2682,7 @@ mod tests {
                 resource: resource.into(),
                 shard: "root".into(),
                 cluster: cluster.into(),
-                namespace: String::new(),
+                namespace: Default::default(),
                 name: name.into(),
             }),
             revision,

@@ -89,12 +89,12 @@ impl IdentityObjectKey {
     /// The key of a store key.
     pub fn of(key: &store::Key) -> Self {
         IdentityObjectKey {
-            group: key.group.clone(),
-            resource: key.resource.clone(),
-            cluster: key.cluster.clone(),
-            shard: key.shard.clone(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
+            group: key.group.to_string(),
+            resource: key.resource.to_string(),
+            cluster: key.cluster.to_string(),
+            shard: key.shard.to_string(),
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
         }
     }
 

@@ -71,13 +71,13 @@ pub async fn bindings(c: &Controllers, pass: &mut Pass) -> Result<(), Controller
         c.ws.list_values(&export_kind, None)
             .await?
             .into_iter()
-            .map(|(v, k, _)| ((k.cluster.clone(), k.name.clone()), v))
+            .map(|(v, k, _)| ((k.cluster.to_string(), k.name.to_string()), v))
             .collect();
     let schemas: BTreeMap<(String, String), Value> =
         c.ws.list_values(&schema_kind, None)
             .await?
             .into_iter()
-            .map(|(v, k, _)| ((k.cluster.clone(), k.name.clone()), v))
+            .map(|(v, k, _)| ((k.cluster.to_string(), k.name.to_string()), v))
             .collect();
     let mut global = Global::new(c);
     // cluster → group-resource → binding name
@@ -250,13 +250,13 @@ pub async fn endpoint_slices(c: &Controllers, pass: &mut Pass) -> Result<(), Con
         c.ws.list_values(&cr_kind, None)
             .await?
             .into_iter()
-            .map(|(v, k, _)| ((k.cluster.clone(), k.name.clone()), v))
+            .map(|(v, k, _)| ((k.cluster.to_string(), k.name.to_string()), v))
             .collect();
     let exports: Vec<(String, Value)> =
         c.ws.list_values(&export_kind, None)
             .await?
             .into_iter()
-            .map(|(v, k, _)| (k.cluster.clone(), v))
+            .map(|(v, k, _)| (k.cluster.to_string(), v))
             .collect();
     let mut global = Global::new(c);
     let mut hosts = Hosts::load(c, &mut global).await?;
@@ -472,7 +472,12 @@ pub async fn collect_garbage(c: &Controllers, pass: &mut Pass) -> Result<(), Con
         c.ws.list_values(&cr_kind, None)
             .await?
             .into_iter()
-            .map(|(v, k, _)| (k.cluster.clone(), str_at(&v, "/metadata/uid").to_string()))
+            .map(|(v, k, _)| {
+                (
+                    k.cluster.to_string(),
+                    str_at(&v, "/metadata/uid").to_string(),
+                )
+            })
             .collect();
     for (slice, key, _) in c.ws.list_values(&slice_kind, None).await? {
         let owners: Vec<&str> = slice
@@ -488,7 +493,7 @@ pub async fn collect_garbage(c: &Controllers, pass: &mut Pass) -> Result<(), Con
         if !owners.is_empty()
             && owners
                 .iter()
-                .all(|u| !uids.contains(&(key.cluster.clone(), u.to_string())))
+                .all(|u| !uids.contains(&(key.cluster.to_string(), u.to_string())))
         {
             match c
                 .ws

@@ -532,7 +532,7 @@ async fn cached_of(
         };
         if v.labels.get(LABEL_OBJECT_SCHEMA) == Some(&label) {
             out.insert(
-                record.key.name.clone(),
+                record.key.name.to_string(),
                 Cached {
                     record,
                     labels: v.labels,
@@ -688,7 +688,7 @@ async fn identity_copies(
                 .into_iter()
                 .filter_map(|r| {
                     let v = serde_json::from_slice::<Value>(&r.value).ok()?;
-                    Some((r.key.name.clone(), v))
+                    Some((r.key.name.to_string(), v))
                 })
                 .collect(),
         )),
@@ -748,7 +748,7 @@ async fn replicate_as_themselves(
     let at = identity_collection(c, cluster, gvr, &resource);
     let mut selected = 0;
     for record in &listing.records {
-        let copy = copies.remove(&record.key.name);
+        let copy = copies.remove(record.key.name.as_str());
         let Some(view) = read_light(c, record, false) else {
             continue;
         };

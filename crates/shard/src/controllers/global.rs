@@ -60,7 +60,7 @@ impl<'a> Global<'a> {
                         &format!("/metadata/annotations/{}", ANN_PATH.replace('/', "~1")),
                     );
                     if !p.is_empty() {
-                        paths.insert(p.to_string(), r.key.cluster.clone());
+                        paths.insert(p.to_string(), r.key.cluster.to_string());
                     }
                 }
             }
@@ -98,7 +98,7 @@ impl<'a> Global<'a> {
                 .filter_map(|r| {
                     serde_json::from_slice::<Value>(&r.value)
                         .ok()
-                        .map(|v| (r.key.name.clone(), v))
+                        .map(|v| (r.key.name.to_string(), v))
                 })
                 .collect();
             self.objects.insert(slot.clone(), objects);
@@ -130,7 +130,7 @@ impl<'a> Global<'a> {
                     .filter_map(|r| {
                         serde_json::from_slice::<Value>(&r.value)
                             .ok()
-                            .map(|v| (r.key.shard.clone(), r.key.cluster.clone(), v))
+                            .map(|v| (r.key.shard.to_string(), r.key.cluster.to_string(), v))
                     })
                     .collect(),
             );
@@ -146,7 +146,7 @@ impl<'a> Global<'a> {
                 if let Ok(v) = serde_json::from_slice::<Value>(&r.value) {
                     let url = str_at(&v, "/spec/virtualWorkspaceURL");
                     if !url.is_empty() {
-                        urls.insert(r.key.name.clone(), url.to_string());
+                        urls.insert(r.key.name.to_string(), url.to_string());
                     }
                 }
             }

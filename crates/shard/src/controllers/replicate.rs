@@ -105,7 +105,7 @@ pub async fn all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError
     let mut replicated_roles: BTreeSet<(String, String)> = BTreeSet::new();
     for (role, key, _) in c.ws.list_values(&roles_kind, None).await? {
         if marked(&role) || grants_export_access(&role) {
-            replicated_roles.insert((key.cluster.clone(), key.name.clone()));
+            replicated_roles.insert((key.cluster.to_string(), key.name.to_string()));
         }
     }
     for (group, resource, version) in REPLICATED {
@@ -119,13 +119,13 @@ pub async fn all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError
             }
             let wanted = match *resource {
                 "clusterroles" => {
-                    replicated_roles.contains(&(key.cluster.clone(), key.name.clone()))
+                    replicated_roles.contains(&(key.cluster.to_string(), key.name.to_string()))
                 }
                 "clusterrolebindings" => {
                     marked(&source)
                         || (str_at(&source, "/roleRef/kind") == "ClusterRole"
                             && replicated_roles.contains(&(
-                                key.cluster.clone(),
+                                key.cluster.to_string(),
                                 str_at(&source, "/roleRef/name").to_string(),
                             )))
                 }
@@ -133,7 +133,7 @@ pub async fn all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError
             };
             if wanted {
                 desired.insert(
-                    (key.cluster.clone(), key.name.clone()),
+                    (key.cluster.to_string(), key.name.to_string()),
                     copy_of(&source, &c.shard),
                 );
             }
@@ -148,7 +148,7 @@ pub async fn all(c: &Controllers, pass: &mut Pass) -> Result<(), ControllerError
         let mut existing: BTreeMap<(String, String), (store::Record, Value)> = BTreeMap::new();
         for r in c.cache.list(mine).await? {
             if let Ok(v) = serde_json::from_slice::<Value>(&r.value) {
-                existing.insert((r.key.cluster.clone(), r.key.name.clone()), (r, v));
+                existing.insert((r.key.cluster.to_string(), r.key.name.to_string()), (r, v));
             }
         }
         for ((cluster, name), copy) in desired {

@@ -302,7 +302,7 @@ pub fn present(value: &[u8], key: &Key, revision: u64, api_version: &str) -> Opt
         "resourceVersion".into(),
         Value::String(revision.to_string()),
     );
-    child_map(md, "annotations").insert(ANN_CLUSTER.into(), Value::String(key.cluster.clone()));
+    child_map(md, "annotations").insert(ANN_CLUSTER.into(), Value::String(key.cluster.to_string()));
     Some(v)
 }
 
@@ -418,16 +418,12 @@ impl Workspaces {
     /// The store key of an object.
     pub fn key(kind: &Kind, cluster: &str, namespace: &str, name: &str) -> Key {
         Key {
-            group: kind.group.clone(),
-            resource: kind.resource.clone(),
-            shard: SHARD.to_string(),
-            cluster: cluster.to_string(),
-            namespace: if kind.namespaced {
-                namespace.to_string()
-            } else {
-                String::new()
-            },
-            name: name.to_string(),
+            group: kind.group.as_str().into(),
+            resource: kind.resource.as_str().into(),
+            shard: SHARD.into(),
+            cluster: cluster.into(),
+            namespace: if kind.namespaced { namespace } else { "" }.into(),
+            name: name.into(),
         }
     }
 
@@ -464,7 +460,7 @@ impl Workspaces {
         };
         let listing = self.store.list(&scope).await.map_err(WsError::Store)?;
         for record in listing.records {
-            let cache_key = (cluster.to_string(), record.key.name.clone());
+            let cache_key = (cluster.to_string(), record.key.name.to_string());
             let cached = self
                 .crds
                 .lock()
@@ -733,7 +729,7 @@ impl Workspaces {
                             == Some(reference)
                     })
             })
-            .map(|r| r.key.cluster.clone())
+            .map(|r| r.key.cluster.to_string())
             .ok_or_else(|| WsError::NoWorkspace(reference.to_string()))
     }
 
@@ -765,7 +761,7 @@ impl Workspaces {
                             == Some(reference)
                     })
             })
-            .map(|r| r.key.cluster.clone())
+            .map(|r| r.key.cluster.to_string())
             .ok_or_else(|| WsError::NoWorkspace(reference.to_string()))
     }
 
