@@ -36,7 +36,8 @@
 
 use super::encryption::Transformer;
 use super::memory::{Change, DEFAULT_HISTORY, MemoryStore};
-use super::{Key, Listing, Record, Scope, Store, StoreError, WatchStream};
+use super::part::Interner;
+use super::{Key, Listing, Part, Record, Scope, Store, StoreError, WatchStream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redb::{
@@ -262,6 +263,7 @@ impl LocalStore {
         let mut stale = HashSet::new();
         let mut skipped = HashSet::new();
         let mut skipped_unnamed = 0u64;
+        let mut interner = Interner::default();
         let (revision, records, fresh) = {
             let rtx = db.begin_read().map_err(|e| storage(&e))?;
             let (format, revision) = read_meta(&rtx, &path)?;
@@ -276,7 +278,7 @@ impl LocalStore {
                     for entry in t.iter().map_err(|e| storage(&e))? {
                         let (k, v) = entry.map_err(|e| storage(&e))?;
                         progress.add(1, (k.value().len() + v.value().len()) as u64);
-                        let Some(key) = decode_key(k.value()) else {
+                        let Some(key) = decode_key_interned(k.value(), &mut interner) else {
                             skipped_unnamed += 1;
                             tracing::warn!(
                                 store = %label,
@@ -346,7 +348,7 @@ impl LocalStore {
         let history_limit = options.history_limit;
         let loaded = records.len() as u64;
         let skipped_count = skipped.len() as u64 + skipped_unnamed;
-        let memory = MemoryStore::restore(history_limit, records, revision);
+        let memory = MemoryStore::restore_interned(history_limit, records, revision, interner);
         let counters = Arc::new(Counters::default());
         if !stale.is_empty() {
             tracing::info!(store = %label, stale = stale.len(), "Values stored under an older encryption provider or key: they are written under the first one on their next update (or by `storage rewrite`).");
@@ -951,34 +953,65 @@ pub fn encode_key(key: &Key) -> Vec<u8> {
 
 /// Decode [`encode_key`]'s output.
 pub fn decode_key(bytes: &[u8]) -> Option<Key> {
-    let mut fields: Vec<String> = Vec::with_capacity(6);
-    let mut cur = Vec::new();
+    decode_key_with(bytes, &mut |_, s| Part::from(s))
+}
+
+/// Decode [`encode_key`]'s output with the group, resource, shard and cluster from `interner`.
+fn decode_key_interned(bytes: &[u8], interner: &mut Interner) -> Option<Key> {
+    decode_key_with(bytes, &mut |i, s| {
+        if i < 4 {
+            interner.part(s)
+        } else {
+            Part::from(s)
+        }
+    })
+}
+
+/// Decode [`encode_key`]'s output, `part` making the `i`-th field's part from its text.
+fn decode_key_with(bytes: &[u8], part: &mut dyn FnMut(usize, &str) -> Part) -> Option<Key> {
+    let mut fields: Vec<Part> = Vec::with_capacity(6);
+    let mut escaped = Vec::new();
+    let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        if b == 0 {
-            match bytes.get(i + 1)? {
-                0xFF => cur.push(0),
-                0x01 => fields.push(String::from_utf8(std::mem::take(&mut cur)).ok()?),
-                _ => return None,
-            }
-            i += 2;
-        } else {
-            cur.push(b);
+        if bytes[i] != 0 {
             i += 1;
+            continue;
         }
+        match bytes.get(i + 1)? {
+            0xFF => {
+                escaped.extend_from_slice(&bytes[start..i]);
+                escaped.push(0);
+            }
+            0x01 => {
+                let text = if escaped.is_empty() {
+                    std::str::from_utf8(&bytes[start..i]).ok()?
+                } else {
+                    escaped.extend_from_slice(&bytes[start..i]);
+                    std::str::from_utf8(&escaped).ok()?
+                };
+                if fields.len() == 6 {
+                    return None;
+                }
+                fields.push(part(fields.len(), text));
+                escaped.clear();
+            }
+            _ => return None,
+        }
+        i += 2;
+        start = i;
     }
-    if !cur.is_empty() || fields.len() != 6 {
+    if start != bytes.len() || !escaped.is_empty() || fields.len() != 6 {
         return None;
     }
     let mut it = fields.into_iter();
     Some(Key {
-        group: it.next()?.into(),
-        resource: it.next()?.into(),
-        shard: it.next()?.into(),
-        cluster: it.next()?.into(),
-        namespace: it.next()?.into(),
-        name: it.next()?.into(),
+        group: it.next()?,
+        resource: it.next()?,
+        shard: it.next()?,
+        cluster: it.next()?,
+        namespace: it.next()?,
+        name: it.next()?,
     })
 }
 
@@ -1518,8 +1551,26 @@ mod tests {
                 keys.push(k);
             }
         }
+        let mut interner = Interner::default();
         for k in &keys {
-            assert_eq!(decode_key(&encode_key(k)).as_ref(), Some(k));
+            let bytes = encode_key(k);
+            assert_eq!(decode_key(&bytes).as_ref(), Some(k));
+            assert_eq!(decode_key_interned(&bytes, &mut interner).as_ref(), Some(k));
+            assert_eq!(
+                decode_key(&bytes[..bytes.len() - 1]),
+                None,
+                "{k:?} truncated"
+            );
+            assert_eq!(
+                decode_key(&[&bytes[..], b"x"].concat()),
+                None,
+                "{k:?} and more"
+            );
+            assert_eq!(
+                decode_key(&[&bytes[..], &bytes[..]].concat()),
+                None,
+                "{k:?} twice"
+            );
         }
         for x in &keys {
             for y in &keys {

@@ -145,6 +145,24 @@ impl MemoryStore {
         records: impl IntoIterator<Item = Record>,
         revision: u64,
     ) -> Self {
+        let mut interner = Interner::default();
+        let records: Vec<Record> = records
+            .into_iter()
+            .map(|mut r| {
+                r.key = Arc::new(interner.key(Key::clone(&r.key)));
+                r
+            })
+            .collect();
+        Self::restore_interned(history_limit, records, revision, interner)
+    }
+
+    /// [`MemoryStore::restore`] of records whose keys' parts come from `interner` already.
+    pub(crate) fn restore_interned(
+        history_limit: usize,
+        records: Vec<Record>,
+        revision: u64,
+        interner: Interner,
+    ) -> Self {
         let store = Self::new(history_limit);
         {
             let mut inner = store.shared.inner.write();
@@ -152,15 +170,14 @@ impl MemoryStore {
             // Built in bulk: `collect` sorts (one pass over input that is already in key
             // order, as a local store's file hands it out) and then fills the tree without a
             // search per record, which at a million keys was most of a restart's load time.
-            let interner = &mut inner.interner;
             let objects: BTreeMap<Arc<Key>, Record> = records
                 .into_iter()
-                .map(|mut r| {
+                .map(|r| {
                     newest = newest.max(r.revision);
-                    r.key = Arc::new(interner.key(Key::clone(&r.key)));
                     (r.key.clone(), r)
                 })
                 .collect();
+            inner.interner = interner;
             inner.objects = objects;
             inner.revision = newest;
             inner.compacted = newest;

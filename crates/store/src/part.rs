@@ -163,6 +163,20 @@ impl Interner {
         }
     }
 
+    /// The interned part equal to `s` (made and kept when new).
+    pub(crate) fn part(&mut self, s: &str) -> Part {
+        match self.parts.get(s) {
+            Some(p) => p.clone(),
+            None => {
+                let p = Part::from(s);
+                if self.parts.len() < INTERNED_MAX {
+                    self.parts.insert(p.clone());
+                }
+                p
+            }
+        }
+    }
+
     /// `key` with its group, resource, shard and cluster interned.
     pub(crate) fn key(&mut self, mut key: crate::Key) -> crate::Key {
         self.intern(&mut key.group);
