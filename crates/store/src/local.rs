@@ -956,10 +956,10 @@ pub fn decode_key(bytes: &[u8]) -> Option<Key> {
     decode_key_with(bytes, &mut |_, s| Part::from(s))
 }
 
-/// Decode [`encode_key`]'s output with the group, resource, shard and cluster from `interner`.
+/// Decode [`encode_key`]'s output with every part but the name from `interner`.
 fn decode_key_interned(bytes: &[u8], interner: &mut Interner) -> Option<Key> {
     decode_key_with(bytes, &mut |i, s| {
-        if i < 4 {
+        if i < 5 {
             interner.part(s)
         } else {
             Part::from(s)

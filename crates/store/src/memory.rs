@@ -38,7 +38,7 @@ struct Inner {
     revision: u64,
     /// Events with a revision up to and including this one are gone from `history`.
     compacted: u64,
-    /// The group, resource, shard and cluster of the keys, each held once.
+    /// The group, resource, shard, cluster and namespace of the keys, each held once.
     interner: Interner,
 }
 

@@ -1,6 +1,7 @@
 //! [`Part`]: one string of a [`crate::Key`], shared instead of copied. A million keys of one
-//! resource name the same group, resource, shard and cluster; the memory store interns those
-//! (`Interner`), so each is held once and two keys' parts usually compare by pointer.
+//! resource name the same group, resource, shard, cluster and namespace; the memory store
+//! interns those (`Interner`), so each is held once and two keys' parts usually compare by
+//! pointer.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -177,12 +178,13 @@ impl Interner {
         }
     }
 
-    /// `key` with its group, resource, shard and cluster interned.
+    /// `key` with its group, resource, shard, cluster and namespace interned.
     pub(crate) fn key(&mut self, mut key: crate::Key) -> crate::Key {
         self.intern(&mut key.group);
         self.intern(&mut key.resource);
         self.intern(&mut key.shard);
         self.intern(&mut key.cluster);
+        self.intern(&mut key.namespace);
         key
     }
 }
