@@ -34,7 +34,7 @@ fn key(i: usize) -> Key {
         resource: "cpuflavors".into(),
         shard: "root".into(),
         cluster: "1p5f2x8rkq0vd7wz".into(),
-        namespace: String::new().into(),
+        namespace: Default::default(),
         name: format!("flavor-{i:06}").into(),
     }
 }

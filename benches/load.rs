@@ -1046,7 +1046,7 @@ fn generated(i: usize) -> anyhow::Result<(Key, Vec<u8>)> {
         resource: "cachedobjects".into(),
         shard: SHARD.into(),
         cluster: PROVIDER.into(),
-        namespace: String::new().into(),
+        namespace: Default::default(),
         name: name.into(),
     };
     Ok((key, serde_json::to_vec(&wrapper)?))
@@ -1064,7 +1064,7 @@ fn cached_key(name: &str) -> Key {
         resource: "cachedobjects".into(),
         shard: SHARD.into(),
         cluster: PROVIDER.into(),
-        namespace: String::new().into(),
+        namespace: Default::default(),
         name: name.into(),
     }
 }

@@ -489,7 +489,7 @@ fn served_event(rt: &tokio::runtime::Runtime, i: usize) -> Option<Arc<ServedEven
             resource: "cachedobjects".into(),
             shard: "root".into(),
             cluster: PROVIDER.into(),
-            namespace: String::new().into(),
+            namespace: Default::default(),
             name: name.into(),
         };
         store.create(key, bytes).await.ok()?;

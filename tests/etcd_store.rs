@@ -18,7 +18,7 @@ fn key(name: &str) -> Key {
         resource: "sheriffs".into(),
         shard: "shard-1".into(),
         cluster: "root".into(),
-        namespace: String::new().into(),
+        namespace: Default::default(),
         name: name.into(),
     }
 }

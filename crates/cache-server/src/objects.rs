@@ -390,7 +390,7 @@ mod tests {
             resource: "cachedobjects".into(),
             shard: "shard-1".into(),
             cluster: "c1".into(),
-            namespace: String::new().into(),
+            namespace: Default::default(),
             name: "x".into(),
         };
         let stored = [

@@ -5,9 +5,9 @@
 //! Every CachedObject is decoded, unwrapped (`kcp-reference.md` §5.5) and validated against the
 //! APIResourceSchema version it is served with exactly once, when it enters the index. The
 //! served JSON is kept as pieces (`pieces`) around the value of its `kcp.io/cluster` annotation,
-//! mostly slices of the stored value, so a copy for consumer X is written with no re-encoding. Each CachedResource keeps a
-//! bounded history of served events so watches resume from recent revisions; older ones are
-//! answered `410 Gone`. Objects that fail to unwrap or validate are not served, counted, and
+//! mostly slices of the stored value, so a copy for consumer X is written with no re-encoding.
+//! Each CachedResource keeps a bounded history of served events so watches resume from recent
+//! revisions; older ones are answered `410 Gone`. Objects that fail to unwrap or validate are not served, counted, and
 //! logged once with their key.
 
 use bytes::{BufMut, Bytes, BytesMut};
