@@ -285,8 +285,8 @@ pub struct Served {
     pub objects: BTreeMap<(String, String), Arc<ServedObject>>,
     /// Consumer clusters (§5.8).
     pub consumers: Arc<BTreeSet<String>>,
-    /// CachedObject name -> (namespace, name) of the object it serves.
-    by_origin: HashMap<String, Arc<ServedObject>>,
+    /// CachedObject (or identity object) name -> the object it serves.
+    by_origin: OriginIndex,
     /// The same objects as `objects`, found by the hash of (namespace, name).
     by_name: NameIndex,
     history: VecDeque<Arc<ServedEvent>>,
@@ -306,6 +306,52 @@ pub struct Served {
 struct NameIndex {
     table: hashbrown::HashTable<Arc<ServedObject>>,
     hasher: std::hash::RandomState,
+}
+
+/// Served objects by the name of the object each came from (a CachedObject's, or an identity
+/// object's), filed under a 128-bit keyed hash of that name instead of a copy of it: at a
+/// million objects the copies were about 100 B an object. Two names with the same 128-bit hash
+/// under the index's random keys (SipHash) are not a case to handle: about one chance in 10^26
+/// at a million names.
+#[derive(Default)]
+struct OriginIndex {
+    table: hashbrown::HashTable<(u128, Arc<ServedObject>)>,
+    keys: (std::hash::RandomState, std::hash::RandomState),
+}
+
+impl OriginIndex {
+    fn with_capacity(n: usize) -> OriginIndex {
+        OriginIndex {
+            table: hashbrown::HashTable::with_capacity(n),
+            ..OriginIndex::default()
+        }
+    }
+
+    /// The 128-bit hash an origin is filed under.
+    fn id(&self, origin: &str) -> u128 {
+        (u128::from(self.keys.0.hash_one(origin)) << 64) | u128::from(self.keys.1.hash_one(origin))
+    }
+
+    /// File `object` under `origin`, replacing what was there.
+    fn insert(&mut self, origin: &str, object: Arc<ServedObject>) {
+        let id = self.id(origin);
+        match self.table.find_mut(id as u64, |(i, _)| *i == id) {
+            Some(slot) => slot.1 = object,
+            None => {
+                self.table
+                    .insert_unique(id as u64, (id, object), |(i, _)| *i as u64);
+            }
+        }
+    }
+
+    /// Take out the object filed under `origin`.
+    fn remove(&mut self, origin: &str) -> Option<Arc<ServedObject>> {
+        let id = self.id(origin);
+        self.table
+            .find_entry(id as u64, |(i, _)| *i == id)
+            .ok()
+            .map(|e| e.remove().0.1)
+    }
 }
 
 /// The hash [`NameIndex`] files an object under.
@@ -479,7 +525,7 @@ impl Served {
             )),
             (prev, Some(n)) => {
                 let k = (n.namespace.to_string(), n.name.to_string());
-                self.by_origin.insert(origin.to_string(), n.clone());
+                self.by_origin.insert(origin, n.clone());
                 self.objects.insert(k, n.clone());
                 self.by_name.insert(n.clone());
                 let change = if prev.is_some() {
@@ -1667,7 +1713,7 @@ impl State {
         counters: &Counters,
     ) -> (
         Vec<((String, String), Arc<ServedObject>)>,
-        HashMap<String, Arc<ServedObject>>,
+        OriginIndex,
     ) {
         // (origin, key the refusal is remembered by, result)
         let mut results: Vec<(String, ObjKey, Result<Arc<ServedObject>, String>)> = Vec::new();
@@ -1713,12 +1759,12 @@ impl State {
             }
         }
         let mut derived = Vec::with_capacity(results.len());
-        let mut by_origin = HashMap::with_capacity(results.len());
+        let mut by_origin = OriginIndex::with_capacity(results.len());
         for (origin, invalid_key, result) in results {
             if let Some(o) =
                 Self::derive_logged(&mut self.invalid, counters, &invalid_key, api, result)
             {
-                by_origin.insert(origin, o.clone());
+                by_origin.insert(&origin, o.clone());
                 derived.push(((o.namespace.to_string(), o.name.to_string()), o));
             }
         }
@@ -1752,7 +1798,7 @@ impl State {
                 api: Err(String::new()),
                 objects: BTreeMap::new(),
                 consumers: consumers.clone(),
-                by_origin: HashMap::new(),
+                by_origin: OriginIndex::default(),
                 by_name: NameIndex::default(),
                 history: VecDeque::new(),
                 compacted: revision,
@@ -1770,7 +1816,7 @@ impl State {
             // Re-derive every object of this domain and emit the differences.
             let (derived, by_origin) = match &api {
                 Ok(a) => self.derive_domain(&key, a, counters),
-                Err(_) => (Vec::new(), HashMap::new()),
+                Err(_) => (Vec::new(), OriginIndex::default()),
             };
             let fresh = map_by_name(derived);
             let Some(served) = self.served.get_mut(&key) else {
