@@ -42,6 +42,20 @@ const BROADCAST_CAPACITY: usize = 1024;
 /// How often the validation memo is written again while changes arrive.
 pub const MEMO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A served object's namespace and name, as the served maps key it (the strings are the
+/// object's own).
+pub type NameKey = (Arc<str>, Arc<str>);
+
+/// `namespace` as a shared string; every cluster-scoped object shares one empty one.
+fn shared_namespace(namespace: String) -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    if namespace.is_empty() {
+        EMPTY.clone()
+    } else {
+        Arc::from(namespace)
+    }
+}
+
 /// One served object: unwrapped, validated JSON as [`Pieces`] around its `kcp.io/cluster` value.
 ///
 /// When the schema changed nothing (no field pruned, no default applied) and the stored object
@@ -52,10 +66,10 @@ pub const MEMO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60
 /// copy of the same bytes. Otherwise the object is encoded anew.
 #[derive(Debug)]
 pub struct ServedObject {
-    /// Namespace ("" when cluster-scoped).
-    pub namespace: Box<str>,
-    /// Name.
-    pub name: Box<str>,
+    /// Namespace ("" when cluster-scoped); shared with the key the served maps file it under.
+    pub namespace: Arc<str>,
+    /// Name; shared likewise.
+    pub name: Arc<str>,
     /// Cache store revision (the served `resourceVersion`).
     pub revision: u64,
     /// Labels of the inner object.
@@ -161,6 +175,11 @@ impl ServedObject {
     /// The validation memo's digest of the text it was served from, when noted.
     pub fn digest(&self) -> Option<memo::Digest> {
         self.digest
+    }
+
+    /// The key the served maps file this object under: its namespace and name, shared.
+    pub fn name_key(&self) -> NameKey {
+        (self.namespace.clone(), self.name.clone())
     }
 
     /// Size of one copy in bytes.
@@ -282,7 +301,7 @@ pub struct Served {
     /// The resolved API or the resolution error message (§5.4).
     pub api: Result<Arc<ResolvedApi>, String>,
     /// Served objects by (namespace, name).
-    pub objects: BTreeMap<(String, String), Arc<ServedObject>>,
+    pub objects: BTreeMap<NameKey, Arc<ServedObject>>,
     /// Consumer clusters (§5.8).
     pub consumers: Arc<BTreeSet<String>>,
     /// CachedObject (or identity object) name -> the object it serves.
@@ -361,7 +380,7 @@ fn name_hash(hasher: &std::hash::RandomState, o: &ServedObject) -> u64 {
 
 impl NameIndex {
     /// An index of `objects`.
-    fn of(objects: &BTreeMap<(String, String), Arc<ServedObject>>) -> NameIndex {
+    fn of(objects: &BTreeMap<NameKey, Arc<ServedObject>>) -> NameIndex {
         let hasher = std::hash::RandomState::new();
         let mut table = hashbrown::HashTable::with_capacity(objects.len());
         for o in objects.values() {
@@ -417,7 +436,7 @@ impl Served {
     pub fn snapshot_at(
         &self,
         revision: u64,
-    ) -> Result<BTreeMap<(String, String), Arc<ServedObject>>, u64> {
+    ) -> Result<BTreeMap<NameKey, Arc<ServedObject>>, u64> {
         if revision < self.compacted {
             return Err(self.compacted);
         }
@@ -429,7 +448,7 @@ impl Served {
             .take_while(|e| e.revision > revision)
             .filter(|e| !e.membership)
         {
-            let key = (ev.object.namespace.to_string(), ev.object.name.to_string());
+            let key = ev.object.name_key();
             match (ev.change, &ev.prev) {
                 (Change::Added, _) => {
                     objects.remove(&key);
@@ -511,8 +530,7 @@ impl Served {
         let consumers = self.consumers.clone();
         let prev = self.by_origin.remove(origin).and_then(|o| {
             self.by_name.remove(&o.namespace, &o.name);
-            self.objects
-                .remove(&(o.namespace.to_string(), o.name.to_string()))
+            self.objects.remove(&o.name_key())
         });
         match (prev, new) {
             (None, None) => {}
@@ -524,7 +542,7 @@ impl Served {
                 consumers,
             )),
             (prev, Some(n)) => {
-                let k = (n.namespace.to_string(), n.name.to_string());
+                let k = n.name_key();
                 self.by_origin.insert(origin, n.clone());
                 self.objects.insert(k, n.clone());
                 self.by_name.insert(n.clone());
@@ -1287,8 +1305,8 @@ pub(crate) fn serve_inner(
     };
     Ok(ServedObject {
         table: std::sync::OnceLock::new(),
-        namespace: namespace.into_boxed_str(),
-        name: name.into_boxed_str(),
+        namespace: shared_namespace(namespace),
+        name: Arc::from(name),
         revision,
         labels,
         fields,
@@ -1360,7 +1378,7 @@ fn split_at_cluster(object: &mut Value, size_hint: usize) -> Result<Pieces, Stri
 /// Instead each key gets a fixed-size sort key: the 16 bytes of each string after the prefix
 /// every key shares (zero-padded; names hold no NUL). Those sort in one flat array; only keys
 /// whose sort keys tie are compared as strings.
-pub(crate) fn map_by_name<T>(items: Vec<((String, String), T)>) -> BTreeMap<(String, String), T> {
+pub(crate) fn map_by_name<S: AsRef<str> + Ord, T>(items: Vec<((S, S), T)>) -> BTreeMap<(S, S), T> {
     fn common_prefix<'a>(mut all: impl Iterator<Item = &'a str>) -> usize {
         let Some(first) = all.next() else { return 0 };
         let mut len = first.len();
@@ -1380,12 +1398,18 @@ pub(crate) fn map_by_name<T>(items: Vec<((String, String), T)>) -> BTreeMap<(Str
         b[..n].copy_from_slice(&rest[..n]);
         u128::from_be_bytes(b)
     };
-    let ns_skip = common_prefix(items.iter().map(|((ns, _), _)| ns.as_str()));
-    let name_skip = common_prefix(items.iter().map(|((_, name), _)| name.as_str()));
+    let ns_skip = common_prefix(items.iter().map(|((ns, _), _)| ns.as_ref()));
+    let name_skip = common_prefix(items.iter().map(|((_, name), _)| name.as_ref()));
     let mut order: Vec<(u128, u128, usize)> = items
         .iter()
         .enumerate()
-        .map(|(i, ((ns, name), _))| (after(ns, ns_skip), after(name, name_skip), i))
+        .map(|(i, ((ns, name), _))| {
+            (
+                after(ns.as_ref(), ns_skip),
+                after(name.as_ref(), name_skip),
+                i,
+            )
+        })
         .collect();
     order.sort_unstable_by(|a, b| {
         (a.0, a.1)
@@ -1393,7 +1417,7 @@ pub(crate) fn map_by_name<T>(items: Vec<((String, String), T)>) -> BTreeMap<(Str
             .then_with(|| items[a.2].0.cmp(&items[b.2].0))
             .then(a.2.cmp(&b.2))
     });
-    let mut slots: Vec<Option<((String, String), T)>> = items.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<((S, S), T)>> = items.into_iter().map(Some).collect();
     // Sorted, so `collect` finds one run and builds the tree without sorting again.
     order
         .into_iter()
@@ -1712,7 +1736,7 @@ impl State {
         api: &ResolvedApi,
         counters: &Counters,
     ) -> (
-        Vec<((String, String), Arc<ServedObject>)>,
+        Vec<(NameKey, Arc<ServedObject>)>,
         OriginIndex,
     ) {
         // (origin, key the refusal is remembered by, result)
@@ -1765,7 +1789,7 @@ impl State {
                 Self::derive_logged(&mut self.invalid, counters, &invalid_key, api, result)
             {
                 by_origin.insert(&origin, o.clone());
-                derived.push(((o.namespace.to_string(), o.name.to_string()), o));
+                derived.push((o.name_key(), o));
             }
         }
         (derived, by_origin)
