@@ -433,10 +433,7 @@ impl Served {
 
     /// The served objects as they were at `revision`, rebuilt by undoing later events, or
     /// `Err(oldest)` when history no longer reaches back that far.
-    pub fn snapshot_at(
-        &self,
-        revision: u64,
-    ) -> Result<BTreeMap<NameKey, Arc<ServedObject>>, u64> {
+    pub fn snapshot_at(&self, revision: u64) -> Result<BTreeMap<NameKey, Arc<ServedObject>>, u64> {
         if revision < self.compacted {
             return Err(self.compacted);
         }
@@ -1735,10 +1732,7 @@ impl State {
         key: &ObjKey,
         api: &ResolvedApi,
         counters: &Counters,
-    ) -> (
-        Vec<(NameKey, Arc<ServedObject>)>,
-        OriginIndex,
-    ) {
+    ) -> (Vec<(NameKey, Arc<ServedObject>)>, OriginIndex) {
         // (origin, key the refusal is remembered by, result)
         let mut results: Vec<(String, ObjKey, Result<Arc<ServedObject>, String>)> = Vec::new();
         match &api.source {
@@ -3119,7 +3113,7 @@ mod tests {
                 let by_name = served.object("", name).map(|o| o.revision);
                 let ordered = served
                     .objects
-                    .get(&(String::new(), name.to_string()))
+                    .get(&(Arc::from(""), Arc::from(name)))
                     .map(|o| o.revision);
                 assert_eq!(by_name, ordered, "{name}");
             }
