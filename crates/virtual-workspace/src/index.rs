@@ -2537,6 +2537,23 @@ mod tests {
     }
 
     #[test]
+    fn served_objects_by_origin_are_replaced_and_taken_out_by_their_origin_s_name() {
+        let a = Arc::new(unwrap_object(&wrapped("a", json!(1)), 1, &api()).unwrap());
+        let b = Arc::new(unwrap_object(&wrapped("b", json!(2)), 2, &api()).unwrap());
+        let mut index = OriginIndex::with_capacity(2);
+        index.insert("origin-a", a.clone());
+        index.insert("origin-b", b.clone());
+        index.insert("origin-a", b.clone());
+        assert!(index.remove("origin-c").is_none());
+        let got = index.remove("origin-a").expect("origin-a is filed");
+        assert!(Arc::ptr_eq(&got, &b), "the later insert replaced the first");
+        assert!(index.remove("origin-a").is_none(), "taken out once");
+        let got = index.remove("origin-b").expect("origin-b is filed");
+        assert!(Arc::ptr_eq(&got, &b));
+        assert_eq!(a.revision, 1);
+    }
+
+    #[test]
     fn objects_failing_their_schema_or_without_an_inner_object_are_refused() {
         assert!(
             unwrap_object(&wrapped("a", json!("big")), 1, &api())
