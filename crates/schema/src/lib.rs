@@ -2,5 +2,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fast;
 pub mod structural;
 pub mod validate;

@@ -50,6 +50,7 @@ use base64::Engine as _;
 use cel::{Context, Env, ExecutionError, Program, Value as CelValue};
 use serde_json::{Map, Value};
 
+use super::fast::TextCheck;
 use super::validate::{FieldError, SchemaError, Validator};
 
 /// At most this many field errors are reported for one object.
@@ -125,6 +126,7 @@ pub struct Structural {
     validator: Validator,
     cel: Option<CelRuntime>,
     skipped: Vec<SkippedRule>,
+    text: TextCheck,
 }
 
 impl fmt::Debug for Structural {
@@ -154,6 +156,7 @@ impl Structural {
             validator,
             cel,
             skipped: compiler.skipped,
+            text: TextCheck::compile(schema),
         })
     }
 
@@ -203,6 +206,12 @@ impl Structural {
         } else {
             Err(errors)
         }
+    }
+
+    /// The streaming check that vouches for objects [`Structural::prepare`] would leave
+    /// unchanged and accept, without building their value tree.
+    pub fn text_check(&self) -> &TextCheck {
+        &self.text
     }
 
     /// Rules of `x-kubernetes-validations` that [`Structural::prepare`] accepts without

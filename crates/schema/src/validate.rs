@@ -110,16 +110,7 @@ impl Validator {
             )));
         }
         let translated = translate_root(schema);
-        let mut options = jsonschema::options()
-            .with_draft(Draft::Draft4)
-            .should_validate_formats(true)
-            .should_ignore_unknown_formats(true)
-            .with_pattern_options(PatternOptions::regex())
-            .offline();
-        for (name, check) in CUSTOM_FORMATS {
-            options = options.with_format(*name, *check);
-        }
-        options
+        options()
             .build(&translated)
             .map(|inner| Validator { inner })
             .map_err(|err| SchemaError::Invalid(err.to_string()))
@@ -143,6 +134,26 @@ impl Validator {
             Err(errors)
         }
     }
+}
+
+/// The options every schema (and fragment) is compiled with.
+fn options() -> jsonschema::ValidationOptions<'static> {
+    let mut options = jsonschema::options()
+        .with_draft(Draft::Draft4)
+        .should_validate_formats(true)
+        .should_ignore_unknown_formats(true)
+        .with_pattern_options(PatternOptions::regex())
+        .offline();
+    for (name, check) in CUSTOM_FORMATS {
+        options = options.with_format(*name, *check);
+    }
+    options
+}
+
+/// One schema node on its own (no root relaxations), translated and compiled as
+/// [`Validator::compile`] does: the same keywords, formats and pattern engine.
+pub(crate) fn compile_fragment(schema: &Value) -> Option<jsonschema::Validator> {
+    options().build(&translate(schema)).ok()
 }
 
 /// Largest magnitude below which every whole `f64` is exactly an integer.
@@ -344,6 +355,11 @@ fn translate_each(value: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(translate).collect()),
         other => other.clone(),
     }
+}
+
+/// Whether a `format` is checked (not an annotation only).
+pub(crate) fn is_checked_format(name: &str) -> bool {
+    checked_format(name).is_some()
 }
 
 /// The format name to keep in the compiled schema, or `None` for an annotation-only format.
