@@ -44,6 +44,24 @@ impl Labels {
         Labels::from_sorted(&pairs)
     }
 
+    /// The labels of an object's `metadata.labels` members in order, each value when it is a
+    /// string: as [`Labels::of`] reads the parsed object (the last of a repeated key wins, a
+    /// key whose last value is not a string is no label).
+    pub fn from_members<'a>(
+        members: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Labels {
+        let mut all: Vec<(&str, Option<&str>)> = members.into_iter().collect();
+        // Last first, then a stable sort: the first of each key's run is its last value.
+        all.reverse();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all.dedup_by(|later, first| later.0 == first.0);
+        let pairs: Vec<(&str, &str)> = all
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+        Labels::from_sorted(&pairs)
+    }
+
     fn from_sorted(pairs: &[(&str, &str)]) -> Labels {
         let len: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
         // Labels longer than 4 GiB in all cannot come from a request body (3 MiB at most).

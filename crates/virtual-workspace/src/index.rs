@@ -789,7 +789,7 @@ pub(crate) fn derive_text(
         .then(|| memo::digest(api.memo_context(wrapped), text.as_bytes()));
     if let (Some(known), Some(digest)) = (memo.known, digest)
         && known.contains(&digest)
-        && let Ok(inner) = Inner::parse(stored, text, what, place, true)
+        && let Ok(inner) = Inner::parse(stored, text, what, place, Mode::Trusted)
         && let Ok(served) = serve_inner(inner, revision, api, wrapped, Some(digest))
     {
         if let Some(hits) = memo.hits {
@@ -797,7 +797,21 @@ pub(crate) fn derive_text(
         }
         return Ok(served);
     }
-    let inner = Inner::parse(stored, text, what, place, false)?;
+    // Most objects are valid and left as they are by pruning and defaulting: the schema's text
+    // check vouches for those in one pass over their text, without a value tree.
+    let check = Mode::Checked(api.validator.text_check());
+    if let Ok(inner) = Inner::parse(stored, text, what, place, check)
+        && let Ok(served) = serve_inner(
+            inner,
+            revision,
+            api,
+            wrapped,
+            digest.filter(|_| memo.record),
+        )
+    {
+        return Ok(served);
+    }
+    let inner = Inner::parse(stored, text, what, place, Mode::Full)?;
     serve_inner(
         inner,
         revision,
@@ -817,7 +831,7 @@ fn parse_cached_object(
         serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
     let inner = match wrapper.spec.raw {
         None => Err("failed to decode inner object: spec.raw is missing".to_string()),
-        Some(raw) => Inner::parse(value, raw.get(), "inner object", "spec.raw", false),
+        Some(raw) => Inner::parse(value, raw.get(), "inner object", "spec.raw", Mode::Full),
     };
     Ok((wrapper.metadata.labels, inner))
 }
@@ -870,41 +884,56 @@ pub(crate) struct Inner {
     members: Vec<Option<(usize, std::ops::Range<usize>)>>,
     /// A key occurs twice (the parsed object kept the last; the text would hold both).
     duplicate: bool,
-    /// Parsed for an object the memo vouches for: `object` holds only the head members, the
-    /// others are in `others`, unparsed.
+    /// Parsed for an object the memo or the schema's text check vouches for: `object` holds
+    /// only the head members, the others are in `others`, unparsed.
     trusted: bool,
     /// When `trusted`: every other member's key and where its value's text is in `stored`.
     others: Vec<(String, std::ops::Range<usize>)>,
+    /// When `trusted`: what serving reads of the head members (`object` is empty).
+    view: HeadView,
 }
 
 /// The root members the virtual workspace reads (and rewrites, in `metadata`) before the rest,
 /// which is served as stored.
 const HEAD_MEMBERS: [&str; 3] = pieces::HEAD_NAMES;
 
+/// How [`Inner::parse`] reads the members other than the head members.
+#[derive(Clone, Copy)]
+pub(crate) enum Mode<'a> {
+    /// Into values, to be pruned, defaulted and validated.
+    Full,
+    /// Only delimited: the validation memo vouches for the object.
+    Trusted,
+    /// Checked against the schema while delimiting them; the parse fails when the check is not
+    /// sure that the object is valid and left unchanged by preparing it.
+    Checked(&'a schema::fast::TextCheck),
+}
+
 impl Inner {
     /// Parse `text`, a slice of `stored`, as a JSON object; errors name it `what` (and
-    /// `place`, where it is when it is not an object). `trusted`: only the head members are
-    /// parsed into values (for an object the memo vouches for).
+    /// `place`, where it is when it is not an object). Unless `mode` is [`Mode::Full`], only
+    /// the head members are parsed into values.
     pub(crate) fn parse(
         stored: &Bytes,
         text: &str,
         what: &str,
         place: &str,
-        trusted: bool,
+        mode: Mode<'_>,
     ) -> Result<Inner, String> {
         if !text.trim_start().starts_with('{') {
             return Err(format!(
                 "failed to decode {what}: {place} is not a JSON object"
             ));
         }
+        let trusted = !matches!(mode, Mode::Full);
         let decode = || {
             let mut de = serde_json::Deserializer::from_str(text);
-            let members =
-                serde::de::DeserializeSeed::deserialize(MembersSeed { trusted }, &mut de)?;
+            let members = serde::de::DeserializeSeed::deserialize(MembersSeed { mode }, &mut de)?;
             de.end().map(|()| members)
         };
         let Members {
             object,
+            view,
             heads,
             others,
             duplicate,
@@ -912,9 +941,17 @@ impl Inner {
         let start = offset_in(stored, text).ok_or("internal: inner object outside its value")?;
         let others = others
             .into_iter()
-            .map(|(key, raw)| {
-                offset_in(stored, raw.get())
-                    .map(|at| (key, at..at + raw.get().len()))
+            .map(|(key, value)| {
+                let range = match value {
+                    Other::Raw(raw) => {
+                        offset_in(stored, raw.get()).map(|at| at..at + raw.get().len())
+                    }
+                    Other::Checked(addresses) => {
+                        value_between(text, &addresses).map(|r| start + r.start..start + r.end)
+                    }
+                };
+                range
+                    .map(|range| (key, range))
                     .ok_or("internal: member outside its value")
             })
             .collect::<Result<_, _>>()?;
@@ -937,14 +974,14 @@ impl Inner {
             duplicate,
             trusted,
             others,
+            view,
         })
     }
 
-    /// The value of selectable field `path` (`spec.a.b`) of a trusted object, as
-    /// [`selectable_value`] gives it for the whole object: read from the head members' values
-    /// (`head`), or by walking the stored text of the member it names and parsing only the
-    /// value found there.
-    fn trusted_field(&self, head: &Value, path: &str) -> String {
+    /// The value of selectable field `path` (`spec.a.b`, not in the head members) of a trusted
+    /// object, as [`selectable_value`] gives it for the whole object: by walking the stored
+    /// text of the member it names and parsing only the value found there.
+    fn trusted_field(&self, path: &str) -> String {
         let segments: Vec<&str> = path.split('.').collect();
         let simple = segments.iter().all(|s| {
             !s.is_empty()
@@ -952,7 +989,7 @@ impl Inner {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         });
         if !simple || HEAD_MEMBERS.contains(&segments[0]) {
-            return self.field_from_parsed(head, path);
+            return self.field_from_parsed(path);
         }
         let Some(range) = self
             .others
@@ -964,26 +1001,26 @@ impl Inner {
             return String::new();
         };
         let Some(mut text) = self.stored_str(range) else {
-            return self.field_from_parsed(head, path);
+            return self.field_from_parsed(path);
         };
         for segment in &segments[1..] {
             match pick(text, segment) {
                 Picked::Found(raw) => text = raw.get(),
                 Picked::Missing => return String::new(),
-                Picked::NotObject => return self.field_from_parsed(head, path),
+                Picked::NotObject => return self.field_from_parsed(path),
             }
         }
         match serde_json::from_str::<Value>(text) {
             Ok(Value::String(s)) => s,
             Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_))) => v.to_string(),
-            _ => self.field_from_parsed(head, path),
+            _ => self.field_from_parsed(path),
         }
     }
 
     /// A selectable field of a trusted object evaluated on a value of the whole object (the
     /// head members as given, the others parsed now): the way for uncommon shapes.
-    fn field_from_parsed(&self, head: &Value, path: &str) -> String {
-        let mut whole = head.as_object().cloned().unwrap_or_default();
+    fn field_from_parsed(&self, path: &str) -> String {
+        let mut whole = serde_json::Map::new();
         for (key, range) in &self.others {
             let value = self
                 .stored_str(range.clone())
@@ -1034,25 +1071,172 @@ fn offset_in(whole: &[u8], part: &str) -> Option<usize> {
 }
 
 /// An object parsed in one pass, noting its members' order: the values of [`HEAD_MEMBERS`]
-/// An object parsed in one pass, noting its members' order: the values of [`HEAD_MEMBERS`]
 /// are also kept as text (to find where they end), every other member is parsed straight
 /// into its value or, when trusted, only delimited.
 struct Members<'a> {
     object: serde_json::Map<String, Value>,
+    /// Unless parsed in full: what serving reads of the head members (`object` stays empty).
+    view: HeadView,
     /// Per member, in order: which head member it is and its text, if it is one.
     heads: Vec<Option<(usize, &'a serde_json::value::RawValue)>>,
-    /// When trusted: the members other than the head members, as text.
-    others: Vec<(String, &'a serde_json::value::RawValue)>,
+    /// Unless parsed in full: the members other than the head members, as text.
+    others: Vec<(String, Other<'a>)>,
     /// A key occurs twice.
     duplicate: bool,
 }
 
-/// Parses [`Members`]; `trusted` leaves the members other than the head members unparsed.
-struct MembersSeed {
-    trusted: bool,
+/// Where a member's value is in the object's text.
+enum Other<'a> {
+    /// Delimited by the parser.
+    Raw(&'a serde_json::value::RawValue),
+    /// Checked while parsing; where it is in the object's text.
+    Checked(std::ops::Range<usize>),
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for MembersSeed {
+/// What serving an object reads of its head members when the rest is served as stored
+/// (the memo or the text check vouched for it): no value tree is built for them.
+#[derive(Debug, Default, Clone)]
+struct HeadView {
+    /// `apiVersion`, when it is a string.
+    api_version: Option<String>,
+    /// Whether there is a `kind`.
+    has_kind: bool,
+    /// `metadata` is there and not an object.
+    metadata_not_object: bool,
+    /// `metadata.name` and `metadata.namespace`, when strings (the last of repeated ones).
+    name: Option<String>,
+    namespace: Option<String>,
+    /// `metadata.labels`' members in order, their values when strings (as a parsed object
+    /// keeps them, the last of a repeated key wins; non-strings are no labels).
+    labels: Vec<(String, Option<String>)>,
+}
+
+impl<'de> Members<'de> {
+    /// Notes head member `which` (an index into [`HEAD_MEMBERS`]) in the view; a repeated one
+    /// marks the object [`Members::duplicate`] (it is then not served from its text).
+    fn read_head(
+        &mut self,
+        which: usize,
+        raw: &'de serde_json::value::RawValue,
+    ) -> Result<(), String> {
+        self.duplicate |= self.heads.iter().flatten().any(|(w, _)| *w == which);
+        let text = raw.get();
+        match HEAD_MEMBERS[which] {
+            "apiVersion" => {
+                self.view.api_version = text
+                    .starts_with('"')
+                    .then(|| serde_json::from_str::<String>(text))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+            }
+            "kind" => self.view.has_kind = true,
+            _ => {
+                self.view.metadata_not_object = !text.starts_with('{');
+                if !self.view.metadata_not_object {
+                    let mut de = serde_json::Deserializer::from_str(text);
+                    serde::Deserializer::deserialize_map(&mut de, MetaView(&mut self.view))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads `metadata` into a [`HeadView`].
+struct MetaView<'a>(&'a mut HeadView);
+
+impl<'de> serde::de::Visitor<'de> for MetaView<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object's metadata")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "name" => self.0.name = map.next_value::<StringOrNot>()?.0,
+                "namespace" => self.0.namespace = map.next_value::<StringOrNot>()?.0,
+                "labels" => self.0.labels = map.next_value::<LabelsOrNot>()?.0,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `metadata.labels` read as [`HeadView::labels`]; anything but an object is no labels.
+struct LabelsOrNot(Vec<(String, Option<String>)>);
+
+impl<'de> serde::Deserialize<'de> for LabelsOrNot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = LabelsOrNot;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("labels")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LabelsOrNot, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, StringOrNot>()? {
+                    out.push((k, v.0));
+                }
+                Ok(LabelsOrNot(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LabelsOrNot, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(LabelsOrNot(Vec::new()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<LabelsOrNot, E> {
+                Ok(LabelsOrNot(Vec::new()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<LabelsOrNot, E> {
+                Ok(LabelsOrNot(Vec::new()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<LabelsOrNot, E> {
+                Ok(LabelsOrNot(Vec::new()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<LabelsOrNot, E> {
+                Ok(LabelsOrNot(Vec::new()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<LabelsOrNot, E> {
+                Ok(LabelsOrNot(Vec::new()))
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<LabelsOrNot, E> {
+                Ok(LabelsOrNot(Vec::new()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// A JSON value read as a string when it is one (anything else is `None`).
+struct StringOrNot(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for StringOrNot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(StringOrNot(match Value::deserialize(d)? {
+            Value::String(s) => Some(s),
+            _ => None,
+        }))
+    }
+}
+
+/// Parses [`Members`] as `mode` says.
+struct MembersSeed<'a> {
+    mode: Mode<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for MembersSeed<'_> {
     type Value = Members<'de>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Members<'de>, D::Error> {
@@ -1060,7 +1244,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for MembersSeed {
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for MembersSeed {
+impl<'de> serde::de::Visitor<'de> for MembersSeed<'_> {
     type Value = Members<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1071,21 +1255,30 @@ impl<'de> serde::de::Visitor<'de> for MembersSeed {
         use serde::de::Error as _;
         let mut out = Members {
             object: serde_json::Map::new(),
+            view: HeadView::default(),
             heads: Vec::with_capacity(8),
             others: Vec::new(),
             duplicate: false,
         };
+        if let Mode::Checked(check) = self.mode {
+            return checked_members(map, out, check.root());
+        }
+        let trusted = matches!(self.mode, Mode::Trusted);
         while let Some(key) = map.next_key::<String>()? {
             if let Some(which) = HEAD_MEMBERS.iter().position(|m| *m == key) {
                 let raw: &'de serde_json::value::RawValue = map.next_value()?;
-                let value = serde_json::from_str(raw.get()).map_err(A::Error::custom)?;
+                if trusted {
+                    out.read_head(which, raw).map_err(A::Error::custom)?;
+                } else {
+                    let value = serde_json::from_str(raw.get()).map_err(A::Error::custom)?;
+                    out.duplicate |= out.object.insert(key, value).is_some();
+                }
                 out.heads.push(Some((which, raw)));
-                out.duplicate |= out.object.insert(key, value).is_some();
-            } else if self.trusted {
+            } else if trusted {
                 let raw: &'de serde_json::value::RawValue = map.next_value()?;
                 out.heads.push(None);
                 out.duplicate |= out.others.iter().any(|(k, _)| *k == key);
-                out.others.push((key, raw));
+                out.others.push((key, Other::Raw(raw)));
             } else {
                 let value = map.next_value::<Value>()?;
                 out.heads.push(None);
@@ -1093,6 +1286,111 @@ impl<'de> serde::de::Visitor<'de> for MembersSeed {
             }
         }
         Ok(out)
+    }
+}
+
+/// [`Members`] of an object whose members other than the head members are checked against the
+/// schema as they are read ([`Mode::Checked`]); fails as soon as the check is unsure. Every key
+/// is borrowed from the text (a key with escapes fails too), and each checked member's value
+/// is found between its key and the next one.
+fn checked_members<'de, A: serde::de::MapAccess<'de>>(
+    mut map: A,
+    mut out: Members<'de>,
+    mut root: schema::fast::RootCheck<'_>,
+) -> Result<Members<'de>, A::Error> {
+    use serde::de::Error as _;
+    let unsure = || A::Error::custom("not vouched for");
+    // Per member: its key, borrowed from the object's text.
+    let mut keys: Vec<&'de str> = Vec::with_capacity(8);
+    while let Some(key) = map.next_key_seed(BorrowedKey)? {
+        let Some(key) = key else {
+            return Err(unsure());
+        };
+        keys.push(key);
+        if let Some(which) = HEAD_MEMBERS.iter().position(|m| *m == key) {
+            let raw: &'de serde_json::value::RawValue = map.next_value()?;
+            root.head(key, raw.get());
+            out.read_head(which, raw).map_err(A::Error::custom)?;
+            out.heads.push(Some((which, raw)));
+        } else {
+            let seed = root.member(key).ok_or_else(unsure)?;
+            map.next_value_seed(seed)?;
+            out.heads.push(None);
+            out.duplicate |= out.others.iter().any(|(k, _)| k == key);
+            // The range is filled in below, once the next key is known.
+            out.others.push((key.to_owned(), Other::Checked(0..0)));
+        }
+    }
+    if !root.finish() {
+        return Err(unsure());
+    }
+    // Each checked member's value lies between its key's closing quote and the next key's
+    // opening quote (or the object's end): [`Inner::parse`] finds it there.
+    let mut next_key = usize::MAX;
+    let mut slot = out.others.len();
+    for (key, head) in keys.iter().zip(&out.heads).rev() {
+        if head.is_none() {
+            slot = slot
+                .checked_sub(1)
+                .ok_or_else(|| A::Error::custom("internal: member ranges"))?;
+            out.others[slot].1 = Other::Checked(key.as_ptr() as usize + key.len()..next_key);
+        }
+        next_key = key.as_ptr() as usize - 1;
+    }
+    Ok(out)
+}
+
+/// Where the value of a member checked by [`checked_members`] is in `text`, from the address
+/// of its key's closing quote to that of the next key's opening quote (`usize::MAX`: none).
+fn value_between(text: &str, addresses: &std::ops::Range<usize>) -> Option<std::ops::Range<usize>> {
+    let base = text.as_ptr() as usize;
+    let bytes = text.as_bytes();
+    let blank = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut from = addresses.start.checked_sub(base)? + 1;
+    while bytes.get(from).copied().is_some_and(blank) {
+        from += 1;
+    }
+    (bytes.get(from) == Some(&b':')).then_some(())?;
+    from += 1;
+    while bytes.get(from).copied().is_some_and(blank) {
+        from += 1;
+    }
+    let (mut to, separator) = if addresses.end == usize::MAX {
+        (text.trim_end().len(), b'}')
+    } else {
+        (addresses.end.checked_sub(base)?, b',')
+    };
+    while to > from && blank(bytes[to - 1]) {
+        to -= 1;
+    }
+    (to > from && bytes[to - 1] == separator).then_some(())?;
+    to -= 1;
+    while to > from && blank(bytes[to - 1]) {
+        to -= 1;
+    }
+    (to > from).then_some(from..to)
+}
+
+/// Reads a map key borrowed from the text; `None` when it has escapes (and so is not).
+struct BorrowedKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for BorrowedKey {
+    type Value = Option<&'de str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for BorrowedKey {
+    type Value = Option<&'de str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 
@@ -1184,6 +1482,132 @@ fn wrapper_labels(value: &[u8]) -> BTreeMap<String, String> {
     labels.unwrap_or_default()
 }
 
+/// [`RawCached::new`] with the labels [`wrapper_labels`] reads, most often without copying
+/// any: the three labels the index routes by are read borrowed from the value, and the
+/// previous object's [`Gvr`] is reused when they name the same resource. Anything unusual
+/// (escapes, a non-string label, a repeated or missing `labels` or `metadata`) takes the way
+/// of [`wrapper_labels`], which then decides.
+fn raw_cached(revision: u64, value: &Bytes) -> RawCached {
+    use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
+    type Found<'de> = [Option<&'de str>; 3];
+    const NAMES: [&str; 3] = [
+        LABEL_OBJECT_GROUP,
+        LABEL_OBJECT_VERSION,
+        LABEL_OBJECT_RESOURCE,
+    ];
+    struct Labels<'a, 'de>(&'a mut Found<'de>);
+    impl<'de> DeserializeSeed<'de> for Labels<'_, 'de> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Labels<'_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("labels")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key_seed(BorrowedKey)? {
+                let key = key.ok_or_else(|| A::Error::custom("unusual"))?;
+                let value = map
+                    .next_value_seed(BorrowedKey)?
+                    .ok_or_else(|| A::Error::custom("unusual"))?;
+                if let Some(i) = NAMES.iter().position(|n| *n == key) {
+                    self.0[i] = Some(value);
+                }
+            }
+            Ok(())
+        }
+    }
+    struct Meta<'a, 'de>(&'a mut Found<'de>);
+    impl<'de> DeserializeSeed<'de> for Meta<'_, 'de> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Meta<'_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("metadata")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = false;
+            while let Some(key) = map.next_key_seed(BorrowedKey)? {
+                match key {
+                    Some("labels") if !seen => {
+                        seen = true;
+                        map.next_value_seed(Labels(&mut *self.0))?;
+                    }
+                    Some(k) if k != "labels" => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                    _ => return Err(A::Error::custom("unusual")),
+                }
+            }
+            if seen {
+                Ok(())
+            } else {
+                Err(A::Error::custom("unusual"))
+            }
+        }
+    }
+    struct Top<'a, 'de>(&'a mut Found<'de>, &'a mut bool);
+    impl<'de> Visitor<'de> for Top<'_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a CachedObject")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key_seed(BorrowedKey)? {
+                match key {
+                    Some("metadata") => {
+                        map.next_value_seed(Meta(&mut *self.0))?;
+                        *self.1 = true;
+                        // As `wrapper_labels`: nothing after `metadata` is read.
+                        return Err(A::Error::custom("labels read"));
+                    }
+                    Some(_) => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                    None => return Err(A::Error::custom("unusual")),
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut found: Found<'_> = [None; 3];
+    let mut done = false;
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let _ = serde::Deserializer::deserialize_map(&mut de, Top(&mut found, &mut done));
+    if !done {
+        return RawCached::new(revision, value, &wrapper_labels(value));
+    }
+    let [group, version, resource] = found.map(Option::unwrap_or_default);
+    let gvr = LAST_GVR.with(|last| {
+        let mut last = last.borrow_mut();
+        if (
+            last.group.as_str(),
+            last.version.as_str(),
+            last.resource.as_str(),
+        ) != (group, version, resource)
+        {
+            *last = Arc::new(Gvr {
+                group: group.to_owned(),
+                version: version.to_owned(),
+                resource: resource.to_owned(),
+            });
+        }
+        last.clone()
+    });
+    RawCached {
+        revision,
+        value: value.clone(),
+        gvr,
+    }
+}
+
 impl RawCached {
     fn new(revision: u64, value: &Bytes, labels: &BTreeMap<String, String>) -> Self {
         let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
@@ -1213,6 +1637,9 @@ pub(crate) fn serve_inner(
     wrapped: bool,
     digest: Option<memo::Digest>,
 ) -> Result<ServedObject, String> {
+    if parsed.trusted {
+        return serve_trusted(parsed, revision, api, wrapped, digest);
+    }
     let mut inner = std::mem::take(&mut parsed.object);
     let Some(obj) = inner.as_object_mut() else {
         return Err("failed to decode inner object".into());
@@ -1265,27 +1692,7 @@ pub(crate) fn serve_inner(
     if name.is_empty() {
         return Err("inner object has no metadata.name".into());
     }
-    let labels = kube_api::selector::Labels::of(&inner);
-    let fields = api
-        .selectable_fields
-        .iter()
-        .map(|f| {
-            let v = if parsed.trusted {
-                parsed.trusted_field(&inner, f)
-            } else {
-                selectable_value(&inner, f)
-            };
-            (shared_name(f), v.into_boxed_str())
-        })
-        .collect();
-    let from_stored = if parsed.trusted {
-        Some(
-            as_stored
-                .then(|| parsed.stored_pieces(wrapped))
-                .flatten()
-                .ok_or("internal: a memo entry for an object not served from its stored text")?,
-        )
-    } else {
+    let from_stored = {
         let (result, changed) = api.validator.prepare_noting_changes(&mut inner);
         if let Err(errors) = result {
             let msgs: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -1295,6 +1702,13 @@ pub(crate) fn serve_inner(
             .then(|| parsed.stored_pieces(wrapped))
             .flatten()
     };
+    // Labels and selectable fields as served: after pruning and defaulting.
+    let labels = kube_api::selector::Labels::of(&inner);
+    let fields = api
+        .selectable_fields
+        .iter()
+        .map(|f| (shared_name(f), selectable_value(&inner, f).into_boxed_str()))
+        .collect();
     let digest = digest.filter(|_| from_stored.is_some());
     let text = match from_stored {
         Some(text) => text,
@@ -1303,6 +1717,57 @@ pub(crate) fn serve_inner(
     Ok(ServedObject {
         table: std::sync::OnceLock::new(),
         namespace: shared_namespace(namespace),
+        name: Arc::from(name),
+        revision,
+        labels,
+        fields,
+        text,
+        digest,
+    })
+}
+
+/// [`serve_inner`] for an object the memo or the text check vouched for: served with its
+/// stored tail, read through its [`HeadView`] only. Fails (and the object is then served the
+/// full way) where that is not enough: a stored-as-itself object naming another apiVersion or
+/// no kind, `metadata` that is not an object, no name, a selectable field in the head members,
+/// or a text that cannot be served as pieces.
+fn serve_trusted(
+    parsed: Inner,
+    revision: u64,
+    api: &ResolvedApi,
+    wrapped: bool,
+    digest: Option<memo::Digest>,
+) -> Result<ServedObject, String> {
+    let view = &parsed.view;
+    let as_stored = wrapped
+        || (view.api_version.as_deref() == Some(api.api_version().as_str()) && view.has_kind);
+    if !as_stored || view.metadata_not_object {
+        return Err("not served from its stored text".into());
+    }
+    let name = view.name.as_deref().unwrap_or("");
+    if name.is_empty() {
+        return Err("inner object has no metadata.name".into());
+    }
+    let text = parsed
+        .stored_pieces(wrapped)
+        .ok_or("not served from its stored text")?;
+    let fields = api
+        .selectable_fields
+        .iter()
+        .map(|f| {
+            // (Those are read from the head members' values, which are not parsed here.)
+            if HEAD_MEMBERS.iter().any(|h| f.starts_with(h)) {
+                return Err("a selectable field in the head members");
+            }
+            Ok((shared_name(f), parsed.trusted_field(f).into_boxed_str()))
+        })
+        .collect::<Result<_, _>>()?;
+    let labels = kube_api::selector::Labels::from_members(
+        view.labels.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+    );
+    Ok(ServedObject {
+        table: std::sync::OnceLock::new(),
+        namespace: shared_namespace(view.namespace.clone().unwrap_or_default()),
         name: Arc::from(name),
         revision,
         labels,
@@ -1682,7 +2147,9 @@ impl State {
     ) -> Option<Arc<ServedObject>> {
         match result {
             Ok(o) => {
-                invalid.remove(okey);
+                if !invalid.is_empty() {
+                    invalid.remove(okey);
+                }
                 Some(o)
             }
             Err(msg) => {
@@ -1733,8 +2200,18 @@ impl State {
         api: &ResolvedApi,
         counters: &Counters,
     ) -> (Vec<(NameKey, Arc<ServedObject>)>, OriginIndex) {
-        // (origin, key the refusal is remembered by, result)
-        let mut results: Vec<(String, ObjKey, Result<Arc<ServedObject>, String>)> = Vec::new();
+        let mut served = Vec::new();
+        let mut by_origin = OriginIndex::default();
+        // Keys are borrowed from the CachedObjects, not copied: at a million objects the
+        // copies were a good part of the rebuild's serial time.
+        fn keep(
+            (served, by_origin): (&mut Vec<(NameKey, Arc<ServedObject>)>, &mut OriginIndex),
+            origin: &str,
+            o: Arc<ServedObject>,
+        ) {
+            by_origin.insert(origin, o.clone());
+            served.push((o.name_key(), o));
+        }
         match &api.source {
             Source::CachedObjects => {
                 if let Some((_, cr)) = self.cached_resources.get(key) {
@@ -1752,8 +2229,14 @@ impl State {
                     let derived = derive_all(&candidates, |(_, raw)| {
                         unwrap_object_memo(&raw.value, raw.revision, api, memo).map(Arc::new)
                     });
+                    served.reserve(candidates.len());
+                    by_origin = OriginIndex::with_capacity(candidates.len());
                     for ((okey, _), r) in candidates.into_iter().zip(derived) {
-                        results.push((okey.1.clone(), okey.clone(), r));
+                        if let Some(o) =
+                            Self::derive_logged(&mut self.invalid, counters, okey, api, r)
+                        {
+                            keep((&mut served, &mut by_origin), &okey.1, o);
+                        }
                     }
                 }
             }
@@ -1771,22 +2254,19 @@ impl State {
                 let derived = derive_all(&candidates, |(_, (rev, value))| {
                     super::slices::serve_identity_object_memo(value, *rev, api, memo).map(Arc::new)
                 });
+                served.reserve(candidates.len());
+                by_origin = OriginIndex::with_capacity(candidates.len());
                 for ((ik, _), r) in candidates.into_iter().zip(derived) {
-                    results.push((ik.origin(), identity_invalid_key(ik), r));
+                    let invalid_key = identity_invalid_key(ik);
+                    if let Some(o) =
+                        Self::derive_logged(&mut self.invalid, counters, &invalid_key, api, r)
+                    {
+                        keep((&mut served, &mut by_origin), &ik.origin(), o);
+                    }
                 }
             }
         }
-        let mut derived = Vec::with_capacity(results.len());
-        let mut by_origin = OriginIndex::with_capacity(results.len());
-        for (origin, invalid_key, result) in results {
-            if let Some(o) =
-                Self::derive_logged(&mut self.invalid, counters, &invalid_key, api, result)
-            {
-                by_origin.insert(&origin, o.clone());
-                derived.push((o.name_key(), o));
-            }
-        }
-        (derived, by_origin)
+        (served, by_origin)
     }
 
     /// Bring every served domain in line with the catalog; `rebuild` re-derives all objects.
@@ -2309,7 +2789,7 @@ impl Index {
             .collect();
         let raws = par_map(
             &cached,
-            |r| RawCached::new(r.revision, &r.value, &wrapper_labels(&r.value)),
+            |r| raw_cached(r.revision, &r.value),
             // Unreadable labels serve the object as no resource, as a decode failure does.
             || RawCached::new(0, &Bytes::new(), &BTreeMap::new()),
         );
@@ -3056,6 +3536,193 @@ mod tests {
                 expected.insert(k, v);
             }
             proptest::prop_assert_eq!(map_by_name(items), expected);
+        }
+    }
+
+    /// An API whose schema the text check understands, with a selectable field.
+    fn checked_api() -> ResolvedApi {
+        let mut a = api();
+        a.selectable_fields = vec!["spec.size".into(), "status.phase".into()];
+        a.validator = Arc::new(
+            Validator::compile(&json!({"type": "object", "properties": {
+                "spec": {"type": "object", "required": ["size"], "properties": {
+                    "size": {"type": "integer", "minimum": 0},
+                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}}}},
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                    "properties": {"phase": {"type": "string", "default": "New"}}}}}))
+            .unwrap(),
+        );
+        a
+    }
+
+    /// Served the full way: parsed into values, pruned, defaulted and validated.
+    fn served_in_full(stored: &Bytes, api: &ResolvedApi) -> Result<ServedObject, String> {
+        let wrapper: WrapperInner<'_> =
+            serde_json::from_slice(stored).map_err(|e| e.to_string())?;
+        let raw = wrapper.spec.raw.ok_or("no raw")?;
+        let inner = Inner::parse(stored, raw.get(), "inner object", "spec.raw", Mode::Full)?;
+        serve_inner(inner, 9, api, true, None)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn an_object_the_text_check_vouches_for_is_served_as_the_full_way_serves_it(
+            order in proptest::strategy::Strategy::prop_shuffle(proptest::sample::subsequence(vec![0usize, 1, 2, 3, 4, 5], 3..=6)),
+            size in proptest::prop_oneof![
+                proptest::strategy::Just("3".to_string()),
+                proptest::strategy::Just("-1".to_string()),
+                proptest::strategy::Just("2.0".to_string()),
+                proptest::strategy::Just("\"7\"".to_string()),
+                proptest::strategy::Just("null".to_string()),
+                proptest::strategy::Just("12345678901".to_string()),
+            ],
+            tags in proptest::collection::vec("[a-z\u{e9}]{0,7}", 0..3),
+            phase in proptest::option::of("[A-Za-z\"\\\\]{0,6}"),
+            spaced in proptest::bool::ANY,
+            extra_spec in proptest::bool::ANY,
+            metadata in proptest::sample::select(vec![
+                r#"{"name":"n","labels":{"a":"b"}}"#,
+                r#"{"labels":{"b":"1","a":"2","b":"3"},"namespace":"ns","name":"n"}"#,
+                r#"{"name":"n","labels":{"a":"x","a":7,"c":true,"d":"e"}}"#,
+                r#"{"name":"n","labels":null,"namespace":3}"#,
+                r#"{"name":"n","labels":["a"],"name":"m"}"#,
+                r#"{"name":"","labels":{}}"#,
+                r#"{"name":7}"#,
+                r#"{"name":"n\u0041","labels":{"k\"q":"v\n"},"annotations":{"x":"y"}}"#,
+                r#"[1]"#,
+            ]),
+        ) {
+            use proptest::prop_assert_eq;
+            let (colon, comma) = if spaced { (" : ", " ,\n  ") } else { (":", ",") };
+            let status = match &phase {
+                Some(p) => format!("{{\"phase\"{colon}{},\"other\":[1,{{}}]}}", serde_json::to_string(p).unwrap()),
+                None => "{\"other\":true}".to_string(),
+            };
+            let spec = format!(
+                "{{\"size\"{colon}{size}{comma}\"tags\"{colon}{}{}}}",
+                serde_json::to_string(&tags).unwrap(),
+                if extra_spec { ",\"x\":1" } else { "" }
+            );
+            let members = [
+                format!("\"apiVersion\"{colon}\"g.io/v1\""),
+                format!("\"kind\"{colon}\"Thing\""),
+                format!("\"metadata\"{colon}{metadata}"),
+                format!("\"spec\"{colon}{spec}"),
+                format!("\"status\"{colon}{status}"),
+                format!("\"zeta\"{colon}0"),
+            ];
+            let body: Vec<&str> = order.iter().map(|&i| members[i].as_str()).collect();
+            let inner = format!("{{ {} }}", body.join(comma));
+            let stored = Bytes::from(format!("{{\"spec\":{{\"raw\": {inner} }}}}"));
+            let a = checked_api();
+            let full = served_in_full(&stored, &a);
+            let wrapper: WrapperInner<'_> = serde_json::from_slice(&stored).unwrap();
+            let text = wrapper.spec.raw.unwrap().get();
+            let checked = Inner::parse(&stored, text, "inner object", "spec.raw", Mode::Checked(a.validator.text_check()))
+                .and_then(|inner| serve_inner(inner, 9, &a, true, None));
+            // The memo's way (it vouches for objects served from their stored text before).
+            let trusted = Inner::parse(&stored, text, "inner object", "spec.raw", Mode::Trusted)
+                .and_then(|inner| serve_inner(inner, 9, &a, true, None));
+            if let Ok(checked) = checked {
+                let trusted = trusted.expect("the memo's way serves what the check vouched for");
+                prop_assert_eq!(trusted.json_for("c1"), checked.json_for("c1"));
+                prop_assert_eq!(&trusted.labels, &checked.labels);
+                prop_assert_eq!(&trusted.fields, &checked.fields);
+                prop_assert_eq!((&trusted.namespace, &trusted.name), (&checked.namespace, &checked.name));
+                let full = full.expect("the full way serves what the check vouched for");
+                prop_assert_eq!(checked.json_for("c1"), full.json_for("c1"));
+                prop_assert_eq!(&checked.fields, &full.fields);
+                prop_assert_eq!(&checked.labels, &full.labels);
+                prop_assert_eq!((&checked.namespace, &checked.name), (&full.namespace, &full.name));
+            }
+        }
+    }
+
+    #[test]
+    fn the_text_check_serves_a_typical_object_without_the_full_way() {
+        let a = checked_api();
+        let stored = Bytes::from(format!(
+            r#"{{"spec":{{"raw":{{"apiVersion":"g.io/v1","kind":"Thing","metadata":{{"name":"n","annotations":{{"{ANN_ORIGINAL_UID}":"u"}}}},"spec":{{"size":3,"tags":["a"]}},"status":{{"phase":"Up","more":1}}}}}}}}"#
+        ));
+        let text = {
+            let wrapper: WrapperInner<'_> = serde_json::from_slice(&stored).unwrap();
+            wrapper.spec.raw.unwrap().get().to_string()
+        };
+        let at = stored
+            .windows(text.len())
+            .position(|w| w == text.as_bytes())
+            .unwrap();
+        let text = std::str::from_utf8(&stored[at..at + text.len()]).unwrap();
+        let inner = Inner::parse(
+            &stored,
+            text,
+            "inner object",
+            "spec.raw",
+            Mode::Checked(a.validator.text_check()),
+        )
+        .expect("vouched for");
+        let served = serve_inner(inner, 9, &a, true, None).unwrap();
+        assert_eq!(
+            served.fields.iter().map(|(_, v)| &**v).collect::<Vec<_>>(),
+            ["3", "Up"]
+        );
+        // Without the defaulted member the check leaves it to the full way, which fills it in
+        // (and selects by the value filled in).
+        let no_phase = Bytes::from(
+            String::from_utf8(stored.to_vec())
+                .unwrap()
+                .replace(r#""phase":"Up","#, ""),
+        );
+        let full = served_in_full(&no_phase, &a).unwrap();
+        assert_eq!(
+            full.fields.iter().map(|(_, v)| &**v).collect::<Vec<_>>(),
+            ["3", "New"]
+        );
+        let wrapper: WrapperInner<'_> = serde_json::from_slice(&no_phase).unwrap();
+        let text = wrapper.spec.raw.unwrap().get();
+        assert!(
+            Inner::parse(
+                &no_phase,
+                text,
+                "inner object",
+                "spec.raw",
+                Mode::Checked(a.validator.text_check())
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_resource_a_cached_object_names_is_read_as_its_labels_name_it() {
+        let g = LABEL_OBJECT_GROUP;
+        let v = LABEL_OBJECT_VERSION;
+        let r = LABEL_OBJECT_RESOURCE;
+        for text in [
+            format!(
+                r#"{{"metadata":{{"labels":{{"{g}":"g.io","{v}":"v1","{r}":"things"}}}},"spec":{{}}}}"#
+            ),
+            format!(
+                r#"{{"kind":"CachedObject","metadata":{{"name":"x","labels":{{"{r}":"things","{g}":"g.io","{v}":"v1","{g}":"h.io"}}}}}}"#
+            ),
+            format!(
+                r#"{{"metadata":{{"labels":{{"{g}":"g\u002eio","{v}":"v1","{r}":"things"}}}}}}"#
+            ),
+            format!(r#"{{"metadata":{{"labels":{{"{g}":"g.io","{v}":1,"{r}":"things"}}}}}}"#),
+            format!(r#"{{"metadata":{{"labels":{{"{g}":"g.io"}},"labels":{{"{v}":"v1"}}}}}}"#),
+            r#"{"metadata":{"labels":null}}"#.to_string(),
+            r#"{"metadata":{"name":"x"},"spec":{"raw":{}}}"#.to_string(),
+            format!(
+                r#"{{"spec":{{"raw":{{"x":[1,2]}}}},"metadata":{{"labels":{{"{r}":"things"}}}}}}"#
+            ),
+            r#"{"spec":{}}"#.to_string(),
+            format!(r#"{{"metadata":{{"labels":{{"{r}":"things"}}}},"spec":[broken"#),
+            "not json".to_string(),
+        ] {
+            let value = Bytes::from(text.clone());
+            let fast = raw_cached(7, &value);
+            let slow = RawCached::new(7, &value, &wrapper_labels(&value));
+            assert_eq!(fast.gvr, slow.gvr, "{text}");
+            assert_eq!(fast.revision, 7);
         }
     }
 
