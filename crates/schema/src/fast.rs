@@ -145,6 +145,12 @@ impl TextCheck {
         TextCheck { root }
     }
 
+    /// Whether this check can vouch for any object at all (not when the root itself has a
+    /// keyword it does not evaluate, such as a CEL rule).
+    pub fn may_vouch(&self) -> bool {
+        !self.root.opaque
+    }
+
     /// Starts checking one object's root members.
     pub fn root(&self) -> RootCheck<'_> {
         RootCheck {

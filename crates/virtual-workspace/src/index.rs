@@ -753,6 +753,12 @@ pub fn unwrap_object_memo(
     api: &ResolvedApi,
     memo: MemoUse<'_>,
 ) -> Result<ServedObject, String> {
+    if memo.known.is_none()
+        && api.validator.text_check().may_vouch()
+        && let Some(served) = unwrap_checked(value, revision, api, memo.record)
+    {
+        return Ok(served);
+    }
     let wrapper: WrapperInner<'_> =
         serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
     let raw = wrapper
@@ -799,8 +805,9 @@ pub(crate) fn derive_text(
     }
     // Most objects are valid and left as they are by pruning and defaulting: the schema's text
     // check vouches for those in one pass over their text, without a value tree.
-    let check = Mode::Checked(api.validator.text_check());
-    if let Ok(inner) = Inner::parse(stored, text, what, place, check)
+    let check = api.validator.text_check();
+    if check.may_vouch()
+        && let Ok(inner) = Inner::parse(stored, text, what, place, Mode::Checked(check))
         && let Ok(served) = serve_inner(
             inner,
             revision,
@@ -819,6 +826,174 @@ pub(crate) fn derive_text(
         wrapped,
         digest.filter(|_| memo.record),
     )
+}
+
+/// [`unwrap_object_memo`] in one pass over the CachedObject's text when the schema's text
+/// check vouches for its inner object (and the memo is not consulted): `spec.raw` is checked
+/// where it stands instead of being delimited first and parsed again. `None` when anything is
+/// unusual (a key with escapes, a repeated `metadata`, `spec` or `raw`, no `spec.raw`, text
+/// that is not JSON, an object the check is unsure about): the usual way then decides.
+fn unwrap_checked(
+    value: &Bytes,
+    revision: u64,
+    api: &ResolvedApi,
+    record: bool,
+) -> Option<ServedObject> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut found = FoundInner::default();
+    let mut de = serde_json::Deserializer::from_str(text);
+    let check = api.validator.text_check();
+    serde::Deserializer::deserialize_map(
+        &mut de,
+        WrapperTop {
+            check,
+            found: &mut found,
+        },
+    )
+    .ok()?;
+    de.end().ok()?;
+    let members = found.members?;
+    let bytes = text.as_bytes();
+    let base = text.as_ptr() as usize;
+    // Back from `at` over blanks, then over `expect` when given.
+    let back = |mut at: usize, expect: Option<u8>| -> Option<usize> {
+        while at > 0 && matches!(bytes[at - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            at -= 1;
+        }
+        match expect {
+            Some(c) => (at > 0 && bytes[at - 1] == c).then(|| at - 1),
+            None => Some(at),
+        }
+    };
+    // The inner object starts at the brace before its first key's opening quote ...
+    let start = back(
+        members.first_key.checked_sub(base)?.checked_sub(1)?,
+        Some(b'{'),
+    )?;
+    // ... and ends at the brace before whatever follows it: the next key in `spec` or after
+    // it (then `spec` closed first), or the end of the CachedObject (both closed).
+    let end = match found.next_key {
+        Some((address, spec_closed)) => {
+            let at = back(address.checked_sub(base)?.checked_sub(1)?, Some(b','))?;
+            if spec_closed {
+                back(at, Some(b'}'))?
+            } else {
+                at
+            }
+        }
+        None => back(back(text.len(), Some(b'}'))?, Some(b'}'))?,
+    };
+    let end = back(end, None)?;
+    if end <= start || bytes[end - 1] != b'}' {
+        return None;
+    }
+    let inner_text = text.get(start..end)?;
+    let inner = Inner::from_members(value, inner_text, members, true).ok()?;
+    let digest = record.then(|| memo::digest(api.memo_context(true), inner_text.as_bytes()));
+    serve_inner(inner, revision, api, true, digest).ok()
+}
+
+/// What [`WrapperTop`] found: the inner object's members, and the first key after them with
+/// whether `spec` had closed before it.
+#[derive(Default)]
+struct FoundInner<'de> {
+    members: Option<Members<'de>>,
+    next_key: Option<(usize, bool)>,
+}
+
+impl FoundInner<'_> {
+    fn note_key(&mut self, key: &str, spec_closed: bool) {
+        if self.members.is_some() && self.next_key.is_none() {
+            self.next_key = Some((key.as_ptr() as usize, spec_closed));
+        }
+    }
+}
+
+/// A CachedObject's members, as [`WrapperInner`] reads them, checking `spec.raw` in place.
+struct WrapperTop<'c, 'f, 'de> {
+    check: &'c schema::fast::TextCheck,
+    found: &'f mut FoundInner<'de>,
+}
+
+impl<'de> serde::de::Visitor<'de> for WrapperTop<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a CachedObject")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        let unusual = || A::Error::custom("unusual");
+        let (mut metadata, mut spec) = (false, false);
+        while let Some(key) = map.next_key_seed(BorrowedKey)? {
+            let key = key.ok_or_else(unusual)?;
+            self.found.note_key(key, true);
+            match key {
+                "metadata" if !metadata => {
+                    metadata = true;
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                "spec" if !spec => {
+                    spec = true;
+                    map.next_value_seed(WrapperSpecSeed {
+                        check: self.check,
+                        found: &mut *self.found,
+                    })?;
+                }
+                "metadata" | "spec" => return Err(unusual()),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `spec` of a CachedObject: `raw` checked in place, the rest skipped.
+struct WrapperSpecSeed<'c, 'f, 'de> {
+    check: &'c schema::fast::TextCheck,
+    found: &'f mut FoundInner<'de>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for WrapperSpecSeed<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for WrapperSpecSeed<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a CachedObject's spec")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        while let Some(key) = map.next_key_seed(BorrowedKey)? {
+            let key = key.ok_or_else(|| A::Error::custom("unusual"))?;
+            self.found.note_key(key, false);
+            if key == "raw" {
+                if self.found.members.is_some() {
+                    return Err(A::Error::custom("unusual"));
+                }
+                let members = map.next_value_seed(MembersSeed {
+                    mode: Mode::Checked(self.check),
+                })?;
+                if members.first_key == 0 {
+                    return Err(A::Error::custom("unusual"));
+                }
+                self.found.members = Some(members);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A CachedObject's labels and its inner object (`spec.raw`), parsed; `Err` outside when the
@@ -931,13 +1106,25 @@ impl Inner {
             let members = serde::de::DeserializeSeed::deserialize(MembersSeed { mode }, &mut de)?;
             de.end().map(|()| members)
         };
+        let members = decode().map_err(|e| format!("failed to decode {what}: {e}"))?;
+        Inner::from_members(stored, text, members, trusted)
+    }
+
+    /// The object whose text is `text` (in `stored`), from its parsed members.
+    fn from_members(
+        stored: &Bytes,
+        text: &str,
+        members: Members<'_>,
+        trusted: bool,
+    ) -> Result<Inner, String> {
         let Members {
             object,
             view,
             heads,
             others,
             duplicate,
-        } = decode().map_err(|e| format!("failed to decode {what}: {e}"))?;
+            first_key: _,
+        } = members;
         let start = offset_in(stored, text).ok_or("internal: inner object outside its value")?;
         let others = others
             .into_iter()
@@ -1083,6 +1270,8 @@ struct Members<'a> {
     others: Vec<(String, Other<'a>)>,
     /// A key occurs twice.
     duplicate: bool,
+    /// When checked: the address of the first key's first character (0: no member).
+    first_key: usize,
 }
 
 /// Where a member's value is in the object's text.
@@ -1259,6 +1448,7 @@ impl<'de> serde::de::Visitor<'de> for MembersSeed<'_> {
             heads: Vec::with_capacity(8),
             others: Vec::new(),
             duplicate: false,
+            first_key: 0,
         };
         if let Mode::Checked(check) = self.mode {
             return checked_members(map, out, check.root());
@@ -1324,6 +1514,7 @@ fn checked_members<'de, A: serde::de::MapAccess<'de>>(
     if !root.finish() {
         return Err(unsure());
     }
+    out.first_key = keys.first().map_or(0, |k| k.as_ptr() as usize);
     // Each checked member's value lies between its key's closing quote and the next key's
     // opening quote (or the object's end): [`Inner::parse`] finds it there.
     let mut next_key = usize::MAX;
@@ -2787,16 +2978,24 @@ impl Index {
                 (r.key.group.as_str(), r.key.resource.as_str()) == ("cache.kcp.io", "cachedobjects")
             })
             .collect();
+        // The keys are made on the workers too (two strings each, a million times over).
         let raws = par_map(
             &cached,
-            |r| raw_cached(r.revision, &r.value),
-            // Unreadable labels serve the object as no resource, as a decode failure does.
-            || RawCached::new(0, &Bytes::new(), &BTreeMap::new()),
+            |r| Some((obj_key(&r.key), raw_cached(r.revision, &r.value))),
+            || None,
         );
         st.cached_objects = cached
             .iter()
             .zip(raws)
-            .map(|(r, raw)| (obj_key(&r.key), raw))
+            .map(|(r, raw)| {
+                // Unreadable labels serve the object as no resource, as a decode failure does.
+                raw.unwrap_or_else(|| {
+                    (
+                        obj_key(&r.key),
+                        RawCached::new(0, &Bytes::new(), &BTreeMap::new()),
+                    )
+                })
+            })
             .collect();
         st.revision = listing.revision;
         st.reconcile(listing.revision, &self.counters, true);
@@ -3580,6 +3779,7 @@ mod tests {
             phase in proptest::option::of("[A-Za-z\"\\\\]{0,6}"),
             spaced in proptest::bool::ANY,
             extra_spec in proptest::bool::ANY,
+            wrapper in 0..4usize,
             metadata in proptest::sample::select(vec![
                 r#"{"name":"n","labels":{"a":"b"}}"#,
                 r#"{"labels":{"b":"1","a":"2","b":"3"},"namespace":"ns","name":"n"}"#,
@@ -3613,13 +3813,26 @@ mod tests {
             ];
             let body: Vec<&str> = order.iter().map(|&i| members[i].as_str()).collect();
             let inner = format!("{{ {} }}", body.join(comma));
-            let stored = Bytes::from(format!("{{\"spec\":{{\"raw\": {inner} }}}}"));
+            let stored = Bytes::from(match wrapper {
+                0 => format!("{{\"spec\":{{\"raw\": {inner} }}}}"),
+                1 => format!("{{\"metadata\":{{\"name\":\"x\"}},\"spec\":{{\"raw\":{inner},\"other\":[1]}} , \"status\":{{}}}}"),
+                2 => format!("{{\"kind\":\"CachedObject\",\"spec\" : {{ \"raw\" :\n{inner}\n}}\n,\"status\":{{}} }}\n"),
+                _ => format!("{{\"spec\":{{\"a\":{{\"raw\":1}},\"raw\":{inner}}},\"metadata\":{{\"labels\":{{}}}}}}"),
+            });
             let a = checked_api();
             let full = served_in_full(&stored, &a);
-            let wrapper: WrapperInner<'_> = serde_json::from_slice(&stored).unwrap();
-            let text = wrapper.spec.raw.unwrap().get();
+            let parsed_wrapper: WrapperInner<'_> = serde_json::from_slice(&stored).unwrap();
+            let text = parsed_wrapper.spec.raw.unwrap().get();
             let checked = Inner::parse(&stored, text, "inner object", "spec.raw", Mode::Checked(a.validator.text_check()))
                 .and_then(|inner| serve_inner(inner, 9, &a, true, None));
+            // In one pass over the CachedObject, the same.
+            let fused = unwrap_checked(&stored, 9, &a, false);
+            prop_assert_eq!(fused.is_some(), checked.is_ok());
+            if let (Some(fused), Ok(checked)) = (&fused, &checked) {
+                prop_assert_eq!(fused.json_for("c1"), checked.json_for("c1"));
+                prop_assert_eq!(&fused.fields, &checked.fields);
+                prop_assert_eq!(&fused.labels, &checked.labels);
+            }
             // The memo's way (it vouches for objects served from their stored text before).
             let trusted = Inner::parse(&stored, text, "inner object", "spec.raw", Mode::Trusted)
                 .and_then(|inner| serve_inner(inner, 9, &a, true, None));
@@ -3636,6 +3849,25 @@ mod tests {
                 prop_assert_eq!((&checked.namespace, &checked.name), (&full.namespace, &full.name));
             }
         }
+    }
+
+    #[test]
+    fn a_cached_object_with_a_repeated_member_is_left_to_the_usual_way_which_refuses_it() {
+        let a = checked_api();
+        let inner =
+            r#"{"apiVersion":"g.io/v1","kind":"Thing","metadata":{"name":"n"},"spec":{"size":3}}"#;
+        for text in [
+            format!(r#"{{"spec":{{"raw":{inner},"raw":{inner}}}}}"#),
+            format!(r#"{{"spec":{{"raw":{inner}}},"spec":{{"raw":{inner}}}}}"#),
+            format!(r#"{{"metadata":{{}},"spec":{{"raw":{inner}}},"metadata":{{}}}}"#),
+            format!(r#"{{"spec":{{"raw":{inner}}}}} trailing"#),
+        ] {
+            let stored = Bytes::from(text.clone());
+            assert!(unwrap_checked(&stored, 1, &a, false).is_none(), "{text}");
+            assert!(unwrap_object(&stored, 1, &a).is_err(), "{text}");
+        }
+        let fine = Bytes::from(format!(r#"{{"spec":{{"raw":{inner}}}}}"#));
+        assert!(unwrap_checked(&fine, 1, &a, false).is_some());
     }
 
     #[test]
