@@ -1343,12 +1343,13 @@ impl<'de> serde::de::Visitor<'de> for MetaView<'_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match &*key {
-                "name" => self.0.name = map.next_value::<StringOrNot>()?.0,
-                "namespace" => self.0.namespace = map.next_value::<StringOrNot>()?.0,
-                "labels" => self.0.labels = map.next_value::<LabelsOrNot>()?.0,
-                _ => {
+        const READ: [&str; 3] = ["name", "namespace", "labels"];
+        while let Some(which) = map.next_key_seed(KeyAmong(&READ))? {
+            match which {
+                Some(0) => self.0.name = map.next_value::<StringOrNot>()?.0,
+                Some(1) => self.0.namespace = map.next_value::<StringOrNot>()?.0,
+                Some(_) => self.0.labels = map.next_value::<LabelsOrNot>()?.0,
+                None => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
@@ -1585,23 +1586,23 @@ impl<'de> serde::de::Visitor<'de> for BorrowedKey {
     }
 }
 
-/// Reads a map key, telling whether it is the given one (without allocating it).
-struct KeyIs<'k>(&'k str);
+/// Reads a map key, telling which of the given ones it is (without allocating it).
+struct KeyAmong<'k>(&'k [&'k str]);
 
-impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
-    type Value = bool;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+impl<'de> serde::de::DeserializeSeed<'de> for KeyAmong<'_> {
+    type Value = Option<usize>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl serde::de::Visitor<'_> for KeyIs<'_> {
-    type Value = bool;
+impl serde::de::Visitor<'_> for KeyAmong<'_> {
+    type Value = Option<usize>;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a key")
     }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
-        Ok(v == self.0)
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|k| *k == v))
     }
 }
 
@@ -1628,8 +1629,8 @@ fn pick<'de>(text: &'de str, key: &str) -> Picked<'de> {
             mut map: A,
         ) -> Result<Picked<'de>, A::Error> {
             let mut found = None;
-            while let Some(is) = map.next_key_seed(KeyIs(self.0))? {
-                if is {
+            while let Some(hit) = map.next_key_seed(KeyAmong(&[self.0]))? {
+                if hit.is_some() {
                     found = Some(map.next_value()?);
                 } else {
                     map.next_value::<serde::de::IgnoredAny>()?;
@@ -1655,8 +1656,8 @@ fn wrapper_labels(value: &[u8]) -> BTreeMap<String, String> {
         }
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             use serde::de::Error as _;
-            while let Some(is_metadata) = map.next_key_seed(KeyIs("metadata"))? {
-                if is_metadata {
+            while let Some(hit) = map.next_key_seed(KeyAmong(&["metadata"]))? {
+                if hit.is_some() {
                     let meta: WrapperMeta = map.next_value()?;
                     *self.0 = Some(meta.labels);
                     // Stop here: the rest is not read (the error only ends the parse).
