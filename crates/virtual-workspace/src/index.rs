@@ -753,10 +753,8 @@ pub fn unwrap_object_memo(
     api: &ResolvedApi,
     memo: MemoUse<'_>,
 ) -> Result<ServedObject, String> {
-    if memo.known.is_none()
-        && api.validator.text_check().may_vouch()
-        && let Some(served) = unwrap_checked(value, revision, api, memo.record)
-    {
+    let one_pass = memo.known.is_none() && api.validator.text_check().may_vouch();
+    if one_pass && let Some(served) = unwrap_checked(value, revision, api, memo.record) {
         return Ok(served);
     }
     let wrapper: WrapperInner<'_> =
@@ -773,6 +771,8 @@ pub fn unwrap_object_memo(
         api,
         true,
         memo,
+        // The check already said it is not sure (or the CachedObject is unusual): not again.
+        !one_pass,
     )
 }
 
@@ -781,7 +781,9 @@ pub fn unwrap_object_memo(
 /// parsed only as far as serving it needs (its `apiVersion`, `kind` and `metadata`, and its
 /// selectable fields), not validated again, and served with its stored tail; anything else (or
 /// a known object that cannot be served that way after all) is parsed, validated and served in
-/// full. `(what, place)` name it in errors.
+/// full. `(what, place)` name it in errors. `check`: try the schema's text check first (not
+/// when the caller just did).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn derive_text(
     stored: &Bytes,
     text: &str,
@@ -790,6 +792,7 @@ pub(crate) fn derive_text(
     api: &ResolvedApi,
     wrapped: bool,
     memo: MemoUse<'_>,
+    check: bool,
 ) -> Result<ServedObject, String> {
     let digest = (memo.known.is_some() || memo.record)
         .then(|| memo::digest(api.memo_context(wrapped), text.as_bytes()));
@@ -805,9 +808,10 @@ pub(crate) fn derive_text(
     }
     // Most objects are valid and left as they are by pruning and defaulting: the schema's text
     // check vouches for those in one pass over their text, without a value tree.
-    let check = api.validator.text_check();
-    if check.may_vouch()
-        && let Ok(inner) = Inner::parse(stored, text, what, place, Mode::Checked(check))
+    let text_check = api.validator.text_check();
+    if check
+        && text_check.may_vouch()
+        && let Ok(inner) = Inner::parse(stored, text, what, place, Mode::Checked(text_check))
         && let Ok(served) = serve_inner(
             inner,
             revision,

@@ -370,5 +370,6 @@ pub fn serve_identity_object_memo(
         api,
         false,
         memo,
+        true,
     )
 }
