@@ -5,6 +5,7 @@
 
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::Status;
+use std::borrow::Cow;
 
 /// `resourceVersionMatch` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
 }
 
 fn decode(s: &str) -> String {
+    if !s.contains(['+', '%']) {
+        return s.to_string();
+    }
     let spaced = s.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8_lossy()
@@ -60,11 +64,12 @@ fn decode(s: &str) -> String {
 }
 
 /// A request path with percent-escapes decoded, as Go's HTTP server hands it to handlers
-/// (clients send `clusters/%2A` for `clusters/*`).
-pub fn decoded_path(path: &str) -> String {
-    percent_encoding::percent_decode_str(path)
-        .decode_utf8_lossy()
-        .into_owned()
+/// (clients send `clusters/%2A` for `clusters/*`). Borrowed when there is nothing to decode.
+pub fn decoded_path(path: &str) -> Cow<'_, str> {
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
+    percent_encoding::percent_decode_str(path).decode_utf8_lossy()
 }
 
 /// Kubernetes boolean query semantics: true unless the value is `0` or `false`.

@@ -104,6 +104,14 @@ impl RequestInfo {
             })
     }
 
+    /// [`RequestInfo::of`], taking the edge's copy out of the request instead of cloning it.
+    pub fn take<B>(req: &mut axum::http::Request<B>) -> RequestInfo {
+        match req.extensions_mut().remove::<RequestInfo>() {
+            Some(info) => info,
+            None => RequestInfo::parse(req.method(), req.uri().path(), req.uri().query()),
+        }
+    }
+
     /// The value of the first query parameter named `key`.
     pub fn param(&self, key: &str) -> Option<&str> {
         self.query

@@ -274,14 +274,24 @@ pub use kube_api::request::resource_label as resource_label_of;
 
 impl Metrics {
     /// The resource label for a request: bounded, and `other` for requests that found nothing.
+    #[cfg(test)]
     fn resource_label(&self, info: &RequestInfo, status: u16) -> String {
-        if !info.is_resource_request {
+        self.resource_label_from(
+            info.is_resource_request
+                .then(|| resource_label_of(&info.group, &info.resource)),
+            status,
+        )
+    }
+
+    /// The resource label of a request whose resource would be labelled `candidate` (`None`
+    /// for non-resource requests), once its answer is `status`.
+    fn resource_label_from(&self, candidate: Option<String>, status: u16) -> String {
+        let Some(label) = candidate else {
             return String::new();
-        }
+        };
         if status == 404 || status == 400 {
             return "other".into();
         }
-        let label = resource_label_of(&info.group, &info.resource);
         let mut known = self.resources.lock();
         if known.contains(&label) {
             return label;
@@ -495,8 +505,13 @@ impl Drop for GaugeGuard {
 /// Middleware: put the request's [`RequestInfo`] in its extensions and record its metrics.
 pub async fn track(State(metrics): State<Metrics>, mut req: Request, next: Next) -> Response {
     let info = RequestInfo::parse(req.method(), req.uri().path(), req.uri().query());
-    req.extensions_mut().insert(info.clone());
     let role = info.surface.role();
+    // What the labels need, so the info itself moves into the extensions uncopied.
+    let verb = info.verb.clone();
+    let candidate = info
+        .is_resource_request
+        .then(|| resource_label_of(&info.group, &info.resource));
+    req.extensions_mut().insert(info);
     let in_flight = metrics
         .in_flight
         .get_or_create(&RoleLabels { role })
@@ -506,17 +521,17 @@ pub async fn track(State(metrics): State<Metrics>, mut req: Request, next: Next)
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    let resource = metrics.resource_label(&info, status);
+    let resource = metrics.resource_label_from(candidate, status);
     metrics
         .requests
         .get_or_create(&RequestLabels {
             role,
-            verb: info.verb.clone(),
+            verb: verb.clone(),
             resource: resource.clone(),
             code: code_class(status),
         })
         .inc();
-    if info.verb == "watch" && status < 300 {
+    if verb == "watch" && status < 300 {
         let watches = metrics.watches.get_or_create(&RoleLabels { role }).clone();
         watches.inc();
         let guards = (in_flight_guard, GaugeGuard(watches));
@@ -531,7 +546,7 @@ pub async fn track(State(metrics): State<Metrics>, mut req: Request, next: Next)
         .latency
         .get_or_create(&LatencyLabels {
             role,
-            verb: info.verb,
+            verb,
             resource,
         })
         .observe(started.elapsed().as_secs_f64());

@@ -1786,7 +1786,8 @@ async fn serve_connection(
     let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = served.clone();
     let service = ServiceBuilder::new()
-        .layer(Extension(peer))
+        // Shared: the identity is the connection's, and each request only needs to read it.
+        .layer(Extension(Arc::new(peer)))
         .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
             seen.store(true, std::sync::atomic::Ordering::Relaxed);
             req
@@ -2087,8 +2088,8 @@ mod tests {
         assert_eq!(context["context"]["user"], "admin");
     }
 
-    async fn whoami(Extension(peer): Extension<PeerIdentity>) -> String {
-        match peer.user {
+    async fn whoami(Extension(peer): Extension<Arc<PeerIdentity>>) -> String {
+        match &peer.user {
             Some(user) => format!("{}|{}", user.name, user.groups.join(",")),
             None => "anonymous".to_owned(),
         }
@@ -2579,7 +2580,7 @@ mod tests {
     /// (`unauthorized` for an unknown bearer token), like the server's authentication layer.
     async fn authenticated_user(
         axum::extract::State(authn): axum::extract::State<Arc<crate::authn::Authenticator>>,
-        Extension(peer): Extension<PeerIdentity>,
+        Extension(peer): Extension<Arc<PeerIdentity>>,
         headers: axum::http::HeaderMap,
     ) -> String {
         match authn.authenticate_or_reject(&peer, &headers) {

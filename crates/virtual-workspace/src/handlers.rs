@@ -233,10 +233,10 @@ async fn serve_resource(
     key: &ObjKey,
     user: &UserInfo,
     rp: ResourcePath,
-    req: Request,
+    mut req: Request,
 ) -> Result<Response, Status> {
     // The request as the edge read it: verb and query, decoded once.
-    let info = RequestInfo::of(&req);
+    let info = RequestInfo::take(&mut req);
     let verb = info.verb.clone();
     if !user.is_master() {
         if !authz::is_read_only(&verb) {
