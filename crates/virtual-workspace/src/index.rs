@@ -339,21 +339,24 @@ struct OriginIndex {
 }
 
 impl OriginIndex {
-    fn with_capacity(n: usize) -> OriginIndex {
-        OriginIndex {
-            table: hashbrown::HashTable::with_capacity(n),
-            ..OriginIndex::default()
-        }
-    }
-
     /// The 128-bit hash an origin is filed under.
     fn id(&self, origin: &str) -> u128 {
         (u128::from(self.keys.0.hash_one(origin)) << 64) | u128::from(self.keys.1.hash_one(origin))
     }
 
+    /// Room for `n` more objects.
+    fn reserve(&mut self, n: usize) {
+        self.table.reserve(n, |(i, _)| *i as u64);
+    }
+
     /// File `object` under `origin`, replacing what was there.
     fn insert(&mut self, origin: &str, object: Arc<ServedObject>) {
-        let id = self.id(origin);
+        self.insert_id(self.id(origin), object);
+    }
+
+    /// File `object` under the origin whose [`OriginIndex::id`] is `id`, replacing what was
+    /// there.
+    fn insert_id(&mut self, id: u128, object: Arc<ServedObject>) {
         match self.table.find_mut(id as u64, |(i, _)| *i == id) {
             Some(slot) => slot.1 = object,
             None => {
@@ -379,15 +382,12 @@ fn name_hash(hasher: &std::hash::RandomState, o: &ServedObject) -> u64 {
 }
 
 impl NameIndex {
-    /// An index of `objects`.
-    fn of(objects: &BTreeMap<NameKey, Arc<ServedObject>>) -> NameIndex {
-        let hasher = std::hash::RandomState::new();
-        let mut table = hashbrown::HashTable::with_capacity(objects.len());
-        for o in objects.values() {
-            // Distinct keys (the map's), so no search for an equal one.
-            table.insert_unique(name_hash(&hasher, o), o.clone(), |o| name_hash(&hasher, o));
+    /// An empty index with room for `n` objects.
+    fn with_capacity(n: usize) -> NameIndex {
+        NameIndex {
+            table: hashbrown::HashTable::with_capacity(n),
+            hasher: std::hash::RandomState::new(),
         }
-        NameIndex { table, hasher }
     }
 
     fn hash(&self, namespace: &str, name: &str) -> u64 {
@@ -843,7 +843,8 @@ fn unwrap_checked(
     api: &ResolvedApi,
     record: bool,
 ) -> Option<ServedObject> {
-    let text = std::str::from_utf8(value).ok()?;
+    // SIMD: a whole stored value is checked here, a million times on a relist.
+    let text = simdutf8::basic::from_utf8(value).ok()?;
     let mut found = FoundInner::default();
     let mut de = serde_json::Deserializer::from_str(text);
     let check = api.validator.text_check();
@@ -1230,7 +1231,7 @@ impl Inner {
 
     /// The stored text in `range` (a JSON value's text, so valid UTF-8).
     fn stored_str(&self, range: std::ops::Range<usize>) -> Option<&str> {
-        std::str::from_utf8(self.stored.get(range)?).ok()
+        simdutf8::basic::from_utf8(self.stored.get(range)?).ok()
     }
 
     /// The object's served text as pieces of its stored text, when it can be served that way:
@@ -2083,14 +2084,14 @@ pub(crate) fn map_by_name<S: AsRef<str> + Ord, T>(items: Vec<((S, S), T)>) -> BT
         .collect()
 }
 
-/// Derive many served objects, spread over the machine's cores when there are enough of them
-/// (a full rebuild after a relist or a schema change).
+/// Derive many served objects (each with its origin's id), spread over the machine's cores when
+/// there are enough of them (a full rebuild after a relist or a schema change).
 fn derive_all<T: Sync>(
     items: &[T],
-    one: impl Fn(&T) -> Result<Arc<ServedObject>, String> + Sync,
-) -> Vec<Result<Arc<ServedObject>, String>> {
+    one: impl Fn(&T) -> (u128, Result<Arc<ServedObject>, String>) + Sync,
+) -> Vec<(u128, Result<Arc<ServedObject>, String>)> {
     par_map(items, one, || {
-        Err("internal: unwrapping panicked".to_string())
+        (0, Err("internal: unwrapping panicked".to_string()))
     })
 }
 
@@ -2388,24 +2389,33 @@ impl State {
         gvr.group == g && gvr.version == cr.spec.version && gvr.resource == cr.spec.resource
     }
 
-    /// Re-derive every object a domain serves: `(served key, object)` and origin → served key.
+    /// Re-derive every object a domain serves: `(served key, object)` pairs and, for the origin
+    /// index, `(origin id, object)` pairs under `origins`' keys (both in the same order). The
+    /// origin ids are hashed on the workers, with the objects.
     #[allow(clippy::type_complexity)]
     fn derive_domain(
         &mut self,
         key: &ObjKey,
         api: &ResolvedApi,
         counters: &Counters,
-    ) -> (Vec<(NameKey, Arc<ServedObject>)>, OriginIndex) {
+        origins: &OriginIndex,
+    ) -> (
+        Vec<(NameKey, Arc<ServedObject>)>,
+        Vec<(u128, Arc<ServedObject>)>,
+    ) {
         let mut served = Vec::new();
-        let mut by_origin = OriginIndex::default();
+        let mut by_origin = Vec::new();
         // Keys are borrowed from the CachedObjects, not copied: at a million objects the
         // copies were a good part of the rebuild's serial time.
         fn keep(
-            (served, by_origin): (&mut Vec<(NameKey, Arc<ServedObject>)>, &mut OriginIndex),
-            origin: &str,
+            (served, by_origin): (
+                &mut Vec<(NameKey, Arc<ServedObject>)>,
+                &mut Vec<(u128, Arc<ServedObject>)>,
+            ),
+            origin: u128,
             o: Arc<ServedObject>,
         ) {
-            by_origin.insert(origin, o.clone());
+            by_origin.push((origin, o.clone()));
             served.push((o.name_key(), o));
         }
         match &api.source {
@@ -2422,16 +2432,17 @@ impl State {
                         record: self.memo_record,
                         hits: Some(&counters.memo_served_total),
                     };
-                    let derived = derive_all(&candidates, |(_, raw)| {
-                        unwrap_object_memo(&raw.value, raw.revision, api, memo).map(Arc::new)
+                    let derived = derive_all(&candidates, |(okey, raw)| {
+                        let o = unwrap_object_memo(&raw.value, raw.revision, api, memo);
+                        (origins.id(&okey.1), o.map(Arc::new))
                     });
                     served.reserve(candidates.len());
-                    by_origin = OriginIndex::with_capacity(candidates.len());
-                    for ((okey, _), r) in candidates.into_iter().zip(derived) {
+                    by_origin.reserve(candidates.len());
+                    for ((okey, _), (id, r)) in candidates.into_iter().zip(derived) {
                         if let Some(o) =
                             Self::derive_logged(&mut self.invalid, counters, okey, api, r)
                         {
-                            keep((&mut served, &mut by_origin), &okey.1, o);
+                            keep((&mut served, &mut by_origin), id, o);
                         }
                     }
                 }
@@ -2447,17 +2458,18 @@ impl State {
                     record: self.memo_record,
                     hits: Some(&counters.memo_served_total),
                 };
-                let derived = derive_all(&candidates, |(_, (rev, value))| {
-                    super::slices::serve_identity_object_memo(value, *rev, api, memo).map(Arc::new)
+                let derived = derive_all(&candidates, |(ik, (rev, value))| {
+                    let o = super::slices::serve_identity_object_memo(value, *rev, api, memo);
+                    (origins.id(&ik.origin()), o.map(Arc::new))
                 });
                 served.reserve(candidates.len());
-                by_origin = OriginIndex::with_capacity(candidates.len());
-                for ((ik, _), r) in candidates.into_iter().zip(derived) {
+                by_origin.reserve(candidates.len());
+                for ((ik, _), (id, r)) in candidates.into_iter().zip(derived) {
                     let invalid_key = identity_invalid_key(ik);
                     if let Some(o) =
                         Self::derive_logged(&mut self.invalid, counters, &invalid_key, api, r)
                     {
-                        keep((&mut served, &mut by_origin), &ik.origin(), o);
+                        keep((&mut served, &mut by_origin), id, o);
                     }
                 }
             }
@@ -2508,11 +2520,32 @@ impl State {
                 continue;
             }
             // Re-derive every object of this domain and emit the differences.
-            let (derived, by_origin) = match &api {
-                Ok(a) => self.derive_domain(&key, a, counters),
-                Err(_) => (Vec::new(), OriginIndex::default()),
+            let mut by_origin = OriginIndex::default();
+            let (derived, origins) = match &api {
+                Ok(a) => self.derive_domain(&key, a, counters, &by_origin),
+                Err(_) => (Vec::new(), Vec::new()),
             };
-            let fresh = map_by_name(derived);
+            // The three maps of the objects, built on two cores: the name map (a sort) here,
+            // the hash tables by origin and by name beside it. Both keep the last of objects
+            // with the same key, as inserting one by one would.
+            let (fresh, by_name) = std::thread::scope(|s| {
+                let tables = s.spawn(|| {
+                    let mut by_name = NameIndex::with_capacity(origins.len());
+                    by_origin.reserve(origins.len());
+                    for (id, o) in origins {
+                        by_name.insert(o.clone());
+                        by_origin.insert_id(id, o);
+                    }
+                    by_name
+                });
+                let fresh = map_by_name(derived);
+                // invariant: building two hash tables does not panic but for lack of memory,
+                // which aborts the process anyway.
+                let by_name = tables
+                    .join()
+                    .expect("invariant: the table builder did not panic");
+                (fresh, by_name)
+            });
             let Some(served) = self.served.get_mut(&key) else {
                 continue;
             };
@@ -2553,7 +2586,7 @@ impl State {
                     consumers.clone(),
                 ));
             }
-            served.by_name = NameIndex::of(&fresh);
+            served.by_name = by_name;
             served.objects = fresh;
             served.by_origin = by_origin;
         }
@@ -3224,7 +3257,7 @@ mod tests {
     fn served_objects_by_origin_are_replaced_and_taken_out_by_their_origin_s_name() {
         let a = Arc::new(unwrap_object(&wrapped("a", json!(1)), 1, &api()).unwrap());
         let b = Arc::new(unwrap_object(&wrapped("b", json!(2)), 2, &api()).unwrap());
-        let mut index = OriginIndex::with_capacity(2);
+        let mut index = OriginIndex::default();
         index.insert("origin-a", a.clone());
         index.insert("origin-b", a.clone());
         index.insert("origin-a", b.clone());

@@ -290,7 +290,7 @@ struct ObjectText<'a> {
 impl<'a> ObjectText<'a> {
     /// The object at `range` of `buffer`; `None` when it is not an object or a key repeats.
     fn parse(buffer: &'a [u8], range: Range<usize>) -> Option<ObjectText<'a>> {
-        let text = std::str::from_utf8(buffer.get(range.clone())?).ok()?;
+        let text = simdutf8::basic::from_utf8(buffer.get(range.clone())?).ok()?;
         let open = range.start + text.find('{')?;
         let mut de = serde_json::Deserializer::from_str(text);
         let raw: Vec<(Cow<'a, str>, &'a RawValue)> =

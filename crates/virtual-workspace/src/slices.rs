@@ -361,7 +361,9 @@ pub fn serve_identity_object_memo(
     api: &ResolvedApi,
     memo: MemoUse<'_>,
 ) -> Result<ServedObject, String> {
-    let text = std::str::from_utf8(value).map_err(|e| format!("failed to decode object: {e}"))?;
+    let text = simdutf8::basic::from_utf8(value)
+        .or_else(|_| std::str::from_utf8(value))
+        .map_err(|e| format!("failed to decode object: {e}"))?;
     super::index::derive_text(
         value,
         text.trim(),
