@@ -111,6 +111,12 @@ fn parse_kube_path(path: &str) -> KubePath {
 }
 
 async fn handle(State(index): State<Arc<Index>>, req: Request) -> Response {
+    serve_request(index, req).await
+}
+
+/// Answer a request under `/services/replication/` ([`router`]'s one route, for a caller that
+/// routes by that prefix itself).
+pub async fn serve_request(index: Arc<Index>, req: Request) -> Response {
     match serve(index, req).await {
         Ok(r) => r,
         Err(s) => s.into_response(),

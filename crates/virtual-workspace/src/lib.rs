@@ -22,5 +22,5 @@ pub mod resolved;
 pub mod slices;
 pub mod url;
 
-pub use handlers::router;
+pub use handlers::{router, serve_request};
 pub use index::Index;
