@@ -425,6 +425,46 @@ pub fn per_request(request_timeout: Duration) -> Stack<RequestTimeoutLayer, Gzip
     Stack::new(RequestTimeoutLayer::new(request_timeout), GzipLayer::new())
 }
 
+/// A response body that holds `guard` until it is dropped (a watch's gauges and its slot under
+/// the per-user watch limit). Its frames pass straight through: wrapping the body as a stream
+/// and back cost every frame of every watch stream three more adapters.
+pub struct Guarded<G> {
+    inner: Body,
+    _guard: G,
+}
+
+impl<G: Send + Unpin + 'static> Guarded<G> {
+    /// `response` with its body holding `guard`.
+    pub fn attach(response: Response, guard: G) -> Response {
+        response.map(|inner| {
+            Body::new(Guarded {
+                inner,
+                _guard: guard,
+            })
+        })
+    }
+}
+
+impl<G: Unpin> http_body::Body for Guarded<G> {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The layers around everything, outermost first: a request id ([`REQUEST_ID`], taken from
 /// the request or a new UUID), the request's span and its completion log, the request id
 /// copied to the response, the body limit ([`RequestBodyLayer`]) and errors as Status objects

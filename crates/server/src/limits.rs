@@ -8,7 +8,6 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use kube_api::Status;
 use kube_api::request::RequestInfo;
 use kube_api::user::RequestUser;
@@ -118,12 +117,7 @@ impl Admitted {
         let Some(slot) = self.watch else {
             return response;
         };
-        let (parts, body) = response.into_parts();
-        let stream = body.into_data_stream().map(move |chunk| {
-            let _ = &slot;
-            chunk
-        });
-        Response::from_parts(parts, axum::body::Body::from_stream(stream))
+        crate::layers::Guarded::attach(response, slot)
     }
 }
 

@@ -7,7 +7,6 @@
 //! sources are named by role (`cache`, `workspaces`, `shard-<n>`), and resources beyond
 //! [`MAX_RESOURCES`] distinct names (or of requests that found nothing) are reported as `other`.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -535,12 +534,7 @@ pub async fn track(State(metrics): State<Metrics>, mut req: Request, next: Next)
         let watches = metrics.watches.get_or_create(&RoleLabels { role }).clone();
         watches.inc();
         let guards = (in_flight_guard, GaugeGuard(watches));
-        let (parts, body) = response.into_parts();
-        let body = Body::from_stream(WithGuard {
-            inner: body.into_data_stream(),
-            _guard: guards,
-        });
-        return Response::from_parts(parts, body);
+        return crate::layers::Guarded::attach(response, guards);
     }
     metrics
         .latency
@@ -551,23 +545,6 @@ pub async fn track(State(metrics): State<Metrics>, mut req: Request, next: Next)
         })
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// A body stream that holds guards until it is dropped.
-struct WithGuard<S, G> {
-    inner: S,
-    _guard: G,
-}
-
-impl<S: futures_util::Stream + Unpin, G: Unpin> futures_util::Stream for WithGuard<S, G> {
-    type Item = S::Item;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        std::pin::Pin::new(&mut self.inner).poll_next(cx)
-    }
 }
 
 #[cfg(test)]
