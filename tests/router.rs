@@ -1122,6 +1122,63 @@ async fn a_watch_from_the_list_revision_receives_cpu_small_modified() -> Result<
 }
 
 #[tokio::test]
+async fn a_head_of_a_served_flavor_answers_its_get_headers_without_a_body() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let uri = cpuflavors(TEAM_A, "/cpu-small");
+    let get = fx.send(ALICE, Method::GET, &uri, None, None).await?;
+    assert_eq!(get.status(), StatusCode::OK);
+    let get_type = get.headers().get(header::CONTENT_TYPE).cloned();
+    let get_body = get.into_body().collect().await?.to_bytes();
+    assert!(!get_body.is_empty());
+    let head = fx.send(ALICE, Method::HEAD, &uri, None, None).await?;
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers().get(header::CONTENT_TYPE).cloned(), get_type);
+    let head_body = head.into_body().collect().await?.to_bytes();
+    assert!(head_body.is_empty(), "{head_body:?}");
+    Ok(())
+}
+
+/// The `replication_vw_open_watches` gauge of the virtual workspace, from `/metrics`.
+async fn open_vw_watches(fx: &Fixture) -> Result<String> {
+    let response = fx
+        .send(Caller::Admin, Method::GET, "/metrics", None, None)
+        .await?;
+    let text = response.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    let prefix = "replication_vw_open_watches{role=\"virtual-workspace\"} ";
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or("absent")
+        .to_string())
+}
+
+#[tokio::test]
+async fn an_open_watch_is_counted_until_its_client_drops_the_stream() -> Result<()> {
+    let fx = Fixture::new().await?;
+    let rv = list_revision(&fx).await?;
+    let response = fx
+        .send(
+            ALICE,
+            Method::GET,
+            &cpuflavors(TEAM_A, &format!("?watch=true&resourceVersion={rv}")),
+            None,
+            None,
+        )
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut watch = WatchReader::new(response);
+    assert_eq!(open_vw_watches(&fx).await?, "1");
+    set_cores(&fx, "cpu-small", 5).await?;
+    fx.catch_up().await?;
+    assert_eq!(watch.event().await?["type"], "MODIFIED");
+    assert_eq!(open_vw_watches(&fx).await?, "1");
+    drop(watch);
+    assert_eq!(open_vw_watches(&fx).await?, "0");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_watch_list_sends_three_added_then_the_initial_events_end_bookmark() -> Result<()> {
     let fx = Fixture::new().await?;
     let query = "?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
