@@ -88,8 +88,36 @@ pub fn verb(method: &Method, named: bool, watch: bool) -> &'static str {
     }
 }
 
-fn segments(path: &str) -> Vec<&str> {
-    path.split('/').filter(|s| !s.is_empty()).collect()
+/// The lowercase HTTP method (the verb of requests that name no resource).
+fn method_verb(method: &Method) -> String {
+    match *method {
+        Method::GET => "get".to_string(),
+        Method::POST => "post".to_string(),
+        Method::PUT => "put".to_string(),
+        Method::PATCH => "patch".to_string(),
+        Method::DELETE => "delete".to_string(),
+        _ => method.as_str().to_ascii_lowercase(),
+    }
+}
+
+/// The non-empty `/`-separated segments of a path.
+pub fn segments(path: &str) -> Vec<&str> {
+    // Room for the longest paths (a VW resource: 13 segments) without growing; split on the
+    // byte, which for segments this short beats `str::split`'s searcher.
+    let mut out = Vec::with_capacity(16);
+    let mut start = 0;
+    for (i, b) in path.bytes().enumerate() {
+        if b == b'/' {
+            if i > start {
+                out.push(&path[start..i]);
+            }
+            start = i + 1;
+        }
+    }
+    if start < path.len() {
+        out.push(&path[start..]);
+    }
+    out
 }
 
 impl RequestInfo {
@@ -168,7 +196,7 @@ impl RequestInfo {
         let mut info = RequestInfo {
             surface,
             is_resource_request: false,
-            verb: method.as_str().to_ascii_lowercase(),
+            verb: method_verb(method),
             group: String::new(),
             version: String::new(),
             namespace: String::new(),
@@ -224,7 +252,7 @@ impl RequestInfo {
                 .iter()
                 .any(|(k, v)| k == "watch" && super::params::truthy(v));
         let v = verb(method, !info.name.is_empty(), watch);
-        if !v.is_empty() {
+        if !v.is_empty() && info.verb != v {
             info.verb = v.to_string();
         }
         info

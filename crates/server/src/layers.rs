@@ -214,35 +214,35 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        // The clone that was polled ready serves this request.
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
+        // The inner service is called here, not inside the future: each layer's future owning
+        // a clone of everything below it cost every request a clone of the whole stack.
+        // Nothing to limit or drain (most reads): no slot.
+        if req.body().is_end_stream() {
+            return Box::pin(self.inner.call(req));
+        }
         let limits = self.limits;
+        let http1 = req.version() < Version::HTTP_2;
+        let expects_continue = req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (parts, body) = req.into_parts();
+        let slot = Arc::new(Mutex::new(Slot {
+            body: Some(body),
+            read: 0,
+            polled: false,
+            ended: false,
+            overflowed: false,
+        }));
+        let guarded = GuardedBody {
+            slot: slot.clone(),
+            limit: limits.max_body,
+        };
+        let answer = self
+            .inner
+            .call(Request::from_parts(parts, Body::new(guarded)));
         Box::pin(async move {
-            // Nothing to limit or drain (most reads): no slot.
-            if req.body().is_end_stream() {
-                let Ok(response) = inner.call(req).await;
-                return Ok(response);
-            }
-            let http1 = req.version() < Version::HTTP_2;
-            let expects_continue = req
-                .headers()
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            let (parts, body) = req.into_parts();
-            let slot = Arc::new(Mutex::new(Slot {
-                body: Some(body),
-                read: 0,
-                polled: false,
-                ended: false,
-                overflowed: false,
-            }));
-            let guarded = GuardedBody {
-                slot: slot.clone(),
-                limit: limits.max_body,
-            };
-            let req = Request::from_parts(parts, Body::new(guarded));
-            let Ok(response) = inner.call(req).await;
+            let Ok(response) = answer.await;
             let (body, polled, ended, overflowed) = {
                 let mut s = slot.lock();
                 (s.body.take(), s.polled, s.ended, s.overflowed)
@@ -384,11 +384,10 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
         let plain = plain_text_path(req.uri().path());
+        let answer = self.inner.call(req);
         Box::pin(async move {
-            let Ok(response) = inner.call(req).await;
+            let Ok(response) = answer.await;
             let error = response.status().is_client_error() || response.status().is_server_error();
             if !error || plain || structured(response.headers().get(header::CONTENT_TYPE)) {
                 return Ok(response);
@@ -609,12 +608,12 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
         if is_watch(&req) {
-            return Box::pin(inner.call(req));
+            return Box::pin(self.inner.call(req));
         }
-        let mut timed = Timeout::with_status_code(inner, StatusCode::GATEWAY_TIMEOUT, self.timeout);
+        // Over `&mut` of the inner service: no clone of the stack below per request.
+        let mut timed =
+            Timeout::with_status_code(&mut self.inner, StatusCode::GATEWAY_TIMEOUT, self.timeout);
         Box::pin(timed.call(req))
     }
 }
@@ -753,11 +752,12 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
         if is_watch(&req) || !asks_for_gzip(req.headers()) {
-            return Box::pin(inner.call(req));
+            return Box::pin(self.inner.call(req));
         }
+        // The compression layer owns its service: the polled one, a clone left in its place.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
         // tower-http polls a body again after its end (tower-http#732), which a body streamed
         // from `unfold` (a large LIST) does not survive: the body goes in fused.
         let fused = inner.map_response(fuse as fn(Response) -> Response);

@@ -68,7 +68,7 @@ struct ResourcePath {
 }
 
 fn parse_kube_path(path: &str) -> KubePath {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let segs = kube_api::request::segments(path);
     match segs.as_slice() {
         [] => KubePath::Root,
         ["version"] => KubePath::Version,
