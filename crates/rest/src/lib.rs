@@ -126,7 +126,7 @@ impl Collection {
     }
 
     /// The Table apiVersion the `Accept` header asks for, when this collection prints tables.
-    fn wants_table(&self, accept: Option<&str>) -> Result<Option<&'static str>, Status> {
+    pub fn wants_table(&self, accept: Option<&str>) -> Result<Option<&'static str>, Status> {
         use kube_api::negotiate::{Format, Offer, negotiate};
         match negotiate(accept, Offer::Resource)? {
             Format::Table(v) if self.columns.is_some() => Ok(Some(v)),
