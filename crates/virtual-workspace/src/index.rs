@@ -1001,36 +1001,11 @@ impl<'de> serde::de::Visitor<'de> for WrapperSpecSeed<'_, '_, 'de> {
     }
 }
 
-/// A CachedObject's labels and its inner object (`spec.raw`), parsed; `Err` outside when the
-/// CachedObject is not JSON, inside when `spec.raw` is missing or not an object.
-#[allow(clippy::type_complexity)]
-fn parse_cached_object(
-    value: &Bytes,
-) -> Result<(BTreeMap<String, String>, Result<Inner, String>), String> {
-    let wrapper: WrapperView<'_> =
-        serde_json::from_slice(value).map_err(|e| format!("failed to decode CachedObject: {e}"))?;
-    let inner = match wrapper.spec.raw {
-        None => Err("failed to decode inner object: spec.raw is missing".to_string()),
-        Some(raw) => Inner::parse(value, raw.get(), "inner object", "spec.raw", Mode::Full),
-    };
-    Ok((wrapper.metadata.labels, inner))
-}
-
-/// The parts of a CachedObject the index reads; everything else is skipped while parsing, and
-/// the inner object is only delimited (it is parsed by [`Inner::parse`]).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-struct WrapperView<'a> {
-    metadata: WrapperMeta,
-    #[serde(borrow)]
-    spec: WrapperSpec<'a>,
-}
-
 /// Only where a CachedObject's inner object is (its labels are skipped without building values).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 struct WrapperInner<'a> {
-    /// Skipped, but named so that a CachedObject with two is refused as [`WrapperView`] does.
+    /// Skipped, but named so that a CachedObject with two is refused.
     #[allow(dead_code)]
     metadata: Option<serde::de::IgnoredAny>,
     #[serde(borrow)]
@@ -1221,12 +1196,6 @@ impl Inner {
             whole.insert(key.clone(), value);
         }
         selectable_value(&Value::Object(whole), path)
-    }
-
-    /// The validation memo's digest of the object's stored text.
-    fn memo_digest(&self, api: &ResolvedApi, wrapped: bool) -> Option<memo::Digest> {
-        let text = self.stored.get(self.span.clone())?;
-        Some(memo::digest(api.memo_context(wrapped), text))
     }
 
     /// The stored text in `range` (a JSON value's text, so valid UTF-8).
@@ -2602,20 +2571,15 @@ impl State {
         counters: &Counters,
     ) {
         let okey = obj_key(key);
-        // The parsed inner object, unwrapped by each matching resource.
-        let mut parsed: Option<Result<Inner, String>> = None;
         if event_kind == EventKind::Deleted {
             self.cached_objects.remove(&okey);
             self.invalid.remove(&okey);
         } else {
-            let (labels, inner) = match parse_cached_object(value) {
-                Ok((labels, inner)) => (labels, inner),
-                // Still counted against the resource its labels name.
-                Err(e) => (wrapper_labels(value), Err(e)),
-            };
-            parsed = Some(inner);
+            // Only its labels now (a broken object is still counted against the resource they
+            // name); each matching resource unwraps it as a rebuild does, with the schema's
+            // one-pass check first instead of a full parse.
             self.cached_objects
-                .insert(okey.clone(), RawCached::new(revision, value, &labels));
+                .insert(okey.clone(), raw_cached(revision, value));
         }
         let crs: Vec<ObjKey> = self
             .cached_resources
@@ -2639,26 +2603,16 @@ impl State {
             let new = match (event_kind, self.cached_objects.get(&okey)) {
                 (EventKind::Deleted, _) | (_, None) => None,
                 (_, Some(raw)) if Self::matches_gvr(raw, &cr) => {
-                    let result = match &parsed {
-                        Some(Ok(inner)) => {
-                            let digest = self
-                                .memo_record
-                                .then(|| inner.memo_digest(&api, true))
-                                .flatten();
-                            serve_inner(inner.clone(), revision, &api, true, digest)
-                        }
-                        Some(Err(e)) => Err(e.clone()),
-                        None => unwrap_object_memo(
-                            &raw.value,
-                            raw.revision,
-                            &api,
-                            MemoUse {
-                                record: self.memo_record,
-                                ..MemoUse::default()
-                            },
-                        ),
-                    };
-                    let result = result.map(Arc::new);
+                    let result = unwrap_object_memo(
+                        &raw.value,
+                        raw.revision,
+                        &api,
+                        MemoUse {
+                            record: self.memo_record,
+                            ..MemoUse::default()
+                        },
+                    )
+                    .map(Arc::new);
                     Self::derive_logged(&mut self.invalid, counters, &okey, &api, result)
                 }
                 _ => None,
