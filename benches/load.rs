@@ -75,7 +75,7 @@ use replication_vw::model::{
 };
 use replication_vw::replication::Index;
 use replication_vw::server::authn::Authenticator;
-use replication_vw::server::{AppState, app, tls};
+use replication_vw::server::{AppState, app_service, tls};
 use replication_vw::store::memory::MemoryStore;
 use replication_vw::store::{Event, EventKind, Key, Scope, Store};
 use serde_json::{Value, json};
@@ -551,7 +551,7 @@ struct Listening {
 }
 
 /// Serve `router` with the shared TLS configuration on the server runtime.
-fn listen(transport: &Transport, router: Router) -> anyhow::Result<Listening> {
+fn listen(transport: &Transport, router: impl tls::App) -> anyhow::Result<Listening> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
@@ -693,7 +693,7 @@ impl Vw {
     ) -> anyhow::Result<Self> {
         let index = Arc::new(Index::new());
         let state = AppState::new(store.clone(), index.clone(), Authenticator::new(None));
-        let listening = listen(transport, app(state.clone()))?;
+        let listening = listen(transport, app_service(state.clone()))?;
         let url = format!("https://127.0.0.1:{}", listening.port);
         seed_catalog(store.clone(), &url).await?;
         state.seed_loaded.store(true, Ordering::Release);

@@ -102,17 +102,15 @@ fn method_verb(method: &Method) -> String {
 
 /// The non-empty `/`-separated segments of a path.
 pub fn segments(path: &str) -> Vec<&str> {
-    // Room for the longest paths (a VW resource: 13 segments) without growing; split on the
-    // byte, which for segments this short beats `str::split`'s searcher.
+    // Room for the longest paths (a VW resource: 13 segments) without growing; the slashes
+    // found with SIMD (`memchr`): a byte-by-byte loop cost about 8 instructions a byte.
     let mut out = Vec::with_capacity(16);
     let mut start = 0;
-    for (i, b) in path.bytes().enumerate() {
-        if b == b'/' {
-            if i > start {
-                out.push(&path[start..i]);
-            }
-            start = i + 1;
+    for i in memchr::memchr_iter(b'/', path.as_bytes()) {
+        if i > start {
+            out.push(&path[start..i]);
         }
+        start = i + 1;
     }
     if start < path.len() {
         out.push(&path[start..]);

@@ -1,14 +1,13 @@
 //! Prometheus metrics of every role, through `prometheus-client`: requests by role, verb,
 //! resource and code class, their latency, requests in flight and open watches (recorded by
-//! the [`track`] middleware from the request's [`RequestInfo`]), plus the index's and the
+//! the [`Track`] layer from the request's [`RequestInfo`]), plus the index's and the
 //! controllers' counters read at scrape time, the latency of every store operation (through
 //! [`MeteredStore`], which wraps each store a role opens) and the lag of remote readers. Label
 //! sets are bounded: verbs, code classes and store operations are fixed sets, stores and remote
 //! sources are named by role (`cache`, `workspaces`, `shard-<n>`), and resources beyond
 //! [`MAX_RESOURCES`] distinct names (or of requests that found nothing) are reported as `other`.
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use kube_api::request::RequestInfo;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -501,50 +500,103 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// Middleware: put the request's [`RequestInfo`] in its extensions and record its metrics.
-pub async fn track(State(metrics): State<Metrics>, mut req: Request, next: Next) -> Response {
-    let info = RequestInfo::parse(req.method(), req.uri().path(), req.uri().query());
-    let role = info.surface.role();
-    // What the labels need, so the info itself moves into the extensions uncopied.
-    let verb = info.verb.clone();
-    let candidate = info
-        .is_resource_request
-        .then(|| resource_label_of(&info.group, &info.resource));
-    req.extensions_mut().insert(info);
-    let in_flight = metrics
-        .in_flight
-        .get_or_create(&RoleLabels { role })
-        .clone();
-    in_flight.inc();
-    let in_flight_guard = GaugeGuard(in_flight);
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
-    let resource = metrics.resource_label_from(candidate, status);
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            role,
-            verb: verb.clone(),
-            resource: resource.clone(),
-            code: code_class(status),
-        })
-        .inc();
-    if verb == "watch" && status < 300 {
-        let watches = metrics.watches.get_or_create(&RoleLabels { role }).clone();
-        watches.inc();
-        let guards = (in_flight_guard, GaugeGuard(watches));
-        return crate::layers::Guarded::attach(response, guards);
+/// The layer that records every request it wraps in [`Metrics`] (see [`Track`]).
+#[derive(Clone)]
+pub struct TrackLayer(Arc<Metrics>);
+
+impl TrackLayer {
+    /// Record into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        TrackLayer(Arc::new(metrics))
     }
-    metrics
-        .latency
-        .get_or_create(&LatencyLabels {
-            role,
-            verb,
-            resource,
+}
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            metrics: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// Counts every request by role, verb, resource and code class, times it, and keeps the
+/// in-flight and open-watch gauges (a watch's for as long as its stream lives). The request's
+/// [`RequestInfo`] is parsed once here and left in its extensions for the layers and handlers
+/// below. A tower service rather than a `from_fn` middleware: that clones the whole stack below
+/// it and boxes it as `Next` on every request.
+#[derive(Clone)]
+pub struct Track<S> {
+    metrics: Arc<Metrics>,
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let metrics = self.metrics.clone();
+        let info = RequestInfo::parse(req.method(), req.uri().path(), req.uri().query());
+        let role = info.surface.role();
+        // What the labels need, so the info itself moves into the extensions uncopied.
+        let verb = info.verb.clone();
+        let candidate = info
+            .is_resource_request
+            .then(|| resource_label_of(&info.group, &info.resource));
+        req.extensions_mut().insert(info);
+        let in_flight = metrics
+            .in_flight
+            .get_or_create(&RoleLabels { role })
+            .clone();
+        in_flight.inc();
+        let in_flight_guard = GaugeGuard(in_flight);
+        let started = Instant::now();
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let Ok(response) = response.await;
+            let status = response.status().as_u16();
+            let resource = metrics.resource_label_from(candidate, status);
+            metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    role,
+                    verb: verb.clone(),
+                    resource: resource.clone(),
+                    code: code_class(status),
+                })
+                .inc();
+            if verb == "watch" && status < 300 {
+                let watches = metrics.watches.get_or_create(&RoleLabels { role }).clone();
+                watches.inc();
+                let guards = (in_flight_guard, GaugeGuard(watches));
+                return Ok(crate::layers::Guarded::attach(response, guards));
+            }
+            metrics
+                .latency
+                .get_or_create(&LatencyLabels {
+                    role,
+                    verb,
+                    resource,
+                })
+                .observe(started.elapsed().as_secs_f64());
+            Ok(response)
         })
-        .observe(started.elapsed().as_secs_f64());
-    response
+    }
 }
 
 #[cfg(test)]

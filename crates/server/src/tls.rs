@@ -1619,17 +1619,45 @@ impl PeerIdentity {
 pub async fn serve(
     listener: TcpListener,
     tls: impl Into<ServerTls>,
-    app: axum::Router,
+    app: impl App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     serve_draining(listener, tls, app, shutdown, Duration::ZERO).await
+}
+
+/// What [`serve`] serves: an [`axum::Router`], or any service of axum requests that answers
+/// every request (such as `server::app_service`).
+pub trait App:
+    tower::Service<
+        axum::extract::Request,
+        Response = axum::response::Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// [`serve`], and after `shutdown` wait (at most `drain`) until every connection ended.
 pub async fn serve_draining(
     listener: TcpListener,
     tls: impl Into<ServerTls>,
-    app: axum::Router,
+    app: impl App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> io::Result<()> {
@@ -1754,7 +1782,7 @@ async fn serve_connection(
     client_auth: ClientAuth,
     tcp: TcpStream,
     remote: std::net::SocketAddr,
-    app: axum::Router,
+    app: impl App,
     mut stop: watch::Receiver<bool>,
     write_stall: Duration,
 ) {
@@ -1790,7 +1818,7 @@ async fn serve_connection(
         .layer(Extension(Arc::new(peer)))
         .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
             seen.store(true, std::sync::atomic::Ordering::Relaxed);
-            req
+            req.map(axum::body::Body::new)
         })
         .service(app);
     let mut builder = auto::Builder::new(TokioExecutor::new());
