@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+mod log_fields;
+
 use clap::{Args, Parser, Subcommand};
 use replication_vw::server::flags::{FrontProxyFlags, ShutdownFlags, TlsFlags};
 use replication_vw::server::{self, CacheOptions, ListenOptions, ServeOptions, StorageKind};
@@ -282,10 +284,19 @@ async fn main() -> std::process::ExitCode {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
     };
     match cli.log_format {
+        LogFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(std::io::stderr)
+                .with_ansi(true)
+                .init()
+        }
+        // The same text without colours, its fields written straight into the line.
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter())
             .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_ansi(false)
+            .fmt_fields(log_fields::PlainFields)
             .init(),
         LogFormat::Json => {
             server::set_json_logs(true);

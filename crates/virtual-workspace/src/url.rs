@@ -97,7 +97,12 @@ pub fn parse(path: &str) -> Result<Digest, DigestError> {
         .strip_prefix("clusters/")
         .ok_or(DigestError::NotHandled)?;
     let (target, kube_path) = match after.split_once('/') {
-        Some((t, p)) => (t, format!("/{p}")),
+        Some((t, p)) => {
+            let mut path = String::with_capacity(p.len() + 1);
+            path.push('/');
+            path.push_str(p);
+            (t, path)
+        }
         None => (after, "/".to_string()),
     };
     let cr_cluster = cluster_segment(cr_cluster)?;
