@@ -229,7 +229,7 @@ pub async fn update(
     check_body(loc, &mut body)?;
     let key = loc.key(name);
     let current = store.get(&key).await?.ok_or(ObjectError::NotFound)?;
-    let old: Value = serde_json::from_slice(&current.value).unwrap_or(Value::Null);
+    let old = Carried::of(&current.value);
     let Some(obj) = body.as_object_mut() else {
         return Err(ObjectError::BadRequest(
             "the body must be a JSON object".into(),
@@ -254,22 +254,87 @@ pub async fn update(
         _ => None,
     };
     let replicated = is_replicated(md);
-    for field in ["uid", "creationTimestamp"] {
+    let [old_uid, old_created, old_generation] = old.0;
+    for (field, old) in [("uid", old_uid), ("creationTimestamp", old_created)] {
         let sent = md.get(field).is_some_and(|v| !v.is_null() && v != "");
         if !(replicated && sent)
-            && let Some(v) = old.pointer(&format!("/metadata/{field}"))
+            && let Some(v) = old
         {
-            md.insert(field.into(), v.clone());
+            md.insert(field.into(), v);
         }
     }
     if !(replicated && md.contains_key("generation")) {
-        let old_gen = old
-            .pointer("/metadata/generation")
-            .cloned()
-            .unwrap_or(Value::from(1));
-        md.insert("generation".into(), old_gen);
+        md.insert(
+            "generation".into(),
+            old_generation.unwrap_or(Value::from(1)),
+        );
     }
     Ok(store.update(key, encode(&body)?, expected).await?)
+}
+
+/// What an update carries over from the stored object: its `metadata.uid`,
+/// `metadata.creationTimestamp` and `metadata.generation`, each when present. Read without
+/// decoding the whole object: the stored text is read up to the end of its `metadata` only (a
+/// parse of the whole CachedObject into a value was a tenth of a cache-API write's instructions
+/// in callgrind). Text that is not a JSON object, or whose `metadata` is not one, carries
+/// nothing, as before.
+#[derive(Debug, Default, PartialEq)]
+struct Carried([Option<Value>; 3]);
+
+impl Carried {
+    const FIELDS: [&'static str; 3] = ["uid", "creationTimestamp", "generation"];
+
+    fn of(stored: &[u8]) -> Carried {
+        use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
+        struct Top<'a>(&'a mut Option<Carried>);
+        impl<'de> Visitor<'de> for Top<'_> {
+            type Value = ();
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "metadata" {
+                        *self.0 = Some(map.next_value_seed(Meta)?);
+                        // Nothing after `metadata` is needed: stop reading here.
+                        return Err(A::Error::custom("metadata read"));
+                    }
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(())
+            }
+        }
+        struct Meta;
+        impl<'de> DeserializeSeed<'de> for Meta {
+            type Value = Carried;
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Carried, D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Meta {
+            type Value = Carried;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("metadata")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Carried, A::Error> {
+                let mut out = Carried::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match Carried::FIELDS.iter().position(|f| *f == key) {
+                        // A repeated member: the last one counts, as in a decoded value.
+                        Some(i) => out.0[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        let mut found = None;
+        let mut de = serde_json::Deserializer::from_slice(stored);
+        let _ = serde::Deserializer::deserialize_map(&mut de, Top(&mut found));
+        found.unwrap_or_default()
+    }
 }
 
 /// Delete an object, optionally only at a given revision.
@@ -380,6 +445,29 @@ mod tests {
             shard: "shard-1",
             cluster: "c1",
             namespace: "",
+        }
+    }
+
+    #[test]
+    fn an_update_carries_over_the_stored_uid_creation_time_and_generation() {
+        let carried = |text: &str| Carried::of(text.as_bytes()).0;
+        assert_eq!(
+            carried(
+                r#"{"kind":"K","metadata":{"name":"x","uid":"u1","creationTimestamp":"2026-01-01T00:00:00Z","generation":3},"spec":{"a":1}}"#
+            ),
+            [
+                Some(json!("u1")),
+                Some(json!("2026-01-01T00:00:00Z")),
+                Some(json!(3))
+            ]
+        );
+        // Wherever `metadata` stands, whatever follows it; the last of a repeated member.
+        assert_eq!(
+            carried(r#"{"spec":{"uid":"no"},"metadata":{"uid":"a","uid":"b"},"status":"#),
+            [Some(json!("b")), None, None]
+        );
+        for nothing in ["", "[1]", "{\"metadata\":5}", "not json", "{\"spec\":{}}"] {
+            assert_eq!(carried(nothing), [None, None, None], "{nothing}");
         }
     }
 

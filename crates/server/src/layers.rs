@@ -405,6 +405,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MIN_GZIP_SIZE: u64 = 128 * 1024;
 /// The request id header: taken from the request, or generated, and set on the response.
 pub const REQUEST_ID: &str = "x-request-id";
+/// [`REQUEST_ID`] as a header name, so a lookup does not parse the name first.
+pub const REQUEST_ID_HEADER: http::HeaderName = http::HeaderName::from_static(REQUEST_ID);
 
 /// Whether a request is a watch: by the [`RequestInfo`] the metrics middleware put in its
 /// extensions, or by reading the request again when it did not pass there.
@@ -516,7 +518,7 @@ impl<B> MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, req: &http::Request<B>) -> Span {
         let id = req
             .headers()
-            .get(REQUEST_ID)
+            .get(REQUEST_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         // A span's level only decides whether it is recorded: at ERROR it is recorded under any

@@ -274,7 +274,7 @@ impl Seen {
         Seen {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            id: req.headers().get("x-request-id").cloned(),
+            id: req.headers().get(layers::REQUEST_ID_HEADER).cloned(),
         }
     }
 
