@@ -39,4 +39,13 @@ impl RequestUser {
             .and_then(|u| u.0.clone())
             .ok_or_else(super::Status::unauthorized)
     }
+
+    /// [`RequestUser::require`], taking the user out of the request instead of cloning it (for
+    /// a handler that is the request's last reader).
+    pub fn take(extensions: &mut axum::http::Extensions) -> Result<UserInfo, super::Status> {
+        extensions
+            .remove::<RequestUser>()
+            .and_then(|u| u.0)
+            .ok_or_else(super::Status::unauthorized)
+    }
 }

@@ -146,12 +146,13 @@ fn no_cached_resource(key: &ObjKey) -> Status {
     Status::not_found("cache.kcp.io", "cachedresources", &key.1)
 }
 
-async fn serve(index: Arc<Index>, req: Request) -> Result<Response, Status> {
+async fn serve(index: Arc<Index>, mut req: Request) -> Result<Response, Status> {
     let digest = url::parse(&kube_api::params::decoded_path(req.uri().path()));
     if digest == Err(url::DigestError::NotHandled) {
         return Err(Status::path_not_found());
     }
-    let user = RequestUser::require(req.extensions())?;
+    // Nothing after this reads the user from the request: taken, not cloned.
+    let user = RequestUser::take(req.extensions_mut())?;
     // A cluster segment that is no logical cluster name is refused before anything is looked
     // up (after authentication, as kube-apiserver orders it).
     let digest = digest.map_err(|e| Status::bad_request(e.to_string()))?;
