@@ -12,6 +12,7 @@ pub mod identity;
 pub mod local;
 pub mod objects;
 pub mod openapi;
+pub mod present_memo;
 pub mod resources;
 
 use axum::Router;
@@ -38,6 +39,8 @@ pub struct CacheServer {
     pub store: Arc<dyn Store>,
     /// Watch frames of recent events, made once for all watchers (see [`rest::FrameMemo`]).
     pub frames: Arc<rest::FrameMemo>,
+    /// Objects as presented to readers, made once per revision (see [`present_memo`]).
+    pub presented: Arc<present_memo::PresentMemo>,
 }
 
 /// The cache server's routes.
@@ -50,6 +53,7 @@ pub fn router(store: Arc<dyn Store>) -> Router {
         .with_state(CacheServer {
             store,
             frames: Arc::default(),
+            presented: Arc::default(),
         })
 }
 
@@ -259,7 +263,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
     let api_version = format!("{}/{}", res.group, path.version);
     let method = req.method().clone();
     let store = cs.store.as_ref();
-    let collection = collection(res, &api_version, &cs.frames);
+    let collection = collection(res, &api_version, &cs.frames, &cs.presented);
     let accept = req
         .headers()
         .get(axum::http::header::ACCEPT)
@@ -312,7 +316,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
             if collection.wants_table(accept.as_deref())?.is_none() {
                 return Ok(json_response(
                     200,
-                    presented(&record, &api_version, res, &name)?,
+                    presented(&cs.presented, &record, &api_version, res, &name)?,
                 ));
             }
             let v = objects::present(&record.value, &record.key, record.revision, &api_version)
@@ -334,7 +338,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
                 .map_err(|e| e.to_status(res, &name))?;
             Ok(json_response(
                 201,
-                presented(&rec, &api_version, res, &name)?,
+                presented(&cs.presented, &rec, &api_version, res, &name)?,
             ))
         }
         (Method::PUT, Some(name)) => {
@@ -347,7 +351,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
                 .map_err(|e| e.to_status(res, &name))?;
             Ok(json_response(
                 200,
-                presented(&rec, &api_version, res, &name)?,
+                presented(&cs.presented, &rec, &api_version, res, &name)?,
             ))
         }
         (Method::DELETE, Some(name)) => {
@@ -360,7 +364,7 @@ async fn serve(cs: CacheServer, req: Request) -> Result<Response, Status> {
                 .map_err(|e| e.to_status(res, &name))?;
             Ok(json_response(
                 200,
-                presented(&rec, &api_version, res, &name)?,
+                presented(&cs.presented, &rec, &api_version, res, &name)?,
             ))
         }
         (Method::DELETE, None) => {
@@ -485,13 +489,21 @@ fn discovery_tail(path: &str) -> Option<Vec<String>> {
 /// stored text ([`objects::present_json`], byte for byte the same) without decoding it into a
 /// value tree and encoding that again, which was two thirds of a GET's instructions.
 fn presented(
+    memo: &present_memo::PresentMemo,
     rec: &store::Record,
     api_version: &str,
     res: &'static ServedResource,
     name: &str,
 ) -> Result<Vec<u8>, Status> {
     let mut out = Vec::with_capacity(rec.value.len() + 128);
-    if objects::present_json(&rec.value, &rec.key, rec.revision, api_version, &mut out).is_ok() {
+    if memo.present(
+        &rec.key,
+        rec.revision,
+        rec.value.len(),
+        api_version,
+        &mut out,
+        |out| objects::present_json(&rec.value, &rec.key, rec.revision, api_version, out).is_ok(),
+    ) {
         return Ok(out);
     }
     let v = objects::present(&rec.value, &rec.key, rec.revision, api_version)
@@ -504,6 +516,7 @@ fn collection(
     res: &'static ServedResource,
     api_version: &str,
     frames: &Arc<rest::FrameMemo>,
+    presented: &Arc<present_memo::PresentMemo>,
 ) -> Collection {
     let av = api_version.to_string();
     Collection {
@@ -517,8 +530,11 @@ fn collection(
         }),
         present_json: Some({
             let av = api_version.to_string();
+            let memo = presented.clone();
             Arc::new(move |value, key, revision, out| {
-                objects::present_json(value, key, revision, &av, out).is_ok()
+                memo.present(key, revision, value.len(), &av, out, |out| {
+                    objects::present_json(value, key, revision, &av, out).is_ok()
+                })
             })
         }),
         frames: Some(frames.clone()),
