@@ -11,20 +11,9 @@
 set -euo pipefail
 N=${1:-2000}
 PORT=${2:-16443}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release/replication-vw
-command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
-WORK=$(mktemp -d)
-cd "$WORK"
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.%p.out" \
-  "$BIN" serve --seed "$ROOT/examples/cloud-co" --listen "127.0.0.1:$PORT" --storage memory \
-  >serve.log 2>&1 &
-VG=$!
-trap 'kill $VG 2>/dev/null || true' EXIT
-for _ in $(seq 1 180); do
-  grep -q 'get memflavors' serve.log 2>/dev/null && break
-  sleep 1
-done
+# shellcheck source=benches/callgrind-lib.sh
+source "$(dirname "$0")/callgrind-lib.sh"
+callgrind_serve "$PORT"
 cat >client.py <<'EOF'
 import http.client, json, ssl, sys
 port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -43,15 +32,6 @@ callgrind_control -i on >/dev/null
 OBJ=$(python3 client.py "$PORT" first-flavor 0 "$LIST")
 python3 client.py "$PORT" "$OBJ" 100
 python3 client.py "$PORT" /healthz 100
-count() {
-  callgrind_control -z >/dev/null
-  python3 client.py "$PORT" "$2" "$N"
-  callgrind_control -d "$1" >/dev/null
-  sleep 1
-  local f
-  f=$(grep -l "Trigger: dump $1" "$WORK"/cg.*.out.* | head -1)
-  echo "$1 $(($(grep '^summary:' "$f" | cut -d' ' -f2) / N))"
-}
-count get "$OBJ"
-count healthz /healthz
+callgrind_count get "$N" python3 client.py "$PORT" "$OBJ" "$N"
+callgrind_count healthz "$N" python3 client.py "$PORT" /healthz "$N"
 echo "callgrind files: $WORK"

@@ -13,20 +13,9 @@
 set -euo pipefail
 N=${1:-500}
 PORT=${2:-16444}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release/replication-vw
-command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
-WORK=$(mktemp -d)
-cd "$WORK"
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/cg.%p.out" \
-  "$BIN" serve --seed "$ROOT/examples/cloud-co" --listen "127.0.0.1:$PORT" --storage memory \
-  >serve.log 2>&1 &
-VG=$!
-trap 'kill $VG 2>/dev/null || true' EXIT
-for _ in $(seq 1 180); do
-  grep -q 'get memflavors' serve.log 2>/dev/null && break
-  sleep 1
-done
+# shellcheck source=benches/callgrind-lib.sh
+source "$(dirname "$0")/callgrind-lib.sh"
+callgrind_serve "$PORT"
 cat >client.py <<'PY'
 import http.client, json, ssl, sys
 port, mode, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -49,15 +38,6 @@ for _ in range(n):
 PY
 callgrind_control -i on >/dev/null
 python3 client.py "$PORT" put 50
-count() {
-  callgrind_control -z >/dev/null
-  python3 client.py "$PORT" "$1" "$N"
-  callgrind_control -d "$1" >/dev/null
-  sleep 1
-  local f
-  f=$(grep -l "Trigger: dump $1" "$WORK"/cg.*.out.* | head -1)
-  echo "$1 $(($(grep '^summary:' "$f" | cut -d' ' -f2) / N))"
-}
-count get
-count put
+callgrind_count get "$N" python3 client.py "$PORT" get "$N"
+callgrind_count put "$N" python3 client.py "$PORT" put "$N"
 echo "callgrind files: $WORK"
