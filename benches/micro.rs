@@ -414,6 +414,17 @@ fn bench_list_body(c: &mut Criterion) {
     g.bench_function("served_bytes", |b| {
         b.iter(|| ListBody::new(head.clone(), objects.clone(), clusters.clone()).collect())
     });
+    // The chunks as the server sends them, without `collect`'s copy into one buffer.
+    g.bench_function("served_chunks", |b| {
+        b.iter(|| {
+            let mut body = ListBody::new(head.clone(), objects.clone(), clusters.clone());
+            let mut n = 0;
+            while let Some(c) = body.next_chunk() {
+                n += c.len();
+            }
+            n
+        })
+    });
     g.throughput(Throughput::Bytes(naive.len() as u64));
     g.bench_function("naive_serde_value", |b| {
         b.iter(|| naive_list(&api, revision, black_box(&stored), CONSUMER))
