@@ -333,8 +333,6 @@ impl Metrics {
         )
     }
 
-    /// The resource label of a request whose resource would be labelled `candidate` (`None`
-    /// for non-resource requests), once its answer is `status`.
     /// The series a request of `role` and `verb` with answer `status` records into;
     /// `candidate` is its resource label before [`Metrics::resource_label_from`] bounds it.
     fn series(
@@ -386,6 +384,8 @@ impl Metrics {
         series
     }
 
+    /// The resource label of a request whose resource would be labelled `candidate` (`None`
+    /// for non-resource requests), once its answer is `status`.
     fn resource_label_from(&self, candidate: Option<String>, status: u16) -> String {
         let Some(label) = candidate else {
             return String::new();
